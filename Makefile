@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    := out
+
+.PHONY: setup demo test lint typecheck fuzz zoo bench plan clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	touch $(STAMP)
+
+$(OUT)/resnet_slim.onnx: models/build_samples.py $(STAMP)
+	$(PY) models/build_samples.py $(OUT)
+
+demo: $(OUT)/resnet_slim.onnx
+	$(VENV)/bin/onnxprune inspect $(OUT)/resnet_slim.onnx
+	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx \
+		--ratio 0.5 --report $(OUT)/resnet_slim.report.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check onnxprune tests models scripts benchmarks
+	$(VENV)/bin/ruff format --check onnxprune tests models scripts benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy onnxprune
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+fuzz: $(STAMP)
+	ONNXPRUNE_FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz.py
+
+zoo: $(STAMP)
+	$(PY) scripts/zoo_table.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/prune_speed.py
+
+plan: $(OUT)/resnet_slim.onnx
+	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx \
+		--ratio 0.5 --plan $(OUT)/resnet_slim.pruned.plan --save-onnx $(OUT)/resnet_slim.fp16.onnx
+
+clean:
+	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

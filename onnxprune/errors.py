@@ -1,0 +1,34 @@
+"""Errors a user can cause. The CLI turns every ``OnnxPruneError`` into one line on stderr and exit 1.
+
+Anything else that escapes is a bug in onnxprune and keeps its traceback.
+"""
+
+
+class OnnxPruneError(Exception):
+    """A problem with the user's model, files or request (exit code 1)."""
+
+
+class ModelLoadError(OnnxPruneError):
+    """The input file is missing, unreadable, or not a valid ONNX model."""
+
+
+class ModelSaveError(OnnxPruneError):
+    """The output could not be written (bad path, read-only location, full disk)."""
+
+
+class ValidationError(OnnxPruneError):
+    """The rewritten model failed onnx.checker, shape inference or an ONNX Runtime run."""
+
+
+class VerificationError(OnnxPruneError):
+    """The pruned model does not match its masked reference, or two models disagree."""
+
+
+class UsageError(OnnxPruneError):
+    """Options that contradict each other or are out of range (exit code 2)."""
+
+    exit_code = 2
+
+
+class CapabilityError(OnnxPruneError):
+    """A backend (TensorRT, a CUDA device) that the request needs is not available here."""
