@@ -1,0 +1,131 @@
+"""The Python API: inspect and prune, one call each, with everything the CLI prints in the result.
+
+from onnxprune import api
+result = api.prune("model.onnx", "model.pruned.onnx", api.PlanOptions(ratio=0.5))
+print(result.report["macs"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxprune import graph as graphs
+from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.importance import score_groups
+from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.rewrite import apply_plan, masked_reference, validate
+from onnxprune.runtime import check_runs
+from onnxprune.stats import count_macs, count_params
+
+__all__ = ["Inspection", "PlanOptions", "PruneResult", "inspect", "prune", "prune_model"]
+
+
+@dataclass
+class Inspection:
+    """Every channel group of a model, scored, with the reason for each decline."""
+
+    model: onnx.ModelProto
+    analysis: Analysis
+    groups: list[ChannelGroup]
+    params: int
+    macs: int
+
+
+@dataclass
+class PruneResult:
+    original: onnx.ModelProto
+    pruned: onnx.ModelProto
+    groups: list[ChannelGroup]
+    report: dict[str, Any]
+    masked: onnx.ModelProto | None = None
+    output: Path | None = None
+    verification: dict[str, Any] = field(default_factory=dict)
+
+
+def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
+    model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    graph = graphs.normalise(model)
+    analysis = analyse(graph)
+    score_groups(analysis.groups, criterion)
+    normalised = graphs.infer_shapes(graphs.to_model(graph.copy(), model))
+    return Inspection(normalised, analysis, analysis.groups, count_params(normalised), count_macs(normalised))
+
+
+def prune_model(model: onnx.ModelProto, options: PlanOptions, *, check: bool = True) -> PruneResult:
+    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference."""
+    options.check()
+    graph = graphs.normalise(model)
+    original = graphs.infer_shapes(graphs.to_model(graph.copy(), model))
+    analysis = analyse(graph)
+    score_groups(analysis.groups, options.criterion)
+    make_plan(analysis.groups, options)
+    masked = masked_reference(graphs.normalise(original), analysis)
+    pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    if check:
+        check_runs(original, pruned)
+    report = build_report(original, pruned, analysis.groups, options)
+    return PruneResult(original, pruned, analysis.groups, report, masked)
+
+
+def prune(
+    source: str | Path,
+    output: str | Path,
+    options: PlanOptions,
+    *,
+    external_data: bool | None = None,
+) -> PruneResult:
+    """Prune a file into another; nothing is written unless the pruned model validates."""
+    output = graphs.check_output_path(output, [source])
+    result = prune_model(graphs.read_model(source), options)
+    graphs.save_model(result.pruned, output, external_data=external_data)
+    result.output = output
+    return result
+
+
+def build_report(
+    original: onnx.ModelProto, pruned: onnx.ModelProto, groups: list[ChannelGroup], options: PlanOptions
+) -> dict[str, Any]:
+    return {
+        "options": {
+            "ratio": options.ratio,
+            "threshold": options.threshold,
+            "round_to": options.round_to,
+            "min_keep": options.min_keep,
+            "scope": options.scope,
+            "criterion": options.criterion,
+            "exclude": list(options.exclude),
+        },
+        "params": {"before": count_params(original), "after": count_params(pruned)},
+        "macs": {"before": count_macs(original), "after": count_macs(pruned)},
+        "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],
+        "declined": [
+            {
+                "group": g.id,
+                "nodes": g.nodes,
+                "channels": g.size,
+                "reason": g.declines[0].reason,
+                "node": g.declines[0].node,
+                "all_reasons": sorted({str(d) for d in g.declines}),
+            }
+            for g in groups
+            if not g.prunable and g.nodes
+        ],
+    }
+
+
+def group_record(group: ChannelGroup) -> dict[str, Any]:
+    keep = group.keep if group.keep is not None else np.arange(group.size)
+    return {
+        "id": group.id,
+        "nodes": group.nodes,
+        "producers": group.producers,
+        "criterion": group.criterion,
+        "channels_before": group.size,
+        "channels_after": int(len(keep)),
+        "kept": [int(i) for i in keep],
+    }

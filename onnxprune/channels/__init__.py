@@ -1,0 +1,33 @@
+"""Analyse: the channel-dependency groups of a graph."""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.channels.span import ChannelMap, Span
+
+__all__ = ["Analysis", "ChannelGroup", "ChannelMap", "Decline", "Span", "TensorState", "analyse"]
+
+
+def analyse(graph: gs.Graph) -> Analysis:
+    """Run every node's rule in topological order and group the channels they tie together."""
+    from onnxprune.rules import rule_for
+    from onnxprune.rules.base import channels
+
+    graph.toposort()
+    ctx = Analysis(graph)
+    for tensor in graph.inputs:
+        size = channels(tensor)
+        if size:
+            ctx.set_state(tensor, ctx.fixed_map(size, f"channels of graph input {tensor.name!r}"))
+    for node in graph.nodes:
+        rule_for(node).propagate(node, ctx)
+    for tensor in graph.outputs:
+        state = ctx.state(tensor)
+        if state is not None:
+            producer = tensor.inputs[0].name if tensor.inputs else ""
+            ctx.decline(state.map, f"reaches graph output {tensor.name!r}", producer)
+    ctx.finish()
+    return ctx

@@ -1,0 +1,315 @@
+"""Analyse: build the channel-dependency groups of a graph by running each node's rule in topological order.
+
+Groups live in a union-find. ``unify`` ties the channels of two tensors index by index (a residual Add);
+where a span covers only part of a group (a Split output added to a Conv output), the group is first cut in
+two at the boundary, together with every group already unified with it, so a union always joins whole
+groups of equal size. After the walk, every union class of leaf groups becomes one ``ChannelGroup``.
+
+Besides the maps, the walk tracks for every channel of every tensor the value that channel would carry if
+it were removed: 0 where it is born (a producer's output, or the first BatchNormalization after it), then
+whatever the ops downstream make of that 0 (a BN turns it into a constant, a Sigmoid into 0.5). A consumer
+must fold a non-zero constant into its bias, or keep the channel where folding would not be exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.channels.span import ChannelMap, Span, channel_count, width
+
+
+@dataclass
+class TensorState:
+    """What the walk knows of one tensor's channel axis."""
+
+    map: ChannelMap
+    value: np.ndarray  # per position: value of the channel if it were removed (nan: not constant)
+    fresh: np.ndarray  # per position: True until the first BatchNormalization after its producer
+
+
+@dataclass
+class _Note:
+    kind: str
+    map: ChannelMap
+    payload: Any = None
+
+
+@dataclass
+class _Groups:
+    """Union-find over leaf groups, with splitting of a whole class at the same offsets."""
+
+    size: list[int] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    members: dict[int, list[int]] = field(default_factory=dict)
+    children: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def new(self, size: int) -> int:
+        gid = len(self.size)
+        self.size.append(size)
+        self.parent.append(gid)
+        self.members[gid] = [gid]
+        return gid
+
+    def find(self, gid: int) -> int:
+        while self.parent[gid] != gid:
+            self.parent[gid] = self.parent[self.parent[gid]]
+            gid = self.parent[gid]
+        return gid
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra].extend(self.members.pop(rb))
+
+    def leaves(self, span: Span) -> list[Span]:
+        kids = self.children.get(span.group)
+        if not kids:
+            return [span]
+        out: list[Span] = []
+        for offset, kid in kids:
+            lo, hi = max(span.start, offset), min(span.start + span.length, offset + self.size[kid])
+            if lo < hi:
+                out.extend(self.leaves(Span(kid, lo - offset, hi - lo, span.repeat)))
+        return out
+
+    def split(self, gid: int, cuts: Iterable[int]) -> bool:
+        """Cut leaf ``gid`` (and its whole class) at local offsets; True if anything was cut."""
+        bounds = sorted({0, self.size[gid], *(c for c in cuts if 0 < c < self.size[gid])})
+        if len(bounds) == 2:
+            return False
+        pieces = []
+        for member in self.members[self.find(gid)]:
+            kids = [(lo, self.new(hi - lo)) for lo, hi in itertools.pairwise(bounds)]
+            self.children[member] = kids
+            pieces.append(kids)
+        for k in range(len(bounds) - 1):
+            for kids in pieces[1:]:
+                self.union(pieces[0][k][1], kids[k][1])
+        return True
+
+
+class Analysis:
+    """The context every rule's ``propagate`` works through."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.graph = graph
+        self.states: dict[str, TensorState] = {}
+        self._groups = _Groups()
+        self._notes: list[_Note] = []
+        self._ties: list[tuple[list[ChannelMap], str]] = []
+        self.sources: list[tuple[str, np.ndarray]] = []
+        self.groups: list[ChannelGroup] = []
+
+    # ---- reading tensors -------------------------------------------------------------------------
+    def state(self, tensor: gs.Tensor) -> TensorState | None:
+        return self.states.get(tensor.name)
+
+    def map_of(self, tensor: gs.Tensor) -> ChannelMap | None:
+        state = self.states.get(tensor.name)
+        return state.map if state else None
+
+    # ---- creating and recording ------------------------------------------------------------------
+    def new_group(self, size: int) -> ChannelMap:
+        return (Span(self._groups.new(size), 0, size),)
+
+    def fixed_map(self, size: int, reason: str, node: str = "") -> ChannelMap:
+        """Channels onnxprune must not touch (a graph input, an op without a rule)."""
+        cmap = self.new_group(size)
+        self.decline(cmap, reason, node)
+        return cmap
+
+    def set_state(
+        self,
+        tensor: gs.Tensor,
+        cmap: ChannelMap,
+        value: np.ndarray | None = None,
+        fresh: np.ndarray | None = None,
+    ) -> None:
+        n = width(cmap)
+        if value is None:
+            value = np.full(n, np.nan)
+        if fresh is None:
+            fresh = np.zeros(n, dtype=bool)
+        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), fresh)
+
+    def source(self, tensor: gs.Tensor, positions: np.ndarray) -> None:
+        """Where removed channels are cut: a producer's output, or a scoring BN's (the masked reference
+        zeroes them exactly there)."""
+        if positions.any():
+            self.sources.append((tensor.name, np.asarray(positions, dtype=bool)))
+
+    def decline(self, cmap: ChannelMap | None, reason: str, node: str = "") -> None:
+        if cmap:
+            self._notes.append(_Note("decline", cmap, Decline(reason, node)))
+
+    def member(self, cmap: ChannelMap | None, node: str, producer: bool = False) -> None:
+        if cmap:
+            self._notes.append(_Note("producer" if producer else "member", cmap, node))
+
+    def add_gamma(self, cmap: ChannelMap, gamma: np.ndarray) -> None:
+        """|gamma| per position; nan where this BN does not score the channel."""
+        self._notes.append(_Note("gamma", cmap, np.asarray(gamma, dtype=np.float64)))
+
+    def add_filter_norm(self, cmap: ChannelMap, l1: np.ndarray, l2: np.ndarray) -> None:
+        self._notes.append(_Note("norm", cmap, (np.asarray(l1, np.float64), np.asarray(l2, np.float64))))
+
+    def add_macs(self, cmap: ChannelMap | None, macs: int) -> None:
+        if cmap:
+            self._notes.append(_Note("macs", cmap, int(macs)))
+
+    def keep_where(self, cmap: ChannelMap, mask: np.ndarray, reason: str, node: str) -> None:
+        """Channels (per position) that must survive: their constant cannot be folded exactly."""
+        if mask.any():
+            self._notes.append(
+                _Note("must_keep", cmap, (np.asarray(mask, dtype=bool), Decline(reason, node)))
+            )
+
+    def tie(self, maps: list[ChannelMap], node: str) -> None:
+        """Each map is one whole group after analysis; all of them must keep the same count."""
+        self._ties.append((maps, node))
+
+    # ---- unifying --------------------------------------------------------------------------------
+    def resolve(self, cmap: ChannelMap) -> ChannelMap:
+        return tuple(leaf for span in cmap for leaf in self._groups.leaves(span))
+
+    def cut(self, cmap: ChannelMap, bounds: Iterable[int]) -> None:
+        """Make channel offsets ``bounds`` (of this map) group boundaries."""
+        bounds = set(bounds)
+        for _ in range(64):
+            changed = False
+            offset = 0
+            for span in self.resolve(cmap):
+                local = {b - offset + span.start for b in bounds if offset < b < offset + span.length}
+                changed |= self._groups.split(span.group, local | {span.start, span.start + span.length})
+                offset += span.length
+            if not changed:
+                return
+
+    def unify(self, node: str, maps: list[ChannelMap]) -> bool:
+        """Tie the channels of several tensors together, index by index."""
+        repeats = {span.repeat for cmap in maps for span in cmap}
+        if len(repeats) > 1 or len({channel_count(m) for m in maps}) > 1:
+            for cmap in maps:
+                self.decline(cmap, "element-wise op joins tensors whose channel layouts differ", node)
+            return False
+        bounds: set[int] = set()
+        for _ in range(64):
+            for cmap in maps:
+                bounds |= _boundaries(self.resolve(cmap))
+            before = len(self._groups.size)
+            for cmap in maps:
+                self.cut(cmap, bounds)
+            if len(self._groups.size) == before:
+                break
+        resolved = [self.resolve(cmap) for cmap in maps]
+        for other in resolved[1:]:
+            for a, b in zip(resolved[0], other, strict=True):
+                self._groups.union(a.group, b.group)
+        return True
+
+    # ---- finishing -------------------------------------------------------------------------------
+    def finish(self) -> list[ChannelGroup]:
+        """Turn union classes of leaf groups into ChannelGroups with their scores and declines."""
+        self._class_of: dict[int, ChannelGroup] = {}
+        groups: list[ChannelGroup] = []
+        for gid in range(len(self._groups.size)):
+            if gid in self._groups.children:
+                continue
+            root = self._groups.find(gid)
+            if root not in self._class_of:
+                group = ChannelGroup(id=len(groups), size=self._groups.size[gid])
+                self._class_of[root] = group
+                groups.append(group)
+        for note in self._notes:
+            self._apply_note(note)
+        self._apply_ties(groups)
+        for group in groups:
+            group.nodes = sorted(set(group.nodes))
+            group.producers = sorted(set(group.producers))
+        self.groups = groups
+        return groups
+
+    def group_of(self, gid: int) -> ChannelGroup:
+        return self._class_of[self._groups.find(gid)]
+
+    def _pieces(self, cmap: ChannelMap) -> Iterable[tuple[ChannelGroup, Span, int]]:
+        """(group, leaf span, position offset) for every leaf span of a map."""
+        offset = 0
+        for span in self.resolve(cmap):
+            yield self.group_of(span.group), span, offset
+            offset += span.width
+
+    def _apply_note(self, note: _Note) -> None:
+        for group, span, offset in self._pieces(note.map):
+            idx = slice(span.start, span.start + span.length)
+            at = slice(offset, offset + span.width, span.repeat)
+            if note.kind == "decline":
+                group.declines.append(note.payload)
+            elif note.kind in ("member", "producer"):
+                group.nodes.append(str(note.payload))
+                if note.kind == "producer":
+                    group.producers.append(str(note.payload))
+            elif note.kind == "gamma":
+                group.gamma = _fmax_into(group.gamma, group.size, idx, note.payload[at])
+            elif note.kind == "norm":
+                l1, l2 = note.payload
+                group.filter_norm = _fmax_into(group.filter_norm, group.size, idx, l1[at])
+                group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, l2[at])
+            elif note.kind == "macs":
+                group.macs += int(note.payload * span.length / max(channel_count(note.map), 1))
+            elif note.kind == "must_keep":
+                mask, decline = note.payload
+                keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
+                keep[idx] |= mask[at]
+                group.must_keep = keep
+                group.must_keep_reason = decline
+
+    def _apply_ties(self, groups: list[ChannelGroup]) -> None:
+        next_tie = 0
+        for maps, node in self._ties:
+            members = [list(self._pieces(cmap)) for cmap in maps]
+            if any(len(p) != 1 or p[0][1].length != p[0][0].size for p in members):
+                for piece in itertools.chain.from_iterable(members):
+                    piece[0].declines.append(Decline("grouped Conv whose groups are cut by another op", node))
+                continue
+            ties = {p[0][0].tie for p in members if p[0][0].tie >= 0}
+            tie_id = min(ties) if ties else next_tie
+            next_tie = max(next_tie, tie_id + 1)
+            for group in groups:
+                if group.tie in ties:
+                    group.tie = tie_id
+            for p in members:
+                p[0][0].tie = tie_id
+
+    # ---- after planning --------------------------------------------------------------------------
+    def kept_positions(self, cmap: ChannelMap) -> np.ndarray:
+        """Positions of a tensor's channel axis that survive the plan, in order."""
+        kept: list[np.ndarray] = []
+        for group, span, offset in self._pieces(cmap):
+            keep = group.keep if group.keep is not None else np.arange(group.size)
+            local = keep[(keep >= span.start) & (keep < span.start + span.length)] - span.start
+            pos = offset + local[:, None] * span.repeat + np.arange(span.repeat)[None, :]
+            kept.append(pos.reshape(-1))
+        return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
+
+
+def _boundaries(cmap: ChannelMap) -> set[int]:
+    offsets = itertools.accumulate(span.length for span in cmap)
+    return {0, *offsets}
+
+
+def _fmax_into(current: np.ndarray | None, size: int, idx: slice, values: np.ndarray) -> np.ndarray:
+    out = current if current is not None else np.full(size, np.nan)
+    out[idx] = np.fmax(out[idx], values)
+    return out

@@ -1,0 +1,145 @@
+"""The command line: each command parses options, calls one library function and prints with rich.
+
+No graph logic lives here. Library errors (``OnnxPruneError``) become one line on stderr and exit 1 (2 for
+bad usage); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from onnxprune.errors import OnnxPruneError, UsageError
+
+app = typer.Typer(
+    name="onnxprune",
+    help="Offline channel pruning for exported ONNX CNNs: exact, verified, TensorRT-ready.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn library errors into one line and an exit code; Ctrl-C into exit 130 without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OnnxPruneError as exc:
+            errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
+
+
+@app.command()
+@user_errors
+def inspect(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
+    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+) -> None:
+    """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
+    from onnxprune import api
+    from onnxprune.report import group_summary, inspect_table
+
+    _check_criterion(criterion)
+    found = api.inspect(model, criterion)
+    groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
+    if as_json:
+        payload = {"model": str(model), "params": found.params, "macs": found.macs, "groups": groups}
+        print(json.dumps(payload, indent=2))
+        return
+    shown = groups if explain else [g for g in groups if g["prunable"]]
+    title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
+    console.print(inspect_table(shown, title))
+    if explain:
+        for g in groups:
+            for d in g["declines"][1:]:
+                console.print(
+                    f"  group {g['id']}: also {d['reason']}" + (f" at {d['node']}" if d["node"] else "")
+                )
+    else:
+        console.print(
+            f"{len(groups) - len(shown)} declined groups hidden; --explain lists them with reasons."
+        )
+
+
+@app.command()
+@user_errors
+def prune(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the pruned model.")],
+    ratio: Annotated[
+        float | None, typer.Option(help="Fraction of prunable channels to remove, 0 <= R < 1.")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Remove channels whose importance is <= T.")] = None,
+    round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
+    min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
+    scope: Annotated[
+        str, typer.Option(help="global: one percentile over all groups; layer: per group.")
+    ] = "global",
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
+    ] = None,
+    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+    external_data: Annotated[
+        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Remove the least important channels and write a smaller, validated model."""
+    from onnxprune import api
+    from onnxprune.graph import check_output_path, save_json
+    from onnxprune.report import groups_table, prune_table
+
+    _check_criterion(criterion)
+    if report is not None:
+        check_output_path(report, [model])
+    options = api.PlanOptions(ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion)
+    result = api.prune(model, output, options, external_data=external_data)
+    if report is not None:
+        save_json(result.report, report)
+    if as_json:
+        print(json.dumps(result.report, indent=2))
+        return
+    console.print(groups_table(result.report))
+    console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+
+
+def _check_criterion(criterion: str) -> None:
+    from onnxprune.importance import CRITERIA
+
+    if criterion not in CRITERIA:
+        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

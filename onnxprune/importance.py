@@ -1,0 +1,38 @@
+"""Importance: one score per channel of every group.
+
+- ``gamma`` (Network Slimming): |gamma| of the BatchNormalization that normalises the channel. Where several
+  BNs score one group (the BNs of all branches of a residual Add), a channel counts as much as its most
+  important BN: it is removed only if every branch rates it low (max over BNs).
+- ``l1`` / ``l2``: the norm of each producer's filter, bias included, for groups without BatchNormalization
+  (BN folded by an exporter). Several producers: max, as above.
+- ``auto`` (default): gamma where every channel of the group has a BN score, the L1 norm otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.channels.group import ChannelGroup, Decline
+
+CRITERIA = ("auto", "gamma", "l1", "l2")
+
+
+def score_groups(groups: list[ChannelGroup], criterion: str = "auto") -> None:
+    """Fill ``group.score`` and ``group.criterion``; a group with no usable score is declined."""
+    for group in groups:
+        chosen, score = _pick(group, criterion)
+        group.criterion, group.score = chosen, score
+        if score is None and group.prunable:
+            why = "no BatchNormalization scores it" if criterion == "gamma" else "no producer filters to rank"
+            group.declines.append(Decline(f"cannot rank its channels: {why}", ""))
+
+
+def _pick(group: ChannelGroup, criterion: str) -> tuple[str, np.ndarray | None]:
+    gamma_ok = group.gamma is not None and not np.isnan(group.gamma).any()
+    if criterion == "gamma" or (criterion == "auto" and gamma_ok):
+        return "gamma", group.gamma if gamma_ok else None
+    norms = group.filter_norm_l2 if criterion == "l2" else group.filter_norm
+    name = "l2" if criterion == "l2" else "l1"
+    if norms is None or np.isnan(norms).any():
+        return name, None
+    return name, norms

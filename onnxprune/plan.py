@@ -1,0 +1,133 @@
+"""Plan: scores → kept channel indices for every prunable group.
+
+How many channels go: ``ratio`` removes that fraction of all prunable channels ranked together (scope
+``global``: one percentile over every group scored by the same criterion, as Network Slimming does), or of
+each group (scope ``layer``); ``threshold`` removes every channel scoring at or below it. Then every kept
+count is rounded up to a multiple of ``round_to`` (Tensor Cores want multiples of 8), never below
+``min_keep``, never to zero, never above what the group has. Channels the analysis must keep (a constant
+that cannot be folded) are kept first. Groups of one grouped Conv keep equal counts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.errors import UsageError
+
+
+@dataclass
+class PlanOptions:
+    ratio: float | None = None
+    threshold: float | None = None
+    round_to: int = 8
+    min_keep: int = 8
+    scope: str = "global"
+    exclude: list[str] = field(default_factory=list)
+    criterion: str = "auto"
+
+    def check(self) -> None:
+        if (self.ratio is None) == (self.threshold is None):
+            raise UsageError("give exactly one of --ratio and --threshold")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.threshold is not None and (self.threshold < 0 or not math.isfinite(self.threshold)):
+            raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
+        if self.round_to < 1 or self.min_keep < 1:
+            raise UsageError("--round-to and --min-keep must be at least 1")
+        if self.scope not in ("global", "layer"):
+            raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
+
+
+def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
+    for group in groups:
+        for pattern in patterns:
+            hit = next((n for n in group.nodes if fnmatch.fnmatchcase(n, pattern)), None)
+            if hit is not None:
+                group.declines.append(Decline(f"excluded by --exclude {pattern!r}", hit))
+                break
+
+
+def make_plan(groups: list[ChannelGroup], options: PlanOptions) -> None:
+    """Set ``group.keep`` (sorted kept indices) on every prunable group; others keep everything."""
+    options.check()
+    exclude_groups(groups, options.exclude)
+    _decline_broken_ties(groups)
+    candidates = [g for g in groups if g.prunable and g.score is not None]
+    removals = _removal_counts(candidates, options)
+    targets = {g.id: _round(g, g.size - removals[g.id], options) for g in candidates}
+    _equalise_ties(candidates, targets, options)
+    for group in groups:
+        group.keep = _top(group, targets[group.id]) if group.id in targets else None
+
+
+def _removal_counts(groups: list[ChannelGroup], options: PlanOptions) -> dict[int, int]:
+    if options.threshold is not None:
+        return {g.id: int(np.count_nonzero(np.asarray(g.score) <= options.threshold)) for g in groups}
+    ratio = float(options.ratio or 0.0)
+    if options.scope == "layer":
+        return {g.id: int(math.floor(ratio * g.size)) for g in groups}
+    counts = {g.id: 0 for g in groups}
+    for criterion in {g.criterion for g in groups}:
+        pool = [g for g in groups if g.criterion == criterion]
+        scores = np.concatenate([g.score for g in pool])  # type: ignore[misc]
+        owners = np.concatenate([np.full(g.size, g.id) for g in pool])
+        order = np.argsort(scores, kind="stable")[: int(math.floor(ratio * len(scores)))]
+        for gid, n in zip(*np.unique(owners[order], return_counts=True), strict=True):
+            counts[int(gid)] = int(n)
+    return counts
+
+
+def _round(group: ChannelGroup, keep: int, options: PlanOptions, step: int | None = None) -> int:
+    must = int(group.must_keep.sum()) if group.must_keep is not None else 0
+    step = step or options.round_to
+    keep = max(keep, must, min(options.min_keep, group.size), 1)
+    keep = int(math.ceil(keep / step) * step)
+    return min(keep, group.size)
+
+
+def _decline_broken_ties(groups: list[ChannelGroup]) -> None:
+    """A tie is pruned as a whole or not at all: one declined or unequal member declines them all."""
+    ties: dict[int, list[ChannelGroup]] = {}
+    for g in groups:
+        if g.tie >= 0:
+            ties.setdefault(g.tie, []).append(g)
+    for members in ties.values():
+        blocked = next((g for g in members if not g.prunable or g.score is None), None)
+        if blocked is None and len({g.size for g in members}) == 1:
+            continue
+        why = (
+            "tied by a grouped Conv to a group that cannot be pruned"
+            if blocked
+            else "unequal grouped Conv chunks"
+        )
+        for g in members:
+            if g.prunable:
+                g.declines.append(Decline(why, blocked.nodes[0] if blocked and blocked.nodes else ""))
+
+
+def _equalise_ties(groups: list[ChannelGroup], targets: dict[int, int], options: PlanOptions) -> None:
+    """Groups of one grouped Conv keep the same count; their total, not each, is a multiple of round_to."""
+    ties: dict[int, list[ChannelGroup]] = {}
+    for g in groups:
+        if g.tie >= 0:
+            ties.setdefault(g.tie, []).append(g)
+    for members in ties.values():
+        step = options.round_to // math.gcd(options.round_to, len(members))
+        keep = max(targets[g.id] for g in members)
+        keep = max(_round(g, keep, options, step) for g in members)
+        for g in members:
+            targets[g.id] = min(keep, g.size)
+
+
+def _top(group: ChannelGroup, count: int) -> np.ndarray:
+    """The ``count`` best channels, those the analysis must keep first, in index order."""
+    score = np.asarray(group.score, dtype=np.float64).copy()
+    if group.must_keep is not None:
+        score[group.must_keep] = np.inf
+    order = np.argsort(-score, kind="stable")[:count]
+    return np.sort(order)

@@ -1,0 +1,132 @@
+"""Rewrite: apply a plan by calling each rule's ``apply``, then clean up, re-infer shapes and validate.
+
+Parameters are replaced copy-on-write: a tensor shared by several nodes (a tied initializer) is never sliced
+in place for one of them, so no consumer ever sees a half-sliced parameter. Identical slices of one shared
+tensor stay shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.analysis import Analysis
+from onnxprune.errors import ValidationError
+
+
+class Rewrite:
+    """The context every rule's ``apply`` works through."""
+
+    def __init__(self, graph: gs.Graph, analysis: Analysis) -> None:
+        self.graph = graph
+        self.analysis = analysis
+        self._sliced: dict[tuple[str, str], gs.Constant] = {}
+        self._names = {t.name for t in graph.tensors().values()}
+
+    def kept(self, tensor: gs.Tensor) -> np.ndarray | None:
+        """Kept positions of the tensor's channel axis, or None if it loses nothing."""
+        state = self.analysis.states.get(tensor.name)
+        if state is None:
+            return None
+        keep = self.analysis.kept_positions(state.map)
+        return None if len(keep) == len(state.value) else keep
+
+    def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
+        state = self.analysis.states[tensor.name]
+        keep = self.analysis.kept_positions(state.map)
+        gone = np.setdiff1d(np.arange(len(state.value)), keep)
+        return gone, state.value[gone]
+
+    def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
+        """Give one node a new value for one parameter input without touching other users of it."""
+        old = node.inputs[index]
+        values = np.ascontiguousarray(
+            values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype)
+        )
+        digest = hashlib.sha1(values.tobytes() + str(values.shape).encode()).hexdigest()
+        key = (old.name, digest)
+        if key not in self._sliced:
+            users = (
+                [n for n in old.outputs if n is not node]
+                if isinstance(old, gs.Variable | gs.Constant)
+                else []
+            )
+            name = old.name if not users and not self._sliced_any(old.name) else self._fresh_name(old.name)
+            self._sliced[key] = gs.Constant(name, values)
+            if name == old.name:
+                old.name = self._fresh_name(old.name + "_orig")
+        node.inputs[index] = self._sliced[key]
+
+    def add_param(self, node: gs.Node, name_hint: str, values: np.ndarray) -> None:
+        node.inputs.append(gs.Constant(self._fresh_name(name_hint), np.ascontiguousarray(values)))
+
+    def fresh_name(self, hint: str) -> str:
+        return self._fresh_name(hint)
+
+    def _sliced_any(self, name: str) -> bool:
+        return any(key[0] == name for key in self._sliced)
+
+    def _fresh_name(self, hint: str) -> str:
+        name, k = hint, 0
+        while name in self._names:
+            k += 1
+            name = f"{hint}_{k}"
+        self._names.add(name)
+        return name
+
+
+def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
+    """Slice every node to the plan held by the analysis' groups, in place."""
+    from onnxprune.rules import rule_for
+
+    rw = Rewrite(graph, analysis)
+    for node in list(graph.nodes):
+        rule_for(node).apply(node, rw)
+    io = {id(t) for t in graph.inputs + graph.outputs}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and id(tensor) not in io:
+            tensor.shape = None  # stale after slicing; shape inference fills them in again
+    graph.cleanup().toposort()
+    return graph
+
+
+def validate(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Full checker and strict shape inference; the inferred model is what gets written."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        onnx.checker.check_model(inferred, full_check=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ValidationError(f"pruned model fails validation: {first}") from None
+    return inferred
+
+
+def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+    """The original model with exactly the removed channels zeroed where they are cut, shapes unchanged.
+
+    A Mul by a 0/1 mask goes after every source (a producer's output, a scoring BN's output). Downstream,
+    the masked model computes what the removed channels become on their own (a BN's constant, a
+    Sigmoid's 0.5), which is what the pruned model folds into its consumers' biases. So a correct surgery
+    matches this model to float rounding, whatever was pruned.
+    """
+    tensors = graph.tensors()
+    for name, positions in analysis.sources:
+        state = analysis.states[name]
+        removed = positions.copy()
+        removed[analysis.kept_positions(state.map)] = False
+        tensor = tensors.get(name)
+        if not removed.any() or not isinstance(tensor, gs.Variable) or not tensor.inputs:
+            continue
+        rank = len(tensor.shape) if tensor.shape is not None else 4
+        mask = (~removed).astype(np.float32).reshape((-1,) + (1,) * max(rank - 2, 0))
+        producer = tensor.inputs[0]
+        before = gs.Variable(f"{name}__unmasked", dtype=tensor.dtype)
+        producer.outputs[producer.outputs.index(tensor)] = before
+        mask_const = gs.Constant(f"{name}__mask", mask.astype(tensor.dtype or np.float32))
+        graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[before, mask_const], outputs=[tensor]))
+    graph.cleanup().toposort()
+    return gs.export_onnx(graph, do_type_check=False)

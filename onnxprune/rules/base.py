@@ -1,0 +1,141 @@
+"""The rule registry and the base classes rules share.
+
+A rule has two hooks. ``propagate(node, ctx)`` runs during analysis and says how channels flow through the
+op: which groups its outputs carry, which groups it unifies or declines, and the value a removed channel
+takes on its way through. ``apply(node, rw)`` runs during rewrite and slices the op's parameters and
+attributes to the kept channels. An op type with no rule declines every group that touches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:
+    from onnxprune.channels.analysis import Analysis, TensorState
+    from onnxprune.rewrite import Rewrite
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
+    """Register a rule class for one or more ONNX op types (default domain)."""
+
+    def register(cls: type[Rule]) -> type[Rule]:
+        instance = cls()
+        for op in op_types:
+            RULES[op] = instance
+        return cls
+
+    return register
+
+
+def rule_for(node: gs.Node) -> Rule:
+    if node.domain not in (None, "", "ai.onnx") or any(_has_subgraph(v) for v in node.attrs.values()):
+        return NO_RULE
+    return RULES.get(node.op, NO_RULE)
+
+
+def _has_subgraph(value: object) -> bool:
+    return isinstance(value, gs.Graph)
+
+
+class Rule:
+    """How one op type moves channels (propagate) and follows a plan (apply)."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        raise NotImplementedError
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        """Slice this node's parameters to the kept channels; most ops have none."""
+
+
+class NoRule(Rule):
+    """Declines every group the op touches: onnxprune does not know how it moves channels."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        what = f"{node.domain}::{node.op}" if node.domain not in (None, "", "ai.onnx") else node.op
+        if any(_has_subgraph(v) for v in node.attrs.values()):
+            what += " with a subgraph"
+        decline_node(node, ctx, f"no rule for op {what}")
+
+
+NO_RULE = NoRule()
+
+
+# ---- helpers shared by rules ---------------------------------------------------------------------
+def rank(tensor: gs.Tensor) -> int | None:
+    shape = tensor.shape
+    return len(shape) if shape is not None else None
+
+
+def channels(tensor: gs.Tensor) -> int | None:
+    """Static size of axis 1 (the channel axis of NCHW tensors), or None."""
+    shape = tensor.shape
+    if shape is None or len(shape) < 2 or not isinstance(shape[1], int | np.integer) or shape[1] < 0:
+        return None
+    return int(shape[1])
+
+
+def const(tensor: gs.Tensor | None) -> np.ndarray | None:
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    return None
+
+
+def tracked(node: gs.Node, ctx: Analysis) -> list[tuple[int, TensorState]]:
+    """(input index, state) of every input that carries channel groups."""
+    out = []
+    for i, tensor in enumerate(node.inputs):
+        state = ctx.state(tensor) if not isinstance(tensor, gs.Constant) else None
+        if state is not None:
+            out.append((i, state))
+    return out
+
+
+def decline_node(node: gs.Node, ctx: Analysis, reason: str) -> None:
+    """Decline every input group and give the outputs fixed channels."""
+    for _, state in tracked(node, ctx):
+        ctx.decline(state.map, reason, node.name)
+    for out in node.outputs:
+        size = channels(out)
+        if size:
+            ctx.set_state(out, ctx.fixed_map(size, reason, node.name))
+
+
+def node_attr(node: gs.Node, name: str, default: object) -> object:
+    return node.attrs.get(name, default)
+
+
+def run_node(node: gs.Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
+    """Evaluate one node on small arrays with ONNX's reference evaluator; None if it cannot."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"i{k}" if arr is not None else "" for k, arr in enumerate(inputs)]
+    outputs = [f"o{k}" for k in range(len(node.outputs))]
+    attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, gs.Tensor | gs.Graph)}
+    proto = onnx.helper.make_node(node.op, names, outputs, domain=node.domain or "", **attrs)
+    feeds = {n: arr for n, arr in zip(names, inputs, strict=True) if n}
+    try:
+        evaluator = ReferenceEvaluator(proto)
+        return [np.asarray(x) for x in evaluator.run(None, feeds)]
+    except Exception:
+        return None
+
+
+def as_channel_array(values: np.ndarray, rank_: int, dtype: np.dtype) -> np.ndarray:
+    """A per-channel vector as a [1, C, 1, ...] tensor of the given rank."""
+    return values.astype(dtype).reshape((1, -1) + (1,) * max(rank_ - 2, 0))
+
+
+def float_dtype(tensor: gs.Tensor) -> np.dtype:
+    dtype = tensor.dtype
+    try:
+        np_dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
+    except TypeError:
+        np_dtype = np.dtype(np.float32)
+    return np_dtype if np_dtype.kind == "f" else np.dtype(np.float32)

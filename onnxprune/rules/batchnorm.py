@@ -1,0 +1,78 @@
+"""BatchNormalization and InstanceNormalization: per-channel vectors, sliced with the kept channels.
+
+Scoring (Network Slimming): the first BatchNormalization after a producer scores the channels it normalises
+by |gamma|, wherever it stands: right after a Conv, after an activation, or after a Concat (DenseNet). A BN
+further downstream (after a depthwise Conv) sees channels already normalised and does not score them.
+Value of a removed channel: 0 at the output of a scoring BN (the channel is cut there), elsewhere the BN
+maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import Rule, const, decline_node, rule
+
+if TYPE_CHECKING:
+    from onnxprune.channels.analysis import Analysis
+    from onnxprune.rewrite import Rewrite
+
+
+@rule("BatchNormalization")
+class BatchNormRule(Rule):
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        params = [const(t) for t in node.inputs[1:5]]
+        if (
+            any(p is None for p in params)
+            or len(node.outputs) > 1
+            and any(o.outputs for o in node.outputs[1:])
+        ):
+            decline_node(node, ctx, "BatchNormalization with run-time or training-mode statistics")
+            return
+        gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
+        if gamma.size != state.value.size:
+            decline_node(node, ctx, "BatchNormalization whose vectors do not match its channels")
+            return
+        eps = float(node.attrs.get("epsilon", 1e-5))
+        value = beta + gamma * (state.value - mean) / np.sqrt(var + eps)
+        value = np.where(state.fresh, 0.0, value)
+        ctx.member(state.map, node.name)
+        ctx.add_gamma(state.map, np.where(state.fresh, np.abs(gamma), np.nan))
+        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.fresh))
+        ctx.source(node.outputs[0], state.fresh)
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        keep = rw.kept(node.outputs[0])
+        if keep is None:
+            return
+        for i in range(1, 5):
+            rw.set_param(node, i, np.asarray(const(node.inputs[i])).reshape(-1)[keep])
+
+
+@rule("InstanceNormalization")
+class InstanceNormRule(Rule):
+    """A constant channel normalises to 0 over its spatial extent, so its output is just the bias."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        scale, bias = const(node.inputs[1]), const(node.inputs[2])
+        if scale is None or bias is None or scale.size != state.value.size:
+            decline_node(node, ctx, "InstanceNormalization with run-time or mismatched vectors")
+            return
+        value = np.where(np.isnan(state.value), np.nan, bias.astype(np.float64))
+        ctx.member(state.map, node.name)
+        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        keep = rw.kept(node.outputs[0])
+        if keep is not None:
+            for i in (1, 2):
+                rw.set_param(node, i, np.asarray(const(node.inputs[i]))[keep])

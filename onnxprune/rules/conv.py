@@ -1,0 +1,181 @@
+"""Conv: a producer of new channels (weight axis 0), a consumer of its input's channels (weight axis 1).
+
+- group 1: input channels are a reduction axis. A removed input channel that carries a constant c adds
+  ``c * sum(W[:, ch])`` to every output: folded into the bias where the Conv has no padding (exact), the
+  channel is kept otherwise. The output is a new group whose removed channels are 0.
+- depthwise (group == C_in == C_out): channel c of the output comes from channel c of the input only, so the
+  output carries the input's map; ``group`` follows the kept count.
+- grouped (1 < group < C_in): every group of the Conv must keep the same number of input and of output
+  channels, so the input is cut into ``group`` equal chunks and the chunks are tied; so are the output's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.span import ChannelMap
+from onnxprune.rules.base import Rule, channels, const, decline_node, rule
+
+if TYPE_CHECKING:
+    from onnxprune.channels.analysis import Analysis, TensorState
+    from onnxprune.rewrite import Rewrite
+
+
+def has_padding(node: gs.Node) -> bool:
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto_pad, bytes):
+        auto_pad = auto_pad.decode()
+    if auto_pad not in ("NOTSET", "VALID"):
+        return True
+    return any(int(p) != 0 for p in node.attrs.get("pads", []))
+
+
+def conv_macs(node: gs.Node, weight: np.ndarray) -> int:
+    out = node.outputs[0].shape
+    spatial = int(np.prod([d for d in out[2:] if isinstance(d, int)])) if out is not None else 1
+    return int(weight.size * spatial)
+
+
+def filter_norms(rows: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """L1 and L2 of each output filter, its bias included (a zero filter with a bias is not zero)."""
+    flat = np.abs(rows.reshape(rows.shape[0], -1).astype(np.float64))
+    extra = np.abs(bias.astype(np.float64)) if bias is not None else 0.0
+    return flat.sum(1) + extra, np.sqrt((flat**2).sum(1) + extra**2)
+
+
+def check_input_fold(node: gs.Node, ctx: Analysis, state: TensorState, foldable: bool) -> None:
+    """Removed input channels must be 0, or a constant this node can fold into its bias exactly."""
+    value = state.value
+    reason = "a removed channel would carry a constant this op cannot fold exactly"
+    ctx.keep_where(state.map, np.isnan(value) | ((value != 0) & (not foldable)), reason, node.name)
+
+
+@rule("Conv")
+class ConvRule(Rule):
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        weight = const(node.inputs[1]) if len(node.inputs) > 1 else None
+        state = ctx.state(node.inputs[0])
+        c_in = channels(node.inputs[0])
+        if weight is None or state is None or c_in is None or weight.ndim < 3:
+            decline_node(node, ctx, "Conv whose weight is not a constant or whose input channels are unknown")
+            return
+        if len(node.inputs) > 2 and not node.inputs[2].is_empty() and const(node.inputs[2]) is None:
+            decline_node(node, ctx, "Conv whose bias is computed at run time")
+            return
+        group = int(node.attrs.get("group", 1))
+        macs = conv_macs(node, weight)
+        if group == 1:
+            self._dense(node, ctx, state, weight, macs)
+        elif group == c_in and weight.shape[0] == c_in:
+            self._depthwise(node, ctx, state, weight, macs)
+        else:
+            self._grouped(node, ctx, state, weight, group, macs)
+
+    def _produce(self, node: gs.Node, ctx: Analysis, weight: np.ndarray, out_map: ChannelMap) -> None:
+        bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
+        ctx.member(out_map, node.name, producer=True)
+        ctx.add_filter_norm(out_map, *filter_norms(weight, bias))
+        n = weight.shape[0]
+        ctx.set_state(node.outputs[0], out_map, np.zeros(n), np.ones(n, dtype=bool))
+        ctx.source(node.outputs[0], np.ones(n, dtype=bool))
+
+    def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int) -> None:
+        ctx.member(state.map, node.name)
+        ctx.add_macs(state.map, macs)
+        check_input_fold(node, ctx, state, foldable=not has_padding(node))
+        out_map = ctx.new_group(weight.shape[0])
+        ctx.add_macs(out_map, macs)
+        self._produce(node, ctx, weight, out_map)
+
+    def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int):
+        bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
+        b = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
+        value = state.value * weight.reshape(weight.shape[0], -1).sum(1) + b
+        if has_padding(node):
+            # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
+            value = np.where(state.value == 0, b, np.nan)
+        ctx.member(state.map, node.name)
+        ctx.add_macs(state.map, macs)
+        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+
+    def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int, macs: int):
+        c_in, c_out = weight.shape[1] * group, weight.shape[0]
+        if c_out % group:
+            decline_node(node, ctx, f"grouped Conv with {c_out} outputs in {group} groups")
+            return
+        a, b = c_in // group, c_out // group
+        ctx.cut(state.map, range(0, c_in + 1, a))
+        from onnxprune.channels.span import slice_map
+
+        ctx.tie([slice_map(state.map, k * a, (k + 1) * a) for k in range(group)], node.name)
+        ctx.member(state.map, node.name)
+        ctx.add_macs(state.map, macs)
+        check_input_fold(node, ctx, state, foldable=False)
+        chunks = [ctx.new_group(b) for _ in range(group)]
+        out_map = tuple(span for chunk in chunks for span in chunk)
+        ctx.tie(chunks, node.name)
+        ctx.add_macs(out_map, macs)
+        self._produce(node, ctx, weight, out_map)
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        weight = const(node.inputs[1])
+        if weight is None:
+            return
+        group = int(node.attrs.get("group", 1))
+        keep_in, keep_out = rw.kept(node.inputs[0]), rw.kept(node.outputs[0])
+        bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
+        c_in = channels(node.inputs[0]) or weight.shape[1] * group
+        if group == 1 and keep_in is not None:
+            bias = self._fold(node, rw, weight, bias)
+            weight = weight[:, keep_in]
+        elif group > 1 and group == c_in and weight.shape[0] == c_in:
+            if keep_out is not None:
+                node.attrs["group"] = len(keep_out)
+        elif group > 1 and keep_in is not None:
+            weight = _grouped_columns(weight, keep_in, group, c_in)
+        if keep_out is not None:
+            weight = weight[keep_out]
+            bias = bias[keep_out] if bias is not None else None
+        if keep_in is not None or keep_out is not None:
+            rw.set_param(node, 1, weight)
+            self._set_bias(node, rw, bias)
+
+    def _fold(self, node: gs.Node, rw: Rewrite, weight: np.ndarray, bias: np.ndarray | None):
+        gone, values = rw.removed_values(node.inputs[0])
+        nonzero = values != 0
+        if not nonzero.any():
+            return bias
+        columns = weight[:, gone[nonzero]].astype(np.float64)
+        shift = columns.reshape(columns.shape[0], columns.shape[1], -1).sum(-1) @ values[nonzero]
+        base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
+        return (base + shift).astype(weight.dtype)
+
+    def _set_bias(self, node: gs.Node, rw: Rewrite, bias: np.ndarray | None) -> None:
+        if bias is None:
+            return
+        if len(node.inputs) > 2 and not node.inputs[2].is_empty():
+            rw.set_param(node, 2, bias)
+        else:
+            while len(node.inputs) < 2:
+                node.inputs.append(gs.Variable.empty())
+            if len(node.inputs) == 2:
+                rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
+            else:
+                node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
+
+
+def _grouped_columns(weight: np.ndarray, keep_in: np.ndarray, group: int, c_in: int) -> np.ndarray:
+    """Per Conv group, keep the weight columns of the input channels kept inside that group's chunk."""
+    a = c_in // group
+    per_group = weight.shape[0] // group
+    blocks = []
+    for k in range(group):
+        local = keep_in[(keep_in >= k * a) & (keep_in < (k + 1) * a)] - k * a
+        blocks.append(weight[k * per_group : (k + 1) * per_group][:, local])
+    counts = {blk.shape[1] for blk in blocks}
+    if len(counts) != 1:
+        raise AssertionError("grouped Conv chunks kept different counts; the plan broke a tie")
+    return np.concatenate(blocks, axis=0)

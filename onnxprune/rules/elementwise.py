@@ -1,0 +1,130 @@
+"""Element-wise ops: activations (one tensor in, one out) and binary ops with broadcasting.
+
+Channel math: output channel c depends only on input channel c, so the output carries the input's map.
+Binary ops (Add, Mul, ...) of two tracked tensors unify their groups index by index; a constant operand that
+varies along the channel axis ([C,1,1] or [1,C,1,1], a PRelu slope) is sliced with the kept channels. A
+removed channel's value is found by running the op itself on the per-channel constants.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.rules.base import (
+    Rule,
+    as_channel_array,
+    const,
+    decline_node,
+    float_dtype,
+    rank,
+    rule,
+    run_node,
+    tracked,
+)
+
+if TYPE_CHECKING:
+    from onnxprune.channels.analysis import Analysis
+    from onnxprune.rewrite import Rewrite
+
+UNARY_OPS = (
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
+    "Softplus", "Softsign", "Mish", "Gelu", "Erf", "Clip", "Identity", "Dropout", "Neg", "Abs", "Exp", "Log",
+    "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "ThresholdedRelu", "Shrink", "Cast",
+)  # fmt: skip
+BINARY_OPS = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum", "Mean", "PRelu")
+
+
+def channel_values(node: gs.Node, ctx: Analysis, arrays: list[np.ndarray | None], n: int) -> np.ndarray:
+    """Run the node on per-channel constants; nan wherever the result is not one value per channel."""
+    result = run_node(node, arrays)
+    if result is None or result[0].size != n:
+        return np.full(n, np.nan)
+    return result[0].reshape(-1).astype(np.float64)
+
+
+@rule(*UNARY_OPS)
+class UnaryRule(Rule):
+    """One tensor in (other inputs are scalar constants such as Clip's bounds), the same channels out."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        out = node.outputs[0]
+        r = rank(out) or 4
+        arrays: list[np.ndarray | None] = [as_channel_array(state.value, r, float_dtype(node.inputs[0]))]
+        arrays += [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
+        if any(a is None and not t.is_empty() for a, t in zip(arrays[1:], node.inputs[1:], strict=True)):
+            value = np.full(len(state.value), np.nan)  # a runtime bound: the constant is unknown
+        else:
+            value = channel_values(node, ctx, arrays, len(state.value))
+        ctx.member(state.map, node.name)
+        ctx.set_state(out, state.map, value, state.fresh & (value == 0))
+
+
+@rule(*BINARY_OPS)
+class BinaryRule(Rule):
+    """Broadcasting element-wise ops; every tracked operand is unified with the others."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        ins = tracked(node, ctx)
+        out = node.outputs[0]
+        r = rank(out)
+        if not ins:
+            return
+        if r is None or r < 2 or any(rank(node.inputs[i]) != r for i, _ in ins):
+            decline_node(node, ctx, f"{node.op} broadcasts a tracked tensor across the channel axis")
+            return
+        n = len(ins[0][1].value)
+        for i, tensor in enumerate(node.inputs):
+            if any(i == j for j, _ in ins) or _channel_extent(tensor, r) in (1, None):
+                continue
+            if const(tensor) is None or _channel_extent(tensor, r) != n:
+                decline_node(node, ctx, f"{node.op} mixes in a tensor whose channels onnxprune cannot follow")
+                return
+        if not ctx.unify(node.name, [state.map for _, state in ins]):
+            decline_node(node, ctx, f"{node.op} joins tensors whose channel layouts differ")
+            return
+        value = self._value(node, ctx, ins, r, n)
+        fresh = np.logical_and.reduce([state.fresh for _, state in ins]) & (value == 0)
+        ctx.member(ins[0][1].map, node.name)
+        ctx.set_state(out, ins[0][1].map, value, fresh)
+
+    def _value(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int) -> np.ndarray:
+        states = dict(ins)
+        arrays: list[np.ndarray | None] = []
+        for i, tensor in enumerate(node.inputs):
+            if i in states:
+                arrays.append(as_channel_array(states[i].value, r, float_dtype(tensor)))
+            elif const(tensor) is not None:
+                arrays.append(const(tensor))
+            else:
+                return np.full(n, np.nan)  # a runtime operand: its value is not known here
+        return channel_values(node, ctx, arrays, n)
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        r = rank(node.outputs[0])
+        keep = rw.kept(node.outputs[0])
+        if keep is None or r is None:
+            return
+        for i, tensor in enumerate(node.inputs):
+            values = const(tensor)
+            if values is None or _channel_extent(tensor, r) in (1, None):
+                continue
+            axis = values.ndim - (r - 1)
+            rw.set_param(node, i, np.take(values, keep, axis=axis))
+
+
+def _channel_extent(tensor: gs.Tensor, out_rank: int) -> int | None:
+    """How far an operand reaches along the output's channel axis under numpy broadcasting."""
+    shape = tensor.shape
+    if shape is None:
+        return None
+    axis = len(shape) - (out_rank - 1)
+    if axis < 0:
+        return 1
+    dim = shape[axis]
+    return int(dim) if isinstance(dim, int | np.integer) else None

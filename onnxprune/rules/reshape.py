@@ -1,0 +1,105 @@
+"""Ops that move axes around: Flatten, Reshape, Squeeze, Unsqueeze, Transpose.
+
+They are followed only where the channel axis survives as axis 1 of the output:
+- kept intact ([N, C, H, W] → [N, C, H*W], Squeeze of spatial axes, a Transpose that fixes axes 0 and 1);
+- or flattened with the spatial axes behind it ([N, C, H, W] → [N, C*H*W]): every channel then owns H*W
+  consecutive positions, which a following Gemm slices as columns.
+Anything else (a channel shuffle's Reshape → Transpose → Reshape, a move to NHWC) is declined.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.span import repeat_map
+from onnxprune.rules.base import Rule, const, decline_node, rule
+
+if TYPE_CHECKING:
+    from onnxprune.channels.analysis import Analysis
+    from onnxprune.rewrite import Rewrite
+
+
+def _static(shape) -> list[int] | None:
+    if shape is None or any(not isinstance(d, int | np.integer) or d < 0 for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
+def channel_layout(in_shape, out_shape) -> int | None:
+    """How many positions each channel occupies on the output's axis 1, or None if channels get mixed."""
+    src, dst = _static(in_shape), _static(out_shape)
+    if src is None or dst is None or len(src) < 2 or len(dst) < 2 or src[0] != dst[0]:
+        return None
+    inner = int(np.prod(src[2:], dtype=np.int64))
+    if dst[1] == src[1] and int(np.prod(dst[2:], dtype=np.int64)) == inner:
+        return 1
+    if len(dst) == 2 and dst[1] == src[1] * inner:
+        return inner
+    return None
+
+
+class _Layout(Rule):
+    """Shared by the axis-moving ops: follow channels where ``channel_layout`` says they survive."""
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        repeat = self._repeat(node)
+        if repeat is None or state.map[0].repeat != 1:
+            decline_node(node, ctx, f"{node.op} mixes the channel axis with others")
+            return
+        ctx.member(state.map, node.name)
+        ctx.set_state(
+            node.outputs[0],
+            repeat_map(state.map, repeat),
+            np.repeat(state.value, repeat),
+            np.repeat(state.fresh, repeat),
+        )
+
+    def _repeat(self, node: gs.Node) -> int | None:
+        return channel_layout(node.inputs[0].shape, node.outputs[0].shape)
+
+
+@rule("Flatten")
+class FlattenRule(_Layout):
+    def _repeat(self, node: gs.Node) -> int | None:
+        if int(node.attrs.get("axis", 1)) != 1:
+            return None
+        return super()._repeat(node)
+
+
+@rule("Squeeze", "Unsqueeze")
+class SqueezeRule(_Layout):
+    pass
+
+
+@rule("Transpose")
+class TransposeRule(_Layout):
+    def _repeat(self, node: gs.Node) -> int | None:
+        perm = list(node.attrs.get("perm", []))
+        return 1 if len(perm) >= 2 and perm[0] == 0 and perm[1] == 1 else None
+
+
+@rule("Reshape")
+class ReshapeRule(_Layout):
+    """The target shape may spell out the channel count: it is rewritten with the kept count."""
+
+    def _repeat(self, node: gs.Node) -> int | None:
+        if const(node.inputs[1]) is None:
+            return None
+        return super()._repeat(node)
+
+    def apply(self, node: gs.Node, rw: Rewrite) -> None:
+        keep_in = rw.kept(node.inputs[0])
+        if keep_in is None:
+            return
+        shape = np.array(const(node.inputs[1]), dtype=np.int64).reshape(-1)
+        old_out = len(rw.analysis.states[node.outputs[0].name].value)
+        keep_out = rw.kept(node.outputs[0])
+        if keep_out is not None and len(shape) > 1 and shape[1] == old_out:
+            shape[1] = len(keep_out)  # 0 and -1 entries follow the input by themselves
+            rw.set_param(node, 1, shape)

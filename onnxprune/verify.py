@@ -1,0 +1,387 @@
+"""verify: does the pruned model compute what it should?
+
+Two questions, answered apart. :func:`exactness`: is the surgery exact, i.e. does the pruned model match the
+masked reference (the original with the removed channels zeroed)? :func:`compare` (and :func:`check_models`
+behind ``onnxprune check``): how much did pruning change the outputs?
+
+Both stream Polygraphy's ``Comparator`` over two ONNX Runtime runners on the CPU, one iteration at a time, and
+keep running statistics rather than outputs. Feeds come from :func:`make_inputs`: seeded random data, or the
+user's ``.npz`` / Polygraphy ``--save-inputs`` JSON.
+
+Tolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
+
+- ``compare``, element-wise like ``numpy.isclose(b, a)``: ``|a - b| <= atol + rtol * |a|`` everywhere.
+- ``exactness``, scale-aware: ``max|a - b| <= atol + rtol * max|a|`` per output. Float32 rounding is relative
+  to the magnitudes summed, which the output's scale tracks; an element-wise relative check flakes wherever an
+  element happens to sit near zero.
+
+``max_rel_err`` is scale-relative in both: ``max|a - b| / max(max|a|, tiny)``. NaN always fails.
+
+Errors: a missing or unreadable model or data file, or data that does not fit the model's inputs, is a
+``ModelLoadError``; a malformed ``--shape`` a ``UsageError``; a model ONNX Runtime cannot build or run a
+``ValidationError``; two models with different inputs a ``VerificationError``. A comparison that fails is
+returned, not raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxprune.errors import ModelLoadError, ValidationError, VerificationError
+from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+    from rich.table import Table
+
+    Model = onnx.ModelProto | str | Path
+
+
+EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
+# float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """``max|a - b| / max(max|a|, tiny)``: the error relative to the reference ``a``'s scale."""
+    err, scale = _error_and_scale(a, b)
+    return err / max(scale, _TINY)
+
+
+def assert_close_relative(
+    a: np.ndarray, b: np.ndarray, rtol: float = EXACT_RTOL, atol: float = EXACT_ATOL, name: str = "output"
+) -> None:
+    """Asserts ``max|a - b| <= atol + rtol * max|a|``, the criterion of :func:`exactness`."""
+    err, scale = _error_and_scale(a, b)
+    if not err <= atol + rtol * scale:  # `not <=` so that NaN fails
+        raise AssertionError(
+            f"{name}: max|a-b| = {err:.3g} > {atol:g} + {rtol:g} * max|a| ({scale:.3g}); "
+            f"relative error {err / max(scale, _TINY):.3g}"
+        )
+
+
+def _error_and_scale(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a64.shape != b64.shape:
+        raise ValueError(f"shapes differ: {a64.shape} vs {b64.shape}")
+    if a64.size == 0:
+        return 0.0, 0.0
+    return float(np.max(np.abs(a64 - b64))), float(np.max(np.abs(a64)))
+
+
+@dataclass
+class OutputMetrics:
+    """One output. The errors are None when the shapes differ; ``reason`` says why the output failed."""
+
+    name: str
+    reference_shape: Shape | None
+    candidate_shape: Shape | None
+    max_abs_err: float | None
+    max_rel_err: float | None
+    cosine: float | None
+    top1_agreement: float | None  # only for [N, K >= 2] class scores
+    passed: bool
+    reason: str | None = None
+
+
+@dataclass
+class Comparison:
+    """Per-output metrics of a reference/candidate run. ``criterion`` is ``elementwise`` or ``scale``."""
+
+    outputs: list[OutputMetrics]
+    atol: float
+    rtol: float
+    criterion: str
+    iterations: int
+
+    @property
+    def passed(self) -> bool:
+        return all(output.passed for output in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: tuples become lists, NaN and inf become None."""
+        return {"passed": self.passed, **_jsonable(asdict(self))}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class _Running:
+    """Running statistics of one output, so that no iteration's outputs need to be kept."""
+
+    name: str
+    shapes: tuple[Shape | None, Shape | None] = (None, None)
+    problem: str | None = None
+    max_abs: float = 0.0
+    max_ref: float = 0.0
+    dot: float = 0.0
+    ref_sq: float = 0.0
+    cand_sq: float = 0.0
+    outside: int = 0
+    elements: int = 0
+    agree: int = 0
+    rows: int = 0
+
+    def add(self, ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> None:
+        if self.shapes == (None, None):
+            self.shapes = (tuple(ref.shape), tuple(cand.shape))
+        if ref.shape != cand.shape:
+            self.problem = self.problem or f"shape {fmt_dims(ref.shape)} vs {fmt_dims(cand.shape)}"
+        if self.problem or ref.size == 0:
+            return
+        a, b = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
+        diff = np.abs(a - b)
+        # np.max, not max(): NaN must reach the report.
+        self.max_abs = float(np.max([self.max_abs, diff.max()]))
+        self.max_ref = float(np.max([self.max_ref, np.abs(a).max()]))
+        self.dot += float(a @ b)
+        self.ref_sq += float(a @ a)
+        self.cand_sq += float(b @ b)
+        self.outside += int(np.count_nonzero(~(diff <= atol + rtol * np.abs(a))))
+        self.elements += a.size
+        if ref.ndim == 2 and ref.shape[1] >= 2:
+            self.agree += int(np.count_nonzero(ref.argmax(-1) == cand.argmax(-1)))
+            self.rows += ref.shape[0]
+
+    def metrics(self, atol: float, rtol: float, criterion: str) -> OutputMetrics:
+        if self.problem:
+            return OutputMetrics(self.name, *self.shapes, None, None, None, None, False, self.problem)
+        if criterion == "scale":
+            passed = self.max_abs <= atol + rtol * self.max_ref
+            reason = f"max|a-b| {self.max_abs:.3g} > {atol:g} + {rtol:g} * max|a| ({self.max_ref:.3g})"
+        else:
+            passed = self.outside == 0
+            reason = f"{self.outside} of {self.elements} values off by more than {atol:g} + {rtol:g} * |a|"
+        top1 = self.agree / self.rows if self.rows else None
+        rel = self.max_abs / max(self.max_ref, _TINY)
+        cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
+        return OutputMetrics(
+            self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason
+        )
+
+
+def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
+    if ref_sq == 0 or cand_sq == 0:
+        return 1.0 if ref_sq == cand_sq else 0.0
+    # np.clip, not min/max: rounding may overshoot 1, and NaN must survive.
+    return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
+
+
+def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, atol: float, rtol: float) -> None:
+    for name, array in ref.items():
+        stats = running.setdefault(name, _Running(name))
+        if name in cand:
+            stats.add(np.asarray(array), np.asarray(cand[name]), atol, rtol)
+        else:
+            stats.problem = "missing from the candidate"
+    for name in cand:
+        if name not in ref:
+            running.setdefault(name, _Running(name)).problem = "missing from the reference"
+
+
+def compare(
+    reference: Model,
+    candidate: Model,
+    *,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    progress: bool = False,
+) -> Comparison:
+    """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
+
+    Outputs are matched by name; one whose shapes differ, or that only one model has, fails with a reason.
+    Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on stderr.
+    """
+    return _compare(reference, candidate, feeds, atol, rtol, "elementwise", progress)
+
+
+def exactness(
+    masked_reference: Model,
+    pruned: Model,
+    *,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    rtol: float = EXACT_RTOL,
+    atol: float = EXACT_ATOL,
+    progress: bool = False,
+) -> Comparison:
+    """Is the surgery exact? Per output, ``max|a - b| <= atol + rtol * max|a|`` over all feeds.
+
+    ``a`` is the masked reference. ``atol`` only matters for outputs that are (nearly) all zero. The same
+    criterion as :func:`assert_close_relative`.
+    """
+    return _compare(masked_reference, pruned, feeds, atol, rtol, "scale", progress)
+
+
+def _compare(
+    reference: Model,
+    candidate: Model,
+    feeds: Sequence[Mapping[str, Any]],
+    atol: float,
+    rtol: float,
+    criterion: str,
+    progress: bool,
+) -> Comparison:
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator
+
+    if not feeds:
+        raise ValueError("compare needs at least one feed")
+    sessions = [_session(reference, "reference"), _session(candidate, "candidate")]
+    _check_input_names(sessions, feeds)
+    runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
+    running: dict[str, _Running] = {}
+    with (
+        quiet_polygraphy(),
+        _runtime_errors("inference failed"),
+        _progress(progress, len(feeds)) as advance,
+        contextlib.closing(Comparator.run(runners, data_loader=list(feeds), streaming=True)) as stream,
+    ):
+        for single in stream:
+            # Consume now: the runners may reuse their output buffers on the next iteration.
+            _accumulate(running, single[0][1][0], single[1][1][0], atol, rtol)
+            advance()
+    metrics = [stats.metrics(atol, rtol, criterion) for stats in running.values()]
+    return Comparison(metrics, atol=float(atol), rtol=float(rtol), criterion=criterion, iterations=len(feeds))
+
+
+def _session(model: Model, which: str) -> onnxruntime.InferenceSession:
+    from polygraphy.backend.onnxrt import SessionFromOnnx
+
+    source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
+    with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
+        return SessionFromOnnx(source, providers=["cpu"])()
+
+
+def _check_input_names(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:
+    # Polygraphy would otherwise match a misnamed input by substring or position, silently.
+    ref, cand = (sorted(i.name for i in sess.get_inputs()) for sess in sessions)
+    if ref != cand:
+        raise VerificationError(f"the models take different inputs: {', '.join(ref)} vs {', '.join(cand)}")
+    for index, feed in enumerate(feeds):
+        if sorted(feed) != ref:
+            raise VerificationError(
+                f"feed {index} has inputs {', '.join(sorted(feed))}, not {', '.join(ref)}"
+            )
+
+
+@contextlib.contextmanager
+def _runtime_errors(what: str) -> Iterator[None]:
+    """Turns ONNX Runtime's and Polygraphy's exceptions into a one-line ``ValidationError``."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+    from polygraphy.exception import PolygraphyException
+
+    # ONNX Runtime's exceptions share no base class below Exception.
+    ort_errors = tuple(
+        v for v in vars(ort_state).values() if isinstance(v, type) and issubclass(v, Exception)
+    )
+    try:
+        yield
+    except (PolygraphyException, *ort_errors) as err:
+        raise ValidationError(f"ONNX Runtime: {what}: {_first_line(err)}") from err
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    # stderr, so that `check --json` keeps stdout clean.
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("comparing", total=total)
+        yield lambda: bar.advance(task)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def check_models(
+    original_path: str | Path,
+    other_path: str | Path,
+    *,
+    inputs: str | Path | None = None,
+    iterations: int = 1,
+    seed: int = 0,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    shapes: Sequence[str] = (),
+    progress: bool = False,
+) -> Comparison:
+    """``onnxprune check``: compares ``other_path`` with ``original_path`` as :func:`compare` does.
+
+    Feeds are made from the original's inputs; the models run from their paths, so external data works. A
+    failed comparison is returned, not raised: the caller decides the exit code.
+    """
+    original = load_model_header(original_path)
+    load_model_header(other_path)  # a missing or corrupt file is a ModelLoadError now, not an ORT error later
+    shape_map = parse_shapes(shapes)
+    feeds = make_inputs(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
+    return compare(original_path, other_path, feeds=feeds, atol=atol, rtol=rtol, progress=progress)
+
+
+def load_model_header(path: str | Path) -> onnx.ModelProto:
+    """Loads a model without its external data (enough for its inputs), or raises ``ModelLoadError``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError as err:
+        raise ModelLoadError(f"model not found: {path}") from err
+    except (OSError, DecodeError, ValueError) as err:
+        raise ModelLoadError(f"cannot read {path} as an ONNX model: {_first_line(err)}") from err
+
+
+def render_comparison(comparison: Comparison, title: str = "") -> Table:
+    """A rich table, one row per output: shape, max abs, max rel, cosine, top-1, result."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title or None, caption=_criterion_text(comparison))
+    for column in ("output", "shape", "max abs", "max rel", "cosine", "top-1", "result"):
+        table.add_column(column, justify="left" if column in ("output", "shape", "result") else "right")
+    for out in comparison.outputs:
+        shape = out.reference_shape or out.candidate_shape
+        top1 = None if out.top1_agreement is None else 100 * out.top1_agreement
+        table.add_row(
+            Text(out.name),  # Text, so that a name like "[logits]" is not read as markup
+            "-" if shape is None else fmt_dims(shape),
+            _fmt(out.max_abs_err, ".3g"),
+            _fmt(out.max_rel_err, ".3g"),
+            _fmt(out.cosine, ".6f"),
+            _fmt(top1, ".1f"),
+            Text("pass", style="green") if out.passed else Text(f"FAIL: {out.reason}", style="red"),
+        )
+    return table
+
+
+def _criterion_text(comparison: Comparison) -> str:
+    tol = f"{comparison.atol:g} + {comparison.rtol:g}"
+    scale = comparison.criterion == "scale"
+    rule = f"max|a-b| <= {tol} * max|a|" if scale else f"|a-b| <= {tol} * |a| everywhere"
+    return f"a = reference; pass if {rule}; {comparison.iterations} iteration(s); top-1 in %"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
