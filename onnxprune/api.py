@@ -22,7 +22,7 @@ from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.stats import count_macs, count_params
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "inspect", "prune", "prune_model"]
+__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
 
 
 @dataclass
@@ -44,7 +44,6 @@ class PruneResult:
     report: dict[str, Any]
     masked: onnx.ModelProto | None = None
     output: Path | None = None
-    verification: dict[str, Any] = field(default_factory=dict)
 
 
 def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
@@ -56,8 +55,26 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     return Inspection(normalised, analysis, analysis.groups, count_params(normalised), count_macs(normalised))
 
 
-def prune_model(model: onnx.ModelProto, options: PlanOptions, *, check: bool = True) -> PruneResult:
-    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference."""
+@dataclass
+class VerifyOptions:
+    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
+
+    enabled: bool = True
+    inputs: str | Path | None = None
+    iterations: int = 1
+    seed: int = 0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    progress: bool = False
+
+
+def prune_model(
+    model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
+) -> PruneResult:
+    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
+
+    With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
+    the report gains how far pruning moved each output from the original.
+    """
     options.check()
     graph = graphs.normalise(model)
     original = graphs.infer_shapes(graphs.to_model(graph.copy(), model))
@@ -66,10 +83,38 @@ def prune_model(model: onnx.ModelProto, options: PlanOptions, *, check: bool = T
     make_plan(analysis.groups, options)
     masked = masked_reference(graphs.normalise(original), analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
-    if check:
-        check_runs(original, pruned)
     report = build_report(original, pruned, analysis.groups, options)
+    if verify is not None and verify.enabled:
+        report["verify"] = verify_pruning(original, masked, pruned, verify)
+    else:
+        check_runs(original, pruned)
     return PruneResult(original, pruned, analysis.groups, report, masked)
+
+
+def verify_pruning(
+    original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
+) -> dict[str, Any]:
+    """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
+    from onnxprune import verify
+    from onnxprune.errors import VerificationError
+    from onnxprune.inputs import make_inputs
+
+    feeds = make_inputs(
+        original,
+        iterations=options.iterations,
+        seed=options.seed,
+        shapes=options.shapes,
+        inputs_path=options.inputs,
+    )
+    exact = verify.exactness(masked, pruned, feeds=feeds, progress=options.progress)
+    if not exact.passed:
+        worst = next(o for o in exact.outputs if not o.passed)
+        detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
+        raise VerificationError(
+            f"pruned model does not match its masked reference on output {worst.name!r}: {detail}"
+        )
+    change = verify.compare(original, pruned, feeds=feeds, progress=options.progress)
+    return {"exact": exact.to_dict(), "change": change.to_dict()}
 
 
 def prune(
@@ -77,11 +122,14 @@ def prune(
     output: str | Path,
     options: PlanOptions,
     *,
+    verify: VerifyOptions | None = None,
     external_data: bool | None = None,
 ) -> PruneResult:
-    """Prune a file into another; nothing is written unless the pruned model validates."""
+    """Prune a file into another; nothing is written unless the pruned model validates (and verifies)."""
     output = graphs.check_output_path(output, [source])
-    result = prune_model(graphs.read_model(source), options)
+    result = prune_model(
+        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
+    )
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError, UsageError
 
@@ -73,15 +74,13 @@ def inspect(
     title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
     console.print(inspect_table(shown, title))
     if explain:
+        console.print("declines, one line each (group: reason at node):")
         for g in groups:
-            for d in g["declines"][1:]:
-                console.print(
-                    f"  group {g['id']}: also {d['reason']}" + (f" at {d['node']}" if d["node"] else "")
-                )
+            for d in g["declines"]:
+                at = f" at {d['node']}" if d["node"] else ""
+                console.print(f"  group {g['id']}: {d['reason']}{at}", soft_wrap=True, highlight=False, markup=False)
     else:
-        console.print(
-            f"{len(groups) - len(shown)} declined groups hidden; --explain lists them with reasons."
-        )
+        console.print(f"{len(groups) - len(shown)} declined groups hidden; --explain lists them with reasons.")
 
 
 @app.command()
@@ -107,17 +106,28 @@ def prune(
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check exactness and output change.")
+    ] = True,
+    inputs: Annotated[Path | None, typer.Option(help="Verify on this .npz or Polygraphy JSON.")] = None,
+    iterations: Annotated[int, typer.Option(help="Random inputs to verify on.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
 ) -> None:
-    """Remove the least important channels and write a smaller, validated model."""
+    """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
     from onnxprune.graph import check_output_path, save_json
+    from onnxprune.inputs import parse_shapes
     from onnxprune.report import groups_table, prune_table
 
     _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
     options = api.PlanOptions(ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion)
-    result = api.prune(model, output, options, external_data=external_data)
+    checks = api.VerifyOptions(
+        verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
+    )
+    result = api.prune(model, output, options, verify=checks, external_data=external_data)
     if report is not None:
         save_json(result.report, report)
     if as_json:
@@ -125,6 +135,58 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if "verify" in result.report:
+        _print_verification(result.report["verify"])
+
+
+def _print_verification(verification: dict[str, Any]) -> None:
+    exact, change = verification["exact"], verification["change"]
+    worst = max((o["max_rel_err"] or 0.0 for o in exact["outputs"]), default=0.0)
+    console.print(
+        f"[green]exact[/]: matches its masked reference (max relative error {worst:.2g} <= {exact['rtol']:g})"
+    )
+    table = Table(title="change from the original (what pruning did to the outputs)")
+    for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
+        table.add_column(column, justify="right")
+    for o in change["outputs"]:
+        top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
+        table.add_row(
+            o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
+        )
+    console.print(table)
+
+
+def _num(value: float | None, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+@user_errors
+def check(
+    original: ModelArg,
+    other: Annotated[Path, typer.Argument(help="The model to compare with ORIGINAL.", show_default=False)],
+    inputs: Annotated[Path | None, typer.Option(help=".npz keyed by input name, or Polygraphy JSON.")] = None,
+    iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = 1e-5,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
+    from onnxprune.verify import check_models, render_comparison
+
+    result = check_models(
+        original, other, inputs=inputs, iterations=iterations, seed=seed, atol=atol, rtol=rtol,
+        shapes=shape or [], progress=not as_json,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(render_comparison(result, f"{original.name} vs {other.name}"))
+        console.print("[green]within tolerance[/]" if result.passed else "[red]outside tolerance[/]")
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 def _check_criterion(criterion: str) -> None:

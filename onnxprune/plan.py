@@ -67,14 +67,14 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions) -> None:
 
 def _removal_counts(groups: list[ChannelGroup], options: PlanOptions) -> dict[int, int]:
     if options.threshold is not None:
-        return {g.id: int(np.count_nonzero(np.asarray(g.score) <= options.threshold)) for g in groups}
+        return {g.id: int(np.count_nonzero(_effective(g) <= options.threshold)) for g in groups}
     ratio = float(options.ratio or 0.0)
     if options.scope == "layer":
-        return {g.id: int(math.floor(ratio * g.size)) for g in groups}
+        return {g.id: min(int(math.floor(ratio * g.size)), g.size - _must(g)) for g in groups}
     counts = {g.id: 0 for g in groups}
     for criterion in {g.criterion for g in groups}:
         pool = [g for g in groups if g.criterion == criterion]
-        scores = np.concatenate([g.score for g in pool])  # type: ignore[misc]
+        scores = np.concatenate([_effective(g) for g in pool])
         owners = np.concatenate([np.full(g.size, g.id) for g in pool])
         order = np.argsort(scores, kind="stable")[: int(math.floor(ratio * len(scores)))]
         for gid, n in zip(*np.unique(owners[order], return_counts=True), strict=True):
@@ -82,10 +82,21 @@ def _removal_counts(groups: list[ChannelGroup], options: PlanOptions) -> dict[in
     return counts
 
 
+def _effective(group: ChannelGroup) -> np.ndarray:
+    """Scores with the channels the analysis must keep ranked above everything."""
+    score = np.asarray(group.score, dtype=np.float64).copy()
+    if group.must_keep is not None:
+        score[group.must_keep] = np.inf
+    return score
+
+
+def _must(group: ChannelGroup) -> int:
+    return int(group.must_keep.sum()) if group.must_keep is not None else 0
+
+
 def _round(group: ChannelGroup, keep: int, options: PlanOptions, step: int | None = None) -> int:
-    must = int(group.must_keep.sum()) if group.must_keep is not None else 0
     step = step or options.round_to
-    keep = max(keep, must, min(options.min_keep, group.size), 1)
+    keep = max(keep, _must(group), min(options.min_keep, group.size), 1)
     keep = int(math.ceil(keep / step) * step)
     return min(keep, group.size)
 
@@ -126,8 +137,5 @@ def _equalise_ties(groups: list[ChannelGroup], targets: dict[int, int], options:
 
 def _top(group: ChannelGroup, count: int) -> np.ndarray:
     """The ``count`` best channels, those the analysis must keep first, in index order."""
-    score = np.asarray(group.score, dtype=np.float64).copy()
-    if group.must_keep is not None:
-        score[group.must_keep] = np.inf
-    order = np.argsort(-score, kind="stable")[:count]
+    order = np.argsort(-_effective(group), kind="stable")[:count]
     return np.sort(order)

@@ -35,7 +35,10 @@ class Net:
     def param(self, values: np.ndarray, hint: str = "w") -> str:
         self.count += 1
         name = f"{hint}{self.count}"
-        self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.float32), name))
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            values = values.astype(np.float32)  # integer parameters (Split sizes, shapes) keep their type
+        self.inits.append(numpy_helper.from_array(values, name))
         return name
 
     def node(self, op: str, inputs: Sequence[str], n_out: int = 1, **attrs: object) -> str:
@@ -98,33 +101,33 @@ class Net:
 
 
 # ---- the registry: one small model per channel pattern ----------------------------------------------
-def chain(seed: int = 0) -> onnx.ModelProto:
-    n = Net(seed)
+def chain(seed: int = 0, dead: float = 0.5) -> onnx.ModelProto:
+    n = Net(seed, dead)
     x = n.cbr("input", 3, 24)
     x = n.node("MaxPool", [n.cbr(x, 24, 32, act="LeakyRelu")], kernel_shape=[2, 2], strides=[2, 2])
     x = n.cbr(x, 32, 16, act="Relu6")
     return n.model([n.head(x, 16)])
 
 
-def residual(seed: int = 0) -> onnx.ModelProto:
-    n = Net(seed)
+def residual(seed: int = 0, dead: float = 0.5) -> onnx.ModelProto:
+    n = Net(seed, dead)
     stem = n.cbr("input", 3, 16)
     h = n.bn(n.conv(n.cbr(stem, 16, 24), 24, 16), 16)
     x = n.node("Relu", [n.node("Add", [h, stem])])
     return n.model([n.head(x, 16)])
 
 
-def concat(seed: int = 0) -> onnx.ModelProto:
-    n = Net(seed)
+def concat(seed: int = 0, dead: float = 0.5) -> onnx.ModelProto:
+    n = Net(seed, dead)
     a, b = n.cbr("input", 3, 12), n.cbr("input", 3, 20, k=1)
     x = n.node("Concat", [a, b], axis=1)
     return n.model([n.head(n.cbr(x, 32, 16), 16)])
 
 
-def depthwise(seed: int = 0) -> onnx.ModelProto:
+def depthwise(seed: int = 0, dead: float = 0.5) -> onnx.ModelProto:
     """MobileNetV2's inverted residual: a dead expand channel becomes a constant after the depthwise BN,
     which the 1x1 projection folds into its bias."""
-    n = Net(seed)
+    n = Net(seed, dead)
     stem = n.cbr("input", 3, 16, act="Relu6")
     h = n.cbr(stem, 16, 48, k=1, act="Relu6")
     h = n.act(n.bn(n.conv(h, 48, 48, group=48), 48, dead=np.zeros(48, bool)), "Relu6")
@@ -132,9 +135,9 @@ def depthwise(seed: int = 0) -> onnx.ModelProto:
     return n.model([n.head(n.node("Add", [h, stem]), 16)])
 
 
-def squeeze_gemm(seed: int = 0) -> onnx.ModelProto:
+def squeeze_gemm(seed: int = 0, dead: float = 0.5) -> onnx.ModelProto:
     """A pooled map squeezed into a Gemm, and a spatial map flattened into another."""
-    n = Net(seed)
+    n = Net(seed, dead)
     x = n.cbr("input", 3, 16)
     x = n.node("AveragePool", [x], kernel_shape=[4, 4], strides=[4, 4])  # 16x16 → 4x4
     flat = n.node("Flatten", [x], axis=1)

@@ -1,0 +1,127 @@
+"""The command line, through typer's CliRunner: output, report, exit codes, and files left behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tiny
+from typer.testing import CliRunner
+
+from onnxprune.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "residual.onnx"
+    onnx.save(tiny.residual(), path)
+    return path
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_inspect_prints_groups_and_explains_declines(sample: Path) -> None:
+    result = invoke("inspect", sample)
+    assert result.exit_code == 0, result.output
+    assert "prunable" in result.output
+    explained = invoke("inspect", sample, "--explain")
+    assert "reaches graph output" in explained.output
+
+
+def test_inspect_json_is_json_only(sample: Path) -> None:
+    result = invoke("inspect", sample, "--json")
+    payload = json.loads(result.stdout)
+    group = next(g for g in payload["groups"] if g["prunable"])
+    assert {"nodes", "channels", "gamma", "macs_share", "declines", "criterion"} <= set(group)
+    assert group["gamma"]["min"] <= group["gamma"]["median"] <= group["gamma"]["max"]
+
+
+def test_prune_writes_model_and_report(sample: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "pruned.onnx", tmp_path / "report.json"
+    result = invoke(
+        "prune", sample, "-o", out, "--ratio", "0.5", "--round-to", "4", "--min-keep", "4", "--report", report
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["macs"]["after"] < data["macs"]["before"]
+    assert data["params"]["after"] < data["params"]["before"]
+    assert data["verify"]["exact"]["passed"] is True
+    assert {"channels_before", "channels_after", "kept", "nodes"} <= set(data["groups"][0])
+    assert any(d["reason"].startswith("reaches graph output") for d in data["declined"])
+    assert all(g["channels_after"] % 4 == 0 for g in data["groups"])
+    original_names = {n.name for n in onnx.load(sample).graph.node}
+    assert original_names <= {n.name for n in onnx.load(out).graph.node}, "node names are kept"
+    assert "exact" in result.output and "cosine" in result.output
+
+
+def test_prune_threshold_zero_is_exact_through_the_cli(sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pruned.onnx"
+    result = invoke(
+        "prune", sample, "-o", out, "--threshold", "0", "--round-to", "1", "--min-keep", "1", "--json"
+    )
+    report = json.loads(result.stdout)
+    assert report["verify"]["change"]["passed"] is True
+    tiny.assert_exact(onnx.load(sample), onnx.load(out))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--ratio", "1.5"],
+        ["--ratio", "0.5", "--threshold", "0.1"],
+        [],
+        ["--ratio", "0.5", "--scope", "model"],
+        ["--ratio", "0.5", "--criterion", "magic"],
+    ],
+)
+def test_bad_usage_exits_2_and_writes_nothing(sample: Path, tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "pruned.onnx"
+    result = invoke("prune", sample, "-o", out, *args)
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    assert "Traceback" not in result.output
+
+
+def test_output_equal_to_input_is_refused(sample: Path) -> None:
+    before = sample.read_bytes()
+    result = invoke("prune", sample, "-o", sample, "--ratio", "0.5")
+    assert result.exit_code != 0
+    assert sample.read_bytes() == before
+
+
+def test_check_identical_and_tampered(sample: Path, tmp_path: Path) -> None:
+    assert invoke("check", sample, sample).exit_code == 0
+    tampered = onnx.load(sample)
+    weight = next(t for t in tampered.graph.initializer if len(t.dims) == 4)
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values[0] += 0.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    other = tmp_path / "tampered.onnx"
+    onnx.save(tampered, other)
+    result = invoke("check", sample, other, "--json")
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["passed"] is False and payload["outputs"][0]["max_abs_err"] > 0
+
+
+def test_check_with_npz_inputs_and_loose_tolerance(sample: Path, tmp_path: Path) -> None:
+    data = tmp_path / "inputs.npz"
+    np.savez(data, input=np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32))
+    pruned = tmp_path / "pruned.onnx"
+    invoke(
+        "prune", sample, "-o", pruned, "--ratio", "0.3", "--round-to", "1", "--min-keep", "1", "--no-verify"
+    )
+    assert invoke("check", sample, pruned, "--inputs", data, "--atol", "1e9").exit_code == 0
+
+
+def test_missing_model_is_one_line(tmp_path: Path) -> None:
+    result = invoke("inspect", tmp_path / "nope.onnx")
+    assert result.exit_code == 1
+    assert "no such file" in result.output and "Traceback" not in result.output

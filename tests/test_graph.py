@@ -1,0 +1,87 @@
+"""Load and save: parameters as initializers, Constant nodes or Identity-forwarded; atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import tiny
+from onnx import helper
+
+from onnxprune import graph as graphs
+from onnxprune.errors import ModelLoadError, ModelSaveError
+
+
+def as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """PaddlePaddle's export style: no initializers, every parameter a Constant node."""
+    consts = [
+        helper.make_node("Constant", [], [t.name], name=f"{t.name}_const", value=t)
+        for t in model.graph.initializer
+    ]
+    del model.graph.initializer[:]
+    nodes = consts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def through_identity(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every parameter read through an Identity node, as some exporters share weights."""
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in {t.name for t in model.graph.initializer}:
+                node.input[i] = f"{name}_id"
+    ids = [
+        helper.make_node("Identity", [t.name], [f"{t.name}_id"], name=f"{t.name}/Identity")
+        for t in model.graph.initializer
+    ]
+    nodes = ids + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+@pytest.mark.parametrize("convert", [as_constant_nodes, through_identity])
+def test_parameters_stored_any_way_prune_exactly(convert) -> None:
+    model = convert(tiny.residual())
+    onnx.checker.check_model(model)
+    result = tiny.prune_dead(model)
+    assert tiny.removed_channels(result) > 0
+    tiny.assert_exact(model, result.pruned)
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    graphs.save_model(tiny.chain(), out)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    assert onnx.load(out).graph.node
+
+
+def test_interrupted_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graphs.os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        graphs.save_model(tiny.chain(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
+    empty, garbage = tmp_path / "empty.onnx", tmp_path / "garbage.onnx"
+    empty.write_bytes(b"")
+    garbage.write_bytes(b"\x08\x96\x01 not a model \xff" * 10)
+    for path, message in [
+        (empty, "empty"),
+        (garbage, "not"),
+        (tmp_path, "directory"),
+        (tmp_path / "x", "no such"),
+    ]:
+        with pytest.raises(ModelLoadError, match=message):
+            graphs.read_model(path)
+
+
+def test_output_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelSaveError, match="does not exist"):
+        graphs.check_output_path(tmp_path / "missing" / "m.onnx", [])

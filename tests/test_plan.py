@@ -1,0 +1,100 @@
+"""Planning: how many channels each group keeps, and which."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.errors import UsageError
+from onnxprune.plan import PlanOptions, make_plan
+
+
+def group(gid: int, scores: list[float], **kw: object) -> ChannelGroup:
+    g = ChannelGroup(id=gid, size=len(scores), nodes=[f"/n{gid}/Conv"], **kw)  # type: ignore[arg-type]
+    g.score = np.array(scores, dtype=np.float64)
+    return g
+
+
+def test_threshold_zero_removes_exactly_the_zero_scores() -> None:
+    g = group(0, [0.0, 0.5, 0.0, 1.0])
+    make_plan([g], PlanOptions(threshold=0.0, round_to=1, min_keep=1))
+    assert g.keep.tolist() == [1, 3]
+
+
+def test_global_ratio_ranks_all_groups_together() -> None:
+    low, high = group(0, [0.1] * 8), group(1, [0.9] * 8)
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    assert (low.kept, high.kept) == (1, 8), "the low group loses its channels first (never all of them)"
+
+
+def test_layer_scope_applies_the_ratio_per_group() -> None:
+    low, high = group(0, [0.1] * 8), group(1, [0.9] * 8)
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1, scope="layer"))
+    assert (low.kept, high.kept) == (4, 4)
+
+
+def test_kept_counts_round_up_to_multiples_and_respect_min_keep() -> None:
+    g = group(0, list(np.linspace(0, 1, 64)))
+    make_plan([g], PlanOptions(ratio=0.6, round_to=8, min_keep=8, scope="layer"))
+    assert g.kept == 32  # 64 - 38 = 26 → 32
+    g = group(1, list(np.linspace(0, 1, 64)))
+    make_plan([g], PlanOptions(ratio=0.99, round_to=8, min_keep=16, scope="layer"))
+    assert g.kept == 16
+
+
+def test_counts_that_are_not_multiples_round_within_what_exists() -> None:
+    g = group(0, list(np.linspace(0, 1, 12)))
+    make_plan([g], PlanOptions(ratio=0.2, round_to=8, min_keep=1, scope="layer"))
+    assert g.kept == 12
+
+
+def test_kept_channels_are_the_best_in_index_order() -> None:
+    g = group(0, [0.3, 0.9, 0.1, 0.8, 0.2, 0.7, 0.0, 0.6])
+    make_plan([g], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    assert g.keep.tolist() == [1, 3, 5, 7]
+
+
+def test_must_keep_channels_survive_first() -> None:
+    g = group(0, [0.0, 0.9, 0.1, 0.8], must_keep=np.array([True, False, False, False]))
+    make_plan([g], PlanOptions(threshold=0.5, round_to=1, min_keep=1))
+    assert g.keep.tolist() == [0, 1, 3]
+
+
+def test_declined_and_excluded_groups_keep_everything() -> None:
+    declined = group(0, [0.0] * 8, declines=[Decline("reaches graph output 'y'", "/head/Conv")])
+    excluded = group(1, [0.0] * 8)
+    make_plan([declined, excluded], PlanOptions(threshold=0.0, round_to=1, exclude=["/n1/*"]))
+    assert declined.keep is None and excluded.keep is None
+    assert "excluded by --exclude" in excluded.declines[0].reason
+
+
+def test_tied_groups_keep_equal_counts_whose_total_is_a_multiple() -> None:
+    ties = [group(k, list(np.random.default_rng(k).random(4)), tie=0) for k in range(4)]
+    make_plan(ties, PlanOptions(ratio=0.5, round_to=8, min_keep=1))
+    assert len({g.kept for g in ties}) == 1
+    assert sum(g.kept for g in ties) % 8 == 0
+
+
+def test_a_declined_tie_member_declines_the_tie() -> None:
+    ties = [group(k, [0.0, 1.0], tie=0) for k in range(2)]
+    ties[0].declines.append(Decline("reaches graph output 'y'", ""))
+    make_plan(ties, PlanOptions(threshold=0.0, round_to=1, min_keep=1))
+    assert ties[1].keep is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        PlanOptions(ratio=1.5),
+        PlanOptions(ratio=-0.1),
+        PlanOptions(),
+        PlanOptions(ratio=0.5, threshold=0.1),
+        PlanOptions(ratio=0.5, round_to=0),
+        PlanOptions(ratio=0.5, scope="model"),
+        PlanOptions(threshold=float("nan")),
+    ],
+)
+def test_bad_options_are_usage_errors(options: PlanOptions) -> None:
+    with pytest.raises(UsageError):
+        make_plan([group(0, [1.0])], options)
