@@ -78,9 +78,11 @@ def inspect(
         for g in groups:
             for d in g["declines"]:
                 at = f" at {d['node']}" if d["node"] else ""
-                console.print(f"  group {g['id']}: {d['reason']}{at}", soft_wrap=True, highlight=False, markup=False)
+                line = f"  group {g['id']}: {d['reason']}{at}"
+                console.print(line, soft_wrap=True, highlight=False, markup=False)
     else:
-        console.print(f"{len(groups) - len(shown)} declined groups hidden; --explain lists them with reasons.")
+        hidden = len(groups) - len(shown)
+        console.print(f"{hidden} declined groups hidden; --explain lists them with reasons.")
 
 
 @app.command()

@@ -52,7 +52,7 @@ def test_report_holds_both_answers() -> None:
     exact, change = result.report["verify"]["exact"], result.report["verify"]["change"]
     assert exact["passed"] and exact["criterion"] == "scale"
     output = change["outputs"][0]
-    assert 0 < output["max_abs_err"] and -1 <= output["cosine"] <= 1
+    assert output["max_abs_err"] > 0 and -1 <= output["cosine"] <= 1
     assert output["top1_agreement"] is not None, "a [1, 10] output looks like class scores"
 
 
