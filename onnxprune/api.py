@@ -7,6 +7,8 @@ print(result.report["macs"])
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,13 @@ class PruneResult:
     pruned: onnx.ModelProto
     groups: list[ChannelGroup]
     report: dict[str, Any]
-    masked: onnx.ModelProto | None = None
+    make_masked: Callable[[], onnx.ModelProto]
     output: Path | None = None
+
+    @functools.cached_property
+    def masked(self) -> onnx.ModelProto:
+        """The original with exactly the removed channels zeroed (see rewrite.masked_reference)."""
+        return self.make_masked()
 
 
 def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
@@ -51,7 +58,7 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     graph = graphs.normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
-    normalised = graphs.infer_shapes(graphs.to_model(graph.copy(), model))
+    normalised = graphs.to_model(graph.copy(), model)
     return Inspection(normalised, analysis, analysis.groups, count_params(normalised), count_macs(normalised))
 
 
@@ -77,18 +84,20 @@ def prune_model(
     """
     options.check()
     graph = graphs.normalise(model)
-    original = graphs.infer_shapes(graphs.to_model(graph.copy(), model))
+    untouched = graph.copy()
+    original = graphs.to_model(graph.copy(), model)
     analysis = analyse(graph)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options)
-    masked = masked_reference(graphs.normalise(original), analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     report = build_report(original, pruned, analysis.groups, options)
+    masked = functools.partial(masked_reference, untouched, analysis)
+    result = PruneResult(original, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
-        report["verify"] = verify_pruning(original, masked, pruned, verify)
+        report["verify"] = verify_pruning(original, result.masked, pruned, verify)
     else:
         check_runs(original, pruned)
-    return PruneResult(original, pruned, analysis.groups, report, masked)
+    return result
 
 
 def verify_pruning(
