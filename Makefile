@@ -22,6 +22,10 @@ demo: $(OUT)/resnet_slim.onnx
 	$(VENV)/bin/onnxprune inspect $(OUT)/resnet_slim.onnx
 	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx \
 		--ratio 0.5 --report $(OUT)/resnet_slim.report.json
+	@echo "--- dead channels (gamma = beta = 0) pruned with --threshold 0 must change nothing:"
+	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim_dead.onnx -o $(OUT)/resnet_slim_dead.pruned.onnx \
+		--threshold 0 --round-to 1 --min-keep 1 --report $(OUT)/resnet_slim_dead.report.json
+	$(VENV)/bin/onnxprune check $(OUT)/resnet_slim_dead.onnx $(OUT)/resnet_slim_dead.pruned.onnx --iterations 4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check onnxprune tests models scripts benchmarks
@@ -42,9 +46,10 @@ zoo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
 
+# Needs TensorRT and a CUDA device; elsewhere it writes the FP16 ONNX and says how to build with trtexec.
 plan: $(OUT)/resnet_slim.onnx
-	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx \
-		--ratio 0.5 --plan $(OUT)/resnet_slim.pruned.plan --save-onnx $(OUT)/resnet_slim.fp16.onnx
+	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx --ratio 0.5 \
+		--plan $(OUT)/resnet_slim.pruned.plan --fp16 --save-onnx $(OUT)/resnet_slim.pruned.fp16.onnx
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

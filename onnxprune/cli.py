@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError, UsageError
@@ -39,7 +40,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except OnnxPruneError as exc:
-            errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             errors.print("interrupted")
@@ -115,6 +116,11 @@ def prune(
     iterations: Annotated[int, typer.Option(help="Random inputs to verify on.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
+    fp16: Annotated[bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).")] = False,
+    save_onnx: Annotated[
+        Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
+    ] = None,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
@@ -139,6 +145,8 @@ def prune(
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
+    if plan is not None:
+        _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -196,6 +204,44 @@ def _check_criterion(criterion: str) -> None:
 
     if criterion not in CRITERIA:
         raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+
+
+@app.command()
+@user_errors
+def build(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the TensorRT plan.")],
+    fp16: Annotated[bool, typer.Option(help="FP16 engine: the ONNX is converted to float16 first.")] = False,
+    sparse_weights: Annotated[bool, typer.Option(help="Let TensorRT use 2:4 sparse weights.")] = False,
+    workspace: Annotated[int | None, typer.Option(help="Builder workspace limit in MiB.")] = None,
+    save_onnx: Annotated[Path | None, typer.Option(help="Write the exact ONNX handed to TensorRT.")] = None,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+) -> None:
+    """Build a TensorRT plan (engine) from an ONNX model and check it against ONNX Runtime."""
+    from onnxprune.inputs import parse_shapes
+
+    shapes = parse_shapes(shape or [])
+    _build_and_print(model, output, fp16=fp16, save_onnx=save_onnx, shapes=shapes, sparse=sparse_weights,
+                     workspace=workspace)  # fmt: skip
+
+
+def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: dict,
+                     sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
+    from onnxprune.graph import check_output_path
+    from onnxprune.tensorrt import build_engine
+
+    check_output_path(plan, [model])
+    if save_onnx is not None:
+        check_output_path(save_onnx, [model])
+    result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
+                          shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
+    console.print(
+        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
+    )
+    if result.comparison is not None:
+        from onnxprune.verify import render_comparison
+
+        console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
 
 
 def main() -> None:

@@ -125,3 +125,26 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     result = invoke("inspect", tmp_path / "nope.onnx")
     assert result.exit_code == 1
     assert "no such file" in result.output and "Traceback" not in result.output
+
+
+def test_build_without_tensorrt_names_the_extra_and_writes_only_the_onnx(sample: Path, tmp_path: Path) -> None:
+    from onnxprune import tensorrt
+
+    if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
+        pytest.skip("TensorRT and a GPU are present: the capability error does not apply")
+    plan, fp16 = tmp_path / "m.plan", tmp_path / "m.fp16.onnx"
+    result = invoke("build", sample, "-o", plan, "--fp16", "--save-onnx", fp16)
+    assert result.exit_code == 1
+    assert "onnxprune[trt]" in result.output and "trtexec --onnx=" in result.output
+    assert "Traceback" not in result.output
+    assert fp16.exists() and not plan.exists()
+
+
+def test_prune_with_plan_prunes_then_reports_the_missing_backend(sample: Path, tmp_path: Path) -> None:
+    from onnxprune import tensorrt
+
+    if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
+        pytest.skip("TensorRT and a GPU are present: the capability error does not apply")
+    out, plan = tmp_path / "p.onnx", tmp_path / "p.plan"
+    result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--round-to", "4", "--plan", plan)
+    assert result.exit_code == 1 and out.exists() and not plan.exists()
