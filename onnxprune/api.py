@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
@@ -36,6 +37,17 @@ class Inspection:
     groups: list[ChannelGroup]
     params: int
     macs: int
+    pairs: list[dict[str, str]] = field(default_factory=list)
+
+
+def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
+    """Every BatchNormalization with the node that feeds it: a Conv for the classic pair, else what it is."""
+    pairs = []
+    for node in graph.nodes:
+        if node.op == "BatchNormalization" and node.inputs and node.inputs[0].inputs:
+            producer = node.inputs[0].inputs[0]
+            pairs.append({"bn": node.name, "producer": producer.name, "producer_op": producer.op})
+    return pairs
 
 
 @dataclass
@@ -59,7 +71,8 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     normalised = graphs.to_model(graph.copy(), model)
-    return Inspection(normalised, analysis, analysis.groups, count_params(normalised), count_macs(normalised))
+    params, macs = count_params(normalised), count_macs(normalised)
+    return Inspection(normalised, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
 
 
 @dataclass

@@ -68,13 +68,26 @@ def inspect(
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
-        payload = {"model": str(model), "params": found.params, "macs": found.macs, "groups": groups}
+        payload = {
+            "model": str(model),
+            "params": found.params,
+            "macs": found.macs,
+            "conv_bn_pairs": found.pairs,
+            "groups": groups,
+        }
         print(json.dumps(payload, indent=2))
         return
     shown = groups if explain else [g for g in groups if g["prunable"]]
     title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
     console.print(inspect_table(shown, title))
+    convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
+    others = len(found.pairs) - convs
+    console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
     if explain:
+        for p in found.pairs:
+            console.print(
+                f"  {p['producer']} ({p['producer_op']}) → {p['bn']}", highlight=False, markup=False
+            )
         console.print("declines, one line each (group: reason at node):")
         for g in groups:
             for d in g["declines"]:

@@ -148,3 +148,10 @@ def test_prune_with_plan_prunes_then_reports_the_missing_backend(sample: Path, t
     out, plan = tmp_path / "p.onnx", tmp_path / "p.plan"
     result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--round-to", "4", "--plan", plan)
     assert result.exit_code == 1 and out.exists() and not plan.exists()
+
+
+def test_inspect_lists_conv_bn_pairs(sample: Path) -> None:
+    payload = json.loads(invoke("inspect", sample, "--json").stdout)
+    pairs = payload["conv_bn_pairs"]
+    assert len(pairs) == 4 and all(p["producer_op"] == "Conv" for p in pairs)
+    assert "4 Conv→BatchNormalization pairs" in invoke("inspect", sample).output
