@@ -153,5 +153,5 @@ def test_prune_with_plan_prunes_then_reports_the_missing_backend(sample: Path, t
 def test_inspect_lists_conv_bn_pairs(sample: Path) -> None:
     payload = json.loads(invoke("inspect", sample, "--json").stdout)
     pairs = payload["conv_bn_pairs"]
-    assert len(pairs) == 4 and all(p["producer_op"] == "Conv" for p in pairs)
-    assert "4 Conv→BatchNormalization pairs" in invoke("inspect", sample).output
+    assert len(pairs) == 3 and all(p["producer_op"] == "Conv" for p in pairs)
+    assert "3 Conv→BatchNormalization pairs" in invoke("inspect", sample).output
