@@ -32,3 +32,9 @@ class UsageError(OnnxPruneError):
 
 class CapabilityError(OnnxPruneError):
     """A backend (TensorRT, a CUDA device) that the request needs is not available here."""
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (libraries raise multi-page ones), or its type's name."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxprune.errors import CapabilityError, ValidationError, VerificationError
+from onnxprune.errors import CapabilityError, ValidationError, VerificationError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -135,7 +135,7 @@ def convert_to_fp16(
     try:
         onnx.checker.check_model(converted, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ValidationError(f"the FP16 model fails onnx.checker: {_first_line(err)}") from err
+        raise ValidationError(f"the FP16 model fails onnx.checker: {first_line(err)}") from err
     return converted
 
 
@@ -306,7 +306,7 @@ def _element_types(model: onnx.ModelProto) -> dict[str, int]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError as err:
-        raise ValidationError(f"shape inference fails on the model: {_first_line(err)}") from err
+        raise ValidationError(f"shape inference fails on the model: {first_line(err)}") from err
     graph = inferred.graph
     types = {init.name: init.data_type for init in graph.initializer}
     for value in (*graph.input, *graph.value_info, *graph.output):
@@ -509,8 +509,3 @@ class _NameMaker:
             name = f"{base}_{n}"
         self.used.add(name)
         return name
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxprune.errors import ModelLoadError, OnnxPruneError, UsageError
+from onnxprune.errors import ModelLoadError, OnnxPruneError, UsageError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -42,11 +42,6 @@ def quiet_polygraphy() -> Iterator[None]:
 
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
         yield
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:200] if lines else type(err).__name__
 
 
 def parse_shapes(specs: Sequence[str]) -> dict[str, Shape]:
@@ -191,7 +186,7 @@ def _load_feeds(path: Path) -> list[Mapping[str, Any]]:
         with quiet_polygraphy():
             feeds = load_json(str(path), description="input data")
     except (OSError, ValueError, zipfile.BadZipFile, PolygraphyException) as err:
-        raise ModelLoadError(f"cannot read inputs file {path}: {_first_line(err)}") from err
+        raise ModelLoadError(f"cannot read inputs file {path}: {first_line(err)}") from err
     # `run --save-inputs x.json` writes a list of feeds; Polygraphy's `--load-inputs` also takes one feed.
     feeds = feeds if isinstance(feeds, list) else [feeds]
     if not feeds or not all(isinstance(feed, Mapping) for feed in feeds):

@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
-from onnxprune.errors import ValidationError
+from onnxprune.errors import ValidationError, first_line
 
 
 class Rewrite:
@@ -101,7 +101,7 @@ def validate(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         onnx.checker.check_model(inferred)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ValidationError(f"pruned model fails validation: {first}") from None
     return inferred
 

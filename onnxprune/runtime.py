@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from onnxprune.errors import ValidationError
+from onnxprune.errors import ValidationError, first_line
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -51,7 +51,7 @@ def check_runs(original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0
     try:
         after = run_model(pruned, feed)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ValidationError(f"pruned model does not run in ONNX Runtime: {first}") from None
     for name, shape in want.items():
         got = tuple(after[name].shape) if name in after else None

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxprune.errors import CapabilityError, ModelSaveError, UsageError, VerificationError
+from onnxprune.errors import CapabilityError, ModelSaveError, UsageError, VerificationError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -255,7 +255,7 @@ def _build(
     try:
         import tensorrt as trt
     except (ImportError, OSError) as err:  # the wheel is there but its libraries are not
-        raise CapabilityError(f"TensorRT is installed but does not load: {_first_line(err)}") from err
+        raise CapabilityError(f"TensorRT is installed but does not load: {first_line(err)}") from err
     version = str(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -326,7 +326,7 @@ def _compare_engine(plan: bytes, reference: Path, feeds: list[dict[str, np.ndarr
         comparison = compare_runners(reference_runner, engine_runner, feeds)
     except PolygraphyException as err:  # e.g. Polygraphy finds no CUDA runtime library to run the engine with
         raise CapabilityError(
-            f"cannot run the engine to check it: {_first_line(err)}; no plan written"
+            f"cannot run the engine to check it: {first_line(err)}; no plan written"
         ) from err
     failed = next((output for output in comparison.outputs if not output.passed), None)
     if failed is not None:
@@ -406,8 +406,3 @@ def _write_plan(path: Path, plan: bytes) -> None:
         if isinstance(err, OSError):
             raise ModelSaveError(f"{path}: cannot write ({err.strerror or err})") from None
         raise
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

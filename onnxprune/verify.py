@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxprune.errors import ModelLoadError, ValidationError, VerificationError
+from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def _runtime_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (PolygraphyException, *ort_errors) as err:
-        raise ValidationError(f"ONNX Runtime: {what}: {_first_line(err)}") from err
+        raise ValidationError(f"ONNX Runtime: {what}: {first_line(err)}") from err
 
 
 @contextlib.contextmanager
@@ -309,11 +309,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("comparing", total=total)
         yield lambda: bar.advance(task)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def check_models(
@@ -350,7 +345,7 @@ def load_model_header(path: str | Path) -> onnx.ModelProto:
     except FileNotFoundError as err:
         raise ModelLoadError(f"model not found: {path}") from err
     except (OSError, DecodeError, ValueError) as err:
-        raise ModelLoadError(f"cannot read {path} as an ONNX model: {_first_line(err)}") from err
+        raise ModelLoadError(f"cannot read {path} as an ONNX model: {first_line(err)}") from err
 
 
 def render_comparison(comparison: Comparison, title: str = "") -> Table:
