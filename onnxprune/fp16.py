@@ -170,7 +170,7 @@ def verify_fp16(
     header = verify.load_model_header(fp32_model) if isinstance(fp32_model, str | Path) else fp32_model
     feeds = make_inputs(header, iterations=iterations, seed=seed, shapes=shapes)
     comparison = verify.exactness(fp32_model, fp16_model, feeds=feeds, rtol=rtol, atol=atol)
-    comparison.outputs = [_cosine_floor(output, min_cosine) for output in comparison.outputs]
+    comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
     failed = next((output for output in comparison.outputs if not output.passed), None)
     if failed is not None:
         raise VerificationError(
@@ -179,7 +179,7 @@ def verify_fp16(
     return comparison
 
 
-def _cosine_floor(output: OutputMetrics, min_cosine: float) -> OutputMetrics:
+def cosine_floor(output: OutputMetrics, min_cosine: float) -> OutputMetrics:
     # Written so that a NaN cosine fails.
     if not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
         return output

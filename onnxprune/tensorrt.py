@@ -33,7 +33,7 @@ from onnxprune.errors import CapabilityError, ModelSaveError, UsageError, Verifi
 if TYPE_CHECKING:
     import onnx
 
-    from onnxprune.verify import Comparison, OutputMetrics
+    from onnxprune.verify import Comparison
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -346,49 +346,16 @@ def compare_runners(
     rtol: float = ENGINE_RTOL,
     atol: float = ENGINE_ATOL,
 ) -> Comparison:
-    """Runs two Polygraphy runners on ``feeds`` with ``Comparator`` and scores each output of the last feed.
-
-    An output passes if ``max|a - b| <= atol + rtol * max|a|`` and its cosine similarity is at least
-    ``min_cosine`` (``a``: the reference), the criteria of ``fp16.verify_fp16``.
+    """Runs two Polygraphy runners on ``feeds`` and scores each output, with the criteria of
+    ``fp16.verify_fp16``: ``max|a - b| <= atol + rtol * max|a|`` (``a``: the reference) and a cosine
+    similarity of at least ``min_cosine``.
     """
-    from polygraphy.comparator import Comparator
+    from onnxprune.fp16 import cosine_floor
+    from onnxprune.verify import compare_runners as compare
 
-    from onnxprune.inputs import quiet_polygraphy
-    from onnxprune.verify import Comparison
-
-    with quiet_polygraphy():
-        results = Comparator.run([reference, candidate], data_loader=feeds)
-    ref, cand = (dict(iterations[-1].items()) for iterations in results.values())
-    outputs = [_metrics(name, array, cand.get(name), min_cosine, rtol, atol) for name, array in ref.items()]
-    return Comparison(outputs, atol=atol, rtol=rtol, criterion="scale", iterations=len(feeds))
-
-
-def _metrics(
-    name: str, ref: np.ndarray, cand: np.ndarray | None, min_cosine: float, rtol: float, atol: float
-) -> OutputMetrics:
-    from onnxprune.verify import OutputMetrics, max_relative_error
-
-    a = np.asarray(ref, dtype=np.float64)
-    b = None if cand is None else np.asarray(cand, dtype=np.float64)
-    if b is None or a.shape != b.shape:
-        reason = "missing from the engine" if b is None else f"shape {a.shape} vs {b.shape}"
-        return OutputMetrics(
-            name, a.shape, None if b is None else b.shape, None, None, None, None, False, reason
-        )
-    err = float(np.max(np.abs(a - b))) if a.size else 0.0
-    scale = float(np.max(np.abs(a))) if a.size else 0.0
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    cosine = float(a.ravel() @ b.ravel() / norms) if norms else float(not a.any() and not b.any())
-    # Written so that NaN fails both tests.
-    problem: str | None = None
-    if not err <= atol + rtol * scale:
-        problem = f"max|a-b| {err:.3g} > {atol:g} + {rtol:g} * max|a| ({scale:.3g})"
-    elif not cosine >= min_cosine:
-        problem = f"cosine similarity {cosine:.6f} < {min_cosine}"
-    top1 = float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.ndim == 2 and a.shape[1] >= 2 else None
-    return OutputMetrics(
-        name, a.shape, b.shape, err, max_relative_error(a, b), cosine, top1, problem is None, problem
-    )
+    comparison = compare(reference, candidate, feeds, atol=atol, rtol=rtol, criterion="scale")
+    comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
+    return comparison
 
 
 def _write_plan(path: Path, plan: bytes) -> None:

@@ -239,19 +239,38 @@ def _compare(
     progress: bool,
 ) -> Comparison:
     from polygraphy.backend.onnxrt import OnnxrtRunner
-    from polygraphy.comparator import Comparator
 
     if not feeds:
         raise ValueError("compare needs at least one feed")
     sessions = [_session(reference, "reference"), _session(candidate, "candidate")]
     _check_input_names(sessions, feeds)
     runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
+    return compare_runners(
+        runners[0], runners[1], feeds, atol=atol, rtol=rtol, criterion=criterion, progress=progress
+    )
+
+
+def compare_runners(
+    reference: Any,
+    candidate: Any,
+    feeds: Sequence[Mapping[str, Any]],
+    *,
+    atol: float,
+    rtol: float,
+    criterion: str = "scale",
+    progress: bool = False,
+) -> Comparison:
+    """Streams Polygraphy's Comparator over two runners (ONNX Runtime, TensorRT) and scores each output."""
+    from polygraphy.comparator import Comparator
+
     running: dict[str, _Running] = {}
     with (
         quiet_polygraphy(),
         _runtime_errors("inference failed"),
         _progress(progress, len(feeds)) as advance,
-        contextlib.closing(Comparator.run(runners, data_loader=list(feeds), streaming=True)) as stream,
+        contextlib.closing(
+            Comparator.run([reference, candidate], data_loader=list(feeds), streaming=True)
+        ) as stream,
     ):
         for single in stream:
             # Consume now: the runners may reuse their output buffers on the next iteration.
