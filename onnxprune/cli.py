@@ -108,6 +108,9 @@ def prune(
         float | None, typer.Option(help="Fraction of prunable channels to remove, 0 <= R < 1.")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Remove channels whose importance is <= T.")] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Apply the kept channels of an earlier --report.")
+    ] = None,
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
@@ -139,12 +142,16 @@ def prune(
     from onnxprune import api
     from onnxprune.graph import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
+    from onnxprune.plan import load_plan
     from onnxprune.report import groups_table, prune_table
 
     _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
-    options = api.PlanOptions(ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion)
+    saved = load_plan(replay) if replay is not None else None
+    options = api.PlanOptions(
+        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
+    )
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )

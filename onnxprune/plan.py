@@ -11,13 +11,16 @@ that cannot be folded) are kept first. Groups of one grouped Conv keep equal cou
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
-from onnxprune.errors import UsageError
+from onnxprune.errors import UsageError, first_line
 
 
 @dataclass
@@ -29,10 +32,11 @@ class PlanOptions:
     scope: str = "global"
     exclude: list[str] = field(default_factory=list)
     criterion: str = "auto"
+    replay: dict[str, Any] | None = None
 
     def check(self) -> None:
-        if (self.ratio is None) == (self.threshold is None):
-            raise UsageError("give exactly one of --ratio and --threshold")
+        if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
+            raise UsageError("give exactly one of --ratio, --threshold and --replay")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.threshold is not None and (self.threshold < 0 or not math.isfinite(self.threshold)):
@@ -56,6 +60,9 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions) -> None:
     """Set ``group.keep`` (sorted kept indices) on every prunable group; others keep everything."""
     options.check()
     exclude_groups(groups, options.exclude)
+    if options.replay is not None:
+        replay_plan(groups, options.replay)
+        return
     _decline_broken_ties(groups)
     candidates = [g for g in groups if g.prunable and g.score is not None]
     removals = _removal_counts(candidates, options)
@@ -139,3 +146,42 @@ def _top(group: ChannelGroup, count: int) -> np.ndarray:
     """The ``count`` best channels, those the analysis must keep first, in index order."""
     order = np.argsort(-_effective(group), kind="stable")[:count]
     return np.sort(order)
+
+
+def replay_plan(groups: list[ChannelGroup], saved: dict[str, Any]) -> None:
+    """Apply the kept indices of an earlier report (``prune --report``) to the same model, group by group.
+
+    Groups are matched by their member node names, so a plan made on one export replays on another export
+    of the same network with the same node names. Anything that does not match is a UsageError.
+    """
+    by_nodes = {tuple(g.nodes): g for g in groups}
+    for group in groups:
+        group.keep = None
+    for record in saved.get("groups", []):
+        group = by_nodes.get(tuple(sorted(record.get("nodes", []))))
+        where = ", ".join(record.get("producers") or record.get("nodes", [])[:2])
+        if group is None:
+            raise UsageError(f"the saved plan does not fit this model: no group of nodes {where}")
+        keep = np.asarray(record.get("kept", []), dtype=np.int64)
+        if group.size != record.get("channels_before") or not _valid_indices(keep, group.size):
+            raise UsageError(
+                f"the saved plan does not fit this model: group of {where} has {group.size} channels"
+            )
+        if not group.prunable:
+            raise UsageError(f"the saved plan prunes a group this model declines: {group.declines[0]}")
+        group.keep = keep
+
+
+def _valid_indices(keep: np.ndarray, size: int) -> bool:
+    return bool(keep.size) and bool(np.all(np.diff(keep) > 0)) and keep[0] >= 0 and keep[-1] < size
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read a report written by ``prune --report`` (its ``groups`` hold the kept indices)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read a saved plan ({first_line(exc)})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("groups"), list):
+        raise UsageError(f"{path}: not an onnxprune report (no 'groups' list)")
+    return saved

@@ -127,7 +127,9 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     assert "no such file" in result.output and "Traceback" not in result.output
 
 
-def test_build_without_tensorrt_names_the_extra_and_writes_only_the_onnx(sample: Path, tmp_path: Path) -> None:
+def test_build_without_tensorrt_names_the_extra_and_writes_only_the_onnx(
+    sample: Path, tmp_path: Path
+) -> None:
     from onnxprune import tensorrt
 
     if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
@@ -155,3 +157,23 @@ def test_inspect_lists_conv_bn_pairs(sample: Path) -> None:
     pairs = payload["conv_bn_pairs"]
     assert len(pairs) == 3 and all(p["producer_op"] == "Conv" for p in pairs)
     assert "3 Conv→BatchNormalization pairs" in invoke("inspect", sample).output
+
+
+def test_a_saved_report_replays_the_same_plan(sample: Path, tmp_path: Path) -> None:
+    first, report = tmp_path / "a.onnx", tmp_path / "a.json"
+    invoke(
+        "prune", sample, "-o", first, "--ratio", "0.5", "--round-to", "4", "--report", report, "--no-verify"
+    )
+    second = tmp_path / "b.onnx"
+    result = invoke("prune", sample, "-o", second, "--replay", report)
+    assert result.exit_code == 0, result.output
+    tiny.assert_exact(onnx.load(first), onnx.load(second), rtol=0.0)
+
+
+def test_a_plan_for_another_model_is_refused(sample: Path, tmp_path: Path) -> None:
+    report = tmp_path / "a.json"
+    invoke("prune", sample, "-o", tmp_path / "a.onnx", "--ratio", "0.5", "--report", report, "--no-verify")
+    other = tmp_path / "chain.onnx"
+    onnx.save(tiny.chain(), other)
+    result = invoke("prune", other, "-o", tmp_path / "b.onnx", "--replay", report)
+    assert result.exit_code == 2 and "does not fit this model" in result.output
