@@ -4,6 +4,7 @@ from onnxprune.rules import (  # noqa: F401  (imported for their @rule registrat
     batchnorm,
     concat,
     conv,
+    conv_transpose,
     elementwise,
     gemm,
     misc,

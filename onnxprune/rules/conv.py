@@ -5,8 +5,7 @@
   channel is kept otherwise. The output is a new group whose removed channels are 0.
 - depthwise (group == C_in == C_out): channel c of the output comes from channel c of the input only, so the
   output carries the input's map; ``group`` follows the kept count.
-- grouped (1 < group < C_in): every group of the Conv must keep the same number of input and of output
-  channels, so the input is cut into ``group`` equal chunks and the chunks are tied; so are the output's.
+- grouped (1 < group < C_in): input and output are cut into ``group`` tied chunks (``grouped.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, channels, const, decline_node, rule
+from onnxprune.rules.grouped import grouped_columns, tie_groups
 
 if TYPE_CHECKING:
     from onnxprune.channels.analysis import Analysis, TensorState
@@ -50,7 +50,8 @@ def check_input_fold(node: gs.Node, ctx: Analysis, state: TensorState, foldable:
     """Removed input channels must be 0, or a constant this node can fold into its bias exactly."""
     value = state.value
     reason = "a removed channel would carry a constant this op cannot fold exactly"
-    ctx.keep_where(state.map, np.isnan(value) | ((value != 0) & (not foldable)), reason, node.name)
+    # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
+    ctx.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node.name)
 
 
 @rule("Conv")
@@ -58,9 +59,12 @@ class ConvRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         weight = const(node.inputs[1]) if len(node.inputs) > 1 else None
         state = ctx.state(node.inputs[0])
-        c_in = channels(node.inputs[0])
-        if weight is None or state is None or c_in is None or weight.ndim < 3:
-            decline_node(node, ctx, "Conv whose weight is not a constant or whose input channels are unknown")
+        c_in = channels(node.inputs[0]) or (len(state.value) if state is not None else None)
+        if weight is None or weight.ndim < 3:
+            decline_node(node, ctx, "Conv whose weight is not a constant")
+            return
+        if state is None or c_in is None:
+            decline_node(node, ctx, "Conv whose input channels are unknown (an op before it was declined)")
             return
         if len(node.inputs) > 2 and not node.inputs[2].is_empty() and const(node.inputs[2]) is None:
             decline_node(node, ctx, "Conv whose bias is computed at run time")
@@ -103,20 +107,14 @@ class ConvRule(Rule):
 
     def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int, macs: int):
         c_in, c_out = weight.shape[1] * group, weight.shape[0]
-        if c_out % group:
-            decline_node(node, ctx, f"grouped Conv with {c_out} outputs in {group} groups")
+        if c_out % group or c_in != len(state.value) or state.map[0].repeat != 1:
+            decline_node(node, ctx, f"grouped Conv with {c_in} inputs and {c_out} outputs in {group} groups")
             return
-        a, b = c_in // group, c_out // group
-        ctx.cut(state.map, range(0, c_in + 1, a))
-        from onnxprune.channels.span import slice_map
-
-        ctx.tie([slice_map(state.map, k * a, (k + 1) * a) for k in range(group)], node.name)
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
+        # Folding would need one shift per Conv group; zero (the common case) is exact anyway.
         check_input_fold(node, ctx, state, foldable=False)
-        chunks = [ctx.new_group(b) for _ in range(group)]
-        out_map = tuple(span for chunk in chunks for span in chunk)
-        ctx.tie(chunks, node.name)
+        out_map = tie_groups(node, ctx, state.map, group, c_out)
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
 
@@ -135,7 +133,7 @@ class ConvRule(Rule):
             if keep_out is not None:
                 node.attrs["group"] = len(keep_out)
         elif group > 1 and keep_in is not None:
-            weight = _grouped_columns(weight, keep_in, group, c_in)
+            weight = grouped_columns(weight, keep_in, group, c_in // group)
         if keep_out is not None:
             weight = weight[keep_out]
             bias = bias[keep_out] if bias is not None else None
@@ -165,17 +163,3 @@ class ConvRule(Rule):
                 rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
             else:
                 node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
-
-
-def _grouped_columns(weight: np.ndarray, keep_in: np.ndarray, group: int, c_in: int) -> np.ndarray:
-    """Per Conv group, keep the weight columns of the input channels kept inside that group's chunk."""
-    a = c_in // group
-    per_group = weight.shape[0] // group
-    blocks = []
-    for k in range(group):
-        local = keep_in[(keep_in >= k * a) & (keep_in < (k + 1) * a)] - k * a
-        blocks.append(weight[k * per_group : (k + 1) * per_group][:, local])
-    counts = {blk.shape[1] for blk in blocks}
-    if len(counts) != 1:
-        raise AssertionError("grouped Conv chunks kept different counts; the plan broke a tie")
-    return np.concatenate(blocks, axis=0)

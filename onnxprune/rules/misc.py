@@ -27,13 +27,23 @@ class ShapeRule(Rule):
 
 @rule("Softmax", "LogSoftmax", "Hardmax")
 class SoftmaxRule(Rule):
+    """Over spatial axes each channel stays apart; a constant channel becomes 1/n (LogSoftmax: -log n), n
+    being the extent normalised over (opset < 13: every axis from ``axis`` on)."""
+
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         state = ctx.state(node.inputs[0])
         r = rank(node.inputs[0])
         if state is None:
             return
-        if r is None or int(node.attrs.get("axis", -1)) % r in (0, 1):
+        opset = int(ctx.graph.opset)
+        axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % (r or 1)
+        if r is None or axis in (0, 1):
             decline_node(node, ctx, f"{node.op} over the channel axis mixes channels")
             return
+        shape = node.inputs[0].shape
+        dims = shape[axis : axis + 1] if opset >= 13 else shape[axis:]
+        n = np.prod(dims) if all(isinstance(d, int | np.integer) for d in dims) else np.nan
+        constant = {"Softmax": 1.0 / n, "LogSoftmax": -np.log(n)}.get(node.op, np.nan)
+        value = np.where(np.isfinite(state.value), constant, np.nan)
         ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, np.full(len(state.value), np.nan))
+        ctx.set_state(node.outputs[0], state.map, value)

@@ -56,7 +56,7 @@ class PoolRule(Rule):
             if axes is None or 0 in axes or 1 in axes:
                 decline_node(node, ctx, f"{node.op} reduces over the batch or channel axis")
                 return
-        if len(node.outputs) > 1 and node.outputs[1].outputs:
+        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1] in ctx.graph.outputs):
             decline_node(node, ctx, "MaxPool whose indices output is used")
             return
         value = state.value if _keeps_constant(node) else np.where(state.value == 0, 0.0, np.nan)

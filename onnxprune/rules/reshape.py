@@ -4,7 +4,9 @@ They are followed only where the channel axis survives as axis 1 of the output:
 - kept intact ([N, C, H, W] → [N, C, H*W], Squeeze of spatial axes, a Transpose that fixes axes 0 and 1);
 - or flattened with the spatial axes behind it ([N, C, H, W] → [N, C*H*W]): every channel then owns H*W
   consecutive positions, which a following Gemm slices as columns.
-Anything else (a channel shuffle's Reshape → Transpose → Reshape, a move to NHWC) is declined.
+A Reshape that spreads the channel axis over several axes starts a regrouping chain (channel shuffle,
+radix softmax; see ``shuffle.py``). Anything else (a move to NHWC, a Reshape that mixes channels with
+spatial positions) is declined.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.span import repeat_map
+from onnxprune.rules import shuffle
 from onnxprune.rules.base import Rule, const, decline_node, rule
 
 if TYPE_CHECKING:
@@ -29,10 +32,14 @@ def _static(shape) -> list[int] | None:
 
 
 def channel_layout(in_shape, out_shape) -> int | None:
-    """How many positions each channel occupies on the output's axis 1, or None if channels get mixed."""
-    src, dst = _static(in_shape), _static(out_shape)
-    if src is None or dst is None or len(src) < 2 or len(dst) < 2 or src[0] != dst[0]:
+    """How many positions each channel occupies on the output's axis 1, or None if channels get mixed.
+    The batch axis may be symbolic: the same dim on both sides."""
+    if in_shape is None or out_shape is None or len(in_shape) < 2 or len(out_shape) < 2:
         return None
+    src, dst = _static(in_shape[1:]), _static(out_shape[1:])
+    if src is None or dst is None or in_shape[0] != out_shape[0]:
+        return None
+    src, dst = [1, *src], [1, *dst]
     inner = int(np.prod(src[2:], dtype=np.int64))
     if dst[1] == src[1] and int(np.prod(dst[2:], dtype=np.int64)) == inner:
         return 1
@@ -88,6 +95,18 @@ class TransposeRule(_Layout):
 class ReshapeRule(_Layout):
     """The target shape may spell out the channel count: it is rewritten with the kept count."""
 
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is not None and self._repeat(node) is None and state.map[0].repeat == 1:
+            chain = shuffle.match(node, int(ctx.graph.opset))
+            if isinstance(chain, str):
+                decline_node(node, ctx, chain)
+                return
+            if chain is not None:
+                shuffle.propagate(chain, ctx, state)
+                return
+        super().propagate(node, ctx)
+
     def _repeat(self, node: gs.Node) -> int | None:
         if const(node.inputs[1]) is None:
             return None
@@ -96,6 +115,11 @@ class ReshapeRule(_Layout):
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep_in = rw.kept(node.inputs[0])
         if keep_in is None:
+            return
+        if node.outputs[0].name not in rw.analysis.states:
+            chain = shuffle.match(node, int(rw.graph.opset))
+            if isinstance(chain, shuffle.Chain):
+                shuffle.apply(chain, rw, keep_in)
             return
         shape = np.array(const(node.inputs[1]), dtype=np.int64).reshape(-1)
         old_out = len(rw.analysis.states[node.outputs[0].name].value)

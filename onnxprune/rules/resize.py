@@ -1,7 +1,9 @@
 """Resize, Upsample and Pad: spatial ops that leave each channel on its own.
 
-Followed only when they do not scale or pad the channel axis. Nearest and linear resizing of a constant
-channel gives the same constant; padding a non-zero constant with zeros does not.
+Followed only when they do not scale or pad the channel axis (opset 18 ``axes`` may leave it out of the
+scales, sizes or pads altogether). Nearest and linear resizing of a constant channel gives the same
+constant; padding a constant c with the pad value v keeps it constant only where c == v (edge, reflect and
+wrap padding always do). A Resize ``sizes`` input spells out the channel count: it follows the kept count.
 """
 
 from __future__ import annotations
@@ -11,16 +13,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rule
+from onnxprune.rules.base import Rule, const, decline_node, rank, rule
 
 if TYPE_CHECKING:
     from onnxprune.channels.analysis import Analysis
     from onnxprune.rewrite import Rewrite
 
 
-def _mode(node: gs.Node) -> str:
-    mode = node.attrs.get("mode", "constant" if node.op == "Pad" else "nearest")
-    return mode.decode() if isinstance(mode, bytes) else str(mode)
+def _text(node: gs.Node, name: str, default: str) -> str:
+    value = node.attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _channel_entry(node: gs.Node, r: int) -> int | None:
+    """Where the channel axis sits in a Resize's scales or sizes: 1, or its place in ``axes`` (opset 18);
+    None if ``axes`` leaves it out."""
+    axes = node.attrs.get("axes")
+    if axes is None:
+        return 1
+    axes = [int(a) % r for a in np.asarray(axes).reshape(-1)]
+    return axes.index(1) if 1 in axes else None
 
 
 @rule("Resize", "Upsample")
@@ -32,52 +44,76 @@ class ResizeRule(Rule):
         if not self._keeps_channels(node, len(state.value)):
             decline_node(node, ctx, f"{node.op} that scales the channel axis or has run-time scales")
             return
-        value = (
-            state.value
-            if _mode(node) in ("nearest", "linear", "bilinear")
-            else np.where(state.value == 0, 0, np.nan)
-        )
+        keeps = _text(node, "mode", "nearest") in ("nearest", "linear", "bilinear")
+        keeps &= _text(node, "coordinate_transformation_mode", "") != "tf_crop_and_resize"
+        value = state.value if keeps else np.where(state.value == 0, 0.0, np.nan)
         ctx.member(state.map, node.name)
         ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
 
     def _keeps_channels(self, node: gs.Node, n: int) -> bool:
-        if "scales" in node.attrs:
+        if "scales" in node.attrs:  # Upsample-7
             return float(node.attrs["scales"][1]) == 1.0
+        at = _channel_entry(node, rank(node.inputs[0]) or 4)
         scales_at = 1 if node.op == "Upsample" else 2
         for i in (scales_at, 3):
             if i < len(node.inputs) and not node.inputs[i].is_empty():
                 values = const(node.inputs[i])
-                if values is None or values.size < 2:
+                if values is None or (at is not None and values.size <= at):
                     return False
-                return float(values.reshape(-1)[1]) == (1.0 if i == scales_at else n)
+                return at is None or float(values.reshape(-1)[at]) == (1.0 if i == scales_at else n)
         return False
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.inputs[0])
         if keep is None or node.op != "Resize" or len(node.inputs) < 4 or node.inputs[3].is_empty():
             return
-        sizes = np.array(const(node.inputs[3]), dtype=np.int64).reshape(-1)
-        sizes[1] = len(keep)
-        rw.set_param(node, 3, sizes)
+        at = _channel_entry(node, rank(node.inputs[0]) or 4)
+        if at is not None:
+            sizes = np.array(const(node.inputs[3]), dtype=np.int64).reshape(-1)
+            sizes[at] = len(keep)
+            rw.set_param(node, 3, sizes)
 
 
 @rule("Pad")
 class PadRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         state = ctx.state(node.inputs[0])
+        r = rank(node.inputs[0])
         if state is None:
             return
-        pads = node.attrs.get("pads") if "pads" in node.attrs else const(node.inputs[1])
-        axes = const(node.inputs[3]) if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
-        if pads is None or axes is not None or len(node.inputs) > 3 and axes is None:
-            decline_node(node, ctx, "Pad with run-time pads or explicit axes")
+        pads = self._pads(node, r)
+        if pads is None or r is None:
+            decline_node(node, ctx, "Pad with run-time pads or axes")
             return
-        pads = np.asarray(pads).reshape(-1)
-        half = len(pads) // 2
-        if pads[1] != 0 or pads[half + 1] != 0 or pads[0] != 0 or pads[half] != 0:
+        if pads[0] or pads[1] or pads[r] or pads[r + 1]:
             decline_node(node, ctx, "Pad of the batch or channel axis")
             return
-        constant = _mode(node) == "constant" and bool(pads.any())
-        value = np.where(state.value == 0, 0.0, np.nan) if constant else state.value
+        value = state.value
+        if _text(node, "mode", "constant") == "constant" and (pads > 0).any():
+            fill = self._fill(node)
+            value = np.where(value == fill, value, np.nan)
         ctx.member(state.map, node.name)
         ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+
+    def _pads(self, node: gs.Node, r: int | None) -> np.ndarray | None:
+        """Begin and end pads of every axis, [2 * rank]."""
+        pads = node.attrs.get("pads") if "pads" in node.attrs else const(node.inputs[1])
+        has_axes = len(node.inputs) > 3 and not node.inputs[3].is_empty()
+        if pads is None or r is None or (has_axes and const(node.inputs[3]) is None):
+            return None
+        pads = np.asarray(pads, dtype=np.int64).reshape(-1)
+        if not has_axes:
+            return pads if len(pads) == 2 * r else None
+        axes = [int(a) % r for a in np.asarray(const(node.inputs[3])).reshape(-1)]
+        full = np.zeros(2 * r, dtype=np.int64)
+        full[axes], full[[a + r for a in axes]] = pads[: len(axes)], pads[len(axes) :]
+        return full
+
+    def _fill(self, node: gs.Node) -> float:
+        """The pad value; nan (matches nothing) where it is computed at run time."""
+        if "value" in node.attrs:
+            return float(node.attrs["value"])
+        if len(node.inputs) < 3 or node.inputs[2].is_empty():
+            return 0.0
+        fill = const(node.inputs[2])
+        return float(fill.reshape(-1)[0]) if fill is not None and fill.size else float("nan")

@@ -63,12 +63,16 @@ class SplitRule(Rule):
         sizes = [_kept_count(rw, out) for out in node.outputs]
         if len(node.inputs) > 1 and not node.inputs[1].is_empty():
             rw.set_param(node, 1, np.array(sizes, dtype=np.int64))
-        elif "split" in node.attrs or len(set(sizes)) > 1:
-            node.attrs["split"] = sizes
+        elif "split" in node.attrs or len(set(sizes)) > 1:  # an implicit even split stays implicit
             node.attrs.pop("num_outputs", None)
-            if int(rw.graph.opset) >= 13:
-                node.attrs.pop("split")
-                rw.add_param(node, f"{node.name or 'split'}_sizes", np.array(sizes, dtype=np.int64))
+            node.attrs.pop("split", None)
+            hint = f"{node.name or 'split'}_sizes"
+            if int(rw.graph.opset) < 13:
+                node.attrs["split"] = sizes
+            elif len(node.inputs) > 1:  # an empty optional input holds the place
+                node.inputs[1] = gs.Constant(rw.fresh_name(hint), np.array(sizes, dtype=np.int64))
+            else:
+                rw.add_param(node, hint, np.array(sizes, dtype=np.int64))
 
 
 def _kept_count(rw: Rewrite, tensor: gs.Tensor) -> int:
@@ -102,6 +106,12 @@ def _slice_params(node: gs.Node, r: int) -> tuple[list[np.ndarray], bool] | None
     return [starts.reshape(-1), ends.reshape(-1), axes.reshape(-1) % r, steps.reshape(-1)], False
 
 
+def _spatial_only(node: gs.Node, r: int) -> bool:
+    """Run-time bounds are harmless on constant axes that leave the channel axis out."""
+    axes = const(node.inputs[3]) if len(node.inputs) > 3 and not node.inputs[3].is_empty() else None
+    return axes is not None and all(int(a) % r != 1 for a in axes.reshape(-1))
+
+
 @rule("Slice")
 class SliceRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
@@ -110,6 +120,10 @@ class SliceRule(Rule):
         if state is None or r is None:
             return
         params = _slice_params(node, r)
+        if params is None and _spatial_only(node, r):
+            ctx.member(state.map, node.name)
+            ctx.set_state(node.outputs[0], state.map, state.value, state.fresh)
+            return
         if params is None:
             decline_node(node, ctx, "Slice with bounds computed at run time")
             return
@@ -133,8 +147,12 @@ class SliceRule(Rule):
         r = rank(node.inputs[0])
         if keep is None or r is None:
             return
-        (starts, ends, axes, _), in_attrs = _slice_params(node, r)  # type: ignore[misc]
-        k = [i for i, a in enumerate(axes) if int(a) % r == 1][0]
+        params = _slice_params(node, r)
+        hit = [i for i, a in enumerate(params[0][2]) if int(a) % r == 1] if params else []
+        if params is None or not hit:
+            return
+        (starts, ends, axes, _), in_attrs = params
+        k = hit[0]
         lo, hi, _ = slice(int(starts[k]), int(ends[k])).indices(_width(rw, node.inputs[0]))
         new_starts, new_ends = starts.copy(), ends.copy()
         new_starts[k] = int((keep < lo).sum())
