@@ -66,8 +66,9 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions) -> None:
     _decline_broken_ties(groups)
     candidates = [g for g in groups if g.prunable and g.score is not None]
     removals = _removal_counts(candidates, options)
-    targets = {g.id: _round(g, g.size - removals[g.id], options) for g in candidates}
-    _equalise_ties(candidates, targets, options)
+    wanted = {g.id: g.size - removals[g.id] for g in candidates}
+    targets = {g.id: _round(g, wanted[g.id], options) for g in candidates if g.tie < 0}
+    targets.update(_tie_targets(candidates, wanted, options))
     for group in groups:
         group.keep = _top(group, targets[group.id]) if group.id in targets else None
 
@@ -128,18 +129,25 @@ def _decline_broken_ties(groups: list[ChannelGroup]) -> None:
                 g.declines.append(Decline(why, blocked.nodes[0] if blocked and blocked.nodes else ""))
 
 
-def _equalise_ties(groups: list[ChannelGroup], targets: dict[int, int], options: PlanOptions) -> None:
-    """Groups of one grouped Conv keep the same count; their total, not each, is a multiple of round_to."""
+def _tie_targets(groups: list[ChannelGroup], wanted: dict[int, int], options: PlanOptions) -> dict[int, int]:
+    """The chunks of one grouped Conv keep one count, rounded up so that their total (what the GPU kernel
+    sees) is a multiple of round_to and at least min_keep. A threshold is a promise about every channel
+    above it, so the chunk that wants most sets the count; a ratio is a budget, so the mean does."""
     ties: dict[int, list[ChannelGroup]] = {}
     for g in groups:
         if g.tie >= 0:
             ties.setdefault(g.tie, []).append(g)
+    targets = {}
     for members in ties.values():
-        step = options.round_to // math.gcd(options.round_to, len(members))
-        keep = max(targets[g.id] for g in members)
-        keep = max(_round(g, keep, options, step) for g in members)
-        for g in members:
-            targets[g.id] = min(keep, g.size)
+        n, size = len(members), min(g.size for g in members)
+        step = options.round_to // math.gcd(options.round_to, n)
+        counts = [wanted[g.id] for g in members]
+        keep = max(counts) if options.threshold is not None else round(sum(counts) / n)
+        floor = math.ceil(min(options.min_keep, size * n) / n)
+        keep = max(keep, floor, max(_must(g) for g in members), 1)
+        keep = min(math.ceil(keep / step) * step, size)
+        targets.update({g.id: keep for g in members})
+    return targets
 
 
 def _top(group: ChannelGroup, count: int) -> np.ndarray:
@@ -158,10 +166,11 @@ def replay_plan(groups: list[ChannelGroup], saved: dict[str, Any]) -> None:
     for group in groups:
         group.keep = None
     for record in saved.get("groups", []):
-        group = by_nodes.get(tuple(sorted(record.get("nodes", []))))
+        found = by_nodes.get(tuple(sorted(record.get("nodes", []))))
         where = ", ".join(record.get("producers") or record.get("nodes", [])[:2])
-        if group is None:
+        if found is None:
             raise UsageError(f"the saved plan does not fit this model: no group of nodes {where}")
+        group = found
         keep = np.asarray(record.get("kept", []), dtype=np.int64)
         if group.size != record.get("channels_before") or not _valid_indices(keep, group.size):
             raise UsageError(

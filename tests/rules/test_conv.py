@@ -38,17 +38,12 @@ def test_grouped_conv_prunes_every_chunk_alike(group):
     assert w.shape == (12, 12 // group, 3, 3)  # half of every chunk was dead, on both sides
 
 
-TIE_ROUNDING = pytest.mark.xfail(
-    strict=True, reason="plan.py rounds each chunk up to round_to before equalising the tie (see report)"
-)
-
-
 @pytest.mark.parametrize(
     ("group", "width", "round_to"),
     [
         (3, 48, 8),
-        pytest.param(4, 32, 8, marks=TIE_ROUNDING),
-        pytest.param(6, 48, 8, marks=TIE_ROUNDING),
+        (4, 32, 8),
+        (6, 48, 8),
         (4, 32, 3),
     ],
 )
