@@ -99,7 +99,7 @@ def prune_model(
     graph = graphs.normalise(model)
     untouched = graph.copy()
     original = graphs.to_model(graph.copy(), model)
-    analysis = analyse(graph)
+    analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))

@@ -6,6 +6,10 @@
 - ``l1`` / ``l2``: the norm of each producer's filter, bias included, for groups without BatchNormalization
   (BN folded by an exporter). Several producers: max, as above.
 - ``auto`` (default): gamma where every channel of the group has a BN score, the L1 norm otherwise.
+
+A score of exactly 0 means removing the channel changes nothing. A channel with gamma 0 whose removal still
+would (a squeeze-excite gate scales the constant it becomes downstream) scores the smallest positive float
+instead: ``--threshold 0`` keeps it, a ratio still ranks it first.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ def score_groups(groups: list[ChannelGroup], criterion: str = "auto") -> None:
     """Fill ``group.score`` and ``group.criterion``; a group with no usable score is declined."""
     for group in groups:
         chosen, score = _pick(group, criterion)
+        if score is not None and group.inexact is not None:
+            # Scoring exactly 0 is a promise that removing the channel changes nothing (--threshold 0).
+            score = np.where((score == 0) & group.inexact, np.nextafter(0.0, 1.0), score)
         group.criterion, group.score = chosen, score
         if score is None and group.prunable:
             why = "no BatchNormalization scores it" if criterion == "gamma" else "no producer filters to rank"

@@ -11,13 +11,28 @@ from onnxprune.channels.span import ChannelMap, Span
 __all__ = ["Analysis", "ChannelGroup", "ChannelMap", "Decline", "Span", "TensorState", "analyse"]
 
 
-def analyse(graph: gs.Graph) -> Analysis:
-    """Run every node's rule in topological order and group the channels they tie together."""
+def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
+    """Run every node's rule in topological order and group the channels they tie together.
+
+    ``exactness`` adds a second pass over the original model's values, which marks the channels whose
+    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``).
+    """
+    masked = _walk(graph, None)
+    if exactness:
+        original = _walk(graph, masked)
+        if len(original.groups) != len(masked.groups):
+            raise AssertionError("the two analysis passes disagree on the groups")
+        for mine, theirs in zip(masked.groups, original.groups, strict=True):
+            mine.inexact = theirs.inexact
+    return masked
+
+
+def _walk(graph: gs.Graph, masked: Analysis | None) -> Analysis:
     from onnxprune.rules import rule_for
     from onnxprune.rules.base import channels
 
     graph.toposort()
-    ctx = Analysis(graph)
+    ctx = Analysis(graph, masked)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

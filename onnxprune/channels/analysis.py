@@ -102,8 +102,12 @@ class _Groups:
 class Analysis:
     """The context every rule's ``propagate`` works through."""
 
-    def __init__(self, graph: gs.Graph) -> None:
+    def __init__(self, graph: gs.Graph, masked: Analysis | None = None) -> None:
         self.graph = graph
+        # Second pass (``masked`` given): values are what the *original* model carries in a channel that is
+        # dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from the
+        # masked value cannot lose the channel without changing the outputs: the channel is inexact.
+        self.masked = masked
         self.states: dict[str, TensorState] = {}
         self._groups = _Groups()
         self._notes: list[_Note] = []
@@ -142,6 +146,40 @@ class Analysis:
         if fresh is None:
             fresh = np.zeros(n, dtype=bool)
         self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), fresh)
+
+    def produce(self, tensor: gs.Tensor, cmap: ChannelMap, rows: np.ndarray, bias: np.ndarray | None) -> None:
+        """A producer's output (Conv, Gemm): new channels, cut right here when removed.
+
+        In the masked pass a removed channel is 0 here; in the original it is unknown unless its filter is
+        all zeros (then it is the bias: a dead channel of a model whose BN was folded away).
+        """
+        n = rows.shape[0]
+        value = np.zeros(n)
+        if self.masked is not None:
+            zero_rows = ~rows.reshape(n, -1).any(axis=1)
+            b = bias.astype(np.float64).reshape(-1) if bias is not None and bias.size == n else np.zeros(n)
+            value = np.where(zero_rows, b, np.nan)
+        self.set_state(tensor, cmap, value, np.ones(n, dtype=bool))
+        self.source(tensor, np.ones(n, dtype=bool))
+
+    def consume(self, tensor: gs.Tensor, node: str, foldable: bool) -> None:
+        """A consumer reduces over the channel axis: removed channels must be 0, or a constant it folds.
+
+        Masked pass: a constant it cannot fold exactly (or an unknown value) forces the channel to stay.
+        Original pass: where the original carries something else than the masked model, the channel is
+        inexact (removing it is not free even when its gamma is 0).
+        """
+        state = self.states[tensor.name]
+        value = state.value
+        if self.masked is None:
+            reason = "a removed channel would carry a constant this op cannot fold exactly"
+            # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
+            self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
+            return
+        reference = self.masked.states[tensor.name].value
+        differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
+        if differs.any():
+            self._notes.append(_Note("inexact", state.map, differs))
 
     def source(self, tensor: gs.Tensor, positions: np.ndarray) -> None:
         """Where removed channels are cut: a producer's output, or a scoring BN's (the masked reference
@@ -268,6 +306,10 @@ class Analysis:
                 group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, l2[at])
             elif note.kind == "macs":
                 group.macs += int(note.payload * span.length / max(channel_count(note.map), 1))
+            elif note.kind == "inexact":
+                flags = group.inexact if group.inexact is not None else np.zeros(group.size, bool)
+                flags[idx] |= note.payload[at]
+                group.inexact = flags
             elif note.kind == "must_keep":
                 mask, decline = note.payload
                 keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)

@@ -36,6 +36,7 @@ class ChannelGroup:
     filter_norm_l2: np.ndarray | None = None
     must_keep: np.ndarray | None = None
     must_keep_reason: Decline | None = None
+    inexact: np.ndarray | None = None
     macs: int = 0
     tie: int = -1
     criterion: str = "gamma"

@@ -4,7 +4,8 @@ Scoring (Network Slimming): the first BatchNormalization after a producer scores
 by |gamma|, wherever it stands: right after a Conv, after an activation, or after a Concat (DenseNet). A BN
 further downstream (after a depthwise Conv) sees channels already normalised and does not score them.
 Value of a removed channel: 0 at the output of a scoring BN (the channel is cut there), elsewhere the BN
-maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``.
+maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``. In the original model
+(the analysis' second pass) a scored channel with gamma 0 carries beta, whatever comes in.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class BatchNormRule(Rule):
             return
         eps = float(node.attrs.get("epsilon", 1e-5))
         value = beta + gamma * (state.value - mean) / np.sqrt(var + eps)
-        value = np.where(state.fresh, 0.0, value)
+        # Scored channels are cut here: 0 in the masked model; in the original, beta where gamma is 0.
+        cut = np.where(gamma == 0, beta, value) if ctx.masked is not None else 0.0
+        value = np.where(state.fresh, cut, value)
         ctx.member(state.map, node.name)
         ctx.add_gamma(state.map, np.where(state.fresh, np.abs(gamma), np.nan))
         ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.fresh))

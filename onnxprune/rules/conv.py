@@ -46,14 +46,6 @@ def filter_norms(rows: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray,
     return flat.sum(1) + extra, np.sqrt((flat**2).sum(1) + extra**2)
 
 
-def check_input_fold(node: gs.Node, ctx: Analysis, state: TensorState, foldable: bool) -> None:
-    """Removed input channels must be 0, or a constant this node can fold into its bias exactly."""
-    value = state.value
-    reason = "a removed channel would carry a constant this op cannot fold exactly"
-    # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
-    ctx.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node.name)
-
-
 @rule("Conv")
 class ConvRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
@@ -82,14 +74,12 @@ class ConvRule(Rule):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         ctx.member(out_map, node.name, producer=True)
         ctx.add_filter_norm(out_map, *filter_norms(weight, bias))
-        n = weight.shape[0]
-        ctx.set_state(node.outputs[0], out_map, np.zeros(n), np.ones(n, dtype=bool))
-        ctx.source(node.outputs[0], np.ones(n, dtype=bool))
+        ctx.produce(node.outputs[0], out_map, weight, bias)
 
     def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int) -> None:
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
-        check_input_fold(node, ctx, state, foldable=not has_padding(node))
+        ctx.consume(node.inputs[0], node.name, foldable=not has_padding(node))
         out_map = ctx.new_group(weight.shape[0])
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
@@ -113,7 +103,7 @@ class ConvRule(Rule):
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
         # Folding would need one shift per Conv group; zero (the common case) is exact anyway.
-        check_input_fold(node, ctx, state, foldable=False)
+        ctx.consume(node.inputs[0], node.name, foldable=False)
         out_map = tie_groups(node, ctx, state.map, group, c_out)
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)

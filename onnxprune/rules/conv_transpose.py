@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import Rule, const, decline_node, rule
-from onnxprune.rules.conv import check_input_fold, filter_norms
+from onnxprune.rules.conv import filter_norms
 from onnxprune.rules.grouped import grouped_columns, tie_groups
 
 if TYPE_CHECKING:
@@ -60,14 +60,14 @@ class ConvTransposeRule(Rule):
         if group > 1 and group == c_in == c_out:
             self._depthwise(node, ctx, state, const(bias_in) if bias_in is not None else None)
             return
-        check_input_fold(node, ctx, state, foldable=False)
+        ctx.consume(node.inputs[0], node.name, foldable=False)
         out_map = tie_groups(node, ctx, state.map, group, c_out) if group > 1 else ctx.new_group(c_out)
         ctx.add_macs(out_map, macs)
         ctx.member(out_map, node.name, producer=True)
         bias = const(bias_in) if bias_in is not None else None
-        ctx.add_filter_norm(out_map, *filter_norms(_filters(weight, group), bias))
-        ctx.set_state(node.outputs[0], out_map, np.zeros(c_out), np.ones(c_out, dtype=bool))
-        ctx.source(node.outputs[0], np.ones(c_out, dtype=bool))
+        filters = _filters(weight, group)
+        ctx.add_filter_norm(out_map, *filter_norms(filters, bias))
+        ctx.produce(node.outputs[0], out_map, filters, bias)
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, bias: np.ndarray | None) -> None:
         b = bias.astype(np.float64) if bias is not None else np.zeros(len(state.value))

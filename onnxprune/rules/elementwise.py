@@ -103,7 +103,13 @@ class BinaryRule(Rule):
                 arrays.append(const(tensor))
             else:
                 return np.full(n, np.nan)  # a runtime operand: its value is not known here
-        return channel_values(node, ctx, arrays, n)
+        value = channel_values(node, ctx, arrays, n)
+        if node.op == "Mul":
+            # 0 times anything is 0, an unknown gate included (numpy says nan): a dead channel times a
+            # squeeze-excite gate is still exactly 0.
+            zero = np.logical_or.reduce([states[i].value == 0 for i in states])
+            value = np.where(zero, 0.0, value)
+        return value
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         r = rank(node.outputs[0])

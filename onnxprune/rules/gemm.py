@@ -13,7 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-from onnxprune.rules.conv import check_input_fold, filter_norms
+from onnxprune.rules.conv import filter_norms
 
 if TYPE_CHECKING:
     from onnxprune.channels.analysis import Analysis
@@ -41,15 +41,13 @@ class GemmRule(Rule):
             return
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, weight.size)
-        check_input_fold(node, ctx, state, foldable=True)
+        ctx.consume(node.inputs[0], node.name, foldable=True)
         out_map = ctx.new_group(weight.shape[1])
         ctx.member(out_map, node.name, producer=True)
         ctx.add_macs(out_map, weight.size)
         bias = self._bias(node)
         ctx.add_filter_norm(out_map, *filter_norms(weight.T, bias))
-        n = weight.shape[1]
-        ctx.set_state(node.outputs[0], out_map, np.zeros(n), np.ones(n, dtype=bool))
-        ctx.source(node.outputs[0], np.ones(n, dtype=bool))
+        ctx.produce(node.outputs[0], out_map, weight.T, bias)
 
     def _bias(self, node: gs.Node) -> np.ndarray | None:
         if node.op != "Gemm" or len(node.inputs) < 3 or node.inputs[2].is_empty():

@@ -60,11 +60,10 @@ def test_broadcast_across_the_channel_axis_declines():
 def squeeze_excite(gate: str = "Sigmoid", seed: int = 0):
     """MBConv: 1x1 expand → BN → act → depthwise → BN → act → SE (GAP → 1x1 → Relu → 1x1 → gate → Mul) → 1x1.
 
-    Dead channels must be dead at every source. A dead expand channel is 0 after its BN, then the depthwise
-    BN makes it a constant c. The gate's expand Conv is a source too: the masked reference zeroes its
-    logits, so the removed channel leaves SE as c * gate(0) (0.5 for Sigmoid and HardSigmoid), which the
-    projection folds. A channel dead only at the BN still has a live gate in the original, which scales c by
-    something else: dead means zero BN gamma and beta and zero gate weight row and bias.
+    A dead expand channel is 0 after its BN, then the depthwise BN makes it a constant c. The gate's expand
+    Conv is a source too: the masked reference zeroes its logits, so the removed channel leaves SE as
+    c * gate(0) (0.5 for Sigmoid and HardSigmoid), which the projection folds. Here the gate's rows of the
+    dead channels are zero too, so the original's gate is gate(0) as well and the channels are truly dead.
     """
     n = Net(seed)
     dead = n.rng.random(24) < 0.5
@@ -95,12 +94,23 @@ def test_squeeze_excite(gate):
         assert main["channels_after"] < 24 and hidden["channels_before"] == 8 and hidden["criterion"] == "l1"
 
 
-def test_squeeze_excite_dead_only_at_the_bn_is_not_dead():
-    """Why the SE test zeroes the gate rows too: with a live gate the dead-channel result drifts."""
+def test_squeeze_excite_keeps_channels_dead_only_at_the_bn():
+    """With a live gate, a channel dead at the expand BN leaves SE as c * gate(x), not a constant: removing
+    it would move the outputs, so --threshold 0 keeps it, and the result stays exact."""
     model, expand = squeeze_excite()
     node = next(n for n in model.graph.node if n.name == expand)
     for t in model.graph.initializer:
         if t.name == node.input[2]:
             t.CopyFrom(numpy_helper.from_array(np.full(24, 3.0, np.float32), t.name))
-    with pytest.raises(AssertionError, match="relative error"):
-        tiny.assert_exact(model, tiny.prune_dead(model).pruned)
+    live_gate = tiny.prune_dead(model)
+    tiny.assert_exact(model, live_gate.pruned)
+    dead_gate = tiny.prune_dead(squeeze_excite()[0])
+
+    def main_channels(result):
+        return next(
+            g["channels_after"]
+            for g in result.report["groups"]
+            if expand in g["nodes"] and g["channels_before"] == 24
+        )
+
+    assert main_channels(live_gate) > main_channels(dead_gate)
