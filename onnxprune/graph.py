@@ -9,6 +9,7 @@ Normalisation happens once, here, so that no later stage cares how an exporter s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -66,8 +67,7 @@ def load_graph(path: str | Path) -> gs.Graph:
 
 def normalise(model: onnx.ModelProto) -> gs.Graph:
     """Infer shapes, import into graphsurgeon and turn every parameter into a gs.Constant."""
-    model = infer_shapes(model)
-    graph = gs.import_onnx(model)
+    graph = _import_with_shapes(model)
     _constant_nodes_to_constants(graph)
     _bypass_constant_identities(graph)
     graph.cleanup()
@@ -75,13 +75,110 @@ def normalise(model: onnx.ModelProto) -> gs.Graph:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference that tolerates models it cannot fully type (they keep what they had)."""
+    """Shape inference that tolerates models it cannot fully type (they keep what they had).
+
+    Inference runs on ``without_weights(model)``, so it works past protobuf's 2 GB limit and never holds
+    extra copies of the weights; the result is a copy of ``model`` with the inferred types.
+    """
+    inferred = _inferred_types(model)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    if inferred is not None:
+        _set_types(result, *inferred)
+    return result
+
+
+def _import_with_shapes(model: onnx.ModelProto) -> gs.Graph:
+    """gs.import_onnx with inferred types: set on ``model`` for the import only, then restored."""
+    inferred = _inferred_types(model)
+    if inferred is None:
+        return gs.import_onnx(model)
+    before = [_copy(v) for v in model.graph.value_info], [_copy(v) for v in model.graph.output]
+    _set_types(model, *inferred)
     try:
-        if model.ByteSize() < PROTOBUF_LIMIT:
-            return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:
-        pass  # a partially typed model is still prunable where rules find the shapes they need
-    return model
+        return gs.import_onnx(model)
+    finally:
+        _set_types(model, *before)
+
+
+def _inferred_types(model: onnx.ModelProto) -> tuple[list, list] | None:
+    """(value_info, outputs) after shape inference, or None where onnx cannot infer."""
+    candidates = [without_weights] + ([] if needs_external_data(model) else [lambda m: m])
+    for candidate in candidates:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(candidate(model), data_prop=True)
+        except Exception:  # a partially typed model is still prunable where rules find the shapes they need
+            continue
+        return list(inferred.graph.value_info), list(inferred.graph.output)
+    return None
+
+
+def _set_types(model: onnx.ModelProto, value_info: list, outputs: list) -> None:
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(value_info)
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+
+
+def _copy(message):
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
+def without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """A copy of the model in which every float tensor of ``threshold`` bytes or more (main-graph
+    initializers, ``Constant`` node values) is a stub: its name, type and dims, its data "external" in a file
+    that does not exist. Shape inference needs no more, and the copy is small whatever the model's size.
+    """
+    skeleton = _copy_fields(model, onnx.ModelProto(), skip=("graph",))
+    graph = _copy_fields(model.graph, skeleton.graph, skip=("initializer", "node"))
+    for tensor in model.graph.initializer:
+        if _is_large(tensor, threshold):
+            _stub(tensor, graph.initializer.add())
+        else:
+            graph.initializer.append(tensor)
+    for node in model.graph.node:
+        if not any(a.HasField("t") and _is_large(a.t, threshold) for a in node.attribute):
+            graph.node.append(node)
+            continue
+        copy = _copy_fields(node, graph.node.add(), skip=("attribute",))
+        for attr in node.attribute:
+            if attr.HasField("t") and _is_large(attr.t, threshold):
+                _stub(attr.t, _copy_fields(attr, copy.attribute.add(), skip=("t",)).t)
+            else:
+                copy.attribute.append(attr)
+    return skeleton
+
+
+_WEIGHT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.DOUBLE,
+}
+
+
+def _is_large(tensor: onnx.TensorProto, threshold: int) -> bool:
+    """A float tensor big enough to matter. Integer tensors stay: data propagation may read them as shapes."""
+    return (
+        tensor.data_type in _WEIGHT_TYPES
+        and tensor.data_location != onnx.TensorProto.EXTERNAL
+        and tensor.ByteSize() >= threshold
+    )
+
+
+_DATA_FIELDS = (
+    "raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data",
+    "external_data", "data_location",
+)  # fmt: skip
+
+
+def _stub(tensor: onnx.TensorProto, stub: onnx.TensorProto) -> None:
+    _copy_fields(tensor, stub, skip=_DATA_FIELDS)
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    entry = stub.external_data.add()
+    entry.key, entry.value = "location", "onnxprune-weights-not-loaded"
 
 
 def _constant_nodes_to_constants(graph: gs.Graph) -> None:
@@ -157,7 +254,10 @@ def check_output_path(output: str | Path, inputs: list[str | Path]) -> Path:
 
 
 def save_model(model: onnx.ModelProto, output: str | Path, *, external_data: bool | None = None) -> Path:
-    """Write a model atomically: a temporary file in the same directory, then an os.replace.
+    """Write a model atomically: temporary files in the same directory, then ``os.replace``.
+
+    The model is left as it was (onnx's own external-data save strips the weights from the message). An
+    output that exists and is not a regular file (``/dev/null``, a FIFO) is written through, not replaced.
 
     Args:
         external_data: keep weights in a side file ``<name>.data``. ``None`` decides by size: models over
@@ -165,58 +265,173 @@ def save_model(model: onnx.ModelProto, output: str | Path, *, external_data: boo
     """
     output = Path(output)
     if external_data is None:
-        external_data = _needs_external_data(model)
-    parent = output.parent if str(output.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    data_name = output.name + ".data"
-    tmp_data = parent / (tmp.name + ".data")
-    try:
+        external_data = needs_external_data(model)
+    if _is_special(output):
         if external_data:
-            # Written under a temporary name too; the model refers to the final data file name.
-            onnx.save_model(
-                model,
-                str(tmp),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=tmp_data.name,
-                size_threshold=1024,
-            )
-            _rename_external_location(tmp, tmp_data.name, data_name)
-            os.replace(tmp_data, parent / data_name)
-        else:
-            with open(tmp, "wb") as handle:
-                handle.write(model.SerializeToString())
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, output)
-    except BaseException as exc:  # KeyboardInterrupt included: never leave a partial file behind
-        for leftover in (tmp, tmp_data):
+            raise ModelSaveError(f"{output}: not a regular file; external data needs a directory to live in")
+        _write_through(output, lambda handle: _write_proto(model, handle))
+        return output
+    if not external_data:
+        with _atomic(output) as tmp, open(tmp, "wb") as handle:
+            _write_proto(model, handle)
+        return output
+    data = output.with_name(output.name + ".data")
+    # The model names the final data file, written under a temporary name meanwhile. The data file is
+    # replaced first (inner block), so a model never refers to data that is not there yet; if the model's
+    # own rename then fails, the new data goes too, so that no old model is left reading new data.
+    placed = False
+    try:
+        with _atomic(output) as tmp:
+            with _atomic(data) as tmp_data:
+                _save_external(model, tmp, tmp_data, data.name)
+            placed = True
+    except BaseException:
+        if placed:
             with contextlib.suppress(OSError):
-                leftover.unlink()
-        if isinstance(exc, OSError):
-            raise ModelSaveError(f"{output}: cannot write ({exc.strerror or exc})") from None
+                data.unlink()
         raise
     return output
 
 
-def _needs_external_data(model: onnx.ModelProto) -> bool:
+EXTERNAL_THRESHOLD = 1024  # bytes: smaller tensors stay in the model file
+EXTERNAL_ALIGN = 4096  # tensor offsets in the data file: page-aligned so that runtimes can mmap them
+
+
+def _save_external(model: onnx.ModelProto, path: Path, data_path: Path, location: str) -> None:
+    """Weights of the main graph's initializers to ``data_path``, the rest to ``path`` (tensors in subgraphs
+    and node attributes stay inline).
+
+    The file is written from a skeleton copy whose large initializers point into the data file, one tensor
+    at a time: the caller's model is not touched and no second copy of the weights is ever held.
+    """
+    with open(data_path, "wb") as data:
+        skeleton = _copy_fields(model, onnx.ModelProto(), skip=("graph",))
+        graph = _copy_fields(model.graph, skeleton.graph, skip=("initializer",))
+        for tensor in model.graph.initializer:
+            raw = _raw_bytes(tensor)
+            if raw is None:
+                graph.initializer.append(tensor)
+                continue
+            offset = data.seek(-data.tell() % EXTERNAL_ALIGN, os.SEEK_CUR)
+            length = data.write(raw)
+            del raw
+            stub = _copy_fields(tensor, graph.initializer.add(), skip=_DATA_FIELDS)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", offset), ("length", length)):
+                entry = stub.external_data.add()
+                entry.key, entry.value = key, str(value)
+        _sync(data)
+    with open(path, "wb") as handle:
+        _write_proto(skeleton, handle)
+
+
+def _raw_bytes(tensor: onnx.TensorProto) -> bytes | None:
+    """The tensor's bytes, if it goes to the data file: loaded, not strings, EXTERNAL_THRESHOLD or more."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    if tensor.ByteSize() < EXTERNAL_THRESHOLD:
+        return None
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    return numpy_helper.to_array(tensor).tobytes()  # typed fields (float_data, ...): little-endian raw
+
+
+def _copy_fields(src, dst, skip: tuple[str, ...]):
+    """Copy every set field of one protobuf message into another, except ``skip``."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        target = getattr(dst, field.name)
+        # protobuf >= 5.28 has is_repeated; older ones only the label, which newer ones dropped.
+        if getattr(field, "is_repeated", None) or getattr(field, "label", 0) == field.LABEL_REPEATED:
+            target.extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            target.CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+    return dst
+
+
+def _write_proto(model: onnx.ModelProto, handle) -> None:
+    try:
+        payload = model.SerializeToString()
+    except Exception as exc:  # protobuf's EncodeError: a message over 2 GB cannot be serialised
+        raise ModelSaveError(
+            f"model cannot be written as one file ({_first_line(exc)}); it needs external data"
+        ) from None
+    handle.write(payload)
+    _sync(handle)
+
+
+def _sync(handle) -> None:
+    """Flush to the disk; devices such as /dev/null cannot sync (EINVAL) and need not."""
+    handle.flush()
+    try:
+        os.fsync(handle.fileno())
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+
+
+def _is_special(path: Path) -> bool:
+    """An existing output that is not a regular file: a device or a FIFO is written into, never replaced."""
+    try:
+        return path.exists() and not path.is_file() and not path.is_dir()
+    except OSError:
+        return False
+
+
+def _write_through(output: Path, write) -> None:
+    try:
+        with open(output, "wb") as handle:
+            write(handle)
+    except OSError as exc:
+        raise ModelSaveError(f"{output}: cannot write ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def _atomic(output: Path):
+    """A temporary path beside ``output`` that replaces it when the block succeeds and is removed when it
+    fails, Ctrl-C included. OSErrors become one-line ModelSaveErrors."""
+    parent = output.parent if str(output.parent) else Path(".")
+    tmp: Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise ModelSaveError(f"{output}: cannot create a file in {parent} ({exc.strerror or exc})") from None
+    try:
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, _new_file_mode(output))
+        finally:
+            os.close(fd)
+        yield tmp
+        os.replace(tmp, output)
+    except BaseException as exc:  # KeyboardInterrupt included: never leave a partial file behind
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if isinstance(exc, OSError):
+            raise ModelSaveError(f"{output}: cannot write ({exc.strerror or exc})") from None
+        raise
+
+
+def _new_file_mode(output: Path) -> int:
+    """What a plain ``open(output, "w")`` would give: the existing file's mode, else 0o666 less the umask
+    (mkstemp creates 0o600 files)."""
+    with contextlib.suppress(OSError):
+        return output.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """Over protobuf's 2 GB limit: the model cannot be serialised in one piece."""
     try:
         return model.ByteSize() >= PROTOBUF_LIMIT
     except Exception:  # protobuf refuses to even measure some over-limit messages
         return True
-
-
-def _rename_external_location(model_path: Path, old: str, new: str) -> None:
-    """Point the saved model's external tensors at the final data file name."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value == old:
-                entry.value = new
-    with open(model_path, "wb") as handle:
-        handle.write(model.SerializeToString())
 
 
 def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
@@ -228,20 +443,18 @@ def save_json(payload: object, output: str | Path) -> Path:
     import json
 
     output = Path(output)
+    text = json.dumps(payload, indent=2).encode()
+
+    def write(handle) -> None:
+        handle.write(text)
+        _sync(handle)
+
+    if _is_special(output):
+        _write_through(output, write)
+        return output
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise ModelSaveError(f"{output}: directory {parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, output)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise ModelSaveError(f"{output}: cannot write ({exc.strerror or exc})") from None
-        raise
+    with _atomic(output) as tmp, open(tmp, "wb") as handle:
+        write(handle)
     return output

@@ -3,6 +3,7 @@ passes before it is written (it runs, and its outputs keep the original's shapes
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +27,18 @@ def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
     options.intra_op_num_threads = threads
     # Errors only: ORT warns about e.g. unused initializers in rewritten graphs.
     options.log_severity_level = 3
-    source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    from onnxprune.graph import needs_external_data, save_model
+
+    if isinstance(model, str | Path) or not needs_external_data(model):
+        source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    # Over 2 GB a model cannot be serialised: ORT reads it from a file with external data, which lives as
+    # long as the session does.
+    folder = tempfile.TemporaryDirectory(prefix="onnxprune-ort-")
+    path = save_model(model, Path(folder.name) / "model.onnx", external_data=True)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session._onnxprune_files = folder  # type: ignore[attr-defined]
+    return session
 
 
 def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
