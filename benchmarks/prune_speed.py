@@ -33,20 +33,23 @@ else:
     checks = api.VerifyOptions(enabled=(mode == "prune+verify"))
     api.prune(src, dst, api.PlanOptions(ratio=0.5), verify=checks)
 elapsed = time.perf_counter() - start
-print(json.dumps({{"seconds": elapsed, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": elapsed, "peak_mib": peak}}))
 """
 
 
 def measure(mode: str, src: Path, dst: Path) -> dict[str, float]:
     code = STEP.format(tests=str(ROOT / "tests"))
-    out = subprocess.run([sys.executable, "-c", code, mode, str(src), str(dst)], capture_output=True, text=True)
+    command = [sys.executable, "-c", code, mode, str(src), str(dst)]
+    out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--model", default="resnet50", help="a topology in tests/data")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -66,8 +66,6 @@ def dead_error(name: str, fold: bool) -> float | None:
         model = test_families.zero_filters(weights.load(name))
     else:
         model = weights.load(name, dead=0.3)
-        if name in test_families.SE_AFTER_DEPTHWISE:
-            model = test_families.dead_at_every_source(model)
     model = test_families.fold_shapes(model) if fold else model
     result = tiny.prune_dead(model)
     return max_error(model, result.pruned) if tiny.removed_channels(result) else None
