@@ -242,14 +242,7 @@ def if_model(outer_scope: bool = True) -> onnx.ModelProto:
     return n.model([n.head(n.cbr(z, 8, 8), 8)])
 
 
-IF_BUG = (
-    "channels/analysis: a tensor an If branch reads from the outer scope is not declined, so the plan may "
-    "slice it under the subgraph's feet"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=IF_BUG)
-def test_known_bug_outer_scope_tensor_of_an_if_is_declined() -> None:
+def test_outer_scope_tensor_of_an_if_is_declined() -> None:
     model = if_model()
     y_producer = [n.name for n in model.graph.node if n.op_type == "Conv"][1]
     group = next(g for g in api.inspect(model).groups if y_producer in g.producers)
@@ -260,7 +253,7 @@ def test_if_with_outer_scope_reads_never_writes_a_wrong_model(tmp_path: Path) ->
     src, out = tmp_path / "if.onnx", tmp_path / "out.onnx"
     onnx.save(if_model(), src)
     result = cli("prune", src, "-o", out, *PRUNE)
-    if result.exit_code == 0:  # once the outer-scope read is declined (see the xfail above)
+    if result.exit_code == 0:  # the outer-scope read is declined, so the pruning is exact
         tiny.assert_exact(api.prune_model(onnx.load(src), PlanOptions(ratio=0.5)).masked, onnx.load(out))
     else:
         assert_error(result, 1)

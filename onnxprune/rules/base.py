@@ -59,9 +59,28 @@ class NoRule(Rule):
 
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         what = f"{node.domain}::{node.op}" if node.domain not in (None, "", "ai.onnx") else node.op
-        if any(_has_subgraph(v) for v in node.attrs.values()):
+        subgraphs = [v for v in node.attrs.values() if _has_subgraph(v)]
+        if subgraphs:
             what += " with a subgraph"
         decline_node(node, ctx, f"no rule for op {what}")
+        for tensor in _outer_reads(subgraphs):
+            # A branch may read any tensor of the enclosing graph by name, not only the node's inputs.
+            state = ctx.state(tensor)
+            if state is not None:
+                ctx.decline(state.map, f"read inside the subgraph of {node.op}", node.name)
+
+
+def _outer_reads(subgraphs: list[gs.Graph]) -> list[gs.Tensor]:
+    """Tensors that subgraphs (and theirs, recursively) use without producing them."""
+    reads: dict[str, gs.Tensor] = {}
+    for graph in subgraphs:
+        produced = {t.name for n in graph.nodes for t in n.outputs} | {t.name for t in graph.inputs}
+        for node in graph.nodes:
+            inner = [v for v in node.attrs.values() if _has_subgraph(v)]
+            for tensor in list(node.inputs) + _outer_reads(inner):
+                if tensor.name and tensor.name not in produced and not isinstance(tensor, gs.Constant):
+                    reads[tensor.name] = tensor
+    return list(reads.values())
 
 
 NO_RULE = NoRule()

@@ -37,9 +37,9 @@ def test_c2f_split_every_opset_form(opset):
 
 @pytest.mark.parametrize("placeholder", [False, True])
 def test_uneven_num_outputs_split_of_opset_18(placeholder):
-    """num_outputs=3 over 10 channels is 4, 4, 2: the pruned sizes are written out when they differ, into
+    """num_outputs=3 over 22 channels is 8, 8, 6: the pruned sizes are written out when they differ, into
     the empty optional input if the node has one."""
-    model = c2f(18, (4, 4, 2))
+    model = c2f(18, (8, 8, 6))
     split = next(n for n in model.graph.node if n.op_type == "Split")
     if placeholder:
         split.input.append("")
