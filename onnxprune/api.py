@@ -23,7 +23,7 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
-from onnxprune.stats import count_macs, count_params
+from onnxprune.stats import count_macs, count_params, graph_stats
 
 __all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
 
@@ -98,18 +98,19 @@ def prune_model(
     options.check()
     graph = graphs.normalise(model)
     untouched = graph.copy()
-    original = graphs.to_model(graph.copy(), model)
+    before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
-    make_plan(analysis.groups, options)
+    make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
-    report = build_report(original, pruned, analysis.groups, options)
+    report = build_report(before, pruned, analysis.groups, options)
     masked = functools.partial(masked_reference, untouched, analysis)
-    result = PruneResult(original, pruned, analysis.groups, report, masked)
+    # The input itself is the original to compare with: the normalised graph computes the same.
+    result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
-        report["verify"] = verify_pruning(original, result.masked, pruned, verify)
+        report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
-        check_runs(original, pruned)
+        check_runs(model, pruned)
     return result
 
 
@@ -148,6 +149,7 @@ def prune(
     external_data: bool | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies)."""
+    options.check()  # bad options are a usage error even when the model is unreadable too
     output = graphs.check_output_path(output, [source])
     result = prune_model(
         graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
@@ -158,7 +160,7 @@ def prune(
 
 
 def build_report(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, groups: list[ChannelGroup], options: PlanOptions
+    before: tuple[int, int], pruned: onnx.ModelProto, groups: list[ChannelGroup], options: PlanOptions
 ) -> dict[str, Any]:
     return {
         "options": {
@@ -170,8 +172,8 @@ def build_report(
             "criterion": options.criterion,
             "exclude": list(options.exclude),
         },
-        "params": {"before": count_params(original), "after": count_params(pruned)},
-        "macs": {"before": count_macs(original), "after": count_macs(pruned)},
+        "params": {"before": before[0], "after": count_params(pruned)},
+        "macs": {"before": before[1], "after": count_macs(pruned)},
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],
         "declined": [
             {

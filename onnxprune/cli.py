@@ -265,10 +265,29 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
 
 
 def main() -> None:
+    """The console script: the parser's own usage errors become one line and exit 2, like onnxprune's.
+
+    Typer runs on click or, in newer releases, on a vendored copy of it; the two raise different classes,
+    so usage errors are recognised by what they carry rather than by class.
+    """
+    command = typer.main.get_command(app)
     try:
-        app()
-    except SystemExit as exc:
-        sys.exit(exc.code)
+        code = command.main(standalone_mode=False)
+    except KeyboardInterrupt:
+        errors.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # the parser's own Ctrl-C
+            errors.print("interrupted", markup=False)
+            sys.exit(130)
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise
+        message, context = exc.format_message(), getattr(exc, "ctx", None)
+        if message:  # an empty one follows the help text printed for a bare `onnxprune`
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            errors.print(f"error: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

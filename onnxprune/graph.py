@@ -19,7 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
-from onnxprune.errors import ModelLoadError, ModelSaveError, UsageError
+from onnxprune.errors import ModelLoadError, ModelSaveError, UsageError, first_line
 
 # Models over protobuf's 2 GB limit must keep their weights in external data files.
 PROTOBUF_LIMIT = 2**31 - 1
@@ -37,10 +37,15 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises several unrelated types for garbage input
-        raise ModelLoadError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (the graph has no nodes)")
     _check_versions(model, path)
+    try:
+        # A path lets the checker read external data itself; a proto past 2 GB could not be serialised.
+        onnx.checker.check_model(str(path) if needs_external_data(model) else model)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     return model
 
 
@@ -53,11 +58,6 @@ def _check_versions(model: onnx.ModelProto, path: Path) -> None:
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version > latest:
             raise ModelLoadError(f"{path}: opset {opset.version} is newer than this onnx supports ({latest})")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def load_graph(path: str | Path) -> gs.Graph:
@@ -357,7 +357,7 @@ def _write_proto(model: onnx.ModelProto, handle) -> None:
         payload = model.SerializeToString()
     except Exception as exc:  # protobuf's EncodeError: a message over 2 GB cannot be serialised
         raise ModelSaveError(
-            f"model cannot be written as one file ({_first_line(exc)}); it needs external data"
+            f"model cannot be written as one file ({first_line(exc)}); it needs external data"
         ) from None
     handle.write(payload)
     _sync(handle)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError, first_line
 
@@ -56,14 +57,51 @@ def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
                 break
 
 
-def make_plan(groups: list[ChannelGroup], options: PlanOptions) -> None:
-    """Set ``group.keep`` (sorted kept indices) on every prunable group; others keep everything."""
+def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analysis | None = None) -> None:
+    """Set ``group.keep`` (sorted kept indices) on every prunable group; others keep everything.
+
+    With the ``analysis``, no tensor is left without channels: a Split piece whose channels all scored low
+    would be (its group as a whole keeps its count, but not in that piece). Its best channel is then kept
+    and the plan is made again, so rounding and ties still hold.
+    """
     options.check()
     exclude_groups(groups, options.exclude)
     if options.replay is not None:
         replay_plan(groups, options.replay)
         return
     _decline_broken_ties(groups)
+    _assign(groups, options)
+    if analysis is None:
+        return
+    for _ in range(len(analysis.states)):
+        emptied = _emptied_piece(analysis)
+        if emptied is None:
+            return
+        group, index = emptied
+        group.must_keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
+        group.must_keep[index] = True
+        _assign(groups, options)
+
+
+def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:
+    """A tensor the plan leaves with no channel, as (group, index) of its best-scored channel."""
+    for state in analysis.states.values():
+        if len(state.value) == 0 or len(analysis.kept_positions(state.map)) > 0:
+            continue
+        candidates = [
+            (float(np.max(group.score[span.start : span.start + span.length])), group, span)
+            for group, span, _ in analysis.pieces(state.map)
+            if group.score is not None
+        ]
+        if not candidates:
+            return None
+        _, group, span = max(candidates, key=lambda c: c[0])
+        local = np.asarray(group.score)[span.start : span.start + span.length]
+        return group, span.start + int(np.argmax(local))
+    return None
+
+
+def _assign(groups: list[ChannelGroup], options: PlanOptions) -> None:
     candidates = [g for g in groups if g.prunable and g.score is not None]
     removals = _removal_counts(candidates, options)
     wanted = {g.id: g.size - removals[g.id] for g in candidates}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -52,3 +53,33 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         elif dims:
             out[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
     return out
+
+
+def graph_stats(graph: gs.Graph) -> tuple[int, int]:
+    """(params, MACs) of a normalised graph, counted as ``count_params`` / ``count_macs`` count a model:
+    it saves exporting a copy of every weight just to count them."""
+    params = sum(
+        int(t.values.size)
+        for t in graph.tensors().values()
+        if isinstance(t, gs.Constant) and np.dtype(t.dtype).kind == "f" and t.outputs
+    )
+    return params, sum(_node_macs(node) for node in graph.nodes)
+
+
+def _node_macs(node: gs.Node) -> int:
+    if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant) or not node.outputs:
+        return 0
+    weight = node.inputs[1].values.shape
+    if node.op in ("Conv", "ConvTranspose"):
+        source = node.outputs[0] if node.op == "Conv" else node.inputs[0]
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in (source.shape or [])]
+        spatial = int(np.prod(shape[2:], dtype=np.int64)) if shape else 1
+        return int(np.prod(weight, dtype=np.int64)) * spatial * (shape[0] if shape else 1)
+    if node.op in ("Gemm", "MatMul"):
+        a = [d if isinstance(d, int) and d > 0 else 1 for d in (node.inputs[0].shape or [])]
+        if not a:
+            return 0
+        trans_b = node.op == "Gemm" and int(node.attrs.get("transB", 0))
+        n = weight[0] if trans_b else weight[-1]
+        return int(np.prod(a, dtype=np.int64)) * int(n)
+    return 0

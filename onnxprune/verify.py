@@ -36,6 +36,7 @@ import numpy as np
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
+from onnxprune.runtime import ort_session
 
 if TYPE_CHECKING:
     import onnx
@@ -281,11 +282,9 @@ def compare_runners(
 
 
 def _session(model: Model, which: str) -> onnxruntime.InferenceSession:
-    from polygraphy.backend.onnxrt import SessionFromOnnx
-
-    source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
+    # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
     with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
-        return SessionFromOnnx(source, providers=["cpu"])()
+        return ort_session(model)
 
 
 def _check_input_names(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:

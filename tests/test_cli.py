@@ -177,3 +177,19 @@ def test_a_plan_for_another_model_is_refused(sample: Path, tmp_path: Path) -> No
     onnx.save(tiny.chain(), other)
     result = invoke("prune", other, "-o", tmp_path / "b.onnx", "--replay", report)
     assert result.exit_code == 2 and "does not fit this model" in result.output
+
+
+@pytest.mark.parametrize("args", [["--ratio", "abc"], ["--bogus"], ["--ratio", "1.5"]])
+def test_console_script_usage_errors_are_one_line(sample: Path, tmp_path: Path, args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "onnxprune"
+    run = subprocess.run(
+        [str(script), "prune", str(sample), "-o", str(tmp_path / "p.onnx"), *args],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error:")
+    assert not (tmp_path / "p.onnx").exists()

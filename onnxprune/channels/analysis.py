@@ -281,7 +281,7 @@ class Analysis:
     def group_of(self, gid: int) -> ChannelGroup:
         return self._class_of[self._groups.find(gid)]
 
-    def _pieces(self, cmap: ChannelMap) -> Iterable[tuple[ChannelGroup, Span, int]]:
+    def pieces(self, cmap: ChannelMap) -> Iterable[tuple[ChannelGroup, Span, int]]:
         """(group, leaf span, position offset) for every leaf span of a map."""
         offset = 0
         for span in self.resolve(cmap):
@@ -289,7 +289,7 @@ class Analysis:
             offset += span.width
 
     def _apply_note(self, note: _Note) -> None:
-        for group, span, offset in self._pieces(note.map):
+        for group, span, offset in self.pieces(note.map):
             idx = slice(span.start, span.start + span.length)
             at = slice(offset, offset + span.width, span.repeat)
             if note.kind == "decline":
@@ -320,7 +320,7 @@ class Analysis:
     def _apply_ties(self, groups: list[ChannelGroup]) -> None:
         next_tie = 0
         for maps, node in self._ties:
-            members = [list(self._pieces(cmap)) for cmap in maps]
+            members = [list(self.pieces(cmap)) for cmap in maps]
             if any(len(p) != 1 or p[0][1].length != p[0][0].size for p in members):
                 for piece in itertools.chain.from_iterable(members):
                     piece[0].declines.append(Decline("grouped Conv whose groups are cut by another op", node))
@@ -338,7 +338,7 @@ class Analysis:
     def kept_positions(self, cmap: ChannelMap) -> np.ndarray:
         """Positions of a tensor's channel axis that survive the plan, in order."""
         kept: list[np.ndarray] = []
-        for group, span, offset in self._pieces(cmap):
+        for group, span, offset in self.pieces(cmap):
             keep = group.keep if group.keep is not None else np.arange(group.size)
             local = keep[(keep >= span.start) & (keep < span.start + span.length)] - span.start
             pos = offset + local[:, None] * span.repeat + np.arange(span.repeat)[None, :]

@@ -7,8 +7,6 @@ bounds computed at run time are declined.
 
 from __future__ import annotations
 
-import itertools
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,8 +48,6 @@ class SplitRule(Rule):
         if sizes is None or sum(sizes) != len(state.value) or state.map[0].repeat != 1:
             decline_node(node, ctx, "Split of the channel axis with run-time sizes")
             return
-        # Each piece becomes its own group, so that the plan can never empty one (min_keep holds per group).
-        ctx.cut(state.map, itertools.accumulate(sizes, initial=0))
         offset = 0
         for out, size in zip(node.outputs, sizes, strict=True):
             cut = slice(offset, offset + size)
@@ -143,7 +139,6 @@ class SliceRule(Rule):
             return
         lo, hi, _ = slice(int(starts[k]), int(ends[k])).indices(len(state.value))
         hi = max(lo, hi)
-        ctx.cut(state.map, (lo, hi))  # the slice is its own group: the plan never empties it
         cmap = slice_map(state.map, lo, hi)
         ctx.set_state(node.outputs[0], cmap, state.value[lo:hi], state.fresh[lo:hi])
 
