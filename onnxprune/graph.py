@@ -66,11 +66,17 @@ def load_graph(path: str | Path) -> gs.Graph:
 
 
 def normalise(model: onnx.ModelProto) -> gs.Graph:
-    """Infer shapes, import into graphsurgeon and turn every parameter into a gs.Constant."""
+    """Infer shapes, import into graphsurgeon, turn every parameter into a gs.Constant and fold constant
+    subgraphs; every node that stays keeps its name."""
     graph = _import_with_shapes(model)
     _constant_nodes_to_constants(graph)
     _bypass_constant_identities(graph)
     graph.cleanup()
+    before = len(graph.nodes)
+    _fold_constants(graph)
+    if len(graph.nodes) != before:
+        # Folded bounds make shapes known that inference could not see before: infer them again.
+        graph = _import_with_shapes(gs.export_onnx(graph, do_type_check=False))
     return graph
 
 
@@ -179,6 +185,31 @@ def _stub(tensor: onnx.TensorProto, stub: onnx.TensorProto) -> None:
     stub.data_location = onnx.TensorProto.EXTERNAL
     entry = stub.external_data.add()
     entry.key, entry.value = "location", "onnxprune-weights-not-loaded"
+
+
+# Ops never folded: quantization stays as the exporter wrote it, and random ops are not constants.
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
+              "RandomUniformLike", "Multinomial", "Bernoulli"}  # fmt: skip
+
+
+def _fold_constants(graph: gs.Graph) -> None:
+    """Fold subgraphs that compute constants (shape arithmetic such as a chunk's Slice bounds from Shape →
+    Gather → Div, a transposed weight), as ``polygraphy surgeon sanitize --fold-constants`` does: rules
+    can only follow channels through bounds and weights they can read."""
+    import logging
+
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    level = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it cannot evaluate; none is an error
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    try:
+        graph.fold_constants(size_threshold=64 << 20, should_exclude_node=lambda node: node.op in NOT_FOLDED)
+        graph.cleanup()
+    except Exception:
+        pass  # without onnxruntime or on an op it cannot run, the graph stays as it was: still prunable
+    finally:
+        G_LOGGER.severity = level
 
 
 def _constant_nodes_to_constants(graph: gs.Graph) -> None:

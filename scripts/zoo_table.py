@@ -60,20 +60,18 @@ def top_reasons(result: api.PruneResult, k: int = 2) -> str:
     return "; ".join(f"{n}× {reason}" for reason, n in counts.most_common(k))
 
 
-def dead_error(name: str, fold: bool) -> float | None:
+def dead_error(name: str) -> float | None:
     """Original vs its dead channels pruned; None where nothing is dead (no BN, nothing prunable)."""
     if name == "squeezenet1_1":
         model = test_families.zero_filters(weights.load(name))
     else:
         model = weights.load(name, dead=0.3)
-    model = test_families.fold_shapes(model) if fold else model
     result = tiny.prune_dead(model)
     return max_error(model, result.pruned) if tiny.removed_channels(result) else None
 
 
-def row(name: str, ratio: float, fold: bool) -> Row:
+def row(name: str, ratio: float) -> Row:
     model = weights.load(name)
-    model = test_families.fold_shapes(model) if fold else model
     result = api.prune_model(model, PlanOptions(ratio=ratio))
     groups = [g for g in result.groups if g.nodes]
     report = result.report
@@ -85,7 +83,7 @@ def row(name: str, ratio: float, fold: bool) -> Row:
         macs=(report["macs"]["before"], report["macs"]["after"]),
         params=(report["params"]["before"], report["params"]["after"]),
         masked_err=max_error(result.masked, result.pruned),  # type: ignore[arg-type]
-        dead_err=dead_error(name, fold),
+        dead_err=dead_error(name),
     )
 
 
@@ -141,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print a GitHub markdown table")
     parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument("--fold-constants", action="store_true", help="fold run-time shape math first")
     parser.add_argument("models", nargs="*", help="names in tests/data (default: all)")
     args = parser.parse_args(argv)
-    rows = [row(name, args.ratio, args.fold_constants) for name in args.models or weights.topologies()]
+    rows = [row(name, args.ratio) for name in args.models or weights.topologies()]
     if args.markdown:
         print_markdown(rows)
     else:

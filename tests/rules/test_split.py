@@ -104,17 +104,21 @@ def test_slice_with_a_channel_step_declines():
     assert_declines(slices(13, step=2), "Slice of the channel axis with a step other than 1")
 
 
+DYNAMIC = {"input": (1, 3, "h", "w")}
+
+
 def _runtime_half(n: Net, x: str) -> str:
-    """C // 2 computed from the tensor's shape at run time (how PyTorch exports ``x.chunk(2, dim=1)``)."""
-    c = n.node("Gather", [n.node("Shape", [x]), ints(n, [1])], axis=0)
-    return n.node("Div", [c, ints(n, [2])])
+    """A bound only known at run time: half the input's (dynamic) height. A bound computed from static
+    dims, as PyTorch exports ``x.chunk(2, dim=1)``, is folded to a constant at load and followed."""
+    h = n.node("Gather", [n.node("Shape", ["input"]), ints(n, [2])], axis=0)
+    return n.node("Div", [h, ints(n, [2])])
 
 
 def test_runtime_slice_bounds_decline():
     n = Net()
     x = n.cbr("input", 3, 16)
     half = n.node("Slice", [x, ints(n, [0]), _runtime_half(n, x), ints(n, [1])])
-    model = build(n, [n.node("GlobalAveragePool", [half])])
+    model = build(n, [n.node("GlobalAveragePool", [half])], DYNAMIC)
     assert_declines(model, "Slice with bounds computed at run time")
 
 
@@ -123,7 +127,7 @@ def test_runtime_split_sizes_decline():
     x = n.cbr("input", 3, 16)
     h = _runtime_half(n, x)
     a, b = n.node("Split", [x, n.node("Concat", [h, h], axis=0)], n_out=2, axis=1)
-    model = build(n, [n.node("Add", [a, b])])
+    model = build(n, [n.node("Add", [a, b])], DYNAMIC)
     assert_declines(model, "Split of the channel axis with run-time sizes")
 
 
