@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxprune.errors import CapabilityError, ValidationError, VerificationError, first_line
+from onnxprune.names import FreshNames
 
 if TYPE_CHECKING:
     import onnx
@@ -330,7 +331,7 @@ def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
 
 
 def _rewrite(graph: onnx.GraphProto, plan: _Plan) -> None:
-    names = _NameMaker(graph)
+    names = _names_in(graph)
     const_names = _convert_initializers(graph, plan, names)
     # Graph outputs computed in float16 get an internal name; a Cast then writes the float32 output.
     outputs = {o.name for o in graph.output}
@@ -366,7 +367,7 @@ def _rewrite(graph: onnx.GraphProto, plan: _Plan) -> None:
 
 
 def _casts(
-    graph: onnx.GraphProto, plan: _Plan, internal: dict[str, str], names: _NameMaker
+    graph: onnx.GraphProto, plan: _Plan, internal: dict[str, str], names: FreshNames
 ) -> dict[str, list[tuple[int, str]]]:
     """Run-time casts: computed tensor -> [(type, name of the cast copy)], one per type some reader wants."""
     casts: dict[str, list[tuple[int, str]]] = {}
@@ -406,7 +407,7 @@ def _produced_type(name: str, plan: _Plan) -> int:
 
 
 def _convert_initializers(
-    graph: onnx.GraphProto, plan: _Plan, names: _NameMaker
+    graph: onnx.GraphProto, plan: _Plan, names: FreshNames
 ) -> dict[tuple[str, int], str]:
     """Converts weights offline; one read in both types is kept twice. Returns (name, type) -> name."""
     sources: dict[tuple[str, int], str] = {}
@@ -494,18 +495,8 @@ def _float_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
     return None
 
 
-class _NameMaker:
-    """Fresh tensor names that collide with nothing in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.used = {init.name for init in graph.initializer}
-        self.used.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
-        self.used.update(name for node in graph.node for name in (*node.input, *node.output))
-
-    def make(self, base: str) -> str:
-        name, n = base, 0
-        while name in self.used:
-            n += 1
-            name = f"{base}_{n}"
-        self.used.add(name)
-        return name
+def _names_in(graph: onnx.GraphProto) -> FreshNames:
+    used = {init.name for init in graph.initializer}
+    used.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
+    used.update(name for node in graph.node for name in (*node.input, *node.output))
+    return FreshNames(used)

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.errors import ValidationError, first_line
+from onnxprune.names import FreshNames
 
 
 class Rewrite:
@@ -24,7 +25,7 @@ class Rewrite:
         self.graph = graph
         self.analysis = analysis
         self._sliced: dict[tuple[str, str], gs.Constant] = {}
-        self._names = {t.name for t in graph.tensors().values()}
+        self._names = FreshNames(t.name for t in graph.tensors().values())
 
     def kept(self, tensor: gs.Tensor) -> np.ndarray | None:
         """Kept positions of the tensor's channel axis, or None if it loses nothing."""
@@ -71,12 +72,7 @@ class Rewrite:
         return any(key[0] == name for key in self._sliced)
 
     def _fresh_name(self, hint: str) -> str:
-        name, k = hint, 0
-        while name in self._names:
-            k += 1
-            name = f"{hint}_{k}"
-        self._names.add(name)
-        return name
+        return self._names.make(hint)
 
 
 def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
