@@ -42,8 +42,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not an ONNX model (the graph has no nodes)")
     _check_versions(model, path)
     try:
-        # A path lets the checker read external data itself; a proto past 2 GB could not be serialised.
-        onnx.checker.check_model(str(path) if needs_external_data(model) else model)
+        onnx.checker.check_model(checkable(without_weights(model)) if needs_external_data(model) else model)
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     return model
@@ -154,6 +153,18 @@ def without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.Model
                 _stub(attr.t, _copy_fields(attr, copy.attribute.add(), skip=("t",)).t)
             else:
                 copy.attribute.append(attr)
+    return skeleton
+
+
+def checkable(skeleton: onnx.ModelProto) -> onnx.ModelProto:
+    """A skeleton (``without_weights``) the checker accepts: it would read the stubs' missing external
+    data, so stubbed weights become graph inputs of the same type and dims instead."""
+    graph = skeleton.graph
+    stubs = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    kept = [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in stubs)
     return skeleton
 
 

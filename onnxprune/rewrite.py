@@ -94,13 +94,13 @@ def validate(model: onnx.ModelProto) -> onnx.ModelProto:
     """The checker's full check: strict shape inference, then the checker on the inferred model (which is
     what gets written). Done as two calls so that shape inference runs once. Past protobuf's 2 GB both run
     on the model's skeleton (weights stubbed out: only their types and dims matter to them)."""
-    from onnxprune.graph import needs_external_data
+    from onnxprune.graph import checkable, needs_external_data, without_weights
 
     large = needs_external_data(model)
     try:
-        subject = _skeleton(model) if large else model
+        subject = without_weights(model) if large else model
         inferred = onnx.shape_inference.infer_shapes(subject, check_type=True, strict_mode=True)
-        onnx.checker.check_model(_stubs_as_inputs(inferred) if large else inferred)
+        onnx.checker.check_model(checkable(inferred) if large else inferred)
     except Exception as exc:
         raise ValidationError(f"pruned model fails validation: {first_line(exc)}") from None
     if not large:
@@ -108,23 +108,6 @@ def validate(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     return model
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxprune.graph import without_weights
-
-    return without_weights(model)
-
-
-def _stubs_as_inputs(skeleton: onnx.ModelProto) -> onnx.ModelProto:
-    """The checker reads external data; stubbed weights become graph inputs of the same type instead."""
-    graph = skeleton.graph
-    stubs = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    kept = [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in stubs)
-    return skeleton
 
 
 def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:

@@ -85,3 +85,25 @@ def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
 def test_output_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelSaveError, match="does not exist"):
         graphs.check_output_path(tmp_path / "missing" / "m.onnx", [])
+
+
+def test_models_past_2gb_are_checked_on_their_skeleton(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past protobuf's limit the checker and strict shape inference see stubs, not weights: the same path,
+    forced here on a small model."""
+    from onnxprune import api
+    from onnxprune.plan import PlanOptions
+
+    monkeypatch.setattr(graphs, "needs_external_data", lambda model: True)
+    source = tmp_path / "m.onnx"
+    onnx.save(tiny.residual(), source)
+    result = api.prune(
+        source, tmp_path / "p.onnx", PlanOptions(ratio=0.5, round_to=4), verify=api.VerifyOptions(False)
+    )
+    assert result.pruned.graph.value_info, "the skeleton's inferred shapes are carried over"
+    assert any(
+        t.data_location == onnx.TensorProto.EXTERNAL
+        for t in onnx.load(tmp_path / "p.onnx", load_external_data=False).graph.initializer
+    )
+    tiny.assert_exact(result.masked, onnx.load(tmp_path / "p.onnx"))
