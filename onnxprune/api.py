@@ -97,14 +97,15 @@ def prune_model(
     """
     options.check()
     graph = graphs.normalise(model)
-    untouched = graph.copy()
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     report = build_report(before, pruned, analysis.groups, options)
-    masked = functools.partial(masked_reference, untouched, analysis)
+    # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
+    # would hold a second copy of every weight.
+    masked = functools.partial(_masked, model, analysis)
     # The input itself is the original to compare with: the normalised graph computes the same.
     result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
@@ -112,6 +113,10 @@ def prune_model(
     else:
         check_runs(model, pruned)
     return result
+
+
+def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
+    return masked_reference(graphs.normalise(model), analysis)
 
 
 def verify_pruning(
