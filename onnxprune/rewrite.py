@@ -91,22 +91,22 @@ def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
 
 
 def validate(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The checker's full check: strict shape inference, then the checker on the inferred model (which is
-    what gets written). Done as two calls so that shape inference runs once. Past protobuf's 2 GB both run
-    on the model's skeleton (weights stubbed out: only their types and dims matter to them)."""
-    from onnxprune.graph import checkable, needs_external_data, without_weights
+    """The checker's full check: strict shape inference, then the checker on the inferred model. Both run on
+    the model's skeleton (weights stubbed out, see graph.without_weights): only the weights' types and dims
+    matter to them, and serialising a copy of every weight would double the memory. The inferred types are
+    then set on the model, which is what gets written."""
+    from onnxprune.graph import checkable, without_weights
 
-    large = needs_external_data(model)
     try:
-        subject = without_weights(model) if large else model
-        inferred = onnx.shape_inference.infer_shapes(subject, check_type=True, strict_mode=True)
-        onnx.checker.check_model(checkable(inferred) if large else inferred)
+        inferred = onnx.shape_inference.infer_shapes(
+            without_weights(model), check_type=True, strict_mode=True
+        )
+        inferred_info = list(inferred.graph.value_info)
+        onnx.checker.check_model(checkable(inferred))
     except Exception as exc:
         raise ValidationError(f"pruned model fails validation: {first_line(exc)}") from None
-    if not large:
-        return inferred
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(inferred_info)
     return model
 
 

@@ -59,7 +59,7 @@ def graph_stats(graph: gs.Graph) -> tuple[int, int]:
     """(params, MACs) of a normalised graph, counted as ``count_params`` / ``count_macs`` count a model:
     it saves exporting a copy of every weight just to count them."""
     params = sum(
-        int(t.values.size)
+        int(np.prod(t.shape, dtype=np.int64))  # shape, not values: reading values would load every weight
         for t in graph.tensors().values()
         if isinstance(t, gs.Constant) and np.dtype(t.dtype).kind == "f" and t.outputs
     )
@@ -69,7 +69,7 @@ def graph_stats(graph: gs.Graph) -> tuple[int, int]:
 def _node_macs(node: gs.Node) -> int:
     if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant) or not node.outputs:
         return 0
-    weight = node.inputs[1].values.shape
+    weight = tuple(node.inputs[1].shape)
     if node.op in ("Conv", "ConvTranspose"):
         source = node.outputs[0] if node.op == "Conv" else node.inputs[0]
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in (source.shape or [])]
