@@ -102,6 +102,9 @@ def prune_model(
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
+    del graph
+    analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
