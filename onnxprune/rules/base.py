@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 if TYPE_CHECKING:
     from onnxprune.channels.analysis import Analysis, TensorState
@@ -101,9 +102,14 @@ def channels(tensor: gs.Tensor) -> int | None:
 
 
 def const(tensor: gs.Tensor | None) -> np.ndarray | None:
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
-    return None
+    """A parameter's values, read without keeping them: graphsurgeon caches what ``.values`` loads, which
+    would hold a second copy of every weight beside the model's own for the whole pruning."""
+    if not isinstance(tensor, gs.Constant):
+        return None
+    lazy = getattr(tensor, "_values", None)
+    if isinstance(lazy, LazyValues):
+        return np.asarray(lazy.load())
+    return np.asarray(tensor.values)
 
 
 def tracked(node: gs.Node, ctx: Analysis) -> list[tuple[int, TensorState]]:
