@@ -156,12 +156,17 @@ def prune(
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
 ) -> PruneResult:
-    """Prune a file into another; nothing is written unless the pruned model validates (and verifies)."""
+    """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
+
+    ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
+    """
     options.check()  # bad options are a usage error even when the model is unreadable too
     output = graphs.check_output_path(output, [source])
     result = prune_model(
         graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
     )
+    if external_data is None and graphs.uses_external_data(source):
+        external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result

@@ -469,6 +469,19 @@ def _new_file_mode(output: Path) -> int:
     return 0o666 & ~umask
 
 
+def uses_external_data(path: str | Path) -> bool:
+    """Whether a model file keeps its weights in side files. Such an .onnx is small: a large one is inline
+    and is not parsed twice to find out."""
+    path = Path(path)
+    if path.stat().st_size > (64 << 20):
+        return False
+    try:
+        header = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in header.graph.initializer)
+
+
 def needs_external_data(model: onnx.ModelProto) -> bool:
     """Over protobuf's 2 GB limit (less a margin for everything but the weights): the model cannot be
     serialised in one piece. Counted from the tensors' dims: ``ByteSize`` would serialise the whole model."""

@@ -107,3 +107,26 @@ def test_models_past_2gb_are_checked_on_their_skeleton(
         for t in onnx.load(tmp_path / "p.onnx", load_external_data=False).graph.initializer
     )
     tiny.assert_exact(result.masked, onnx.load(tmp_path / "p.onnx"))
+
+
+def test_an_input_with_external_data_keeps_it(tmp_path: Path) -> None:
+    from onnxprune import api
+    from onnxprune.plan import PlanOptions
+
+    source = tmp_path / "m.onnx"
+    onnx.save(
+        tiny.residual(), source, save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0
+    )
+    out = tmp_path / "p.onnx"
+    api.prune(source, out, PlanOptions(ratio=0.5, round_to=4), verify=api.VerifyOptions(False))
+    assert (tmp_path / "p.onnx.data").exists()
+    inline = tmp_path / "inline.onnx"
+    api.prune(
+        source,
+        inline,
+        PlanOptions(ratio=0.5, round_to=4),
+        verify=api.VerifyOptions(False),
+        external_data=False,
+    )
+    assert not (tmp_path / "inline.onnx.data").exists()
+    tiny.assert_exact(onnx.load(out), onnx.load(inline), rtol=0.0)
