@@ -193,3 +193,21 @@ def test_console_script_usage_errors_are_one_line(sample: Path, tmp_path: Path, 
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error:")
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_without_onnxruntime_prune_says_what_to_install(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    out = tmp_path / "p.onnx"
+    result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--no-verify")
+    assert result.exit_code == 1 and "onnxprune[cpu]" in result.output and not out.exists()
