@@ -31,6 +31,24 @@ def _static(shape) -> list[int] | None:
     return [int(d) for d in shape]
 
 
+def _is_batch_of(tensor: gs.Tensor, x: gs.Tensor) -> bool:
+    """``tensor`` is x's batch size read at run time: [Unsqueeze|Reshape](Gather(Shape(x), 0))."""
+    node = tensor.inputs[0] if tensor.inputs else None
+    if node is not None and node.op in ("Unsqueeze", "Reshape"):
+        node = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    if node is None or node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+        return False
+    index = const(node.inputs[1])
+    source = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    return (
+        index is not None
+        and int(np.asarray(index).reshape(-1)[0]) == 0
+        and source is not None
+        and source.op == "Shape"
+        and source.inputs[0] is x
+    )
+
+
 def channel_layout(in_shape, out_shape) -> int | None:
     """How many positions each channel occupies on the output's axis 1, or None if channels get mixed.
     The batch axis may be symbolic: the same dim on both sides."""
@@ -109,12 +127,33 @@ class ReshapeRule(_Layout):
 
     def _repeat(self, node: gs.Node) -> int | None:
         if const(node.inputs[1]) is None:
-            return None
+            return self._batch_flatten(node)
         return super()._repeat(node)
+
+    def _batch_flatten(self, node: gs.Node) -> int | None:
+        """``x.view(x.size(0), -1)`` with a dynamic batch: the target is Concat(Shape(x)[0], [-1]), computed
+        at run time. It flattens each sample, so every channel owns H*W positions, and after pruning the
+        same run-time target is still right."""
+        x, shape = node.inputs[0], node.inputs[1]
+        spatial = _static(x.shape[2:]) if x.shape is not None and len(x.shape) >= 2 else None
+        if (
+            spatial is None
+            or not shape.inputs
+            or shape.inputs[0].op != "Concat"
+            or len(shape.inputs[0].inputs) != 2
+        ):
+            return None
+        batch, rest = shape.inputs[0].inputs
+        if not np.array_equal(np.asarray(const(rest)).reshape(-1), [-1]) or not _is_batch_of(batch, x):
+            return None
+        inner = int(np.prod(spatial, dtype=np.int64))
+        if node.outputs[0].shape is None and isinstance(x.shape[1], int):
+            node.outputs[0].shape = [x.shape[0], x.shape[1] * inner]  # what inference could not see
+        return inner
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep_in = rw.kept(node.inputs[0])
-        if keep_in is None:
+        if keep_in is None or const(node.inputs[1]) is None:
             return
         if node.outputs[0].name not in rw.analysis.states:
             chain = shuffle.match(node, int(rw.graph.opset))

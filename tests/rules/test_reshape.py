@@ -45,6 +45,19 @@ def test_spatial_flatten_into_gemm(act):
     assert dead is not None and shape_of(dead.pruned, flat)[1] % 16 == 0
 
 
+def test_view_with_a_dynamic_batch_into_gemm():
+    """PyTorch's ``x.view(x.size(0), -1)`` with a dynamic batch: the target Concat(Shape(x)[0], [-1]) is
+    computed at run time, and still right once channels are gone."""
+    n = Net()
+    x = n.cbr("input", 3, 16)
+    x = n.node("AveragePool", [x], kernel_shape=[4, 4], strides=[4, 4])
+    batch = n.node("Unsqueeze", [n.node("Gather", [n.node("Shape", [x]), ints(n, 0)], axis=0), ints(n, [0])])
+    flat = n.node("Reshape", [x, n.node("Concat", [batch, ints(n, [-1])], axis=0)])
+    w = n.param(n.rng.normal(0, 0.1, (10, 16 * 16)))
+    y = n.node("Gemm", [flat, w, n.param(n.rng.normal(0, 0.1, 10), "b")], transB=1)
+    check_exact(build(n, [y], {"input": ("batch", 3, 16, 16)}), through="Reshape")
+
+
 def test_transpose_to_channels_last_declines():
     n = Net()
     x = n.cbr("input", 3, 16)
