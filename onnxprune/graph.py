@@ -159,14 +159,29 @@ def without_weights(model: onnx.ModelProto, threshold: int = 1024) -> onnx.Model
 
 def checkable(skeleton: onnx.ModelProto) -> onnx.ModelProto:
     """A skeleton (``without_weights``) the checker accepts: it would read the stubs' missing external
-    data, so stubbed weights become graph inputs of the same type and dims instead."""
+    data, so stubbed weights (initializers, or ``Constant`` nodes as PaddlePaddle writes them) become
+    graph inputs of the same type and dims instead."""
     graph = skeleton.graph
-    stubs = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    kept = [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    stubs = [t for t in graph.initializer if _is_stub(t)]
+    kept = [t for t in graph.initializer if not _is_stub(t)]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in stubs)
+    nodes = list(graph.node)
+    del graph.node[:]
+    for node in nodes:
+        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+        if node.op_type == "Constant" and value is not None and _is_stub(value):
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims))
+            )
+        else:
+            graph.node.append(node)
     return skeleton
+
+
+def _is_stub(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
 _WEIGHT_TYPES = {

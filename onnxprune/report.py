@@ -37,7 +37,8 @@ def group_summary(group: ChannelGroup, total_macs: int) -> dict[str, Any]:
         "gamma": stats,
         "macs_share": group.macs / total_macs if total_macs else 0.0,
         "prunable": group.prunable,
-        "declines": [{"reason": d.reason, "node": d.node} for d in group.declines],
+        # One line per distinct decline: several members of a group often meet the same blocker.
+        "declines": [{"reason": d.reason, "node": d.node} for d in dict.fromkeys(group.declines)],
         "tie": group.tie if group.tie >= 0 else None,
     }
 

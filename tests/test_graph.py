@@ -130,3 +130,24 @@ def test_an_input_with_external_data_keeps_it(tmp_path: Path) -> None:
     )
     assert not (tmp_path / "inline.onnx.data").exists()
     tiny.assert_exact(onnx.load(out), onnx.load(inline), rtol=0.0)
+
+
+def test_a_file_with_constant_node_weights_loads_and_prunes(tmp_path: Path) -> None:
+    """PaddlePaddle's layout on disk: the load check runs on a skeleton whose Constant nodes are stubs."""
+    from onnxprune import api
+    from onnxprune.plan import PlanOptions
+
+    source = tmp_path / "paddle.onnx"
+    onnx.save(as_constant_nodes(tiny.residual()), source)
+    result = api.prune(source, tmp_path / "p.onnx", PlanOptions(ratio=0.5, round_to=4))
+    assert result.report["verify"]["exact"]["passed"]
+    tiny.assert_exact(result.masked, onnx.load(tmp_path / "p.onnx"))
+
+
+def test_every_real_topology_loads_from_a_file(tmp_path: Path) -> None:
+    import weights
+
+    for name in weights.topologies():
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(weights.load(name), path)
+        assert graphs.read_model(path).graph.node, name
