@@ -60,11 +60,6 @@ def _check_versions(model: onnx.ModelProto, path: Path) -> None:
             raise ModelLoadError(f"{path}: opset {opset.version} is newer than this onnx supports ({latest})")
 
 
-def load_graph(path: str | Path) -> gs.Graph:
-    """Read and normalise a model; the graph keeps the model's node names."""
-    return normalise(read_model(path))
-
-
 def normalise(model: onnx.ModelProto) -> gs.Graph:
     """Infer shapes, import into graphsurgeon, turn every parameter into a gs.Constant and fold constant
     subgraphs; every node that stays keeps its name."""
@@ -514,10 +509,6 @@ def tensor_bytes(tensor: onnx.TensorProto) -> int:
     except Exception:  # strings and types numpy lacks: small, and never weights
         itemsize = 1
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
-
-
-def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
-    return numpy_helper.to_array(tensor)
 
 
 def save_json(payload: object, output: str | Path) -> Path:
