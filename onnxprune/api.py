@@ -23,7 +23,7 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
-from onnxprune.stats import count_macs, count_params, graph_stats
+from onnxprune.stats import graph_stats, model_stats
 
 __all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
 
@@ -70,9 +70,8 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     graph = graphs.normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
-    normalised = graphs.to_model(graph.copy(), model)
-    params, macs = count_params(normalised), count_macs(normalised)
-    return Inspection(normalised, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    params, macs = graph_stats(graph)
+    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
 
 
 @dataclass
@@ -175,6 +174,7 @@ def prune(
 def build_report(
     before: tuple[int, int], pruned: onnx.ModelProto, groups: list[ChannelGroup], options: PlanOptions
 ) -> dict[str, Any]:
+    after = model_stats(pruned)
     return {
         "options": {
             "ratio": options.ratio,
@@ -185,8 +185,8 @@ def build_report(
             "criterion": options.criterion,
             "exclude": list(options.exclude),
         },
-        "params": {"before": before[0], "after": count_params(pruned)},
-        "macs": {"before": before[1], "after": count_macs(pruned)},
+        "params": {"before": before[0], "after": after[0]},
+        "macs": {"before": before[1], "after": after[1]},
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],
         "declined": [
             {
