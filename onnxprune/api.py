@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -23,7 +23,9 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
-from onnxprune.stats import graph_stats, model_stats
+
+if TYPE_CHECKING:
+    from onnxprune.measure import Counts
 
 __all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
 
@@ -38,6 +40,7 @@ class Inspection:
     params: int
     macs: int
     pairs: list[dict[str, str]] = field(default_factory=list)
+    counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -65,13 +68,22 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
+def inspect(
+    source: str | Path | onnx.ModelProto,
+    criterion: str = "auto",
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Inspection:
+    """Groups, scores and declines; params and MACs counted at ``shapes`` (or the default input shapes)."""
+    from onnxprune.measure import count
+
     model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = graphs.normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
-    params, macs = graph_stats(graph)
-    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    counts = count(model, shapes)
+    found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
+    found.counted_at = counts.inputs
+    return found
 
 
 @dataclass
@@ -94,9 +106,12 @@ def prune_model(
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original.
     """
+    from onnxprune.measure import count
+
     options.check()
+    shapes = verify.shapes if verify is not None else {}
     graph = graphs.normalise(model)
-    before = graph_stats(graph)
+    before = count(model, shapes)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
@@ -104,7 +119,7 @@ def prune_model(
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     analysis.graph = None  # type: ignore[assignment]
-    report = build_report(before, pruned, analysis.groups, options)
+    report = build_report(before, count(pruned, shapes), analysis.groups, options)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -172,9 +187,9 @@ def prune(
 
 
 def build_report(
-    before: tuple[int, int], pruned: onnx.ModelProto, groups: list[ChannelGroup], options: PlanOptions
+    before: Counts, after: Counts, groups: list[ChannelGroup], options: PlanOptions
 ) -> dict[str, Any]:
-    after = model_stats(pruned)
+    """The JSON report; params and MACs before and after are counted the same way, at the same shapes."""
     return {
         "options": {
             "ratio": options.ratio,
@@ -185,8 +200,10 @@ def build_report(
             "criterion": options.criterion,
             "exclude": list(options.exclude),
         },
-        "params": {"before": before[0], "after": after[0]},
-        "macs": {"before": before[1], "after": after[1]},
+        "params": {"before": before.params, "after": after.params},
+        "macs": {"before": before.macs, "after": after.macs},
+        "counted_at": {name: list(dims) for name, dims in before.inputs.items()},
+        "uncounted_nodes": sorted(set(before.unknown) | set(after.unknown)),
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],
         "declined": [
             {

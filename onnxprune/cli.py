@@ -59,19 +59,22 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
     criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224: count at this shape.")] = None,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
-    from onnxprune.report import group_summary, inspect_table
+    from onnxprune.inputs import parse_shapes
+    from onnxprune.report import counted_at, group_summary, inspect_table
 
     _check_criterion(criterion)
-    found = api.inspect(model, criterion)
+    found = api.inspect(model, criterion, parse_shapes(shape or []))
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
         payload = {
             "model": str(model),
             "params": found.params,
             "macs": found.macs,
+            "counted_at": {name: list(dims) for name, dims in found.counted_at.items()},
             "conv_bn_pairs": found.pairs,
             "groups": groups,
         }
@@ -80,6 +83,7 @@ def inspect(
     shown = groups if explain else [g for g in groups if g["prunable"]]
     title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
     console.print(inspect_table(shown, title))
+    console.print(counted_at(found.params, found.macs, found.counted_at), highlight=False)
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")

@@ -131,6 +131,11 @@ def _default_shape(spec: _InputSpec, bindings: dict[str, int]) -> Shape:
     return tuple(shape)
 
 
+def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = None) -> dict[str, Shape]:
+    """The full shape of every input as ``make_inputs`` feeds it: ``shapes`` where given, else defaults."""
+    return _input_shapes(_graph_inputs(model), shapes or {})
+
+
 def _random_array(rng: np.random.Generator, spec: _InputSpec, shape: Shape) -> np.ndarray:
     # N(0, 1) rather than Polygraphy's U[0, 1): negative values exercise ReLUs and the sign of every weight.
     if spec.dtype.kind == "f":

@@ -17,6 +17,12 @@ def _fmt_count(n: int) -> str:
     return str(n)
 
 
+def counted_at(params: int, macs: int, shapes: dict[str, Any]) -> str:
+    """One line: the counts and the input shapes they were counted at."""
+    fed = ", ".join(f"{name} {'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+    return f"{_fmt_count(params)} params, {_fmt_count(macs)} MACs, counted at {fed}"
+
+
 def _nodes(nodes: list[str], limit: int = 3) -> str:
     shown = ", ".join(nodes[:limit])
     return shown + (f" (+{len(nodes) - limit})" if len(nodes) > limit else "")
@@ -79,6 +85,10 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     table.add_row("channels in pruned groups", str(ch_before), str(ch_after), change)
     pruned = sum(g["channels_after"] < g["channels_before"] for g in groups)
     table.add_row("groups pruned / declined", str(pruned), str(len(report["declined"])), "")
+    if report.get("counted_at"):
+        table.caption = "counted at " + ", ".join(
+            f"{name} {'x'.join(str(d) for d in dims)}" for name, dims in report["counted_at"].items()
+        )
     return table
 
 
