@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
 from onnxprune.importance import score_groups
+from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
@@ -27,7 +28,16 @@ from onnxprune.runtime import check_runs
 if TYPE_CHECKING:
     from onnxprune.measure import Counts
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
+__all__ = [
+    "Inspection",
+    "PlanOptions",
+    "PruneResult",
+    "Target",
+    "VerifyOptions",
+    "inspect",
+    "prune",
+    "prune_model",
+]
 
 
 @dataclass
@@ -99,27 +109,39 @@ class VerifyOptions:
 
 
 def prune_model(
-    model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
+    model: onnx.ModelProto,
+    options: PlanOptions,
+    verify: VerifyOptions | None = None,
+    target: Target | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
-    the report gains how far pruning moved each output from the original.
+    the report gains how far pruning moved each output from the original. With a ``target`` (a fraction of
+    the original's MACs, params or latency) the plan is searched for; the report says asked and reached.
     """
     from onnxprune.measure import count
 
+    if target is not None:
+        options = target_options(options, target)
     options.check()
     shapes = verify.shapes if verify is not None else {}
     graph = graphs.normalise(model)
     before = count(model, shapes)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
-    make_plan(analysis.groups, options, analysis)
+    if target is None:
+        make_plan(analysis.groups, options, analysis)
+    else:
+        reached = plan_to_target(graph, analysis, options, target, before, model)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     analysis.graph = None  # type: ignore[assignment]
-    report = build_report(before, count(pruned, shapes), analysis.groups, options)
+    after = count(pruned, shapes)
+    report = build_report(before, after, analysis.groups, options)
+    if target is not None:
+        report["target"] = target_record(reached, target, before, after)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -169,15 +191,17 @@ def prune(
     *,
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
+    target: Target | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    options.check()  # bad options are a usage error even when the model is unreadable too
+    # Bad options are a usage error even when the model is unreadable too.
+    (target_options(options, target) if target is not None else options).check()
     output = graphs.check_output_path(output, [source])
     result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
+        graphs.read_model(source), options, verify if verify is not None else VerifyOptions(), target
     )
     if external_data is None and graphs.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway

@@ -141,13 +141,20 @@ def prune(
     save_onnx: Annotated[
         Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
     ] = None,
+    target_macs: Annotated[float | None, typer.Option(help="Prune to this fraction of the MACs.")] = None,
+    target_params: Annotated[float | None, typer.Option(help="Prune to this fraction of the params.")] = None,
+    target_latency: Annotated[
+        float | None, typer.Option(help="Prune to this fraction of the ONNX Runtime latency here.")
+    ] = None,
+    bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
     from onnxprune.graph import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
+    from onnxprune.report import bench_table, groups_table, prune_table, target_line
 
     _check_criterion(criterion)
     if report is not None:
@@ -159,7 +166,18 @@ def prune(
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )
-    result = api.prune(model, output, options, verify=checks, external_data=external_data)
+    target = _target(target_macs, target_params, target_latency)
+    if plot is not None:
+        check_output_path(plot, [model])
+    result = api.prune(model, output, options, verify=checks, external_data=external_data, target=target)
+    if bench:
+        from onnxprune.measure.bench import BenchOptions, bench_record
+
+        result.report["bench"] = bench_record([model, output], BenchOptions(shapes=checks.shapes))
+    if plot is not None:
+        from onnxprune.measure.plots import plot_kept
+
+        plot_kept(result.report, plot)
     if report is not None:
         save_json(result.report, report)
     if as_json:
@@ -167,10 +185,25 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if "target" in result.report:
+        console.print(target_line(result.report["target"]), highlight=False)
+    if "bench" in result.report:
+        console.print(bench_table(result.report["bench"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
     if plan is not None:
         _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
+
+
+def _target(macs: float | None, params: float | None, latency: float | None) -> Any:
+    from onnxprune.measure.targets import Target
+
+    given = [
+        Target(k, v) for k, v in (("macs", macs), ("params", params), ("latency", latency)) if v is not None
+    ]
+    if len(given) > 1:
+        raise UsageError("give at most one of --target-macs, --target-params and --target-latency")
+    return given[0] if given else None
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -221,6 +254,34 @@ def check(
         console.print("[green]within tolerance[/]" if result.passed else "[red]outside tolerance[/]")
     if not result.passed:
         raise typer.Exit(1)
+
+
+@app.command("bench")
+@user_errors
+def bench_command(
+    model: ModelArg,
+    other: Annotated[Path | None, typer.Argument(help="A second model (e.g. the pruned one).")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads (default: all).")] = None,
+    backend: Annotated[
+        str, typer.Option(help="cpu | cuda | tensorrt (ORT providers) | trt (Polygraphy)")
+    ] = "cpu",
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:8x3x224x224: batch and dynamic dims.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Latency of one or two models: median and p90 of N runs after a warm-up, side by side with the ratio."""
+    from onnxprune.inputs import parse_shapes
+    from onnxprune.measure.bench import BenchOptions, bench_record
+    from onnxprune.report import bench_table
+
+    options = BenchOptions(runs, warmup, threads, backend, parse_shapes(shape or []))
+    options.check()
+    record = bench_record([model] + ([other] if other is not None else []), options)
+    if as_json:
+        print(json.dumps(record, indent=2))
+    else:
+        console.print(bench_table(record))
 
 
 def _check_criterion(criterion: str) -> None:

@@ -114,3 +114,30 @@ def declines_table(declined: list[dict[str, Any]]) -> Table:
     for d in declined:
         table.add_row(str(d["group"]), str(d["channels"]), d["reason"], d["node"])
     return table
+
+
+def target_line(target: dict[str, Any]) -> str:
+    """Asked vs reached, one line."""
+    ok = "within" if target["within_tolerance"] else "outside"
+    return (
+        f"target {target['kind']} {target['asked']:g} of the original: reached {target['reached']:.3f} "
+        f"({ok} 2%; global ratio {target['ratio']:.3f}, {target['steps']} search steps)"
+    )
+
+
+def bench_table(bench: dict[str, Any], title: str = "") -> Table:
+    """Latency side by side, like trtexec's summary, with each model's ratio to the first."""
+    rows = bench["models"]
+    fed = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in rows[0]["inputs"].items())
+    threads = bench.get("threads") or "default"
+    table = Table(
+        title=title or f"latency on {rows[0]['backend']} ({bench['runs']} runs, threads {threads}, {fed})"
+    )
+    for column in ("model", "median ms", "p90 ms", "ratio"):
+        table.add_column(column, justify="right")
+    base = rows[0]["median_ms"]
+    for r in rows:
+        table.add_row(
+            r["name"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['median_ms'] / base:.3f}"
+        )
+    return table
