@@ -60,9 +60,7 @@ def test_latency_search_corrects_the_macs_goal_by_what_it_measures(monkeypatch):
     normalised = graphs.normalise(model)
     analysis = analyse(normalised)
     score_groups(analysis.groups)
-    estimator = Estimator(
-        normalised, analysis, __import__("onnxprune.measure", fromlist=["count"]).count(model)
-    )
+    estimator = Estimator(normalised, analysis, count(model))
     clock = lambda: 0.2 + 0.8 * estimator.fractions()[1]  # noqa: E731
     found = targets.search_latency(analysis, api.PlanOptions(ratio=0.0), 0.5, estimator.fractions, clock)
     assert abs(found.latency / 0.5 - 1) <= 0.02
