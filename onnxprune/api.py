@@ -51,6 +51,7 @@ class Inspection:
     macs: int
     pairs: list[dict[str, str]] = field(default_factory=list)
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
+    counts: Counts | None = None
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -92,7 +93,7 @@ def inspect(
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
-    found.counted_at = counts.inputs
+    found.counted_at, found.counts = counts.inputs, counts
     return found
 
 

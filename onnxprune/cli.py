@@ -60,6 +60,16 @@ def inspect(
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
     criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224: count at this shape.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw the score histogram and strips into this PNG.")
+    ] = None,
+    ratio: Annotated[float | None, typer.Option(help="With --plot: the threshold of this ratio.")] = None,
+    target_macs: Annotated[
+        float | None, typer.Option(help="With --plot: the threshold of this target.")
+    ] = None,
+    target_params: Annotated[
+        float | None, typer.Option(help="With --plot: the threshold of this target.")
+    ] = None,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
@@ -67,7 +77,22 @@ def inspect(
     from onnxprune.report import counted_at, group_summary, inspect_table
 
     _check_criterion(criterion)
+    target = _target(target_macs, target_params, None)
+    if (ratio is not None or target is not None) and plot is None:
+        raise UsageError("inspect takes --ratio and --target-* only to draw their threshold with --plot")
+    if ratio is not None and target is not None:
+        raise UsageError("give --ratio or a --target-*, not both")
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    if plot is not None:
+        from onnxprune.graph import check_output_path
+
+        check_output_path(plot, [model])
     found = api.inspect(model, criterion, parse_shapes(shape or []))
+    if plot is not None:
+        from onnxprune.measure.plots import plot_inspection
+
+        plot_inspection(found.analysis, found.counts, plot, ratio=ratio, target=target)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
         payload = {
@@ -173,7 +198,8 @@ def prune(
     if bench:
         from onnxprune.measure.bench import BenchOptions, bench_record
 
-        result.report["bench"] = bench_record([model, output], BenchOptions(shapes=checks.shapes))
+        timing = BenchOptions(shapes=checks.shapes, min_seconds=2.0)
+        result.report["bench"] = bench_record([model, output], timing)
     if plot is not None:
         from onnxprune.measure.plots import plot_kept
 
@@ -261,7 +287,8 @@ def check(
 def bench_command(
     model: ModelArg,
     other: Annotated[Path | None, typer.Argument(help="A second model (e.g. the pruned one).")] = None,
-    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 50,
+    runs: Annotated[int, typer.Option(help="Timed runs per model (at least).")] = 50,
+    min_seconds: Annotated[float, typer.Option(help="Keep timing until this much time has passed.")] = 1.0,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads (default: all).")] = None,
     backend: Annotated[
@@ -275,13 +302,73 @@ def bench_command(
     from onnxprune.measure.bench import BenchOptions, bench_record
     from onnxprune.report import bench_table
 
-    options = BenchOptions(runs, warmup, threads, backend, parse_shapes(shape or []))
+    options = BenchOptions(runs, warmup, threads, backend, parse_shapes(shape or []), min_seconds=min_seconds)
     options.check()
     record = bench_record([model] + ([other] if other is not None else []), options)
     if as_json:
         print(json.dumps(record, indent=2))
     else:
         console.print(bench_table(record))
+
+
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    model: ModelArg,
+    targets: Annotated[
+        str, typer.Option(help="Comma-separated fractions of the original.")
+    ] = "0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2",
+    kind: Annotated[str, typer.Option(help="What the targets are fractions of: macs | params.")] = "macs",
+    labels: Annotated[Path | None, typer.Option(help=".npz with x and y: accuracy of every point.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw fidelity vs MACs (and latency) into this PNG.")
+    ] = None,
+    bench: Annotated[
+        bool, typer.Option("--bench/--no-bench", help="Time every point on ONNX Runtime.")
+    ] = True,
+    runs: Annotated[int, typer.Option(help="Timed runs per point.")] = 10,
+    round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
+    min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
+    scope: Annotated[str, typer.Option(help="global | layer")] = "global",
+    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    exclude: Annotated[list[str] | None, typer.Option(help="Node-name glob left untouched.")] = None,
+    iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 4,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Prune to a ladder of targets with one analysis: MACs, params, latency, fidelity (and accuracy) each."""
+    from onnxprune.graph import check_output_path, read_model
+    from onnxprune.inputs import parse_shapes
+    from onnxprune.measure.bench import BenchOptions
+    from onnxprune.measure.sweep import SweepOptions, sweep
+    from onnxprune.plan import PlanOptions
+    from onnxprune.report import sweep_table
+
+    _check_criterion(criterion)
+    try:
+        ladder = [float(t) for t in targets.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--targets must be comma-separated numbers, got {targets!r}") from None
+    shapes = parse_shapes(shape or [])
+    plan_options = PlanOptions(round_to=round_to, min_keep=min_keep, scope=scope, exclude=list(exclude or []),
+                               criterion=criterion)  # fmt: skip
+    timing = BenchOptions(runs=runs, warmup=2, shapes=shapes, min_seconds=1.0) if bench else None
+    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing)
+    options.check()
+    timing.check() if timing is not None else None
+    if plot is not None:
+        check_output_path(plot, [model])
+    show = errors if not as_json else Console(stderr=True, quiet=True)
+    with show.status("sweeping") as status:
+        result = sweep(read_model(model), options, progress=lambda s: status.update(f"sweeping: {s}"))
+    if plot is not None:
+        from onnxprune.measure.plots import plot_sweep
+
+        plot_sweep(result, plot)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    console.print(sweep_table(result, model.name))
 
 
 def _check_criterion(criterion: str) -> None:

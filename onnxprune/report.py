@@ -141,3 +141,40 @@ def bench_table(bench: dict[str, Any], title: str = "") -> Table:
             r["name"], f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['median_ms'] / base:.3f}"
         )
     return table
+
+
+def sweep_table(result: dict[str, Any], name: str) -> Table:
+    """One row per target: what it reached and what it cost."""
+    fed = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["inputs"].items())
+    table = Table(title=f"{name}: sweep over {result['kind']} (counted at {fed})", min_width=96)
+    for column in (
+        "target",
+        "reached",
+        "MACs",
+        "params",
+        "latency",
+        "cosine",
+        "top-1 agree",
+        "accuracy",
+        "s",
+    ):
+        table.add_column(column, justify="right")
+    for p in result["points"]:
+        if "error" in p:
+            table.add_row(f"{p['target']:g}", "[yellow]unreachable[/]", p["error"], "", "", "", "", "", "")
+            continue
+        table.add_row(
+            "original" if p["target"] == 1.0 and p["seconds"] == 0.0 else f"{p['target']:g}",
+            f"{p['reached']:.3f}",
+            _fmt_count(p["macs"]),
+            _fmt_count(p["params"]),
+            "-" if p["latency_ratio"] is None else f"{p['latency_ratio']:.3f}",
+            "-" if p["cosine"] is None else f"{p['cosine']:.4f}",
+            "-" if p["top1_agreement"] is None else f"{p['top1_agreement']:.1%}",
+            "-" if p["accuracy"] is None else f"{p['accuracy']:.2%}",
+            f"{p['seconds']:.1f}",
+        )
+    table.caption = (
+        f"one analysis ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
+    )
+    return table

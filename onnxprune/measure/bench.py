@@ -21,6 +21,7 @@ import onnx
 from onnxprune.errors import CapabilityError, UsageError
 
 Shape = tuple[int, ...]
+MAX_RUNS = 100_000
 BACKENDS = ("cpu", "cuda", "tensorrt", "trt")
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}  # fmt: skip
@@ -34,6 +35,7 @@ class BenchOptions:
     backend: str = "cpu"
     shapes: Mapping[str, Shape] | None = None
     seed: int = 0
+    min_seconds: float = 0.0
 
     def check(self) -> None:
         if self.runs < 1 or self.warmup < 0:
@@ -93,7 +95,12 @@ def bench(
         for _ in range(options.warmup):
             run(feed)
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(options.runs):
+    began = time.perf_counter()
+    # Tiny models run in microseconds: a busy machine's hiccups would decide their median, so at least
+    # ``min_seconds`` of runs are taken (every model as many).
+    while len(times[0]) < options.runs or (
+        time.perf_counter() - began < options.min_seconds and len(times[0]) < MAX_RUNS
+    ):
         for run, samples in zip(runners, times, strict=True):
             start = time.perf_counter()
             run(feed)
@@ -170,7 +177,7 @@ def bench_record(models: Sequence[onnx.ModelProto | str | Path], options: BenchO
     base = rows[0].median_ms
     return {
         "backend": options.backend,
-        "runs": options.runs,
+        "runs": rows[0].runs,
         "warmup": options.warmup,
         "threads": options.threads,
         "models": [dict(r.to_dict(), ratio=r.median_ms / base) for r in rows],

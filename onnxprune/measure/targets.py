@@ -98,20 +98,29 @@ def search(
 
     Leaves that plan in the groups. ``estimate`` gives (params, MACs) fractions of the current plan.
     """
+    # Planning keeps the best channel of a Split piece it would empty (must_keep); one step's must not
+    # carry into the next, so every step starts from what the analysis said.
+    saved = [(g, None if g.must_keep is None else g.must_keep.copy()) for g in analysis.groups]
+
+    def plan(opts: PlanOptions) -> None:
+        for group, must in saved:
+            group.must_keep = None if must is None else must.copy()
+        make_plan(analysis.groups, opts, analysis)
+
     first = replace(options, ratio=0.0)
-    make_plan(analysis.groups, first, analysis)  # applies --exclude once
+    plan(first)  # applies --exclude once
     quiet = replace(first, exclude=[])
     cache: dict[float, Reached] = {}
 
     def at(ratio: float) -> Reached:
         if ratio not in cache:
-            make_plan(analysis.groups, replace(quiet, ratio=ratio), analysis)
+            plan(replace(quiet, ratio=ratio))
             params, macs = estimate()
             cache[ratio] = Reached(ratio, params, macs, steps=len(cache) + 1)
         return cache[ratio]
 
     def settle(ratio: float) -> Reached:
-        make_plan(analysis.groups, replace(quiet, ratio=ratio), analysis)  # leaves this plan in the groups
+        plan(replace(quiet, ratio=ratio))  # leaves this plan in the groups
         return replace(at(ratio), steps=len(cache))
 
     lo, hi = 0.0, MAX_RATIO

@@ -1,0 +1,151 @@
+"""Plots for what people would rather look at than read. Matplotlib is the optional ``[plot]`` extra,
+imported only here and only when a plot is asked for; without it, one line says what to install.
+
+- ``plot_gammas``: the |gamma| (or filter-norm) histogram on a log axis with the threshold a ratio or
+  target implies, and one strip of scores per prunable group;
+- ``plot_kept``: channels before and after per pruned group, in network order;
+- ``plot_sweep``: fidelity (cosine, top-1 agreement, accuracy) against the MACs reached, and the latency
+  ratio against the MACs ratio (on the diagonal, latency falls as fast as MACs do).
+Files are written atomically (PNG, or whatever suffix matplotlib knows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxprune.channels.group import ChannelGroup
+from onnxprune.errors import CapabilityError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed, none opened
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CapabilityError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
+    return plt
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    from onnxprune.graph import _atomic
+
+    path = Path(path)
+    with _atomic(path) as tmp:
+        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def implied_threshold(groups: list[ChannelGroup], ratio: float) -> float | None:
+    """The score below which a global ``ratio`` removes channels (ranked together, as the plan does)."""
+    scores = [np.asarray(g.score) for g in groups if g.prunable and g.score is not None]
+    if not scores or ratio <= 0:
+        return None
+    pooled = np.sort(np.concatenate(scores))
+    return float(pooled[min(int(ratio * len(pooled)), len(pooled) - 1)])
+
+
+def plot_inspection(
+    analysis: Any, counts: Any, path: str | Path, *, ratio: float | None = None,
+    threshold: float | None = None, target: Any = None, title: str = "",
+) -> Path:  # fmt: skip
+    """The score plot of an inspected model, with the threshold that ``ratio`` or ``target`` implies."""
+    _pyplot()  # before any search: a missing extra is one line, at once
+    if target is not None:
+        from onnxprune.measure.estimate import Estimator
+        from onnxprune.measure.targets import search
+        from onnxprune.plan import PlanOptions
+
+        target.check()
+        estimate = Estimator(analysis.graph, analysis, counts).fractions
+        ratio = search(analysis, PlanOptions(), target.kind, target.value, estimate).ratio
+        title = title or f"threshold for {target.kind} {target.value:g} (global ratio {ratio:.3f})"
+    elif ratio is not None:
+        title = title or f"threshold of --ratio {ratio:g}"
+    if threshold is None and ratio is not None:
+        threshold = implied_threshold(analysis.groups, ratio)
+    return plot_gammas(analysis.groups, path, threshold, title or "channel scores")
+
+
+def plot_gammas(groups: list[ChannelGroup], path: str | Path, threshold: float | None, title: str) -> Path:
+    plt = _pyplot()
+    scored = [g for g in groups if g.prunable and g.score is not None]
+    if not scored:
+        raise CapabilityError("nothing to plot: no prunable group has scores")
+    figure, (hist, strips) = plt.subplots(2, 1, figsize=(9, 3 + 0.12 * len(scored)),
+                                          gridspec_kw={"height_ratios": [1, 2]})  # fmt: skip
+    values = np.concatenate([np.asarray(g.score, dtype=float) for g in scored])
+    floor = values[values > 0].min() / 2 if (values > 0).any() else 1e-6
+    shown = np.maximum(values, floor)  # zeros (dead channels) drawn at the left edge of the log axis
+    bins = np.geomspace(shown.min(), max(shown.max(), shown.min() * 1.01), 60)
+    hist.hist(shown, bins=bins, color="tab:blue")
+    hist.set_xscale("log")
+    hist.set_ylabel("channels")
+    hist.set_title(title)
+    for i, group in enumerate(scored):
+        score = np.maximum(np.asarray(group.score, dtype=float), floor)
+        strips.scatter(score, np.full(len(score), i), s=4, marker="|", color="tab:gray")
+    strips.set_xscale("log")
+    strips.set_yticks(range(len(scored)), [_label(g) for g in scored], fontsize=6)
+    strips.invert_yaxis()
+    strips.set_xlabel(f"{scored[0].criterion} score (zeros at the left edge)")
+    for axis in (hist, strips):
+        if threshold is not None:
+            axis.axvline(max(threshold, floor), color="tab:red", linestyle="--", label="threshold")
+    if threshold is not None:
+        hist.legend(loc="upper right")
+    return _save(figure, path)
+
+
+def _label(group: ChannelGroup) -> str:
+    name = (group.producers or group.nodes or [f"group {group.id}"])[0]
+    return name if len(name) <= 32 else "…" + name[-31:]
+
+
+def plot_kept(report: dict[str, Any], path: str | Path) -> Path:
+    """Bars of channels before (light) and after (dark) for every prunable group, in network order."""
+    plt = _pyplot()
+    groups = report["groups"]
+    if not groups:
+        raise CapabilityError("nothing to plot: the report has no pruned groups")
+    x = np.arange(len(groups))
+    figure, axis = plt.subplots(figsize=(max(6, 0.18 * len(groups)), 3.5))
+    axis.bar(x, [g["channels_before"] for g in groups], color="tab:blue", alpha=0.3, label="before")
+    axis.bar(x, [g["channels_after"] for g in groups], color="tab:blue", label="after")
+    axis.set_xticks(x, [(g["producers"] or g["nodes"])[0][-24:] for g in groups], rotation=90, fontsize=5)
+    axis.set_ylabel("channels")
+    macs = report["macs"]
+    axis.set_title(
+        f"kept channels per group: MACs {macs['after'] / max(macs['before'], 1):.0%} of the original"
+    )
+    axis.legend()
+    return _save(figure, path)
+
+
+def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
+    plt = _pyplot()
+    points = [p for p in result["points"] if "error" not in p]
+    base = points[0]["macs"]
+    macs = np.array([p["macs"] / base for p in points])
+    figure, (fidelity, speed) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("cosine", "cosine"), ("top1_agreement", "top-1 agreement"), ("accuracy", "accuracy")):
+        ys = [p.get(key) for p in points]
+        if all(y is not None for y in ys):
+            fidelity.plot(macs, ys, marker="o", label=label)
+    fidelity.set_xlabel("MACs (fraction of the original)")
+    fidelity.set_ylabel("agreement with the original")
+    fidelity.invert_xaxis()
+    fidelity.legend()
+    latency = [p.get("latency_ratio") for p in points]
+    if all(v is not None for v in latency):
+        speed.plot(macs, latency, marker="o", label="ONNX Runtime latency")
+    speed.plot([0, 1], [0, 1], color="gray", linestyle=":", label="latency = MACs")
+    speed.set_xlabel("MACs (fraction of the original)")
+    speed.set_ylabel("latency (fraction of the original)")
+    speed.invert_xaxis()
+    speed.legend()
+    return _save(figure, path)
