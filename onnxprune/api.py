@@ -18,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
+from onnxprune.align import seen_widths, unaligned
 from onnxprune.channels import Analysis, ChannelGroup, analyse
 from onnxprune.importance import score_groups
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
@@ -135,12 +136,14 @@ def prune_model(
         make_plan(analysis.groups, options, analysis)
     else:
         reached = plan_to_target(graph, analysis, options, target, before, model)
+    seen_widths(analysis)  # cached for the report: the graph goes before the report is built
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     analysis.graph = None  # type: ignore[assignment]
     after = count(pruned, shapes)
     report = build_report(before, after, analysis.groups, options)
+    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.round_to)
     if target is not None:
         report["target"] = target_record(reached, target, before, after)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case

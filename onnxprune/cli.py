@@ -117,6 +117,12 @@ def inspect(
             console.print(
                 f"  {p['producer']} ({p['producer_op']}) → {p['bn']}", highlight=False, markup=False
             )
+        from onnxprune.align import impossible
+
+        for w in impossible(found.analysis, 8):
+            why = f"cannot be a multiple of 8 ({w['fixed']} fixed channels)"
+            line = f"  {w['node']}: width of {w['tensor']} {why}"
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
         console.print("declines, one line each (group: reason at node):")
         for g in groups:
             for d in g["declines"]:
@@ -213,6 +219,13 @@ def prune(
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
     if "target" in result.report:
         console.print(target_line(result.report["target"]), highlight=False)
+    if result.report["unaligned"]:
+        first = result.report["unaligned"][0]
+        console.print(
+            f"[yellow]{len(result.report['unaligned'])} widths a consumer sees are not multiples of "
+            f"{round_to}[/] (first: {first['width']} at {first['node']}; the report lists them: 'unaligned')",
+            highlight=False,
+        )
     if "bench" in result.report:
         console.print(bench_table(result.report["bench"]))
     if "verify" in result.report:

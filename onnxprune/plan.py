@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxprune.align import align
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError, first_line
@@ -62,7 +63,8 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
 
     With the ``analysis``, no tensor is left without channels: a Split piece whose channels all scored low
     would be (its group as a whole keeps its count, but not in that piece). Its best channel is then kept
-    and the plan is made again, so rounding and ties still hold.
+    and the plan is made again, so rounding and ties still hold. Then every width a consumer sees is
+    aligned to ``round_to`` (``align.py``).
     """
     options.check()
     exclude_groups(groups, options.exclude)
@@ -76,11 +78,13 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
     for _ in range(len(analysis.states)):
         emptied = _emptied_piece(analysis)
         if emptied is None:
-            return
+            break
         group, index = emptied
         group.must_keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
         group.must_keep[index] = True
         _assign(groups, options)
+    # Rounding groups is not enough where a Split or Concat shows consumers parts of groups (align.py).
+    align(analysis, options.round_to)
 
 
 def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:
