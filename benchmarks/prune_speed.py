@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark: prune time and peak memory next to the time to just load and save the same model.
+"""Benchmark: prune time and peak memory next to the time to just load and save the same model, and the
+delivered efficiency of --target-macs 0.5 (MACs ratio / ONNX Runtime CPU latency ratio).
 
-usage: python benchmarks/prune_speed.py [--model resnet50] [--repeat 3]
+usage: python benchmarks/prune_speed.py [--model resnet50] [--repeat 3] [--efficiency resnet50,mobilenet_v2]
 
 Each measurement runs in a fresh subprocess so that its peak RSS (VmHWM) is its own. "load+save" reads
 the ONNX file and writes it back; "prune" is `api.prune` at --ratio 0.5 without verification (load, analyse,
 plan, rewrite, checker, shape inference, one ONNX Runtime run for the output-shape check, save); "prune +
-verify" adds the two Polygraphy comparisons. Prints a table; the aim is prune within 2x of load+save.
+verify" adds the two Polygraphy comparisons. "whole process" rows time the command lines themselves,
+interpreter start-up and imports included: `python -c "onnx.save(onnx.load(A), B)"` against `onnxprune prune
+A -o B --ratio 0.5 --no-verify`. The efficiency table prunes each model with --target-macs 0.5 and times
+original and pruned interleaved on ONNX Runtime (1 thread, at least 5 s each). Prints the tables.
 """
 
 from __future__ import annotations
@@ -48,11 +52,49 @@ def measure(mode: str, src: Path, dst: Path) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+LOAD_SAVE = "import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2])"
+
+
+def whole_process(command: list[str]) -> float:
+    import time
+
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, env=_env())
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return time.perf_counter() - start
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def efficiency(name: str, tmp: Path) -> tuple[float, float, float]:
+    """(MACs ratio, latency ratio, efficiency) of --target-macs 0.5 on ONNX Runtime CPU."""
+    import onnx
+    import weights
+
+    from onnxprune import api
+    from onnxprune.measure.bench import BenchOptions, bench
+
+    src, dst = tmp / f"{name}.onnx", tmp / f"{name}.m50.onnx"
+    onnx.save(weights.load(name, seed=0), src)
+    result = api.prune(src, dst, api.PlanOptions(), verify=api.VerifyOptions(enabled=False),
+                       target=api.Target("macs", 0.5))  # fmt: skip
+    macs = result.report["macs"]["after"] / result.report["macs"]["before"]
+    original, pruned = bench([src, dst], BenchOptions(runs=10, warmup=2, threads=1, min_seconds=5.0))
+    latency = pruned.median_ms / original.median_ms
+    return macs, latency, macs / latency
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--model", default="resnet50", help="a topology in tests/data")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--efficiency", default="resnet50,mobilenet_v2", help="topologies ('' for none)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     import onnx
@@ -68,13 +110,34 @@ def main() -> None:
         for mode in ("load+save", "prune", "prune+verify"):
             runs = [measure(mode, src, Path(tmp) / f"out_{mode}.onnx") for _ in range(args.repeat)]
             rows[mode] = (min(r["seconds"] for r in runs), max(r["peak_mib"] for r in runs))
+        cli = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(Path(tmp) / "cli.onnx")]
+        bare = [sys.executable, "-c", LOAD_SAVE, str(src), str(Path(tmp) / "bare.onnx")]
+        processes = {
+            "whole process: load+save": min(whole_process(bare) for _ in range(args.repeat)),
+            "whole process: onnxprune prune": min(
+                whole_process([*cli, "--ratio", "0.5", "--no-verify"]) for _ in range(args.repeat)
+            ),
+        }
+        names = [n for n in args.efficiency.split(",") if n]
+        delivered = {name: efficiency(name, Path(tmp)) for name in names}
     table = Table(title=f"{args.model} ({size_mib:.0f} MiB of weights), best of {args.repeat}, 2 CPU cores")
     for column in ("step", "seconds", "x load+save", "peak RSS MiB"):
         table.add_column(column, justify="right")
     base = rows["load+save"][0]
     for mode, (seconds, peak) in rows.items():
         table.add_row(mode, f"{seconds:.2f}", f"{seconds / base:.1f}", f"{peak:.0f}")
-    Console().print(table)
+    bare_seconds = processes["whole process: load+save"]
+    for mode, seconds in processes.items():
+        table.add_row(mode, f"{seconds:.2f}", f"{seconds / bare_seconds:.2f} (of the process)", "")
+    console = Console()
+    console.print(table)
+    if delivered:
+        speed = Table(title="--target-macs 0.5 on ONNX Runtime CPU (1 thread): delivered efficiency")
+        for column in ("model", "MACs ratio", "latency ratio", "MACs / latency"):
+            speed.add_column(column, justify="right")
+        for name, (macs, latency, eff) in delivered.items():
+            speed.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{eff:.2f}")
+        console.print(speed)
 
 
 if __name__ == "__main__":
