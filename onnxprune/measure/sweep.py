@@ -72,7 +72,7 @@ def sweep(
     labelled = _labelled(options.labels, model) if options.labels is not None else None
     setup = time.perf_counter() - start
     plan = replace(options.plan, ratio=None, threshold=None, replay=None)
-    points = [_original(model, before, labelled)]
+    points = [_original(model, before, labelled, timed=options.bench is not None)]
     for value in options.targets:
         if progress is not None:
             progress(f"{options.kind} {value:g}")
@@ -83,10 +83,11 @@ def sweep(
             "analysis_seconds": setup, "points": points}  # fmt: skip
 
 
-def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None) -> dict[str, Any]:
+def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed: bool) -> dict[str, Any]:
     accuracy = _accuracy(model, labelled) if labelled is not None else None
     return {"target": 1.0, "reached": 1.0, "macs": before.macs, "params": before.params, "cosine": 1.0,
-            "top1_agreement": 1.0, "accuracy": accuracy, "latency_ratio": 1.0, "seconds": 0.0}  # fmt: skip
+            "top1_agreement": 1.0, "accuracy": accuracy, "latency_ratio": 1.0 if timed else None,
+            "seconds": 0.0}  # fmt: skip
 
 
 def _point(
