@@ -102,8 +102,9 @@ class _Groups:
 class Analysis:
     """The context every rule's ``propagate`` works through."""
 
-    def __init__(self, graph: gs.Graph, masked: Analysis | None = None) -> None:
-        self.graph = graph
+    def __init__(self, opset: int, outputs: Iterable[str], masked: Analysis | None = None) -> None:
+        self.opset = opset
+        self.outputs = frozenset(outputs)  # names of the graph's outputs
         # Second pass (``masked`` given): values are what the *original* model carries in a channel that is
         # dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from the
         # masked value cannot lose the channel without changing the outputs: the channel is inexact.

@@ -9,16 +9,14 @@ attributes to the kept channels. An op type with no rule declines every group th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 
 RULES: dict[str, Rule] = {}
 

@@ -10,16 +10,12 @@ maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import Rule, const, decline_node, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 @rule("BatchNormalization")

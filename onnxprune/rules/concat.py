@@ -5,15 +5,11 @@ a constant channel stays constant only where all inputs agree on its value.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.rules.base import Rule, channels, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
 
 
 @rule("Concat")

@@ -10,18 +10,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, channels, const, decline_node, rule
 from onnxprune.rules.grouped import grouped_columns, tie_groups
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 
 def has_padding(node: gs.Node) -> bool:

@@ -11,18 +11,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import Rule, const, decline_node, rule
 from onnxprune.rules.conv import filter_norms
 from onnxprune.rules.grouped import grouped_columns, tie_groups
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 
 def _filters(weight: np.ndarray, group: int) -> np.ndarray:

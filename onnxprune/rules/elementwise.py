@@ -8,11 +8,11 @@ removed channel's value is found by running the op itself on the per-channel con
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import (
     Rule,
     as_channel_array,
@@ -24,10 +24,6 @@ from onnxprune.rules.base import (
     run_node,
     tracked,
 )
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",

@@ -4,15 +4,11 @@ Softmax-like ops over a non-channel axis keep channels apart.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
 from onnxprune.rules.base import Rule, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
 
 
 @rule("Shape", "Size")
@@ -35,7 +31,7 @@ class SoftmaxRule(Rule):
         r = rank(node.inputs[0])
         if state is None:
             return
-        opset = int(ctx.graph.opset)
+        opset = ctx.opset
         axis = int(node.attrs.get("axis", -1 if opset >= 13 else 1)) % (r or 1)
         if r is None or axis in (0, 1):
             decline_node(node, ctx, f"{node.op} over the channel axis mixes channels")

@@ -6,15 +6,11 @@ that counts zero padding, a sum or an Lp norm changes it (kept as unknown unless
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
 
 KEEPS_CONSTANT = {"MaxPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceMin"}
 REDUCES = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd")
@@ -56,7 +52,7 @@ class PoolRule(Rule):
             if axes is None or 0 in axes or 1 in axes:
                 decline_node(node, ctx, f"{node.op} reduces over the batch or channel axis")
                 return
-        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1] in ctx.graph.outputs):
+        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1].name in ctx.outputs):
             decline_node(node, ctx, "MaxPool whose indices output is used")
             return
         value = state.value if _keeps_constant(node) else np.where(state.value == 0, 0.0, np.nan)

@@ -8,16 +8,12 @@ wrap padding always do). A Resize ``sizes`` input spells out the channel count: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 def _text(node: gs.Node, name: str, default: str) -> str:

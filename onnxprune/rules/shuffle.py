@@ -19,17 +19,14 @@ the chain; a chain tensor used twice; a Transpose or Reshape that moves the batc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap, Span, slice_map
 from onnxprune.rules.base import const
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 CHAIN_OPS = ("Reshape", "Transpose", "Softmax", "LogSoftmax")
 

@@ -7,17 +7,13 @@ bounds computed at run time are declined.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import slice_map
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 def _split_sizes(node: gs.Node, total: int) -> list[int] | None:
@@ -67,7 +63,7 @@ class SplitRule(Rule):
             node.attrs.pop("num_outputs", None)
             node.attrs.pop("split", None)
             hint = f"{node.name or 'split'}_sizes"
-            if int(rw.graph.opset) < 13:
+            if rw.opset < 13:
                 node.attrs["split"] = sizes
             elif len(node.inputs) > 1:  # an empty optional input holds the place
                 node.inputs[1] = gs.Constant(rw.fresh_name(hint), np.array(sizes, dtype=np.int64))
@@ -81,7 +77,7 @@ def _kept_count(rw: Rewrite, tensor: gs.Tensor) -> int:
 
 
 def _width(rw: Rewrite, tensor: gs.Tensor) -> int:
-    return len(rw.analysis.states[tensor.name].value)
+    return rw.width(tensor)
 
 
 def _slice_params(node: gs.Node, r: int) -> tuple[list[np.ndarray], bool] | None:
