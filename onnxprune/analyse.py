@@ -20,19 +20,19 @@ def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
     ``exactness`` adds a second pass over the original model's values, which marks the channels whose
     removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``).
     """
-    masked = _walk(graph, None)
+    first = _walk(graph, None)
     if exactness:
-        original = _walk(graph, masked)
-        if len(original.groups) != len(masked.groups):
+        original = _walk(graph, first)
+        if len(original.groups) != len(first.groups):
             raise AssertionError("the two analysis passes disagree on the groups")
-        for mine, theirs in zip(masked.groups, original.groups, strict=True):
+        for mine, theirs in zip(first.groups, original.groups, strict=True):
             mine.inexact = theirs.inexact
-    return masked
+    return first
 
 
-def _walk(graph: gs.Graph, masked: Analysis | None) -> Analysis:
+def _walk(graph: gs.Graph, first_pass: Analysis | None) -> Analysis:
     graph.toposort()
-    ctx = Analysis(int(graph.opset), [t.name for t in graph.outputs], masked)
+    ctx = Analysis(int(graph.opset), [t.name for t in graph.outputs], first_pass)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

@@ -33,7 +33,7 @@ class Rewrite:
 
     def width(self, tensor: gs.Tensor) -> int:
         """Positions of the tensor's channel axis before pruning."""
-        return len(self.analysis.states[tensor.name].value)
+        return len(self.analysis.states[tensor.name].removed_value)
 
     def tracked(self, tensor: gs.Tensor) -> bool:
         """Whether the analysis followed this tensor's channels."""
@@ -45,14 +45,14 @@ class Rewrite:
         if state is None:
             return None
         keep = self.analysis.kept_positions(state.map)
-        return None if len(keep) == len(state.value) else keep
+        return None if len(keep) == len(state.removed_value) else keep
 
     def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
         state = self.analysis.states[tensor.name]
         keep = self.analysis.kept_positions(state.map)
-        gone = np.setdiff1d(np.arange(len(state.value)), keep)
-        return gone, state.value[gone]
+        gone = np.setdiff1d(np.arange(len(state.removed_value)), keep)
+        return gone, state.removed_value[gone]
 
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give one node a new value for one parameter input without touching other users of it."""

@@ -77,8 +77,8 @@ class _Layout(Rule):
         ctx.set_state(
             node.outputs[0],
             repeat_map(state.map, repeat),
-            np.repeat(state.value, repeat),
-            np.repeat(state.fresh, repeat),
+            np.repeat(state.removed_value, repeat),
+            np.repeat(state.before_first_bn, repeat),
         )
 
     def _repeat(self, node: gs.Node) -> int | None:
