@@ -33,20 +33,17 @@ class Seen:
 
 
 def seen_widths(analysis: Analysis) -> list[Seen]:
-    """Every channel axis a consumer reads or writes (cached on the analysis: the graph does not change)."""
+    """Every channel axis a consumer reads or writes (``analysis.consumers``, recorded by the walk)."""
     cached = getattr(analysis, "_seen_widths", None)
     if cached is not None:
         return cached
     seen = []
-    for node in analysis.graph.nodes:
-        if node.op not in CONSUMERS:
-            continue
-        for tensor in (node.inputs[0], node.outputs[0]):
-            state = analysis.states.get(tensor.name)
-            if state is not None:
-                pieces = tuple((g.id, s.start, s.length) for g, s, _ in analysis.pieces(state.map))
-                seen.append(Seen(node.name, tensor.name, pieces))
-    analysis._seen_widths = seen  # type: ignore[attr-defined]
+    for node, tensor in analysis.consumers:
+        state = analysis.states.get(tensor)
+        if state is not None:
+            pieces = tuple((g.id, s.start, s.length) for g, s, _ in analysis.pieces(state.map))
+            seen.append(Seen(node, tensor, pieces))
+    analysis._seen_widths = seen  # type: ignore[attr-defined]  # the groups do not change after analysis
     return seen
 
 

@@ -19,7 +19,8 @@ import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
 from onnxprune.align import seen_widths, unaligned
-from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.importance import score_groups
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
 from onnxprune.plan import PlanOptions, make_plan
@@ -28,6 +29,7 @@ from onnxprune.runtime import check_runs
 
 if TYPE_CHECKING:
     from onnxprune.measure import Counts
+    from onnxprune.measure.estimate import Estimator
 
 __all__ = [
     "Inspection",
@@ -53,6 +55,7 @@ class Inspection:
     pairs: list[dict[str, str]] = field(default_factory=list)
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
     counts: Counts | None = None
+    estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -87,6 +90,7 @@ def inspect(
 ) -> Inspection:
     """Groups, scores and declines; params and MACs counted at ``shapes`` (or the default input shapes)."""
     from onnxprune.measure import count
+    from onnxprune.measure.estimate import Estimator
 
     model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = graphs.normalise(model)
@@ -95,6 +99,7 @@ def inspect(
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
     found.counted_at, found.counts = counts.inputs, counts
+    found.estimator = Estimator(graph, analysis, counts)
     return found
 
 
@@ -136,11 +141,9 @@ def prune_model(
         make_plan(analysis.groups, options, analysis)
     else:
         reached = plan_to_target(graph, analysis, options, target, before, model)
-    seen_widths(analysis)  # cached for the report: the graph goes before the report is built
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
-    analysis.graph = None  # type: ignore[assignment]
     after = count(pruned, shapes)
     report = build_report(before, after, analysis.groups, options)
     report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.round_to)

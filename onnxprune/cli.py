@@ -92,7 +92,7 @@ def inspect(
     if plot is not None:
         from onnxprune.measure.plots import plot_inspection
 
-        plot_inspection(found.analysis, found.counts, plot, ratio=ratio, target=target)
+        plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
         payload = {

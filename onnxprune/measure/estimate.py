@@ -16,6 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.span import width
 from onnxprune.measure.counter import COUNTED_OPS, Counts
 
 
@@ -57,7 +58,7 @@ class Estimator:
         size = int(np.prod(tensor.shape, dtype=np.int64))
         for name in (data, out):
             state = self.analysis.states.get(name)
-            if state is not None and size == len(state.value) and size > 1:
+            if state is not None and size == width(state.map) and size > 1:
                 return (name,)
         return ()
 
@@ -80,7 +81,7 @@ class Estimator:
         for name in term.tensors:
             if name not in kept:
                 state = self.analysis.states.get(name)
-                full = len(state.value) if state is not None else 0
+                full = width(state.map) if state is not None else 0
                 kept[name] = len(self.analysis.kept_positions(state.map)) / full if state and full else 1.0
             factor *= kept[name]
         return factor

@@ -50,19 +50,17 @@ def implied_threshold(groups: list[ChannelGroup], ratio: float) -> float | None:
 
 
 def plot_inspection(
-    analysis: Any, counts: Any, path: str | Path, *, ratio: float | None = None,
+    analysis: Any, estimator: Any, path: str | Path, *, ratio: float | None = None,
     threshold: float | None = None, target: Any = None, title: str = "",
 ) -> Path:  # fmt: skip
     """The score plot of an inspected model, with the threshold that ``ratio`` or ``target`` implies."""
     _pyplot()  # before any search: a missing extra is one line, at once
     if target is not None:
-        from onnxprune.measure.estimate import Estimator
         from onnxprune.measure.targets import search
         from onnxprune.plan import PlanOptions
 
         target.check()
-        estimate = Estimator(analysis.graph, analysis, counts).fractions
-        ratio = search(analysis, PlanOptions(), target.kind, target.value, estimate).ratio
+        ratio = search(analysis, PlanOptions(), target.kind, target.value, estimator.fractions).ratio
         title = title or f"threshold for {target.kind} {target.value:g} (global ratio {ratio:.3f})"
     elif ratio is not None:
         title = title or f"threshold of --ratio {ratio:g}"

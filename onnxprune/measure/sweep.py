@@ -55,7 +55,7 @@ def sweep(
 ) -> dict:
     """Every point of the ladder as a dict; ``points[0]`` is the original (target 1.0)."""
     from onnxprune import graph as graphs
-    from onnxprune.channels import analyse
+    from onnxprune.analyse import analyse
     from onnxprune.importance import score_groups
     from onnxprune.inputs import make_inputs
     from onnxprune.measure.counter import count

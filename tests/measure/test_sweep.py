@@ -10,7 +10,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-import onnxprune.channels
+import onnxprune.analyse
 from onnxprune.cli import app
 from onnxprune.measure.sweep import SweepOptions, sweep
 
@@ -22,8 +22,8 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_one_analysis_serves_every_point(monkeypatch):
     calls = []
-    real = onnxprune.channels.analyse
-    monkeypatch.setattr(onnxprune.channels, "analyse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = onnxprune.analyse.analyse
+    monkeypatch.setattr(onnxprune.analyse, "analyse", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = sweep(onnx.load(VGG), SweepOptions(targets=[0.8, 0.5, 0.3], bench=None, iterations=2))
     assert len(calls) == 1
     original, *points = result["points"]

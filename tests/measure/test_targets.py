@@ -53,7 +53,7 @@ def test_latency_search_corrects_the_macs_goal_by_what_it_measures(monkeypatch):
     # A fake clock: latency = 0.2 + 0.8 * MACs fraction (fixed overheads), so MACs 0.5 gives latency 0.6.
     model = weights.load("resnet18")
     from onnxprune import graph as graphs
-    from onnxprune.channels import analyse
+    from onnxprune.analyse import analyse
     from onnxprune.importance import score_groups
     from onnxprune.measure.estimate import Estimator
 
