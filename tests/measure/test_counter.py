@@ -101,3 +101,19 @@ def test_known_totals_of_real_topologies(name, gmacs, mparams):
     assert round(counts.macs / 1e9, 2) == gmacs
     # BN running statistics are parameters of the ONNX too (0.05 M on ResNet-50).
     assert round(counts.params / 1e6, 2 if mparams < 10 else 1) == mparams
+
+
+def test_prune_counts_before_and_after_at_the_verification_shapes():
+    import tiny
+
+    from onnxprune import api
+
+    n = tiny.Net(0)
+    model = n.model([n.head(n.cbr(n.cbr("input", 3, 16), 16, 16), 16)], shape=("N", 3, "H", "W"))
+    fed = {"input": (2, 3, 32, 32)}
+    result = api.prune_model(model, api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False, shapes=fed))
+    report = result.report
+    assert report["counted_at"] == {"input": [2, 3, 32, 32]}
+    assert report["macs"]["before"] == count(model, fed).macs != count(model).macs
+    assert report["macs"]["after"] == count(result.pruned, fed).macs < report["macs"]["before"]
+    assert report["uncounted_nodes"] == []
