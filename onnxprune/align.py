@@ -1,11 +1,12 @@
 """Alignment: every channel width a Conv, ConvTranspose, Gemm or MatMul sees is a multiple of --round-to.
 
 Rounding each group's kept count is not enough: a Split cuts one group into pieces (YOLOv8's C2f, Res2Net),
-a Concat lays several side by side, so a consumer may see part of a group, or parts of several. The widths
-consumers see are sums of *segments*: stretches of one group between the cuts any consumer's map makes.
-Rounding every pruned segment's kept count up to a multiple of N (adding back its best-scored removed
-channels; all of it where it has fewer than that) makes every width a sum of multiples of N, apart from
-segments left whole whose size is not one. Such widths cannot be aligned by keeping more: ``unaligned``
+a Concat lays several side by side, so a consumer may see part of a group, or parts of several. Where a
+consumer sees only part of a group, the group's channels are split into *atoms* by which such parts they
+belong to; rounding every pruned atom's kept count up to a multiple of N (adding back its best-scored
+removed channels; all of it where it has fewer than that) makes every width a sum of multiples of N, apart
+from atoms left whole whose size is not one. A group consumers only see whole (a channel shuffle permutes
+it) needs nothing beyond its rounded count. Such widths cannot be aligned by keeping more: ``unaligned``
 lists them, with the consumer, for --explain and the report. Grouped-conv chunks (tied groups) are aligned
 by the planner already and left alone.
 """
@@ -21,6 +22,7 @@ from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup
 
 CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+REPAIR_BUDGET = 200
 
 
 @dataclass(frozen=True)
@@ -47,55 +49,156 @@ def seen_widths(analysis: Analysis) -> list[Seen]:
     return seen
 
 
-def align(analysis: Analysis, step: int) -> list[dict[str, object]]:
-    """Round every pruned segment up to a multiple of ``step``; the widths still unaligned."""
+def align(analysis: Analysis, step: int, down: bool = True) -> list[dict[str, object]]:
+    """Round every pruned atom (see ``atoms``) to a multiple of ``step``; the widths still unaligned.
+
+    Up, adding back its best removed channels; where that would pass the atom's size and ``down`` allows
+    (a ratio is a budget, a threshold a promise about every channel above it), down instead.
+    """
     if step <= 1:
         return []
     seen = seen_widths(analysis)
+    for group in analysis.groups:
+        if group.keep is None or group.tie >= 0 or len(group.keep) >= group.size:
+            continue
+        for atom in atoms(analysis, seen).get(group.id, []):
+            _round_atom(group, atom, step, down)
+    left = unaligned(analysis, seen, step)
+    if left:
+        left = _repair(analysis, seen, step, down, left)
+    return left
+
+
+def _repair(analysis: Analysis, seen: list[Seen], step: int, down: bool, left: list) -> list:
+    """Atoms smaller than ``step`` (ShuffleNet halves a group at every shuffle and split) cannot be rounded
+    on their own: move single atoms of a misaligned width by what it lacks (or, ``down``, has too much)
+    while that leaves fewer widths misaligned."""
     by_id = {g.id: g for g in analysis.groups}
-    cuts: dict[int, set[int]] = {}
+    found = atoms(analysis, seen)
+    touching: dict[int, list[Seen]] = {}
     for width in seen:
-        for gid, start, length in width.pieces:
-            cuts.setdefault(gid, {0, by_id[gid].size}).update((start, start + length))
-    for gid, bounds in cuts.items():
+        for gid in {gid for gid, _, _ in width.pieces}:
+            touching.setdefault(gid, []).append(width)
+    budget = REPAIR_BUDGET  # trial plans: bounded, so a target search calling this often stays fast
+    for _ in range(2 * len(left)):
+        best: tuple[int, ChannelGroup, np.ndarray] | None = None
+        for group, keep in _moves(left[0], by_id, found, step, down):
+            if budget == 0:
+                break
+            budget -= 1
+            near = touching[group.id]  # only the widths this group is part of can change
+            before = len(unaligned(analysis, near, step))
+            old, group.keep = group.keep, keep
+            gain = before - len(unaligned(analysis, near, step))
+            group.keep = old
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, group, keep)
+        if best is None:
+            return left
+        best[1].keep = best[2]
+        left = unaligned(analysis, seen, step)
+        if not left:
+            return left
+    return left
+
+
+def _moves(width: dict, by_id: dict, found: dict, step: int, down: bool):
+    """Kept sets that change one atom of the width's groups by its shortfall (or its excess)."""
+    short, extra = (-int(width["width"])) % step, int(width["width"]) % step
+    for gid in width["groups"]:
         group = by_id[gid]
-        if group.keep is not None and group.tie < 0 and len(group.keep) < group.size:
-            _round_segments(group, sorted(bounds), step)
-    return unaligned(analysis, seen, step)
+        if group.keep is None or group.tie >= 0 or group.score is None:
+            continue
+        keep = np.zeros(group.size, bool)
+        keep[np.asarray(group.keep)] = True
+        score = np.asarray(group.score, dtype=np.float64)
+        for atom in found.get(gid, [np.arange(group.size)]):
+            removed, kept = atom[~keep[atom]], atom[keep[atom]]
+            if len(removed) >= short:
+                add = keep.copy()
+                add[removed[np.argsort(-score[removed], kind="stable")][:short]] = True
+                yield group, np.flatnonzero(add)
+            must = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
+            free = kept[~must[kept]]
+            if down and len(kept) - extra >= 1 and len(free) >= extra:
+                cut = keep.copy()
+                cut[free[np.argsort(score[free], kind="stable")][:extra]] = False
+                yield group, np.flatnonzero(cut)
 
 
-def _round_segments(group: ChannelGroup, bounds: list[int], step: int) -> None:
+def atoms(analysis: Analysis, seen: list[Seen]) -> dict[int, list[np.ndarray]]:
+    """Per group that some consumer sees only part of: its channels split by which of those parts they are
+    in. Rounding each atom aligns every part, and the whole. A group every consumer sees whole (in any
+    order: a channel shuffle) has no atoms; its rounded count is aligned already. Cached on the analysis."""
+    cached = getattr(analysis, "_align_atoms", None)
+    if cached is not None:
+        return cached
+    by_id = {g.id: g for g in analysis.groups}
+    parts: dict[int, list[np.ndarray]] = {}
+    for width in seen:
+        covered: dict[int, np.ndarray] = {}
+        for gid, start, length in width.pieces:
+            mask = covered.setdefault(gid, np.zeros(by_id[gid].size, bool))
+            mask[start : start + length] = True
+        for gid, mask in covered.items():
+            if not mask.all():
+                parts.setdefault(gid, []).append(mask)
+    found: dict[int, list[np.ndarray]] = {}
+    for gid, masks in parts.items():
+        signature = np.stack(masks, axis=1)  # channel × part membership
+        _, label = np.unique(signature, axis=0, return_inverse=True)
+        found[gid] = [np.flatnonzero(label.reshape(-1) == k) for k in range(int(label.max()) + 1)]
+    analysis._align_atoms = found  # type: ignore[attr-defined]
+    return found
+
+
+def _round_atom(group: ChannelGroup, atom: np.ndarray, step: int, down: bool) -> None:
     keep = np.zeros(group.size, bool)
     keep[np.asarray(group.keep)] = True
-    score = np.asarray(group.score if group.score is not None else np.zeros(group.size), dtype=np.float64)
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
-        kept = int(keep[lo:hi].sum())
-        if kept == hi - lo:
-            continue
-        want = min(math.ceil(max(kept, 1) / step) * step, hi - lo)
-        removed = np.flatnonzero(~keep[lo:hi]) + lo
-        best = removed[np.argsort(-score[removed], kind="stable")][: want - kept]
-        keep[best] = True
+    kept = int(keep[atom].sum())
+    if kept == len(atom) or kept % step == 0:
+        return
+    want = math.ceil(kept / step) * step
+    must = group.must_keep[atom] if group.must_keep is not None else np.zeros(len(atom), bool)
+    lower = kept // step * step
+    if want > len(atom) and down and lower >= max(step, int(must.sum())):
+        kept_here = atom[keep[atom] & ~must]
+        score = np.asarray(group.score, dtype=np.float64)
+        drop = kept_here[np.argsort(score[kept_here], kind="stable")][: kept - lower]
+        keep[drop] = False
+    else:
+        score = np.asarray(group.score if group.score is not None else np.zeros(group.size), np.float64)
+        removed = atom[~keep[atom]]
+        keep[removed[np.argsort(-score[removed], kind="stable")][: min(want, len(atom)) - kept]] = True
     group.keep = np.flatnonzero(keep)
 
 
 def unaligned(analysis: Analysis, seen: list[Seen], step: int) -> list[dict[str, object]]:
     """Widths that lost channels and are not a multiple of ``step``, with the consumer that sees them."""
     by_id = {g.id: g for g in analysis.groups}
+    prefix: dict[int, np.ndarray] = {}  # kept channels before each index: a piece's count in O(1)
     found = []
     for width in seen:
         full = sum(length for _, _, length in width.pieces)
-        kept = sum(_kept_in(by_id[gid], start, length) for gid, start, length in width.pieces)
+        kept = 0
+        for gid, start, length in width.pieces:
+            if gid not in prefix:
+                prefix[gid] = _kept_prefix(by_id[gid])
+            kept += int(prefix[gid][start + length] - prefix[gid][start])
         if kept < full and kept % step:
-            found.append({"node": width.node, "tensor": width.tensor, "width": kept, "of": full})
+            groups = sorted({gid for gid, _, _ in width.pieces})
+            found.append(
+                {"node": width.node, "tensor": width.tensor, "width": kept, "of": full, "groups": groups}
+            )
     return found
 
 
-def _kept_in(group: ChannelGroup, start: int, length: int) -> int:
-    if group.keep is None:
-        return length
-    keep = np.asarray(group.keep)
-    return int(np.count_nonzero((keep >= start) & (keep < start + length)))
+def _kept_prefix(group: ChannelGroup) -> np.ndarray:
+    mask = np.ones(group.size, np.int64)
+    if group.keep is not None:
+        mask[:] = 0
+        mask[np.asarray(group.keep)] = 1
+    return np.concatenate([[0], np.cumsum(mask)])
 
 
 def impossible(analysis: Analysis, step: int) -> list[dict[str, object]]:

@@ -84,7 +84,7 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
         group.must_keep[index] = True
         _assign(groups, options)
     # Rounding groups is not enough where a Split or Concat shows consumers parts of groups (align.py).
-    align(analysis, options.round_to)
+    align(analysis, options.round_to, down=options.threshold is None)
 
 
 def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:

@@ -40,17 +40,30 @@ def test_split_pieces_are_aligned_and_the_surgery_stays_exact(ratio):
 
 def test_without_alignment_the_same_plans_are_misaligned(monkeypatch):
     # The test above can fail: with per-group rounding only, a half of the split keeps an odd count.
-    monkeypatch.setattr(onnxprune.plan, "align", lambda analysis, step: [])
+    monkeypatch.setattr(onnxprune.plan, "align", lambda *args, **kwargs: [])
     found = [api.prune_model(_split_model(s), api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False))
              for s in range(4)]  # fmt: skip
     assert any(r.report["unaligned"] for r in found)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yolov8n", "shufflenet_v2_x1_0"])
-def test_real_topologies_are_aligned(name):
-    result = api.prune_model(weights.load(name), api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False))
-    assert result.report["unaligned"] == []
+def test_yolov8n_c2f_halves_are_aligned():
+    result = api.prune_model(
+        weights.load("yolov8n"), api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False)
+    )
+    assert result.report["unaligned"] == []  # 4 with rounding per group only
+
+
+@pytest.mark.slow
+def test_shufflenet_is_aligned_where_its_halving_shuffles_allow_and_still_pruned():
+    # Every shuffle + split halves the groups again (pieces of 29, 14, 7 ... channels): 22 widths were
+    # unaligned with rounding per group; the rest are reported, not hidden by keeping everything.
+    result = api.prune_model(
+        weights.load("shufflenet_v2_x1_0"), api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False)
+    )
+    unaligned = result.report["unaligned"]
+    assert 0 < len(unaligned) <= 10 and all(w["width"] % 8 for w in unaligned)
+    assert result.report["macs"]["after"] < 0.6 * result.report["macs"]["before"]
 
 
 def test_impossible_widths_are_explained_and_reported(tmp_path):

@@ -57,11 +57,14 @@ class Rewrite:
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give one node a new value for one parameter input without touching other users of it."""
         old = node.inputs[index]
+        # No copy beyond the slice itself: astype and the hash read the array in place (ResNet-50's weights
+        # would otherwise be copied three more times).
         values = np.ascontiguousarray(
-            values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype)
+            values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype, copy=False)
         )
-        digest = hashlib.sha1(values.tobytes() + str(values.shape).encode()).hexdigest()
-        key = (old.name, digest)
+        digest = hashlib.sha1(values.reshape(-1).view(np.uint8).data)
+        digest.update(str(values.shape).encode())
+        key = (old.name, digest.hexdigest())
         if key not in self._sliced:
             users = (
                 [n for n in old.outputs if n is not node]
