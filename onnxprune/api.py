@@ -21,12 +21,23 @@ from onnxprune import graph as graphs
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.importance import score_groups
-from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.stats import graph_stats, model_stats
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
+__all__ = [
+    "Criterion",
+    "Inspection",
+    "PlanOptions",
+    "PruneResult",
+    "Scope",
+    "VerifyOptions",
+    "inspect",
+    "prune",
+    "prune_model",
+]
 
 
 @dataclass
@@ -66,25 +77,14 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
+def inspect(source: str | Path | onnx.ModelProto, criterion: Criterion | str = Criterion.AUTO) -> Inspection:
+    criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
     model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = graphs.normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
-
-
-@dataclass
-class VerifyOptions:
-    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
-
-    enabled: bool = True
-    inputs: str | Path | None = None
-    iterations: int = 1
-    seed: int = 0
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    progress: bool = False
 
 
 def prune_model(
@@ -95,7 +95,6 @@ def prune_model(
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original.
     """
-    options.check()
     graph = graphs.normalise(model)
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
@@ -159,7 +158,6 @@ def prune(
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    options.check()  # bad options are a usage error even when the model is unreadable too
     output = graphs.check_output_path(output, [source])
     result = prune_model(
         graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
@@ -176,15 +174,7 @@ def build_report(
 ) -> dict[str, Any]:
     after = model_stats(pruned)
     return {
-        "options": {
-            "ratio": options.ratio,
-            "threshold": options.threshold,
-            "round_to": options.round_to,
-            "min_keep": options.min_keep,
-            "scope": options.scope,
-            "criterion": options.criterion,
-            "exclude": list(options.exclude),
-        },
+        "options": options.to_dict(),
         "params": {"before": before[0], "after": after[0]},
         "macs": {"before": before[1], "after": after[1]},
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],

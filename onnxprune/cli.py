@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.errors import OnnxPruneError
+from onnxprune.options import Criterion, Scope
 
 app = typer.Typer(
     name="onnxprune",
@@ -58,13 +59,12 @@ def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[Criterion, typer.Option(help="How channels are ranked.")] = Criterion.AUTO,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
     from onnxprune.report import group_summary, inspect_table
 
-    _check_criterion(criterion)
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
@@ -114,12 +114,12 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
-        str, typer.Option(help="global: one percentile over all groups; layer: per group.")
-    ] = "global",
+        Scope, typer.Option(help="global: one percentile over all groups; layer: per group.")
+    ] = Scope.GLOBAL,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[Criterion, typer.Option(help="How channels are ranked.")] = Criterion.AUTO,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -145,15 +145,25 @@ def prune(
     from onnxprune.plan import load_plan
     from onnxprune.report import groups_table, prune_table
 
-    _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
-    saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
+        ratio=ratio,
+        threshold=threshold,
+        replay=load_plan(replay) if replay is not None else None,
+        round_to=round_to,
+        min_keep=min_keep,
+        scope=scope,
+        exclude=tuple(exclude or ()),
+        criterion=criterion,
     )
     checks = api.VerifyOptions(
-        verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
+        enabled=verify,
+        inputs=inputs,
+        iterations=iterations,
+        seed=seed,
+        shapes=parse_shapes(shape or []),
+        progress=not as_json,
     )
     result = api.prune(model, output, options, verify=checks, external_data=external_data)
     if report is not None:
@@ -219,13 +229,6 @@ def check(
         raise typer.Exit(1)
 
 
-def _check_criterion(criterion: str) -> None:
-    from onnxprune.importance import CRITERIA
-
-    if criterion not in CRITERIA:
-        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
-
-
 @app.command()
 @user_errors
 def build(
@@ -245,7 +248,7 @@ def build(
                      workspace=workspace)  # fmt: skip
 
 
-def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: dict,
+def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
                      sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
     from onnxprune.graph import check_output_path
     from onnxprune.tensorrt import build_engine

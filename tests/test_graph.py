@@ -99,7 +99,10 @@ def test_models_past_2gb_are_checked_on_their_skeleton(
     source = tmp_path / "m.onnx"
     onnx.save(tiny.residual(), source)
     result = api.prune(
-        source, tmp_path / "p.onnx", PlanOptions(ratio=0.5, round_to=4), verify=api.VerifyOptions(False)
+        source,
+        tmp_path / "p.onnx",
+        PlanOptions(ratio=0.5, round_to=4),
+        verify=api.VerifyOptions(enabled=False),
     )
     assert result.pruned.graph.value_info, "the skeleton's inferred shapes are carried over"
     assert any(
@@ -118,14 +121,14 @@ def test_an_input_with_external_data_keeps_it(tmp_path: Path) -> None:
         tiny.residual(), source, save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0
     )
     out = tmp_path / "p.onnx"
-    api.prune(source, out, PlanOptions(ratio=0.5, round_to=4), verify=api.VerifyOptions(False))
+    api.prune(source, out, PlanOptions(ratio=0.5, round_to=4), verify=api.VerifyOptions(enabled=False))
     assert (tmp_path / "p.onnx.data").exists()
     inline = tmp_path / "inline.onnx"
     api.prune(
         source,
         inline,
         PlanOptions(ratio=0.5, round_to=4),
-        verify=api.VerifyOptions(False),
+        verify=api.VerifyOptions(enabled=False),
         external_data=False,
     )
     assert not (tmp_path / "inline.onnx.data").exists()
