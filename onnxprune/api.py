@@ -17,9 +17,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune import graph as graphs
+from onnxprune import files
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
 from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan
@@ -79,8 +80,8 @@ class PruneResult:
 
 def inspect(source: str | Path | onnx.ModelProto, criterion: Criterion | str = Criterion.AUTO) -> Inspection:
     criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
-    model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
-    graph = graphs.normalise(model)
+    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    graph = normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
@@ -95,12 +96,12 @@ def prune_model(
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original.
     """
-    graph = graphs.normalise(model)
+    graph = normalise(model)
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
-    pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    pruned = validate(to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     report = build_report(before, pruned, analysis.groups, options)
@@ -117,7 +118,7 @@ def prune_model(
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
-    return masked_reference(graphs.normalise(model), analysis)
+    return masked_reference(normalise(model), analysis)
 
 
 def verify_pruning(
@@ -158,13 +159,11 @@ def prune(
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    output = graphs.check_output_path(output, [source])
-    result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
-    )
-    if external_data is None and graphs.uses_external_data(source):
+    output = files.check_output_path(output, [source])
+    result = prune_model(files.read_model(source), options, verify if verify is not None else VerifyOptions())
+    if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
-    graphs.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
 

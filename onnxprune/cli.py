@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.options import Criterion, Scope
+from onnxprune.options import Criterion, Scope, choice
 
 app = typer.Typer(
     name="onnxprune",
@@ -50,6 +51,13 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _choices(kind: type[Enum], help: str) -> Any:
+    """An option whose values are an enum's: typer lists and completes them, and the library's own check
+    (``options.choice``) refuses others with one line, like every other bad option."""
+    values = [str(m.value) for m in kind]
+    return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+
+
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
 
 
@@ -59,7 +67,7 @@ def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[Criterion, typer.Option(help="How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
@@ -114,12 +122,12 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
-        Scope, typer.Option(help="global: one percentile over all groups; layer: per group.")
+        str, _choices(Scope, "global: one percentile over all groups; layer: per group.")
     ] = Scope.GLOBAL,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[Criterion, typer.Option(help="How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -140,7 +148,7 @@ def prune(
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
-    from onnxprune.graph import check_output_path, save_json
+    from onnxprune.files import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
     from onnxprune.report import groups_table, prune_table
@@ -153,9 +161,9 @@ def prune(
         replay=load_plan(replay) if replay is not None else None,
         round_to=round_to,
         min_keep=min_keep,
-        scope=scope,
+        scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
-        criterion=criterion,
+        criterion=choice(Criterion, criterion, "--criterion"),
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -250,7 +258,7 @@ def build(
 
 def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
                      sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
-    from onnxprune.graph import check_output_path
+    from onnxprune.files import check_output_path
     from onnxprune.tensorrt import build_engine
 
     check_output_path(plan, [model])

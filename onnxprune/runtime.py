@@ -32,7 +32,7 @@ def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
     options.intra_op_num_threads = threads
     # Errors only: ORT warns about e.g. unused initializers in rewritten graphs.
     options.log_severity_level = 3
-    from onnxprune.graph import needs_external_data, save_model
+    from onnxprune.files import needs_external_data, save_model
 
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()

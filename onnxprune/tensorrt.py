@@ -16,9 +16,7 @@ provider, and the plan is written (atomically) only if every output agrees.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 import shlex
 import tempfile
 from collections.abc import Mapping
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxprune.errors import CapabilityError, ModelSaveError, UsageError, VerificationError, first_line
+from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -168,18 +166,18 @@ def build_engine(
     missing = [why for ok, why in ((has_tensorrt(), _NO_TENSORRT), (has_cuda_device(), _NO_DEVICE)) if not ok]
     if missing:
         _raise_missing(missing, onnx_path, plan_path, fp16, sparse_weights, workspace_mib, shapes, save)
-    from onnxprune import graph
+    from onnxprune import files
 
     if workspace_mib is not None and workspace_mib <= 0:
         raise UsageError(f"the workspace must be a positive number of MiB, got {workspace_mib}")
-    graph.check_output_path(plan_path, [onnx_path])
+    files.check_output_path(plan_path, [onnx_path])
     feeds = _engine_feeds(onnx_path, shapes)
     with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
         target = save or (Path(tmp) / "fp16.onnx" if fp16 else None)
         handed = onnx_path if target is None else _prepare_onnx(onnx_path, fp16, shapes, target)
         plan, version = _build(handed, fp16, sparse_weights, workspace_mib, shapes or {})
     comparison = _compare_engine(plan, onnx_path, feeds)
-    _write_plan(plan_path, plan)
+    files.write_bytes(plan_path, plan)
     kept = handed if save is not None or not fp16 else None
     return BuildResult(plan_path, kept, version, fp16, sparse_weights, comparison)
 
@@ -211,17 +209,17 @@ def _raise_missing(
 
 def _prepare_onnx(onnx_path: Path, fp16: bool, shapes: Shapes | None, target: Path) -> Path:
     """Writes the ONNX to hand to TensorRT at ``target``: a copy of the input, or its verified FP16."""
-    from onnxprune import graph
+    from onnxprune import files
 
-    graph.check_output_path(target, [onnx_path])
-    model = graph.read_model(onnx_path)
+    files.check_output_path(target, [onnx_path])
+    model = files.read_model(onnx_path)
     if fp16:
         from onnxprune.fp16 import convert_to_fp16, verify_fp16
 
         half = convert_to_fp16(model)
         verify_fp16(model, half, shapes=shapes)
         model = half
-    graph.save_model(model, target)
+    files.save_model(model, target)
     return target
 
 
@@ -356,20 +354,3 @@ def compare_runners(
     comparison = compare(reference, candidate, feeds, atol=atol, rtol=rtol, criterion="scale")
     comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
     return comparison
-
-
-def _write_plan(path: Path, plan: bytes) -> None:
-    """Atomically: a temporary file in the same directory, then ``os.replace``."""
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(plan)
-        os.replace(tmp, path)
-    except BaseException as err:  # KeyboardInterrupt too: never leave a partial file behind
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise ModelSaveError(f"{path}: cannot write ({err.strerror or err})") from None
-        raise
