@@ -21,6 +21,7 @@ from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.options import Criterion, Scope, choice
+from onnxprune.tolerances import CHECK
 
 app = typer.Typer(
     name="onnxprune",
@@ -216,8 +217,8 @@ def check(
     inputs: Annotated[Path | None, typer.Option(help=".npz keyed by input name, or Polygraphy JSON.")] = None,
     iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = 1e-5,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = CHECK.atol,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = CHECK.rtol,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -33,11 +33,12 @@ import numpy as np
 
 from onnxprune.errors import CapabilityError, ValidationError, VerificationError, first_line
 from onnxprune.names import FreshNames
+from onnxprune.tolerances import REDUCED_PRECISION
 
 if TYPE_CHECKING:
     import onnx
 
-    from onnxprune.verify import Comparison, OutputMetrics
+    from onnxprune.verify import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,6 @@ DEFAULT_FP32_OPS: frozenset[str] = frozenset(FP32_OP_REASONS)
 _FP32_INPUTS = {("Resize", 1)}
 _SHAPE_SOURCES = {"Shape", "Size"}
 
-# verify_fp16's defaults: every output must point the same way (cosine) and stay within 2 % of its own scale.
-MIN_COSINE = 0.999
-FP16_RTOL = 2e-2
-FP16_ATOL = 1e-4
-
 
 @dataclass
 class _Plan:
@@ -147,9 +143,9 @@ def verify_fp16(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
     iterations: int = 1,
-    min_cosine: float = MIN_COSINE,
-    rtol: float = FP16_RTOL,
-    atol: float = FP16_ATOL,
+    min_cosine: float | None = REDUCED_PRECISION.min_cosine,
+    rtol: float = REDUCED_PRECISION.rtol,
+    atol: float = REDUCED_PRECISION.atol,
 ) -> Comparison:
     """Runs both models on seeded random feeds (ONNX Runtime, CPU, through Polygraphy) and compares outputs.
 
@@ -171,20 +167,13 @@ def verify_fp16(
     header = verify.load_model_header(fp32_model) if isinstance(fp32_model, str | Path) else fp32_model
     feeds = make_inputs(header, iterations=iterations, seed=seed, shapes=shapes)
     comparison = verify.exactness(fp32_model, fp16_model, feeds=feeds, rtol=rtol, atol=atol)
-    comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
+    comparison.outputs = [verify.cosine_floor(output, min_cosine) for output in comparison.outputs]
     failed = next((output for output in comparison.outputs if not output.passed), None)
     if failed is not None:
         raise VerificationError(
             f"the FP16 model disagrees with the float32 one on output {failed.name!r}: {failed.reason}"
         )
     return comparison
-
-
-def cosine_floor(output: OutputMetrics, min_cosine: float) -> OutputMetrics:
-    # Written so that a NaN cosine fails.
-    if not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
-        return output
-    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
 
 
 def _require_onnxruntime() -> None:

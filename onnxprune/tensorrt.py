@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
+from onnxprune.tolerances import REDUCED_PRECISION
 
 if TYPE_CHECKING:
     import onnx
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
     from onnxprune.verify import Comparison
 
 Shapes = Mapping[str, tuple[int, ...]]
-
-# The engine against the float32 ONNX: TF32 or FP16 arithmetic, so the FP16 tolerances of fp16.py.
-MIN_COSINE = 0.999
-ENGINE_RTOL = 2e-2
-ENGINE_ATOL = 1e-4
 
 _NO_TENSORRT = (
     "TensorRT is not installed (pip install 'onnxprune[trt]'; its wheels come from NVIDIA's package index, "
@@ -340,16 +336,16 @@ def compare_runners(
     candidate: Any,
     feeds: list[dict[str, np.ndarray]],
     *,
-    min_cosine: float = MIN_COSINE,
-    rtol: float = ENGINE_RTOL,
-    atol: float = ENGINE_ATOL,
+    min_cosine: float | None = REDUCED_PRECISION.min_cosine,
+    rtol: float = REDUCED_PRECISION.rtol,
+    atol: float = REDUCED_PRECISION.atol,
 ) -> Comparison:
     """Runs two Polygraphy runners on ``feeds`` and scores each output, with the criteria of
     ``fp16.verify_fp16``: ``max|a - b| <= atol + rtol * max|a|`` (``a``: the reference) and a cosine
     similarity of at least ``min_cosine``.
     """
-    from onnxprune.fp16 import cosine_floor
     from onnxprune.verify import compare_runners as compare
+    from onnxprune.verify import cosine_floor
 
     comparison = compare(reference, candidate, feeds, atol=atol, rtol=rtol, criterion="scale")
     comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]

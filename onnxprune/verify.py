@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ import numpy as np
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
 from onnxprune.runtime import ort_session
+from onnxprune.tolerances import CHECK, EXACT
 
 if TYPE_CHECKING:
     import onnx
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     Model = onnx.ModelProto | str | Path
 
 
-EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
 # float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -58,7 +58,7 @@ def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_close_relative(
-    a: np.ndarray, b: np.ndarray, rtol: float = EXACT_RTOL, atol: float = EXACT_ATOL, name: str = "output"
+    a: np.ndarray, b: np.ndarray, rtol: float = EXACT.rtol, atol: float = EXACT.atol, name: str = "output"
 ) -> None:
     """Asserts ``max|a - b| <= atol + rtol * max|a|``, the criterion of :func:`exactness`."""
     err, scale = _error_and_scale(a, b)
@@ -184,6 +184,14 @@ def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
     return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
 
 
+def cosine_floor(output: OutputMetrics, min_cosine: float | None) -> OutputMetrics:
+    """Fail a passing output whose cosine similarity is below ``min_cosine`` (None: no floor)."""
+    # Written so that a NaN cosine fails.
+    if min_cosine is None or not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
+        return output
+    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
+
+
 def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, atol: float, rtol: float) -> None:
     for name, array in ref.items():
         stats = running.setdefault(name, _Running(name))
@@ -201,8 +209,8 @@ def compare(
     candidate: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
     progress: bool = False,
 ) -> Comparison:
     """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
@@ -218,8 +226,8 @@ def exactness(
     pruned: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    rtol: float = EXACT_RTOL,
-    atol: float = EXACT_ATOL,
+    rtol: float = EXACT.rtol,
+    atol: float = EXACT.atol,
     progress: bool = False,
 ) -> Comparison:
     """Is the surgery exact? Per output, ``max|a - b| <= atol + rtol * max|a|`` over all feeds.
@@ -336,8 +344,8 @@ def check_models(
     inputs: str | Path | None = None,
     iterations: int = 1,
     seed: int = 0,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
     shapes: Sequence[str] = (),
     progress: bool = False,
 ) -> Comparison:

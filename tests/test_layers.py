@@ -32,7 +32,7 @@ def _files(under: str) -> list[Path]:
     return sorted((PACKAGE / under).rglob("*.py"))
 
 
-PRIMITIVES = ("onnxprune.channels", "onnxprune.errors", "onnxprune.names")
+PRIMITIVES = ("onnxprune.channels", "onnxprune.errors", "onnxprune.names", "onnxprune.tolerances")
 
 
 @pytest.mark.parametrize("path", _files("rules"), ids=lambda p: p.name)

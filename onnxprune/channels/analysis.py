@@ -33,6 +33,7 @@ from onnxprune.channels.notes import (
     Piece,
 )
 from onnxprune.channels.span import ChannelMap, Span, channel_count, width
+from onnxprune.tolerances import VALUE_ATOL, VALUE_RTOL
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Analysis:
             self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
             return
         reference = self.first_pass.states[tensor.name].removed_value
-        differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
+        differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=VALUE_RTOL, atol=VALUE_ATOL))
         if differs.any():
             self._notes.append(InexactNote(state.map, differs))
 
