@@ -17,11 +17,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune import files
+from onnxprune import files, verify
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.errors import VerificationError
 from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
+from onnxprune.inputs import make_inputs
 from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
@@ -125,10 +127,6 @@ def verify_pruning(
     original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
-    from onnxprune import verify
-    from onnxprune.errors import VerificationError
-    from onnxprune.inputs import make_inputs
-
     feeds = make_inputs(
         original,
         iterations=options.iterations,

@@ -19,9 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from onnxprune import api
 from onnxprune.errors import OnnxPruneError
+from onnxprune.files import check_output_path, save_json
+from onnxprune.inputs import parse_shapes
 from onnxprune.options import Criterion, Scope, choice
+from onnxprune.plan import load_plan
+from onnxprune.report import group_summary, groups_table, inspect_table, prune_table
+from onnxprune.tensorrt import build_engine
+from onnxprune.text import number
 from onnxprune.tolerances import CHECK
+from onnxprune.verify import check_models, render_comparison
 
 app = typer.Typer(
     name="onnxprune",
@@ -71,9 +79,6 @@ def inspect(
     criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
-    from onnxprune import api
-    from onnxprune.report import group_summary, inspect_table
-
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
@@ -148,12 +153,6 @@ def prune(
     ] = None,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
-    from onnxprune import api
-    from onnxprune.files import check_output_path, save_json
-    from onnxprune.inputs import parse_shapes
-    from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
-
     if report is not None:
         check_output_path(report, [model])
     options = api.PlanOptions(
@@ -200,13 +199,9 @@ def _print_verification(verification: dict[str, Any]) -> None:
     for o in change["outputs"]:
         top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
         table.add_row(
-            o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
+            o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
         )
     console.print(table)
-
-
-def _num(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 @app.command()
@@ -223,8 +218,6 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
-    from onnxprune.verify import check_models, render_comparison
-
     result = check_models(
         original, other, inputs=inputs, iterations=iterations, seed=seed, atol=atol, rtol=rtol,
         shapes=shape or [], progress=not as_json,
@@ -250,8 +243,6 @@ def build(
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
 ) -> None:
     """Build a TensorRT plan (engine) from an ONNX model and check it against ONNX Runtime."""
-    from onnxprune.inputs import parse_shapes
-
     shapes = parse_shapes(shape or [])
     _build_and_print(model, output, fp16=fp16, save_onnx=save_onnx, shapes=shapes, sparse=sparse_weights,
                      workspace=workspace)  # fmt: skip
@@ -259,9 +250,6 @@ def build(
 
 def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
                      sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
-    from onnxprune.files import check_output_path
-    from onnxprune.tensorrt import build_engine
-
     check_output_path(plan, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
@@ -271,8 +259,6 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
     )
     if result.comparison is not None:
-        from onnxprune.verify import render_comparison
-
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
 
 

@@ -27,18 +27,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
+from onnx import external_data_helper, helper, numpy_helper
 
-from onnxprune.errors import CapabilityError, ValidationError, VerificationError, first_line
+from onnxprune import verify
+from onnxprune.errors import ValidationError, VerificationError, first_line
+from onnxprune.inputs import make_inputs
 from onnxprune.names import FreshNames
+from onnxprune.runtime import require_onnxruntime
 from onnxprune.tolerances import REDUCED_PRECISION
-
-if TYPE_CHECKING:
-    import onnx
-
-    from onnxprune.verify import Comparison
+from onnxprune.verify import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,6 @@ def convert_to_fp16(
     Raises:
         ValidationError: a weight has no data, or the result fails ``onnx.checker``.
     """
-    import onnx
-
     converted = onnx.ModelProto()
     converted.CopyFrom(model)
     graph = converted.graph
@@ -160,9 +158,7 @@ def verify_fp16(
         VerificationError: an output disagrees; the message names the first one and why.
         CapabilityError: ONNX Runtime is not installed.
     """
-    _require_onnxruntime()
-    from onnxprune import verify
-    from onnxprune.inputs import make_inputs
+    require_onnxruntime()  # onnxprune checks FP16 models with it
 
     header = verify.load_model_header(fp32_model) if isinstance(fp32_model, str | Path) else fp32_model
     feeds = make_inputs(header, iterations=iterations, seed=seed, shapes=shapes)
@@ -174,16 +170,6 @@ def verify_fp16(
             f"the FP16 model disagrees with the float32 one on output {failed.name!r}: {failed.reason}"
         )
     return comparison
-
-
-def _require_onnxruntime() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise CapabilityError(
-            "ONNX Runtime is not installed; onnxprune checks FP16 models with it: "
-            "pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
-        )
 
 
 # ---- deciding ----------------------------------------------------------------------------------------------
@@ -280,8 +266,6 @@ def _formal(
 
 
 def _schema(node: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
-    import onnx
-
     if node.domain not in ("", "ai.onnx"):
         return None  # custom ops: their float16 support is unknown
     try:
@@ -291,8 +275,6 @@ def _schema(node: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
 
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    import onnx
-
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError as err:
@@ -418,8 +400,6 @@ def _convert_initializers(
 
 
 def _to_fp16(init: onnx.TensorProto) -> onnx.TensorProto:
-    from onnx import external_data_helper, numpy_helper
-
     if external_data_helper.uses_external_data(init):
         raise ValidationError(f"weight {init.name!r} is in an external file that was not loaded")
     if not (init.raw_data or init.float_data) and int(np.prod(init.dims)) > 0:
@@ -434,8 +414,6 @@ def _to_fp16(init: onnx.TensorProto) -> onnx.TensorProto:
 
 
 def _cast(source: str, output: str, to: int) -> onnx.NodeProto:
-    from onnx import helper
-
     return helper.make_node("Cast", [source], [output], name=f"{output}/Cast", to=to)
 
 
@@ -468,8 +446,6 @@ def _constant_nodes_to_initializers(graph: onnx.GraphProto) -> None:
 
 
 def _float_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    from onnx import numpy_helper
-
     if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
         return None
     attr = node.attribute[0]

@@ -10,9 +10,12 @@ Normalisation happens once, here, so that no later stage cares how an exporter s
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.files import needs_external_data, without_weights
 
@@ -93,10 +96,6 @@ def _fold_constants(graph: gs.Graph) -> None:
     """Fold subgraphs that compute constants (shape arithmetic such as a chunk's Slice bounds from Shape →
     Gather → Div, a transposed weight), as ``polygraphy surgeon sanitize --fold-constants`` does: rules
     can only follow channels through bounds and weights they can read."""
-    import logging
-
-    from onnx_graphsurgeon.logger import G_LOGGER
-
     level = G_LOGGER.severity
     G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it cannot evaluate; none is an error
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)

@@ -16,23 +16,27 @@ provider, and the plan is written (atomically) only if every output agrees.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import shlex
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
 
+from onnxprune import files, verify
 from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
+from onnxprune.fp16 import convert_to_fp16, verify_fp16
+from onnxprune.inputs import make_inputs
 from onnxprune.tolerances import REDUCED_PRECISION
-
-if TYPE_CHECKING:
-    import onnx
-
-    from onnxprune.verify import Comparison
+from onnxprune.verify import Comparison, cosine_floor
+from onnxprune.verify import compare_runners as compare
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -75,10 +79,6 @@ def has_cuda_device() -> bool:
 
 
 def _cuda_device_count() -> int:
-    import ctypes
-    import ctypes.util
-    import sys
-
     names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
     names.append(ctypes.util.find_library("cuda") or "")
     for name in filter(None, names):
@@ -162,7 +162,6 @@ def build_engine(
     missing = [why for ok, why in ((has_tensorrt(), _NO_TENSORRT), (has_cuda_device(), _NO_DEVICE)) if not ok]
     if missing:
         _raise_missing(missing, onnx_path, plan_path, fp16, sparse_weights, workspace_mib, shapes, save)
-    from onnxprune import files
 
     if workspace_mib is not None and workspace_mib <= 0:
         raise UsageError(f"the workspace must be a positive number of MiB, got {workspace_mib}")
@@ -205,13 +204,9 @@ def _raise_missing(
 
 def _prepare_onnx(onnx_path: Path, fp16: bool, shapes: Shapes | None, target: Path) -> Path:
     """Writes the ONNX to hand to TensorRT at ``target``: a copy of the input, or its verified FP16."""
-    from onnxprune import files
-
     files.check_output_path(target, [onnx_path])
     model = files.read_model(onnx_path)
     if fp16:
-        from onnxprune.fp16 import convert_to_fp16, verify_fp16
-
         half = convert_to_fp16(model)
         verify_fp16(model, half, shapes=shapes)
         model = half
@@ -221,9 +216,6 @@ def _prepare_onnx(onnx_path: Path, fp16: bool, shapes: Shapes | None, target: Pa
 
 def _engine_feeds(onnx_path: Path, shapes: Shapes | None) -> list[dict[str, np.ndarray]]:
     """One seeded feed for the engine comparison; also checks ``shapes`` before anything is built."""
-    from onnxprune import verify
-    from onnxprune.inputs import make_inputs
-
     header = verify.load_model_header(onnx_path)
     for name in _dynamic_inputs(header):
         if name not in (shapes or {}):
@@ -344,9 +336,6 @@ def compare_runners(
     ``fp16.verify_fp16``: ``max|a - b| <= atol + rtol * max|a|`` (``a``: the reference) and a cosine
     similarity of at least ``min_cosine``.
     """
-    from onnxprune.verify import compare_runners as compare
-    from onnxprune.verify import cosine_floor
-
     comparison = compare(reference, candidate, feeds, atol=atol, rtol=rtol, criterion="scale")
     comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
     return comparison

@@ -33,14 +33,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
 from onnxprune.runtime import ort_session
+from onnxprune.text import number
 from onnxprune.tolerances import CHECK, EXACT
 
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
     from rich.table import Table
 
@@ -363,9 +365,6 @@ def check_models(
 
 def load_model_header(path: str | Path) -> onnx.ModelProto:
     """Loads a model without its external data (enough for its inputs), or raises ``ModelLoadError``."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     try:
         return onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as err:
@@ -388,10 +387,10 @@ def render_comparison(comparison: Comparison, title: str = "") -> Table:
         table.add_row(
             Text(out.name),  # Text, so that a name like "[logits]" is not read as markup
             "-" if shape is None else fmt_dims(shape),
-            _fmt(out.max_abs_err, ".3g"),
-            _fmt(out.max_rel_err, ".3g"),
-            _fmt(out.cosine, ".6f"),
-            _fmt(top1, ".1f"),
+            number(out.max_abs_err, ".3g"),
+            number(out.max_rel_err, ".3g"),
+            number(out.cosine, ".6f"),
+            number(top1, ".1f"),
             Text("pass", style="green") if out.passed else Text(f"FAIL: {out.reason}", style="red"),
         )
     return table
@@ -402,7 +401,3 @@ def _criterion_text(comparison: Comparison) -> str:
     scale = comparison.criterion == "scale"
     rule = f"max|a-b| <= {tol} * max|a|" if scale else f"|a-b| <= {tol} * |a| everywhere"
     return f"a = reference; pass if {rule}; {comparison.iterations} iteration(s); top-1 in %"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)

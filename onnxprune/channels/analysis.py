@@ -130,10 +130,6 @@ class Analysis:
     def state(self, tensor: gs.Tensor) -> TensorState | None:
         return self.states.get(tensor.name)
 
-    def map_of(self, tensor: gs.Tensor) -> ChannelMap | None:
-        state = self.states.get(tensor.name)
-        return state.map if state else None
-
     # ---- creating and recording ------------------------------------------------------------------
     def new_group(self, size: int) -> ChannelMap:
         return (Span(self._groups.new(size), 0, size),)
