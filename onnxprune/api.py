@@ -11,30 +11,34 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune import graph as graphs
+from onnxprune import files, verify
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.errors import VerificationError
+from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
+from onnxprune.inputs import make_inputs
+from onnxprune.measure.counter import Counts, count
+from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
-from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 
-if TYPE_CHECKING:
-    from onnxprune.measure import Counts
-    from onnxprune.measure.estimate import Estimator
-
 __all__ = [
+    "Criterion",
     "Inspection",
     "PlanOptions",
     "PruneResult",
+    "Scope",
     "Target",
     "VerifyOptions",
     "inspect",
@@ -85,15 +89,13 @@ class PruneResult:
 
 def inspect(
     source: str | Path | onnx.ModelProto,
-    criterion: str = "auto",
+    criterion: Criterion | str = Criterion.AUTO,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Inspection:
     """Groups, scores and declines; params and MACs counted at ``shapes`` (or the default input shapes)."""
-    from onnxprune.measure import count
-    from onnxprune.measure.estimate import Estimator
-
-    model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
-    graph = graphs.normalise(model)
+    criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
+    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    graph = normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
@@ -101,18 +103,6 @@ def inspect(
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
     return found
-
-
-@dataclass
-class VerifyOptions:
-    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
-
-    enabled: bool = True
-    inputs: str | Path | None = None
-    iterations: int = 1
-    seed: int = 0
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    progress: bool = False
 
 
 def prune_model(
@@ -125,15 +115,14 @@ def prune_model(
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original. With a ``target`` (a fraction of
-    the original's MACs, params or latency) the plan is searched for; the report says asked and reached.
+    the original's MACs, params or latency) the plan is searched for (``options.ratio`` is where the search
+    starts, not a plan); the report says what was asked and what was reached. MACs and parameters are
+    counted before and after at the verification's shapes.
     """
-    from onnxprune.measure import count
-
     if target is not None:
         options = target_options(options, target)
-    options.check()
     shapes = verify.shapes if verify is not None else {}
-    graph = graphs.normalise(model)
+    graph = normalise(model)
     before = count(model, shapes)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
@@ -141,7 +130,7 @@ def prune_model(
         make_plan(analysis.groups, options, analysis)
     else:
         reached = plan_to_target(graph, analysis, options, target, before, model)
-    pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    pruned = validate(to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     after = count(pruned, shapes)
@@ -162,17 +151,13 @@ def prune_model(
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
-    return masked_reference(graphs.normalise(model), analysis)
+    return masked_reference(normalise(model), analysis)
 
 
 def verify_pruning(
     original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
-    from onnxprune import verify
-    from onnxprune.errors import VerificationError
-    from onnxprune.inputs import make_inputs
-
     feeds = make_inputs(
         original,
         iterations=options.iterations,
@@ -204,15 +189,14 @@ def prune(
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    # Bad options are a usage error even when the model is unreadable too.
-    (target_options(options, target) if target is not None else options).check()
-    output = graphs.check_output_path(output, [source])
-    result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions(), target
-    )
-    if external_data is None and graphs.uses_external_data(source):
+    if target is not None:
+        target_options(options, target)  # a bad target is a usage error even for an unreadable model
+    output = files.check_output_path(output, [source])
+    checks = verify if verify is not None else VerifyOptions()
+    result = prune_model(files.read_model(source), options, checks, target)
+    if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
-    graphs.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
 
@@ -222,15 +206,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON report; params and MACs before and after are counted the same way, at the same shapes."""
     return {
-        "options": {
-            "ratio": options.ratio,
-            "threshold": options.threshold,
-            "round_to": options.round_to,
-            "min_keep": options.min_keep,
-            "scope": options.scope,
-            "criterion": options.criterion,
-            "exclude": list(options.exclude),
-        },
+        "options": options.to_dict(),
         "params": {"before": before.params, "after": after.params},
         "macs": {"before": before.macs, "after": after.macs},
         "counted_at": {name: list(dims) for name, dims in before.inputs.items()},

@@ -121,7 +121,7 @@ def _label(model: onnx.ModelProto | str | Path, index: int) -> str:
 def _header(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
-    from onnxprune.graph import read_model
+    from onnxprune.files import read_model
 
     return read_model(model)
 

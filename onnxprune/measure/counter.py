@@ -132,7 +132,7 @@ def _all_constant(node: onnx.NodeProto, constants: set[str]) -> bool:
 
 def _inferred_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape]) -> tuple[dict[str, Any], set[str]]:
     """Shapes of every tensor onnx can infer with the inputs bound to ``fed``, and the constant names."""
-    from onnxprune.graph import without_weights
+    from onnxprune.files import without_weights
 
     skeleton = without_weights(model)
     for value in skeleton.graph.input:

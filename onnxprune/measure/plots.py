@@ -32,12 +32,13 @@ def _pyplot() -> Any:
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    from onnxprune.graph import _atomic
+    from onnxprune.files import write_atomically
 
     path = Path(path)
-    with _atomic(path) as tmp:
-        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
-    return path
+    kind = path.suffix.lstrip(".") or "png"
+    return write_atomically(
+        path, lambda handle: figure.savefig(handle, format=kind, dpi=110, bbox_inches="tight")
+    )
 
 
 def implied_threshold(groups: list[ChannelGroup], ratio: float) -> float | None:
@@ -60,7 +61,7 @@ def plot_inspection(
         from onnxprune.plan import PlanOptions
 
         target.check()
-        ratio = search(analysis, PlanOptions(), target.kind, target.value, estimator.fractions).ratio
+        ratio = search(analysis, PlanOptions(ratio=0.0), target.kind, target.value, estimator.fractions).ratio
         title = title or f"threshold for {target.kind} {target.value:g} (global ratio {ratio:.3f})"
     elif ratio is not None:
         title = title or f"threshold of --ratio {ratio:g}"

@@ -29,7 +29,7 @@ LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 class SweepOptions:
     kind: str = "macs"  # macs | params (a latency ladder would time every bisection step)
     targets: Sequence[float] = LADDER
-    plan: PlanOptions = field(default_factory=PlanOptions)
+    plan: PlanOptions = field(default_factory=lambda: PlanOptions(ratio=0.0))  # the search sets the ratio
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     iterations: int = 4
     labels: str | Path | None = None
@@ -71,7 +71,7 @@ def sweep(
     feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
     labelled = _labelled(options.labels, model) if options.labels is not None else None
     setup = time.perf_counter() - start
-    plan = replace(options.plan, ratio=None, threshold=None, replay=None)
+    plan = replace(options.plan, ratio=0.0, threshold=None, replay=None)
     points = [_original(model, before, labelled, timed=options.bench is not None)]
     for value in options.targets:
         if progress is not None:

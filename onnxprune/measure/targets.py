@@ -58,9 +58,10 @@ class Target:
 
 
 def target_options(options: PlanOptions, target: Target) -> PlanOptions:
-    """The plan options a target search starts from: a target replaces --ratio, --threshold and --replay."""
+    """The plan options a target search starts from: a target replaces --threshold and --replay, and the
+    search sets the ratio (whatever ``options.ratio`` holds is only where it starts)."""
     target.check()
-    if options.ratio is not None or options.threshold is not None or options.replay is not None:
+    if options.threshold is not None or options.replay is not None:
         raise UsageError("give a --target-* or one of --ratio, --threshold and --replay, not both")
     return replace(options, ratio=0.0)
 
@@ -109,7 +110,7 @@ def search(
 
     first = replace(options, ratio=0.0)
     plan(first)  # applies --exclude once
-    quiet = replace(first, exclude=[])
+    quiet = replace(first, exclude=())
     cache: dict[float, Reached] = {}
 
     def at(ratio: float) -> Reached:
