@@ -23,9 +23,20 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
+from onnxprune.sparsity import SparsifyOptions
 from onnxprune.stats import graph_stats, model_stats
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
+__all__ = [
+    "Inspection",
+    "PlanOptions",
+    "PruneResult",
+    "SparsifyOptions",
+    "VerifyOptions",
+    "inspect",
+    "prune",
+    "prune_model",
+    "sparsify",
+]
 
 
 @dataclass
@@ -87,12 +98,17 @@ class VerifyOptions:
 
 
 def prune_model(
-    model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
+    model: onnx.ModelProto,
+    options: PlanOptions,
+    verify: VerifyOptions | None = None,
+    *,
+    sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
-    the report gains how far pruning moved each output from the original.
+    the report gains how far pruning moved each output from the original. ``sparsify``: then make the
+    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
     """
     options.check()
     graph = graphs.normalise(model)
@@ -114,6 +130,12 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
+    if sparsify is not None:
+        from onnxprune.sparsity import sparsify_model
+
+        sparse = sparsify_model(result.pruned, sparsify)
+        result.pruned = sparse.model
+        report["sparsity"] = sparse.report
     return result
 
 
@@ -154,6 +176,7 @@ def prune(
     *,
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
+    sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
@@ -161,14 +184,32 @@ def prune(
     """
     options.check()  # bad options are a usage error even when the model is unreadable too
     output = graphs.check_output_path(output, [source])
+    if sparsify is not None:
+        sparsify.check()
     result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
+        graphs.read_model(source),
+        options,
+        verify if verify is not None else VerifyOptions(),
+        sparsify=sparsify,
     )
     if external_data is None and graphs.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
+
+
+def sparsify(
+    source: str | Path,
+    output: str | Path,
+    options: SparsifyOptions | None = None,
+    *,
+    external_data: bool | None = None,
+) -> Any:
+    """2:4 sparsity on a file (see ``onnxprune.sparsity.sparsify``): returns its ``SparsifyResult``."""
+    from onnxprune.sparsity import sparsify as run
+
+    return run(source, output, options, external_data=external_data)
 
 
 def build_report(

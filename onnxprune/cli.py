@@ -30,6 +30,9 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+# onnxprune.sparsity.layers.MIN_CHANNELS, spelled out so that the CLI starts without importing the graph
+# libraries (a test keeps the two equal).
+MIN_CHANNELS = 256
 
 
 def user_errors(func: F) -> F:
@@ -59,11 +62,20 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
     criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    sparsity: Annotated[
+        bool, typer.Option("--sparsity", help="List each layer for 2:4: already 2:4, eligible or why not.")
+    ] = False,
+    min_channels: Annotated[
+        int, typer.Option(help="With --sparsity: the size floor (C*R*S and K).")
+    ] = MIN_CHANNELS,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
     from onnxprune.report import group_summary, inspect_table
 
+    if sparsity:
+        _inspect_sparsity(model, min_channels, as_json)
+        return
     _check_criterion(criterion)
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
@@ -97,6 +109,23 @@ def inspect(
     else:
         hidden = len(groups) - len(shown)
         console.print(f"{hidden} declined groups hidden; --explain lists them with reasons.")
+
+
+def _inspect_sparsity(model: Path, min_channels: int, as_json: bool) -> None:
+    from onnxprune import graph
+    from onnxprune.sparsity import SparsifyOptions, survey
+    from onnxprune.sparsity.tables import survey_table
+
+    layers, total = survey(graph.read_model(model), SparsifyOptions(min_channels=min_channels))
+    rows = [layer.to_dict(total) for layer in layers]
+    if as_json:
+        print(json.dumps({"model": str(model), "macs": total, "sparsity": rows}, indent=2))
+        return
+    eligible = [row for row in rows if row["eligible"]]
+    share = sum(row["macs_share"] for row in eligible)
+    title = f"{model.name}: {len(eligible)} of {len(rows)} layers eligible for 2:4 ({share:.1%} of MACs)"
+    console.print(survey_table(rows, title))
+    console.print(f"{sum(row['already_24'] for row in rows)} layers already 2:4")
 
 
 @app.command()
@@ -137,6 +166,10 @@ def prune(
     save_onnx: Annotated[
         Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
     ] = None,
+    sparsify: Annotated[
+        bool, typer.Option("--sparsify", help="Then make eligible layers 2:4 (by magnitude).")
+    ] = False,
+    min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
@@ -155,7 +188,8 @@ def prune(
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )
-    result = api.prune(model, output, options, verify=checks, external_data=external_data)
+    sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
+    result = api.prune(model, output, options, verify=checks, external_data=external_data, sparsify=sparse)
     if report is not None:
         save_json(result.report, report)
     if as_json:
@@ -165,8 +199,64 @@ def prune(
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
+    if "sparsity" in result.report:
+        _print_sparsity(result.report["sparsity"], output)
     if plan is not None:
         _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
+
+
+@app.command()
+@user_errors
+def sparsify(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the 2:4 model.")],
+    min_channels: Annotated[
+        int, typer.Option(help="Skip layers with C*R*S or K below this (they do not speed up).")
+    ] = MIN_CHANNELS,
+    layers: Annotated[list[str] | None, typer.Option(help="Only layers whose name matches (glob).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Never layers whose name matches (glob).")] = None,
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration data (.npz, JSON, folder): SparseGPT, not magnitude.")
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Fraction of --calib held out to measure fidelity.")] = 0.25,
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+    external_data: Annotated[
+        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Make eligible Conv/Gemm/MatMul weights 2:4 for sparse Tensor Cores (TensorRT --sparsity=enable)."""
+    from onnxprune.graph import check_output_path, save_json
+    from onnxprune.sparsity import SparsifyOptions
+    from onnxprune.sparsity import sparsify as run
+
+    if report is not None:
+        check_output_path(report, [model])
+    options = SparsifyOptions(min_channels, list(layers or []), list(exclude or []), calib, holdout)
+    result = run(model, output, options, external_data=external_data)
+    if report is not None:
+        save_json(result.report, report)
+    if as_json:
+        print(json.dumps(result.report, indent=2))
+        return
+    _print_sparsity(result.report, output)
+
+
+def _print_sparsity(report: dict[str, Any], output: Path) -> None:
+    from onnxprune.sparsity.tables import fidelity_table, sparsify_table
+
+    method = "SparseGPT, calibrated" if report["method"] == "sparsegpt" else "magnitude"
+    if not report["sparsified"]:
+        console.print("no layer eligible for 2:4; `onnxprune inspect --sparsity` lists the reasons")
+        return
+    title = f"{output.name}: {report['sparsified']} of {report['candidates']} layers 2:4 ({method})"
+    console.print(sparsify_table(report, title))
+    console.print(
+        f"{report['macs_share']:.1%} of MACs in 2:4 layers; every one checked to hold the pattern "
+        "(build with TensorRT's sparse weights: onnxprune build turns them on by itself)"
+    )
+    if "fidelity" in report:
+        console.print(fidelity_table(report["fidelity"]))
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -232,7 +322,13 @@ def build(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the TensorRT plan.")],
     fp16: Annotated[bool, typer.Option(help="FP16 engine: the ONNX is converted to float16 first.")] = False,
-    sparse_weights: Annotated[bool, typer.Option(help="Let TensorRT use 2:4 sparse weights.")] = False,
+    sparse_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--sparse-weights/--no-sparse-weights",
+            help="Let TensorRT use 2:4 sparse weights (default: when the model holds 2:4 layers).",
+        ),
+    ] = None,
     workspace: Annotated[int | None, typer.Option(help="Builder workspace limit in MiB.")] = None,
     save_onnx: Annotated[Path | None, typer.Option(help="Write the exact ONNX handed to TensorRT.")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
@@ -246,7 +342,7 @@ def build(
 
 
 def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: dict,
-                     sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
+                     sparse: bool | None = None, workspace: int | None = None) -> None:  # fmt: skip
     from onnxprune.graph import check_output_path
     from onnxprune.tensorrt import build_engine
 
@@ -256,7 +352,8 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
     result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
                           shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
     console.print(
-        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
+        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "
+        f"sparse weights={result.sparse})"
     )
     if result.comparison is not None:
         from onnxprune.verify import render_comparison
