@@ -219,6 +219,9 @@ def sparsify(
         Path | None, typer.Option(help="Calibration data (.npz, JSON, folder): SparseGPT, not magnitude.")
     ] = None,
     holdout: Annotated[float, typer.Option(help="Fraction of --calib held out to measure fidelity.")] = 0.25,
+    selection: Annotated[
+        str, typer.Option(help="auto (SparseGPT with --calib, else magnitude) | magnitude | sparsegpt")
+    ] = "auto",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -232,7 +235,9 @@ def sparsify(
 
     if report is not None:
         check_output_path(report, [model])
-    options = SparsifyOptions(min_channels, list(layers or []), list(exclude or []), calib, holdout)
+    options = SparsifyOptions(
+        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection
+    )
     result = run(model, output, options, external_data=external_data)
     if report is not None:
         save_json(result.report, report)

@@ -203,3 +203,27 @@ def test_prune_then_sparsify() -> None:
     report = result.report["sparsity"]
     assert report["sparsified"] >= 1
     post_check(result.pruned, [row["node"] for row in report["layers"] if row["sparsified"]])
+
+
+def test_magnitude_selection_measured_on_calibration_data() -> None:
+    samples = sparse_models.correlated_samples(32)
+    options = SparsifyOptions(min_channels=16, calib=samples, selection="magnitude", batch=8)
+    report = sparsify_model(sparse_models.routes(), options).report
+    assert report["method"] == "magnitude"
+    assert report["fidelity"]["data"] == "held-out calibration samples (8)"
+    rows = [row for row in report["layers"] if row["sparsified"]]
+    assert all(row["output_error"] == row["magnitude_output_error"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(SparsifyOptions(selection="sparsegpt"), "needs calibration data"),
+     (SparsifyOptions(selection="best"), "--selection must be one of"),
+     (SparsifyOptions(holdout=1.0), "held-out fraction"),
+     (SparsifyOptions(min_channels=0), "--min-channels")],
+)  # fmt: skip
+def test_bad_options_are_usage_errors(options: SparsifyOptions, message: str) -> None:
+    from onnxprune.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        sparsify_model(sparse_models.routes(), options)

@@ -26,6 +26,7 @@ from onnxprune.sparsity.weights import Declined, resolve
 
 HOLDOUT = 0.25  # of the calibration samples, kept out of the fit to measure fidelity
 BATCH = 32
+SELECTIONS = ("auto", "magnitude", "sparsegpt")
 
 
 class NothingToSparsify(OnnxPruneError):
@@ -44,8 +45,13 @@ class SparsifyOptions:
     holdout: float = HOLDOUT
     batch: int = BATCH
     damp: float = 0.01
+    selection: str = "auto"  # auto: SparseGPT with calibration data, else magnitude
 
     def check(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise UsageError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.selection == "sparsegpt" and self.calib is None:
+            raise UsageError("--selection sparsegpt needs calibration data (--calib)")
         if self.min_channels < 1:
             raise UsageError(f"--min-channels must be at least 1, got {self.min_channels}")
         if not 0 < self.holdout < 1:
@@ -57,6 +63,8 @@ class SparsifyOptions:
 
     @property
     def method(self) -> str:
+        if self.selection != "auto":
+            return self.selection
         return "magnitude" if self.calib is None else "sparsegpt"
 
 
@@ -117,7 +125,8 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
     rows = layer.layout.to_rows(value).astype(np.float64)
     magnitude = np.where(pattern.magnitude_mask(rows), 0.0, rows)
     fit, held = grams.get(layer.name, (None, None))
-    new = sparsegpt(rows, fit, damp=options.damp) if fit is not None else magnitude
+    calibrated = fit is not None and options.method == "sparsegpt"
+    new = sparsegpt(rows, fit, damp=options.damp) if calibrated else magnitude
     layer.weight.store(layer.layout.from_rows(new).astype(value.dtype))
     record: dict[str, Any] = {
         "sparsified": True,
@@ -162,7 +171,8 @@ def _report(
     return {
         "method": options.method,
         "options": {"min_channels": options.min_channels, "layers": list(options.layers),
-                    "exclude": list(options.exclude), "damp": options.damp, "holdout": options.holdout},
+                    "exclude": list(options.exclude), "damp": options.damp, "holdout": options.holdout,
+                    "selection": options.selection},
         "candidates": len(rows),
         "sparsified": len(done),
         "macs_share": float(sum(row["macs_share"] for row in done)),

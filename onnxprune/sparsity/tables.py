@@ -28,7 +28,7 @@ def survey_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 def sparsify_table(report: dict[str, Any], title: str) -> Table:
     """The sparsified layers: weight change, and the held-out output error (SparseGPT vs magnitude)."""
-    calibrated = report["method"] == "sparsegpt"
+    calibrated = any("output_error" in row for row in report["layers"])
     table = Table(title=title)
     table.add_column("layer", overflow="fold")
     columns = ["C→K", "MACs", "weight change"]
