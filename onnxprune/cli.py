@@ -188,6 +188,8 @@ def prune(
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )
+    if min_channels != MIN_CHANNELS and not sparsify:
+        raise UsageError("--min-channels only applies with --sparsify")
     sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
     result = api.prune(model, output, options, verify=checks, external_data=external_data, sparsify=sparse)
     if report is not None:

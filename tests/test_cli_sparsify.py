@@ -108,6 +108,10 @@ def test_prune_sparsify(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["sparsity"]["sparsified"] >= 1
     assert holds_24(onnx.load(out))
+    alone = runner.invoke(
+        app, ["prune", str(source), "-o", str(out), "--ratio", "0.3", "--min-channels", "8"]
+    )
+    assert alone.exit_code == 2 and "--min-channels only applies with --sparsify" in alone.output
 
 
 def test_build_turns_sparse_weights_on_for_a_24_model(model: Path, tmp_path: Path) -> None:
