@@ -24,7 +24,7 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
-from onnxprune.sparsity import SparsifyOptions
+from onnxprune.sparsity import SparsifyOptions, SparsifyResult
 from onnxprune.stats import graph_stats, model_stats
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "PlanOptions",
     "PruneResult",
     "SparsifyOptions",
+    "SparsifyResult",
     "VerifyOptions",
     "inspect",
     "prune",
@@ -205,8 +206,9 @@ def sparsify(
     options: SparsifyOptions | None = None,
     *,
     external_data: bool | None = None,
-) -> Any:
-    """2:4 sparsity on a file (see ``onnxprune.sparsity.sparsify``): returns its ``SparsifyResult``."""
+) -> SparsifyResult:
+    """2:4 sparsity on a file (see ``onnxprune.sparsity.sparsify``); raises ``NothingToSparsify`` (one line
+    with the commonest reasons) and writes nothing when no layer is eligible."""
     from onnxprune.sparsity import sparsify as run
 
     return run(source, output, options, external_data=external_data)
