@@ -128,6 +128,8 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
     calibrated = fit is not None and options.method == "sparsegpt"
     new = sparsegpt(rows, fit, damp=options.damp) if calibrated else magnitude
     layer.weight.store(layer.layout.from_rows(new).astype(value.dtype))
+    # Measured on what was stored: FP16 and int8 weights round on the way back.
+    new = layer.layout.to_rows(layer.weight.values()).astype(np.float64)
     record: dict[str, Any] = {
         "sparsified": True,
         "weight_error": float(np.linalg.norm(rows - new)) / max(float(np.linalg.norm(rows)), 1e-30),
