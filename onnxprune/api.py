@@ -3,6 +3,7 @@
 from onnxprune import api
 result = api.prune("model.onnx", "model.pruned.onnx", api.PlanOptions(ratio=0.5))
 print(result.report["macs"])
+sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 2:4 (onnxprune.sparsity)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
-from onnxprune.sparsity import SparsifyOptions, SparsifyResult
+from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify
 from onnxprune.stats import graph_stats, model_stats
 
 __all__ = [
@@ -198,20 +199,6 @@ def prune(
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
-
-
-def sparsify(
-    source: str | Path,
-    output: str | Path,
-    options: SparsifyOptions | None = None,
-    *,
-    external_data: bool | None = None,
-) -> SparsifyResult:
-    """2:4 sparsity on a file (see ``onnxprune.sparsity.sparsify``); raises ``NothingToSparsify`` (one line
-    with the commonest reasons) and writes nothing when no layer is eligible."""
-    from onnxprune.sparsity import sparsify as run
-
-    return run(source, output, options, external_data=external_data)
 
 
 def build_report(
