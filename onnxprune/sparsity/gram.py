@@ -39,10 +39,14 @@ def grams(
     return totals
 
 
+ROWS = 16384  # unfolded rows per product: bounds im2col's memory, which is R*S times the input's
+
+
 def _gram(layer: SparseLayer, x: np.ndarray) -> np.ndarray:
-    """float32 products (BLAS speed) summed in float64; a Conv is unfolded one sample at a time, since
-    im2col multiplies its input by R*S (a 3x3 layer at 56x56 with 256 channels: 29 MB a sample)."""
-    step = 1 if layer.node.op == "Conv" else max(len(x), 1)
+    """float32 products (BLAS speed) summed in float64, over chunks of samples of about ``ROWS`` unfolded
+    rows (a 3x3 layer at 56x56 with 256 channels unfolds to 29 MB a sample)."""
+    per_sample = max(len(unfold(layer.node, x[:1])), 1) if layer.node.op == "Conv" else 1
+    step = max(ROWS // per_sample, 1)
     total = None
     for start in range(0, len(x), step):
         cols = unfold(layer.node, x[start : start + step]).astype(np.float32, copy=False)
