@@ -11,10 +11,8 @@ import pytest
 import sparse_models
 from typer.testing import CliRunner
 
-from onnxprune import cli
 from onnxprune.cli import app
 from onnxprune.sparsity import holds_24
-from onnxprune.sparsity.layers import MIN_CHANNELS
 
 runner = CliRunner()
 
@@ -24,10 +22,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sparse") / "routes.onnx"
     onnx.save(sparse_models.routes(), path)
     return path
-
-
-def test_cli_default_floor_is_the_library_one() -> None:
-    assert cli.MIN_CHANNELS == MIN_CHANNELS
 
 
 def test_inspect_sparsity_lists_each_layer(model: Path) -> None:

@@ -2,18 +2,18 @@
 
 ``pattern``: the pattern TensorRT checks; ``weights``: a layer's stored weight, through Cast / Transpose /
 DequantizeLinear; ``layers``: eligibility per layer; ``sparsegpt`` and ``gram``: calibrated selection and
-update; ``measure``: calibration data, Grams and fidelity; ``apply``: the stage itself.
+update; ``measure``: calibration data, Grams and fidelity; ``options``; ``apply``: the stage itself.
 """
 
 from onnxprune.sparsity.apply import (
     NothingToSparsify,
-    SparsifyOptions,
     SparsifyResult,
     holds_24,
     sparsify,
     sparsify_model,
     survey,
 )
+from onnxprune.sparsity.options import SparsifyOptions
 
 __all__ = [
     "NothingToSparsify",

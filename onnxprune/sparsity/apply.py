@@ -10,7 +10,7 @@ After writing, every claimed layer is read back and must satisfy the pattern.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,54 +18,19 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune import files
 from onnxprune import graph as graphs
-from onnxprune.errors import OnnxPruneError, UsageError, VerificationError
-from onnxprune.sparsity import pattern
-from onnxprune.sparsity.layers import MIN_CHANNELS, SparseLayer, find_layers, layout_of
+from onnxprune.errors import OnnxPruneError, VerificationError
+from onnxprune.sparsity import measure, pattern
+from onnxprune.sparsity.layers import SparseLayer, find_layers, layout_of
+from onnxprune.sparsity.options import SparsifyOptions
+from onnxprune.sparsity.sparsegpt import output_error, sparsegpt
 from onnxprune.sparsity.weights import Declined, resolve
-
-HOLDOUT = 0.25  # of the calibration samples, kept out of the fit to measure fidelity
-BATCH = 32
-SELECTIONS = ("auto", "magnitude", "sparsegpt")
+from onnxprune.stats import graph_stats
 
 
 class NothingToSparsify(OnnxPruneError):
     """No layer of the model is eligible; the message summarises why."""
-
-
-@dataclass
-class SparsifyOptions:
-    """What to sparsify and how. ``calib``: an .npz / JSON / folder for ``onnxprune.data``, or samples by
-    input name (batch axis 0); without it, selection is by magnitude."""
-
-    min_channels: int = MIN_CHANNELS
-    layers: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    calib: str | Path | dict[str, np.ndarray] | None = None
-    holdout: float = HOLDOUT
-    batch: int = BATCH
-    damp: float = 0.01
-    selection: str = "auto"  # auto: SparseGPT with calibration data, else magnitude
-
-    def check(self) -> None:
-        if self.selection not in SELECTIONS:
-            raise UsageError(f"--selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
-        if self.selection == "sparsegpt" and self.calib is None:
-            raise UsageError("--selection sparsegpt needs calibration data (--calib)")
-        if self.min_channels < 1:
-            raise UsageError(f"--min-channels must be at least 1, got {self.min_channels}")
-        if not 0 < self.holdout < 1:
-            raise UsageError(f"the held-out fraction must be in (0, 1), got {self.holdout}")
-        if self.batch < 1:
-            raise UsageError(f"the batch size must be at least 1, got {self.batch}")
-        if not 0 <= self.damp < 1:
-            raise UsageError(f"the damping must be in [0, 1), got {self.damp}")
-
-    @property
-    def method(self) -> str:
-        if self.selection != "auto":
-            return self.selection
-        return "magnitude" if self.calib is None else "sparsegpt"
 
 
 @dataclass
@@ -86,8 +51,6 @@ def survey(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> tu
 
 
 def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph, list[SparseLayer], int]:
-    from onnxprune.stats import graph_stats
-
     graph = gs.import_onnx(graphs.infer_shapes(model))
     found = find_layers(graph, min_channels=options.min_channels, layers=options.layers,
                         exclude=options.exclude)  # fmt: skip
@@ -97,8 +60,6 @@ def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph,
 def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> SparsifyResult:
     """2:4 on every eligible layer of an in-memory model. With nothing eligible the model is returned
     unchanged and the report says why (``report["sparsified"] == 0``)."""
-    from onnxprune.sparsity import measure
-
     options = options or SparsifyOptions()
     options.check()
     samples = measure.calibration(model, options)  # bad data fails before any work
@@ -118,8 +79,6 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
 
 def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -> dict[str, Any]:
     """Overwrites the layer's stored weight with its 2:4 version; returns what it measured."""
-    from onnxprune.sparsity.sparsegpt import output_error, sparsegpt
-
     assert layer.weight is not None and layer.layout is not None
     value = layer.weight.values()
     rows = layer.layout.to_rows(value).astype(np.float64)
@@ -207,13 +166,13 @@ def sparsify(
     """Sparsify a file into another. Nothing is written when no layer is eligible (NothingToSparsify)."""
     options = options or SparsifyOptions()
     options.check()
-    output = graphs.check_output_path(output, [source])
-    result = sparsify_model(graphs.read_model(source), options)
+    output = files.check_output_path(output, [source])
+    result = sparsify_model(files.read_model(source), options)
     if result.report["sparsified"] == 0:
         raise NothingToSparsify(nothing_eligible(result.layers, str(source)) + "; nothing written")
-    if external_data is None and graphs.uses_external_data(source):
+    if external_data is None and files.uses_external_data(source):
         external_data = True
-    graphs.save_model(result.model, output, external_data=external_data)
+    files.save_model(result.model, output, external_data=external_data)
     result.output = output
     return result
 

@@ -15,6 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.errors import UsageError, first_line
+from onnxprune.runtime import ort_session
 from onnxprune.sparsity.layers import SparseLayer
 
 
@@ -22,8 +23,6 @@ def grams(
     model: onnx.ModelProto, layers: Sequence[SparseLayer], feeds: Iterable[Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Node name → Gram of that layer's unfolded inputs, summed over ``feeds``."""
-    from onnxprune.runtime import ort_session
-
     names = [layer.node.inputs[0].name for layer in layers]
     session = ort_session(_with_outputs(model, layers))
     totals: dict[str, np.ndarray] = {}

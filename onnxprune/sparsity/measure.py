@@ -5,15 +5,16 @@ seeded random inputs when there is no calibration data."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 
+from onnxprune import data, inputs, verify
+from onnxprune.errors import ModelLoadError
+from onnxprune.sparsity.gram import grams
 from onnxprune.sparsity.layers import SparseLayer
-
-if TYPE_CHECKING:
-    from onnxprune.sparsity.apply import SparsifyOptions
+from onnxprune.sparsity.options import SparsifyOptions
 
 Samples = dict[str, np.ndarray]
 RANDOM_FEEDS = 4  # seeded random feeds for the fidelity when there is no calibration data
@@ -21,16 +22,12 @@ RANDOM_FEEDS = 4  # seeded random feeds for the fidelity when there is no calibr
 
 def calibration(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[Samples, Samples] | None:
     """(fit, held-out) samples from ``options.calib``, checked against the model's inputs; None without."""
-    from onnxprune import data, inputs
-
     if options.calib is None:
         return None
     if isinstance(options.calib, Mapping):
         specs = data._free_batch(inputs._graph_inputs(model))
         missing = [spec.name for spec in specs if spec.name not in options.calib]
         if missing:
-            from onnxprune.errors import ModelLoadError
-
             raise ModelLoadError(f"calibration samples lack input {missing[0]!r}")
         samples = data._checked(dict(options.calib), specs, "calibration samples")
     else:
@@ -40,8 +37,6 @@ def calibration(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[Sampl
 
 def feeds(model: onnx.ModelProto, samples: Mapping[str, np.ndarray], batch: int) -> Iterator[Samples]:
     """Batches of ``samples``; a model with a static batch gets exactly that many (the rest is dropped)."""
-    from onnxprune import data
-
     fixed = data.static_batch(model)
     for chunk in data.batches(samples, fixed or batch):
         if fixed is None or data.count(chunk) == fixed:
@@ -56,8 +51,6 @@ def layer_grams(
     batch: int,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Node name → (Gram on the fit samples, Gram on the held-out samples); empty without data."""
-    from onnxprune.sparsity.gram import grams
-
     if fit is None or held is None or not layers:
         return {}
     on_fit = grams(model, layers, feeds(model, fit, batch))
@@ -69,14 +62,11 @@ def fidelity(
     original: onnx.ModelProto, sparse: onnx.ModelProto, held: Samples | None, batch: int
 ) -> dict[str, Any]:
     """Original vs 2:4 per output (max abs/rel error, cosine, top-1 agreement), and on what data."""
-    from onnxprune import data, verify
-    from onnxprune.inputs import make_inputs
-
     if held is not None:
         chosen = list(feeds(original, held, batch))
         where = f"held-out calibration samples ({sum(data.count(f) for f in chosen)})"
     else:
-        chosen = make_inputs(original, iterations=RANDOM_FEEDS, seed=0)
+        chosen = inputs.make_inputs(original, iterations=RANDOM_FEEDS, seed=0)
         where = f"seeded random inputs ({RANDOM_FEEDS} feeds)"
     comparison = verify.compare(original, sparse, feeds=chosen)
     return {"data": where, "outputs": comparison.to_dict()["outputs"]}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import helper
 
 FOLLOWED = ("Identity", "Transpose", "Cast", "DequantizeLinear")
 
@@ -122,8 +123,6 @@ def _perm(step: gs.Node, ndim: int) -> list[int]:
 
 
 def _cast_dtype(step: gs.Node) -> np.dtype:
-    from onnx import helper
-
     return np.dtype(helper.tensor_dtype_to_np_dtype(int(step.attrs["to"])))
 
 
