@@ -19,6 +19,9 @@ import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.compensate.datafree import check_mode
+from onnxprune.compensate.summary import compensation_report
+from onnxprune.errors import UsageError
 from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
@@ -65,10 +68,14 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
+def inspect(
+    source: str | Path | onnx.ModelProto, criterion: str = "auto", compensate: str = "bn"
+) -> Inspection:
+    """``compensate``: the mode whose must-keep channels to show (what ``prune`` would keep with it)."""
+    check_mode(compensate)
     model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = graphs.normalise(model)
-    analysis = analyse(graph)
+    analysis = analyse(graph, compensate="none" if compensate == "none" else "bn")
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
@@ -95,9 +102,13 @@ def prune_model(
     the report gains how far pruning moved each output from the original.
     """
     options.check()
+    if options.compensate == "calib":
+        raise UsageError("--compensate calib needs calibration data (--calib)")
     graph = graphs.normalise(model)
     before = graph_stats(graph)
-    analysis = analyse(graph, exactness=options.threshold is not None)
+    # Compensation always runs the original-values pass: the report says which folds are exact.
+    exactness = options.threshold is not None or options.compensate == "bn"
+    analysis = analyse(graph, exactness=exactness, compensate=options.compensate)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
@@ -105,6 +116,7 @@ def prune_model(
     del graph
     analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
+    report["compensation"] = compensation_report(analysis, options.compensate)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -184,6 +196,7 @@ def build_report(
             "scope": options.scope,
             "criterion": options.criterion,
             "exclude": list(options.exclude),
+            "compensate": options.compensate,
         },
         "params": {"before": before[0], "after": after[0]},
         "macs": {"before": before[1], "after": after[1]},

@@ -120,6 +120,9 @@ def prune(
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
     criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    compensate: Annotated[
+        str, typer.Option(help="none | bn | calib: fold what removed channels carried into biases.")
+    ] = "bn",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -143,14 +146,14 @@ def prune(
     from onnxprune.graph import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
+    from onnxprune.report import compensation_table, groups_table, prune_table
 
     _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
     saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
+        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved, compensate
     )
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
@@ -163,6 +166,8 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if result.report.get("compensation", {}).get("layers"):
+        console.print(compensation_table(result.report["compensation"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
     if plan is not None:

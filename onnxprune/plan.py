@@ -21,6 +21,7 @@ import numpy as np
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.compensate.datafree import check_mode
 from onnxprune.errors import UsageError, first_line
 
 
@@ -34,6 +35,7 @@ class PlanOptions:
     exclude: list[str] = field(default_factory=list)
     criterion: str = "auto"
     replay: dict[str, Any] | None = None
+    compensate: str = "bn"  # none | bn | calib: what removed channels leave behind (compensate/datafree.py)
 
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
@@ -46,6 +48,7 @@ class PlanOptions:
             raise UsageError("--round-to and --min-keep must be at least 1")
         if self.scope not in ("global", "layer"):
             raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
+        check_mode(self.compensate)
 
 
 def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:

@@ -104,3 +104,23 @@ def declines_table(declined: list[dict[str, Any]]) -> Table:
     for d in declined:
         table.add_row(str(d["group"]), str(d["channels"]), d["reason"], d["node"])
     return table
+
+
+def compensation_table(section: dict[str, Any]) -> Table:
+    """Per consumer of removed channels: how their constants were folded and whether that is exact."""
+    table = Table(title=f"compensation ({section['mode']})")
+    for column in ("consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"):
+        table.add_column(column, overflow="fold")
+    for layer in section["layers"]:
+        biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
+        table.add_row(
+            layer["node"],
+            str(layer["removed"]),
+            str(layer["carrying"]),
+            layer["applied"],
+            "yes" if layer["exact"] else "[yellow]estimate[/]",
+            f"{biggest:.3g}",
+        )
+    for approx in section["approximations"]:
+        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis, TensorState
@@ -11,13 +12,23 @@ from onnxprune.channels.span import ChannelMap, Span
 __all__ = ["Analysis", "ChannelGroup", "ChannelMap", "Decline", "Span", "TensorState", "analyse"]
 
 
-def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
+def analyse(graph: gs.Graph, exactness: bool = False, compensate: str = "none") -> Analysis:
     """Run every node's rule in topological order and group the channels they tie together.
 
     ``exactness`` adds a second pass over the original model's values, which marks the channels whose
-    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``).
+    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``). ``compensate="bn"``:
+    removed channels carry their BN's expected output; where a consumer cannot fold that, the channel is
+    cut to 0 instead and the walk runs again (each run only adds such cuts, so this ends).
     """
-    masked = _walk(graph, None)
+    disabled: dict[str, np.ndarray] = {}
+    masked = _walk(graph, None, compensate, disabled)
+    for _ in range(16):
+        more = masked.fallback_cuts() if masked.compensating else {}
+        if not more:
+            break
+        for name, cut in more.items():
+            disabled[name] = disabled.get(name, np.zeros(len(cut), dtype=bool)) | cut
+        masked = _walk(graph, None, compensate, disabled)
     if exactness:
         original = _walk(graph, masked)
         if len(original.groups) != len(masked.groups):
@@ -27,12 +38,17 @@ def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
     return masked
 
 
-def _walk(graph: gs.Graph, masked: Analysis | None) -> Analysis:
+def _walk(
+    graph: gs.Graph,
+    masked: Analysis | None,
+    compensate: str = "none",
+    disabled: dict[str, np.ndarray] | None = None,
+) -> Analysis:
     from onnxprune.rules import rule_for
     from onnxprune.rules.base import channels
 
     graph.toposort()
-    ctx = Analysis(graph, masked)
+    ctx = Analysis(graph, masked, compensate, disabled)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

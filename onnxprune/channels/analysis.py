@@ -9,6 +9,11 @@ Besides the maps, the walk tracks for every channel of every tensor the value th
 it were removed: 0 where it is born (a producer's output, or the first BatchNormalization after it), then
 whatever the ops downstream make of that 0 (a BN turns it into a constant, a Sigmoid into 0.5). A consumer
 must fold a non-zero constant into its bias, or keep the channel where folding would not be exact.
+
+With data-free compensation (``compensate="bn"``) a channel cut at a scoring BN carries that BN's expected
+output beta instead of 0, with spread |gamma| (see ``onnxprune.compensate.datafree``). Where a consumer
+cannot fold what compensation makes of a channel, the channel falls back to 0 at its cut (``disabled``) and
+the walk runs again, so compensation never keeps a channel that plain removal would let go.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ class TensorState:
     map: ChannelMap
     value: np.ndarray  # per position: value of the channel if it were removed (nan: not constant)
     fresh: np.ndarray  # per position: True until the first BatchNormalization after its producer
+    # per position: standard deviation of a removed channel's value (compensate="bn"); 0: a point value
+    spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        if len(self.spread) != len(self.value):
+            self.spread = np.zeros(len(self.value))
 
 
 @dataclass
@@ -102,8 +113,21 @@ class _Groups:
 class Analysis:
     """The context every rule's ``propagate`` works through."""
 
-    def __init__(self, graph: gs.Graph, masked: Analysis | None = None) -> None:
+    def __init__(
+        self,
+        graph: gs.Graph,
+        masked: Analysis | None = None,
+        compensate: str = "none",
+        disabled: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.graph = graph
+        # "bn": removed channels carry their BN's expected output (first pass only); ``disabled``: cut
+        # positions (per tensor) that fall back to 0 because a consumer could not fold their estimate.
+        self.compensate = compensate if masked is None else "none"
+        self.disabled = disabled or {}
+        # (tensor, consumer node, how it folds): every reduction over a tracked channel axis
+        self.consumers: list[tuple[str, str, str]] = []
+        self.approximations: list[tuple[str, str]] = []  # (node, why): data-free estimates not exact
         # Second pass (``masked`` given): values are what the *original* model carries in a channel that is
         # dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from the
         # masked value cannot lose the channel without changing the outputs: the channel is inexact.
@@ -139,13 +163,38 @@ class Analysis:
         cmap: ChannelMap,
         value: np.ndarray | None = None,
         fresh: np.ndarray | None = None,
+        spread: np.ndarray | None = None,
     ) -> None:
         n = width(cmap)
         if value is None:
             value = np.full(n, np.nan)
         if fresh is None:
             fresh = np.zeros(n, dtype=bool)
-        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), fresh)
+        spread = np.zeros(n) if spread is None else np.asarray(spread, dtype=np.float64)
+        spread = np.where(np.isfinite(value), spread, 0.0)
+        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), fresh, spread)
+
+    @property
+    def compensating(self) -> bool:
+        """Removed channels carry a data-free estimate (first pass of ``compensate="bn"``)."""
+        return self.compensate == "bn" and self.masked is None
+
+    def cut_value(
+        self, tensor: gs.Tensor, gamma: np.ndarray, beta: np.ndarray, through: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(value, spread) of channels cut at a scoring BN's output ``tensor``.
+
+        ``through`` is what the BN makes of the incoming value. Masked pass: 0, or with compensation beta
+        with spread |gamma| (N(beta, gamma²) when the input matches the running statistics). Original
+        pass: beta where gamma is 0 (the channel is dead there), else what flows through.
+        """
+        zeros = np.zeros_like(beta)
+        if self.masked is not None:
+            return np.where(gamma == 0, beta, through), zeros
+        if not self.compensating:
+            return zeros, zeros
+        off = self.disabled.get(tensor.name, np.zeros(len(beta), dtype=bool))
+        return np.where(off, 0.0, beta), np.where(off, 0.0, np.abs(gamma))
 
     def produce(self, tensor: gs.Tensor, cmap: ChannelMap, rows: np.ndarray, bias: np.ndarray | None) -> None:
         """A producer's output (Conv, Gemm): new channels, cut right here when removed.
@@ -162,7 +211,7 @@ class Analysis:
         self.set_state(tensor, cmap, value, np.ones(n, dtype=bool))
         self.source(tensor, np.ones(n, dtype=bool))
 
-    def consume(self, tensor: gs.Tensor, node: str, foldable: bool) -> None:
+    def consume(self, tensor: gs.Tensor, node: str, foldable: bool, how: str = "bias") -> None:
         """A consumer reduces over the channel axis: removed channels must be 0, or a constant it folds.
 
         Masked pass: a constant it cannot fold exactly (or an unknown value) forces the channel to stay.
@@ -172,9 +221,13 @@ class Analysis:
         state = self.states[tensor.name]
         value = state.value
         if self.masked is None:
+            self.consumers.append((tensor.name, node, how if foldable else "none"))
             reason = "a removed channel would carry a constant this op cannot fold exactly"
             # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
-            self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
+            unfoldable = ~np.isfinite(value) | ((value != 0) & (not foldable))
+            self.keep_where(state.map, unfoldable, reason, node)
+            if self.compensating and unfoldable.any():
+                self._notes.append(_Note("fallback", state.map, unfoldable))
             return
         reference = self.masked.states[tensor.name].value
         differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
@@ -260,6 +313,7 @@ class Analysis:
     def finish(self) -> list[ChannelGroup]:
         """Turn union classes of leaf groups into ChannelGroups with their scores and declines."""
         self._class_of: dict[int, ChannelGroup] = {}
+        self._fallback: set[tuple[int, int]] = set()
         groups: list[ChannelGroup] = []
         for gid in range(len(self._groups.size)):
             if gid in self._groups.children:
@@ -277,6 +331,21 @@ class Analysis:
             group.producers = sorted(set(group.producers))
         self.groups = groups
         return groups
+
+    def fallback_cuts(self) -> dict[str, np.ndarray]:
+        """Cut positions (per source tensor) whose compensated value some consumer cannot fold, beyond
+        those already disabled: they are cut to 0 instead in the next walk."""
+        out: dict[str, np.ndarray] = {}
+        for name, positions in self.sources:
+            new = np.zeros(len(positions), dtype=bool)
+            for group, span, offset in self.pieces(self.states[name].map):
+                for i in range(span.length):
+                    at = slice(offset + i * span.repeat, offset + (i + 1) * span.repeat)
+                    new[at] = (group.id, span.start + i) in self._fallback
+            new &= positions & ~self.disabled.get(name, np.zeros(len(positions), dtype=bool))
+            if new.any():
+                out[name] = new
+        return out
 
     def group_of(self, gid: int) -> ChannelGroup:
         return self._class_of[self._groups.find(gid)]
@@ -310,6 +379,10 @@ class Analysis:
                 flags = group.inexact if group.inexact is not None else np.zeros(group.size, bool)
                 flags[idx] |= note.payload[at]
                 group.inexact = flags
+            elif note.kind == "fallback":
+                self._fallback.update(
+                    (group.id, span.start + int(i)) for i in np.flatnonzero(note.payload[at])
+                )
             elif note.kind == "must_keep":
                 mask, decline = note.payload
                 keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
