@@ -18,7 +18,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
-from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.compensate.datafree import check_mode
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.errors import UsageError
@@ -114,7 +115,6 @@ def prune_model(
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
-    analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     report["compensation"] = compensation_report(analysis, options.compensate)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case

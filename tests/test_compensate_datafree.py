@@ -1,4 +1,4 @@
-"""Data-free compensation (compensate/datafree.py and what the rules make of it).
+"""Data-free compensation (compensate/moments.py and what the rules make of it).
 
 - the closed forms and the quadrature agree with Monte-Carlo means of act(N(mu, s²));
 - the analysis carries a removed channel's N(beta, gamma²) to the next nonlinearity (SiLU as a pair);
@@ -20,9 +20,9 @@ import weights
 from onnx import numpy_helper
 
 from onnxprune import api
-from onnxprune.compensate import datafree
 from onnxprune.errors import UsageError
 from onnxprune.plan import PlanOptions
+from onnxprune.rules import moments
 
 MU = np.array([-4.0, -2.5, -1.0, -0.3, 0.0, 0.4, 1.2, 2.9, 5.0])
 S = np.array([0.05, 0.5, 1.0, 2.0, 0.7, 1.5, 0.3, 3.0, 1.0])
@@ -56,22 +56,22 @@ CASES = {
 @pytest.mark.parametrize("op", sorted(CASES))
 def test_expectation_matches_monte_carlo(op: str) -> None:
     f, attrs, bounds = CASES[op]
-    got = datafree.unary_mean(op, attrs, bounds, MU, S, f)
+    got = moments.unary_mean(op, attrs, bounds, MU, S, f)
     assert got is not None
     # Standard error of the Monte-Carlo mean: at most ~ max(s) / sqrt(n) = 0.0055
     np.testing.assert_allclose(got, monte_carlo(f), atol=0.02)
 
 
 def test_clip_with_only_one_bound_and_silu_pair() -> None:
-    got = datafree.clip_mean(MU, S, -1.0, math.inf)
+    got = moments.clip_mean(MU, S, -1.0, math.inf)
     np.testing.assert_allclose(got, monte_carlo(lambda x: np.maximum(x, -1.0)), atol=0.02)
-    np.testing.assert_allclose(datafree.silu_mean(MU, S), monte_carlo(lambda x: x * sigmoid(x)), atol=0.02)
+    np.testing.assert_allclose(moments.silu_mean(MU, S), monte_carlo(lambda x: x * sigmoid(x)), atol=0.02)
 
 
 def test_zero_spread_limit_is_the_point_value() -> None:
     tiny_s = np.full(MU.shape, 1e-9)
-    np.testing.assert_allclose(datafree.relu_mean(MU, tiny_s), np.maximum(MU, 0), atol=1e-8)
-    np.testing.assert_allclose(datafree.hard_swish_mean(MU, tiny_s), CASES["HardSwish"][0](MU), atol=1e-8)
+    np.testing.assert_allclose(moments.relu_mean(MU, tiny_s), np.maximum(MU, 0), atol=1e-8)
+    np.testing.assert_allclose(moments.hard_swish_mean(MU, tiny_s), CASES["HardSwish"][0](MU), atol=1e-8)
 
 
 def _bn_net(act: str) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
@@ -87,21 +87,23 @@ def _bn_net(act: str) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("act", "expected"),
     [
-        ("Relu", datafree.relu_mean),
-        ("SiLU", datafree.silu_mean),
-        ("Relu6", lambda m, s: datafree.clip_mean(m, s, 0.0, 6.0)),
+        ("Relu", moments.relu_mean),
+        ("SiLU", moments.silu_mean),
+        ("Relu6", lambda m, s: moments.clip_mean(m, s, 0.0, 6.0)),
     ],
 )
 def test_analysis_carries_the_bn_distribution_to_the_activation(act, expected) -> None:
     from onnxprune import graph as graphs
-    from onnxprune.channels import analyse
+    from onnxprune.analyse import analyse
 
     model, gamma, beta = _bn_net(act)
     analysis = analyse(graphs.normalise(model), compensate="bn")
     consumer = [t for t, node, _ in analysis.consumers][-2]  # the 1x1 Conv's input (the head's Gemm last)
-    np.testing.assert_allclose(analysis.states[consumer].value, expected(beta, np.abs(gamma)), rtol=1e-6)
+    np.testing.assert_allclose(
+        analysis.states[consumer].removed_value, expected(beta, np.abs(gamma)), rtol=1e-6
+    )
     plain = analyse(graphs.normalise(model), compensate="none")
-    assert not plain.states[consumer].value.any()
+    assert not plain.states[consumer].removed_value.any()
 
 
 def with_dead_beta(model: onnx.ModelProto, seed: int = 1, scale: float = 0.5) -> onnx.ModelProto:

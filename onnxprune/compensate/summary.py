@@ -20,10 +20,10 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
     layers = []
     for name, node, how in analysis.consumers:
         state = analysis.states[name]
-        removed = np.setdiff1d(np.arange(len(state.value)), analysis.kept_positions(state.map))
+        removed = np.setdiff1d(np.arange(len(state.removed_value)), analysis.kept_positions(state.map))
         if removed.size == 0:
             continue
-        values = state.value[removed]
+        values = state.removed_value[removed]
         carrying = values != 0
         layers.append(
             {
@@ -58,6 +58,6 @@ def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
 
 def _removed_at(analysis: Analysis, name: str, cut: np.ndarray) -> np.ndarray:
     state = analysis.states[name]
-    removed = np.ones(len(state.value), dtype=bool)
+    removed = np.ones(len(state.removed_value), dtype=bool)
     removed[analysis.kept_positions(state.map)] = False
     return removed & cut

@@ -11,16 +11,12 @@ compensation a scored channel is cut to beta with spread |gamma| instead of 0 (`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
+from onnxprune.rules.base import ChannelwiseRule, Rule, const, decline_node, rule
 
 
 @rule("BatchNormalization")
@@ -38,21 +34,22 @@ class BatchNormRule(Rule):
             decline_node(node, ctx, "BatchNormalization with run-time or training-mode statistics")
             return
         gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
-        if gamma.size != state.value.size:
+        if gamma.size != state.removed_value.size:
             decline_node(node, ctx, "BatchNormalization whose vectors do not match its channels")
             return
         eps = float(node.attrs.get("epsilon", 1e-5))
         scale = gamma / np.sqrt(var + eps)
-        value = beta + scale * (state.value - mean)
+        value = beta + scale * (state.removed_value - mean)
         # Scored channels are cut here: 0 in the masked model (beta with spread |gamma| when compensating);
         # in the original, beta where gamma is 0.
         cut, cut_spread = ctx.cut_value(node.outputs[0], gamma, beta, value)
-        value = np.where(state.fresh, cut, value)
-        spread = np.where(state.fresh, cut_spread, np.abs(scale) * state.spread)
+        fresh = state.before_first_bn
+        value = np.where(fresh, cut, value)
+        spread = np.where(fresh, cut_spread, np.abs(scale) * state.spread)
         ctx.member(state.map, node.name)
-        ctx.add_gamma(state.map, np.where(state.fresh, np.abs(gamma), np.nan))
-        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.fresh), spread)
-        ctx.source(node.outputs[0], state.fresh)
+        ctx.add_gamma(state.map, np.where(fresh, np.abs(gamma), np.nan))
+        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(fresh), spread)
+        ctx.source(node.outputs[0], fresh)
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.outputs[0])
@@ -63,20 +60,15 @@ class BatchNormRule(Rule):
 
 
 @rule("InstanceNormalization")
-class InstanceNormRule(Rule):
+class InstanceNormRule(ChannelwiseRule):
     """A constant channel normalises to 0 over its spatial extent, so its output is just the bias."""
 
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         scale, bias = const(node.inputs[1]), const(node.inputs[2])
-        if scale is None or bias is None or scale.size != state.value.size:
+        if scale is None or bias is None or scale.size != state.removed_value.size:
             decline_node(node, ctx, "InstanceNormalization with run-time or mismatched vectors")
-            return
-        value = np.where(np.isnan(state.value), np.nan, bias.astype(np.float64))
-        ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+            return None
+        return np.where(np.isnan(state.removed_value), np.nan, bias.astype(np.float64))
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.outputs[0])

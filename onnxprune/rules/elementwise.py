@@ -9,13 +9,14 @@ removed channel's value is found by running the op itself on the per-channel con
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.compensate.datafree import silu_mean, through_unary
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import (
+    ChannelwiseRule,
     Rule,
     as_channel_array,
     const,
@@ -26,10 +27,7 @@ from onnxprune.rules.base import (
     run_node,
     tracked,
 )
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
+from onnxprune.rules.moments import silu_mean, through_unary
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -48,38 +46,30 @@ def channel_values(node: gs.Node, ctx: Analysis, arrays: list[np.ndarray | None]
 
 
 @rule(*UNARY_OPS)
-class UnaryRule(Rule):
+class UnaryRule(ChannelwiseRule):
     """One tensor in (other inputs are scalar constants such as Clip's bounds), the same channels out."""
 
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
-        out = node.outputs[0]
-        r = rank(out) or 4
-        arrays: list[np.ndarray | None] = [as_channel_array(state.value, r, float_dtype(node.inputs[0]))]
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
+        r = rank(node.outputs[0]) or 4
+        value = state.removed_value
+        arrays: list[np.ndarray | None] = [as_channel_array(value, r, float_dtype(node.inputs[0]))]
         arrays += [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
         if any(a is None and not t.is_empty() for a, t in zip(arrays[1:], node.inputs[1:], strict=True)):
-            value = np.full(len(state.value), np.nan)  # a runtime bound: the constant is unknown
-        else:
-            value = channel_values(node, ctx, arrays, len(state.value))
-        spread = None
-        if state.spread.any():
-            value, spread = self._expected(node, arrays, state, value, r)
-        ctx.member(state.map, node.name)
-        ctx.set_state(out, state.map, value, state.fresh & (value == 0), spread)
+            return np.full(len(value), np.nan)  # a runtime bound: the constant is unknown
+        return channel_values(node, ctx, arrays, len(value))
 
-    def _expected(self, node: gs.Node, arrays: list, state: TensorState, point: np.ndarray, r: int):
+    def with_spread(self, node: gs.Node, state: TensorState, value: np.ndarray):
         """A removed channel with a spread (data-free compensation) leaves as E[op(N(value, spread²))]."""
+        r = rank(node.outputs[0]) or 4
         dtype = float_dtype(node.inputs[0])
+        consts = [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
 
         def run(points: np.ndarray) -> np.ndarray | None:
             batch = points.reshape(points.shape + (1,) * max(r - 2, 0)).astype(dtype)
-            result = run_node(node, [batch, *arrays[1:]])
+            result = run_node(node, [batch, *consts])
             return None if result is None else result[0]
 
-        consts = arrays[1:]
-        return through_unary(node.op, node.attrs, consts, state.value, state.spread, point, run)
+        return through_unary(node.op, node.attrs, consts, state.removed_value, state.spread, value, run)
 
 
 @rule(*BINARY_OPS)
@@ -95,7 +85,7 @@ class BinaryRule(Rule):
         if r is None or r < 2 or any(rank(node.inputs[i]) != r for i, _ in ins):
             decline_node(node, ctx, f"{node.op} broadcasts a tracked tensor across the channel axis")
             return
-        n = len(ins[0][1].value)
+        n = len(ins[0][1].removed_value)
         for i, tensor in enumerate(node.inputs):
             if any(i == j for j, _ in ins) or _channel_extent(tensor, r) in (1, None):
                 continue
@@ -109,9 +99,9 @@ class BinaryRule(Rule):
         spread = None
         if any(state.spread.any() for _, state in ins):
             value, spread = self._spread(node, ctx, ins, r, n, value)
-        fresh = np.logical_and.reduce([state.fresh for _, state in ins]) & (value == 0)
+        before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & (value == 0)
         ctx.member(ins[0][1].map, node.name)
-        ctx.set_state(out, ins[0][1].map, value, fresh, spread)
+        ctx.set_state(out, ins[0][1].map, value, before, spread)
 
     def _spread(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int, value: np.ndarray):
         """(value, spread) where an operand carries a spread (data-free compensation).
@@ -124,7 +114,7 @@ class BinaryRule(Rule):
         if x is not None:
             live = x.spread > 0
             value = value.copy()
-            value[live] = silu_mean(x.value[live], x.spread[live])
+            value[live] = silu_mean(x.removed_value[live], x.spread[live])
             return value, np.zeros(n)
         affine = node.op in ("Add", "Sub", "Sum", "Mean") or (
             node.op in ("Mul", "Div") and len(ins) == 1 and (node.op == "Mul" or ins[0][0] == 0)
@@ -134,7 +124,7 @@ class BinaryRule(Rule):
         variance = np.zeros(n)
         for k, (i, state) in enumerate(ins):
             bumped = list(ins)
-            bumped[k] = (i, replace(state, value=state.value + 1.0))
+            bumped[k] = (i, replace(state, removed_value=state.removed_value + 1.0))
             slope = self._value(node, ctx, bumped, r, n) - value
             variance += (slope * state.spread) ** 2
         return value, np.nan_to_num(np.sqrt(variance), nan=0.0)
@@ -144,7 +134,7 @@ class BinaryRule(Rule):
         arrays: list[np.ndarray | None] = []
         for i, tensor in enumerate(node.inputs):
             if i in states:
-                arrays.append(as_channel_array(states[i].value, r, float_dtype(tensor)))
+                arrays.append(as_channel_array(states[i].removed_value, r, float_dtype(tensor)))
             elif const(tensor) is not None:
                 arrays.append(const(tensor))
             else:
@@ -153,7 +143,7 @@ class BinaryRule(Rule):
         if node.op == "Mul":
             # 0 times anything is 0, an unknown gate included (numpy says nan): a dead channel times a
             # squeeze-excite gate is still exactly 0.
-            zero = np.logical_or.reduce([states[i].value == 0 for i in states])
+            zero = np.logical_or.reduce([states[i].removed_value == 0 for i in states])
             value = np.where(zero, 0.0, value)
         return value
 
