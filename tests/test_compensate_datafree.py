@@ -196,3 +196,18 @@ def test_slimming_trained_models_keep_their_accuracy_at_0_7_without_data(name: s
     assert compensated.report["macs"]["after"] < 0.2 * compensated.report["macs"]["before"]
     assert _top1(compensated.pruned) >= unpruned - 1.5
     assert _top1(plain.pruned) < unpruned - 10  # what the constants are worth: plain removal loses them
+
+
+@pytest.mark.parametrize("group", [3, 4])
+def test_grouped_conv_folds_constants_of_its_own_group(group: int) -> None:
+    """ResNeXt's grouped 3x3 reads Relu(beta) from removed channels: a bias map per output, group by group."""
+    from rules.test_conv import resnext
+
+    model = with_dead_beta(resnext(group))
+    result = tiny.prune_dead(model)
+    tiny.assert_exact(model, result.pruned)
+    grouped = next(n for n in result.pruned.graph.node if n.op_type == "Conv" and n.attribute[0].i > 1)
+    layers = {x["node"]: x for x in result.report["compensation"]["layers"]}
+    assert layers[grouped.name]["applied"] == "bias map" and layers[grouped.name]["exact"]
+    plain = tiny.prune_dead(model, compensate="none")
+    assert tiny.removed_channels(result) > tiny.removed_channels(plain)

@@ -6,6 +6,8 @@
 - depthwise (group == C_in == C_out): channel c of the output comes from channel c of the input only, so the
   output carries the input's map; ``group`` follows the kept count.
 - grouped (1 < group < C_in): input and output are cut into ``group`` tied chunks (``grouped.py``).
+- with data-free compensation a zero-padded Conv (dense or grouped) with static spatial shapes folds the
+  constants exactly as one per-position bias map, an ``Add`` of [1, K, *spatial] after it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, carry, channels, const, decline_node, rule
-from onnxprune.rules.grouped import grouped_columns, tie_groups
+from onnxprune.rules.grouped import dense_columns, grouped_columns, tie_groups
 
 
 def has_padding(node: gs.Node) -> bool:
@@ -118,8 +120,11 @@ class ConvRule(Rule):
             return
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
-        # Folding would need one shift per Conv group; zero (the common case) is exact anyway.
-        ctx.consume(node.inputs[0], node.name, foldable=False)
+        # A removed input constant shifts only its own group's outputs: folded like a dense Conv's (with
+        # compensation; plain removal keeps such channels, 0 being the common case).
+        padded = has_padding(node)
+        foldable = ctx.compensating and (not padded or static_spatial(node))
+        ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias")
         out_map = tie_groups(node, ctx, state.map, group, c_out)
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
@@ -139,6 +144,7 @@ class ConvRule(Rule):
             if keep_out is not None:
                 node.attrs["group"] = len(keep_out)
         elif group > 1 and keep_in is not None:
+            bias = self._fold(node, rw, weight, bias, group)
             weight = grouped_columns(weight, keep_in, group, c_in // group)
         if keep_out is not None:
             weight = weight[keep_out]
@@ -147,15 +153,16 @@ class ConvRule(Rule):
             rw.set_param(node, 1, weight)
             self._set_bias(node, rw, bias)
 
-    def _fold(self, node: gs.Node, rw: Rewrite, weight: np.ndarray, bias: np.ndarray | None):
+    def _fold(self, node: gs.Node, rw: Rewrite, weight: np.ndarray, bias: np.ndarray | None, group: int = 1):
         gone, values = rw.removed_values(node.inputs[0])
         nonzero = values != 0
         if not nonzero.any():
             return bias
+        columns = weight[:, gone[nonzero]] if group == 1 else dense_columns(weight, gone[nonzero], group)
         if has_padding(node):
-            self._bias_map(node, rw, weight[:, gone[nonzero]], values[nonzero])
+            self._bias_map(node, rw, columns, values[nonzero])
             return bias
-        columns = weight[:, gone[nonzero]].astype(np.float64)
+        columns = columns.astype(np.float64)
         shift = columns.reshape(columns.shape[0], columns.shape[1], -1).sum(-1) @ values[nonzero]
         base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         return (base + shift).astype(weight.dtype)
