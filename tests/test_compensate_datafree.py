@@ -211,3 +211,17 @@ def test_grouped_conv_folds_constants_of_its_own_group(group: int) -> None:
     assert layers[grouped.name]["applied"] == "bias map" and layers[grouped.name]["exact"]
     plain = tiny.prune_dead(model, compensate="none")
     assert tiny.removed_channels(result) > tiny.removed_channels(plain)
+
+
+def test_padded_depthwise_takes_the_interior_value_and_says_so() -> None:
+    """MobileNetV2's block with constant (gamma = 0, beta != 0) expand channels: --threshold 0 keeps them (the
+    depthwise border would differ), a ratio removes them with the interior value, listed as approximate."""
+    model = with_dead_beta(tiny.depthwise())
+    dead = tiny.prune_dead(model)
+    tiny.assert_exact(model, dead.pruned)
+    assert not dead.report["compensation"]["approximations"]
+    half = api.prune_model(model, PlanOptions(ratio=0.5, round_to=4, min_keep=4))
+    tiny.assert_exact(half.masked, half.pruned)
+    assert [a["why"] for a in half.report["compensation"]["approximations"]] == [
+        "padded depthwise Conv: interior value"
+    ]

@@ -132,7 +132,8 @@ class Analysis:
         self.disabled = disabled or {}
         # (tensor, consumer node, how it folds): every reduction over a tracked channel axis
         self.consumers: list[tuple[str, str, str]] = []
-        self.approximations: list[tuple[str, str]] = []  # (node, why): data-free estimates not exact
+        # (node, why, tensor): where a data-free estimate is not exact even for gamma = 0
+        self.approximations: list[tuple[str, str, str]] = []
         self._fallback: list[tuple[ChannelMap, np.ndarray]] = []
         self.outputs = frozenset(outputs)  # names of the graph's outputs
         # Second pass (``first_pass`` given): values are what the *original* model carries in a channel
@@ -346,9 +347,10 @@ class Analysis:
         self.groups = groups
         return groups
 
-    def approximate(self, node: str, why: str) -> None:
-        """A data-free estimate that is not exact even for gamma = 0 (for the report)."""
-        self.approximations.append((node, why))
+    def approximate(self, node: str, why: str, tensor: gs.Tensor) -> None:
+        """A data-free estimate that is not exact even for gamma = 0, for what ``tensor``'s removed
+        channels carry into ``node`` (the report lists it where some of them carry something)."""
+        self.approximations.append((node, why, tensor.name))
 
     def fallback_cuts(self) -> dict[str, np.ndarray]:
         """Cut positions (per source tensor) whose compensated value some consumer cannot fold, beyond

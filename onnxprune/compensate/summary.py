@@ -37,12 +37,12 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
             }
         )
     disabled = sum(int(_removed_at(analysis, n, cut).sum()) for n, cut in analysis.disabled.items())
-    return {
-        "mode": mode,
-        "layers": layers,
-        "approximations": [{"node": n, "why": why} for n, why in dict.fromkeys(analysis.approximations)],
-        "fell_back_to_zero": disabled,
-    }
+    approximations = [
+        {"node": node, "why": why}
+        for node, why, name in dict.fromkeys(analysis.approximations)
+        if (analysis.states[name].removed_value[_removed_at(analysis, name, None)] != 0).any()
+    ]
+    return {"mode": mode, "layers": layers, "approximations": approximations, "fell_back_to_zero": disabled}
 
 
 def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
@@ -56,8 +56,9 @@ def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
     return flags[positions]
 
 
-def _removed_at(analysis: Analysis, name: str, cut: np.ndarray) -> np.ndarray:
+def _removed_at(analysis: Analysis, name: str, among: np.ndarray | None) -> np.ndarray:
+    """Per position of a tensor: removed by the plan (and in ``among``)."""
     state = analysis.states[name]
     removed = np.ones(len(state.removed_value), dtype=bool)
     removed[analysis.kept_positions(state.map)] = False
-    return removed & cut
+    return removed if among is None else removed & among

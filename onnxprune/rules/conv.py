@@ -105,7 +105,7 @@ class ConvRule(Rule):
         if has_padding(node) and ctx.compensating and (state.removed_value != 0).any():
             # Compensation takes the interior value rather than keeping the channel (which would block
             # pruning MobileNets): approximate at the borders, and the report says where.
-            ctx.approximate(node.name, "padded depthwise Conv: interior value")
+            ctx.approximate(node.name, "padded depthwise Conv: interior value", node.inputs[0])
         elif has_padding(node):
             # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
             value = np.where(state.removed_value == 0, b, np.nan)
