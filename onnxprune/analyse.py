@@ -38,6 +38,7 @@ def analyse(graph: gs.Graph, exactness: bool = False, compensate: str = "none") 
             raise AssertionError("the two analysis passes disagree on the groups")
         for mine, theirs in zip(first.groups, original.groups, strict=True):
             mine.inexact = theirs.inexact
+        first.exactness_known = True
     return first
 
 

@@ -118,7 +118,7 @@ def compensation_table(section: dict[str, Any]) -> Table:
             str(layer["removed"]),
             str(layer["carrying"]),
             layer["applied"],
-            "yes" if layer["exact"] else "[yellow]estimate[/]",
+            {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
             f"{biggest:.3g}",
         )
     for approx in section["approximations"]:

@@ -135,6 +135,7 @@ class Analysis:
         # (node, why, tensor): where a data-free estimate is not exact even for gamma = 0
         self.approximations: list[tuple[str, str, str]] = []
         self._fallback: list[tuple[ChannelMap, np.ndarray]] = []
+        self.exactness_known = False  # the original-values pass ran: groups' ``inexact`` is filled in
         self.outputs = frozenset(outputs)  # names of the graph's outputs
         # Second pass (``first_pass`` given): values are what the *original* model carries in a channel
         # that is dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from

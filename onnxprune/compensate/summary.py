@@ -15,7 +15,8 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
     ``applied``: "bias" (an unpadded consumer's bias, exact), "bias map" (a zero-padded Conv's per-position
     Add, exact), "none" (every removed channel carries 0: nothing to fold). ``exact``: whether the pruned
     model equals the original at this layer's input, i.e. every removed channel carried exactly the folded
-    constant (gamma = 0); otherwise the constants are data-free estimates.
+    constant (gamma = 0); otherwise the constants are data-free estimates (None: not checked, as with
+    ``--compensate none --ratio``, which skips the original-values pass).
     """
     layers = []
     for name, node, how in analysis.consumers:
@@ -32,7 +33,9 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
                 "removed": int(removed.size),
                 "carrying": int(carrying.sum()),
                 "applied": how if carrying.any() else "none",
-                "exact": not _inexact(analysis, state.map, removed).any(),
+                "exact": not _inexact(analysis, state.map, removed).any()
+                if analysis.exactness_known
+                else None,
                 "estimate": [float(f"{v:.6g}") for v in values[carrying]],
             }
         )
@@ -43,6 +46,11 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
         if (analysis.states[name].removed_value[_removed_at(analysis, name, None)] != 0).any()
     ]
     return {"mode": mode, "layers": layers, "approximations": approximations, "fell_back_to_zero": disabled}
+
+
+def _exact(analysis: Analysis, cmap, positions: np.ndarray) -> bool | None:
+    """No removed position changes the original's value (None where that was not checked)."""
+    return not _inexact(analysis, cmap, positions).any() if analysis.exactness_known else None
 
 
 def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
