@@ -15,23 +15,26 @@ from onnxprune.rules.base import channels
 __all__ = ["analyse"]
 
 
-def analyse(graph: gs.Graph, exactness: bool = False, compensate: str = "none") -> Analysis:
+def analyse(
+    graph: gs.Graph, exactness: bool = False, compensate: str = "none", allow_approximate: bool = True
+) -> Analysis:
     """Run every node's rule in topological order and group the channels they tie together.
 
     ``exactness`` adds a second pass over the original model's values, which marks the channels whose
     removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``). ``compensate="bn"``:
     removed channels carry their BN's expected output; where a consumer cannot fold that, the channel is
     cut to 0 instead and the walk runs again (each run only adds such cuts, so this ends).
+    ``allow_approximate=False`` (``--threshold``) also refuses estimates that are wrong even for gamma = 0.
     """
     disabled: dict[str, np.ndarray] = {}
-    first = _walk(graph, None, compensate, disabled)
+    first = _walk(graph, None, compensate, disabled, allow_approximate)
     for _ in range(16):
         more = first.fallback_cuts() if first.compensating else {}
         if not more:
             break
         for name, cut in more.items():
             disabled[name] = disabled.get(name, np.zeros(len(cut), dtype=bool)) | cut
-        first = _walk(graph, None, compensate, disabled)
+        first = _walk(graph, None, compensate, disabled, allow_approximate)
     if exactness:
         original = _walk(graph, first)
         if len(original.groups) != len(first.groups):
@@ -47,9 +50,11 @@ def _walk(
     first_pass: Analysis | None,
     compensate: str = "none",
     disabled: dict[str, np.ndarray] | None = None,
+    allow_approximate: bool = True,
 ) -> Analysis:
     graph.toposort()
-    ctx = Analysis(int(graph.opset), [t.name for t in graph.outputs], first_pass, compensate, disabled)
+    outputs = [t.name for t in graph.outputs]
+    ctx = Analysis(int(graph.opset), outputs, first_pass, compensate, disabled, allow_approximate)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

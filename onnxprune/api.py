@@ -109,7 +109,8 @@ def prune_model(
     before = graph_stats(graph)
     # Compensation always runs the original-values pass: the report says which folds are exact.
     exactness = options.threshold is not None or options.compensate == "bn"
-    analysis = analyse(graph, exactness=exactness, compensate=options.compensate)
+    # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
+    analysis = analyse(graph, exactness, options.compensate, allow_approximate=options.threshold is None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))

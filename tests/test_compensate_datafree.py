@@ -215,11 +215,16 @@ def test_grouped_conv_folds_constants_of_its_own_group(group: int) -> None:
 
 def test_padded_depthwise_takes_the_interior_value_and_says_so() -> None:
     """MobileNetV2's block with constant (gamma = 0, beta != 0) expand channels: --threshold 0 keeps them (the
-    depthwise border would differ), a ratio removes them with the interior value, listed as approximate."""
+    depthwise border would differ), a ratio removes them with the interior value, listed as approximate;
+    no threshold uses an estimate that is wrong even for gamma = 0."""
     model = with_dead_beta(tiny.depthwise())
     dead = tiny.prune_dead(model)
     tiny.assert_exact(model, dead.pruned)
     assert not dead.report["compensation"]["approximations"]
+    high = api.prune_model(model, PlanOptions(threshold=1.0, round_to=1, min_keep=1))
+    assert tiny.removed_channels(high) > tiny.removed_channels(dead)
+    assert not high.report["compensation"]["approximations"]
+    tiny.assert_exact(high.masked, high.pruned)
     half = api.prune_model(model, PlanOptions(ratio=0.5, round_to=4, min_keep=4))
     tiny.assert_exact(half.masked, half.pruned)
     assert [a["why"] for a in half.report["compensation"]["approximations"]] == [

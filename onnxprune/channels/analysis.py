@@ -124,8 +124,12 @@ class Analysis:
         first_pass: Analysis | None = None,
         compensate: str = "none",
         disabled: dict[str, np.ndarray] | None = None,
+        allow_approximate: bool = True,
     ) -> None:
         self.opset = opset
+        # False for --threshold, a promise about exactness: no estimate that is wrong even for gamma = 0
+        # (a padded depthwise Conv's interior value); such channels fall back to 0 and stay where they must.
+        self.allow_approximate = allow_approximate
         # "bn": removed channels carry their BN's expected output (first pass only); ``disabled``: cut
         # positions (per tensor) that fall back to 0 because a consumer could not fold their estimate.
         self.compensate = compensate if first_pass is None else "none"

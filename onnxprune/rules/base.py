@@ -18,7 +18,8 @@ declines the inputs' groups and gives the outputs fixed channels). Along the way
   ``ctx.keep_where`` for other such cases;
 - data-free compensation (``ctx.compensating``): ``ctx.cut_value`` gives what a channel cut at a scoring
   BN carries (value and spread), ``set_state(..., spread=)`` carries the spread, ``ctx.approximate(node,
-  why)`` records where an estimate is not exact (the report lists it);
+  why, tensor)`` records where an estimate is not exact even for gamma = 0 (the report lists it), which
+  only ``ctx.allow_approximate`` permits (not with ``--threshold``);
 - ``ctx.member``, ``ctx.add_gamma``, ``ctx.add_filter_norm``, ``ctx.add_macs``, ``ctx.source``: what the
   planner and report need (the group's nodes and producers, scores, MACs, where masking cuts);
 - ``ctx.decline(map, reason, node)``: one group cannot be pruned, with the reason;

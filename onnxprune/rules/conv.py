@@ -102,7 +102,7 @@ class ConvRule(Rule):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         b = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         value = state.removed_value * weight.reshape(weight.shape[0], -1).sum(1) + b
-        if has_padding(node) and ctx.compensating and (state.removed_value != 0).any():
+        if has_padding(node) and ctx.compensating and ctx.allow_approximate and state.removed_value.any():
             # Compensation takes the interior value rather than keeping the channel (which would block
             # pruning MobileNets): approximate at the borders, and the report says where.
             ctx.approximate(node.name, "padded depthwise Conv: interior value", node.inputs[0])
