@@ -14,19 +14,7 @@ and quadrature the activation rules apply), the consumers' rules (bias folding; 
 the bias map of a zero-padded Conv), ``rewrite.masked_reference`` (the reference for question 1 of the
 verification) and ``compensate/summary.py`` (the report).
 
-Modes (``--compensate``): ``none`` cuts every removed channel to 0 (the masked model of the verification),
-``bn`` uses the estimate above, ``calib`` the empirical mean from calibration data (calibration stage).
+Modes (``--compensate``, ``options.Compensate``): ``none`` cuts every removed channel to 0 (the masked model
+of the verification), ``bn`` uses the estimate above, ``calib`` the empirical mean from calibration data
+(calibration stage).
 """
-
-from __future__ import annotations
-
-MODES = ("none", "bn", "calib")
-
-
-def check_mode(mode: str) -> str:
-    """The mode itself, or a UsageError naming the choices."""
-    from onnxprune.errors import UsageError
-
-    if mode not in MODES:
-        raise UsageError(f"--compensate must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
