@@ -21,11 +21,12 @@ import onnx_graphsurgeon as gs
 from onnxprune import files, verify
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.errors import VerificationError
+from onnxprune.compensate.summary import compensation_report
+from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
 from onnxprune.inputs import make_inputs
-from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
@@ -85,11 +86,17 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: Criterion | str = Criterion.AUTO) -> Inspection:
+def inspect(
+    source: str | Path | onnx.ModelProto,
+    criterion: Criterion | str = Criterion.AUTO,
+    compensate: Compensate | str = Compensate.BN,
+) -> Inspection:
+    """``compensate``: the mode whose must-keep channels to show (what ``prune`` would keep with it)."""
     criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
+    compensate = choice(Compensate, compensate, "--compensate")
     model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = normalise(model)
-    analysis = analyse(graph)
+    analysis = analyse(graph, compensate="none" if compensate == Compensate.NONE else "bn")
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
@@ -108,15 +115,21 @@ def prune_model(
     the report gains how far pruning moved each output from the original. ``sparsify``: then make the
     pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
     """
+    if options.compensate == Compensate.CALIB:
+        raise UsageError("--compensate calib needs calibration data (--calib)")
     graph = normalise(model)
     before = graph_stats(graph)
-    analysis = analyse(graph, exactness=options.threshold is not None)
+    # Compensation always runs the original-values pass: the report says which folds are exact.
+    exactness = options.threshold is not None or options.compensate == "bn"
+    # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
+    analysis = analyse(graph, exactness, options.compensate, allow_approximate=options.threshold is None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     report = build_report(before, pruned, analysis.groups, options)
+    report["compensation"] = compensation_report(analysis, options.compensate)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)

@@ -23,9 +23,9 @@ from onnxprune import api
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
-from onnxprune.options import Criterion, Scope, choice
+from onnxprune.options import Compensate, Criterion, Scope, choice
 from onnxprune.plan import load_plan
-from onnxprune.report import group_summary, groups_table, inspect_table, prune_table
+from onnxprune.report import compensation_table, group_summary, groups_table, inspect_table, prune_table
 from onnxprune.sparsity import SparsifyOptions, survey
 from onnxprune.sparsity import sparsify as run_sparsify
 from onnxprune.sparsity.layers import MIN_CHANNELS
@@ -160,6 +160,9 @@ def prune(
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
     criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    compensate: Annotated[
+        str, _choices(Compensate, "What removed channels leave behind, folded into biases (bn: data-free).")
+    ] = Compensate.BN,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -194,6 +197,7 @@ def prune(
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
         criterion=choice(Criterion, criterion, "--criterion"),
+        compensate=choice(Compensate, compensate, "--compensate"),
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -214,6 +218,8 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if result.report.get("compensation", {}).get("layers"):
+        console.print(compensation_table(result.report["compensation"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
     if "sparsity" in result.report:
