@@ -35,12 +35,12 @@ class Seen:
 
 
 def seen_widths(analysis: Analysis) -> list[Seen]:
-    """Every channel axis a consumer reads or writes (``analysis.consumers``, recorded by the walk)."""
+    """Every channel axis a consumer reads or writes (``analysis.consumer_widths``, recorded by the walk)."""
     cached = getattr(analysis, "_seen_widths", None)
     if cached is not None:
         return cached
     seen = []
-    for node, tensor in analysis.consumers:
+    for node, tensor in analysis.consumer_widths:
         state = analysis.states.get(tensor)
         if state is not None:
             pieces = tuple((g.id, s.start, s.length) for g, s, _ in analysis.pieces(state.map))

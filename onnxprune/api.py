@@ -3,6 +3,7 @@
 from onnxprune import api
 result = api.prune("model.onnx", "model.pruned.onnx", api.PlanOptions(ratio=0.5))
 print(result.report["macs"])
+sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 2:4 (onnxprune.sparsity)
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from onnxprune import files, verify
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.errors import VerificationError
+from onnxprune.compensate.summary import compensation_report
+from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
 from onnxprune.inputs import make_inputs
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
-from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
+from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 
 __all__ = [
     "Criterion",
@@ -39,11 +42,14 @@ __all__ = [
     "PlanOptions",
     "PruneResult",
     "Scope",
+    "SparsifyOptions",
+    "SparsifyResult",
     "Target",
     "VerifyOptions",
     "inspect",
     "prune",
     "prune_model",
+    "sparsify",
 ]
 
 
@@ -90,13 +96,18 @@ class PruneResult:
 def inspect(
     source: str | Path | onnx.ModelProto,
     criterion: Criterion | str = Criterion.AUTO,
+    compensate: Compensate | str = Compensate.BN,
     shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Inspection:
-    """Groups, scores and declines; params and MACs counted at ``shapes`` (or the default input shapes)."""
+    """Groups, scores and declines; params and MACs counted at ``shapes`` (or the default input shapes).
+
+    ``compensate``: the mode whose must-keep channels to show (what ``prune`` would keep with it).
+    """
     criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
+    compensate = choice(Compensate, compensate, "--compensate")
     model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = normalise(model)
-    analysis = analyse(graph)
+    analysis = analyse(graph, compensate="none" if compensate == Compensate.NONE else "bn")
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
@@ -110,21 +121,29 @@ def prune_model(
     options: PlanOptions,
     verify: VerifyOptions | None = None,
     target: Target | None = None,
+    *,
+    sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
-    the report gains how far pruning moved each output from the original. With a ``target`` (a fraction of
-    the original's MACs, params or latency) the plan is searched for (``options.ratio`` is where the search
-    starts, not a plan); the report says what was asked and what was reached. MACs and parameters are
-    counted before and after at the verification's shapes.
+    the report gains how far pruning moved each output from the original. ``sparsify``: then make the
+    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
+    With a ``target`` (a fraction of the original's MACs, params or latency) the plan is searched for
+    (``options.ratio`` is where the search starts, not a plan); the report says what was asked and what was
+    reached. MACs and parameters are counted before and after at the verification's shapes.
     """
+    if options.compensate == Compensate.CALIB:
+        raise UsageError("--compensate calib needs calibration data (--calib)")
     if target is not None:
         options = target_options(options, target)
     shapes = verify.shapes if verify is not None else {}
     graph = normalise(model)
     before = count(model, shapes)
-    analysis = analyse(graph, exactness=options.threshold is not None)
+    # Compensation always runs the original-values pass: the report says which folds are exact.
+    exactness = options.threshold is not None or options.compensate == "bn"
+    # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
+    analysis = analyse(graph, exactness, options.compensate, allow_approximate=options.threshold is None)
     score_groups(analysis.groups, options.criterion)
     if target is None:
         make_plan(analysis.groups, options, analysis)
@@ -138,6 +157,7 @@ def prune_model(
     report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.round_to)
     if target is not None:
         report["target"] = target_record(reached, target, before, after)
+    report["compensation"] = compensation_report(analysis, options.compensate)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -147,6 +167,10 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
+    if sparsify is not None:
+        sparse = sparsify_model(result.pruned, sparsify)
+        result.pruned = sparse.model
+        report["sparsity"] = sparse.report
     return result
 
 
@@ -184,6 +208,7 @@ def prune(
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
     target: Target | None = None,
+    sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
@@ -192,8 +217,15 @@ def prune(
     if target is not None:
         target_options(options, target)  # a bad target is a usage error even for an unreadable model
     output = files.check_output_path(output, [source])
-    checks = verify if verify is not None else VerifyOptions()
-    result = prune_model(files.read_model(source), options, checks, target)
+    if sparsify is not None:
+        sparsify.check()  # bad options are a usage error even when the model is unreadable too
+    result = prune_model(
+        files.read_model(source),
+        options,
+        verify if verify is not None else VerifyOptions(),
+        target,
+        sparsify=sparsify,
+    )
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     files.save_model(result.pruned, output, external_data=external_data)

@@ -21,12 +21,13 @@ from rich.table import Table
 
 from onnxprune import api
 from onnxprune.errors import OnnxPruneError, UsageError
-from onnxprune.files import check_output_path, save_json
+from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
-from onnxprune.options import Criterion, Scope, choice
+from onnxprune.options import Compensate, Criterion, Scope, choice
 from onnxprune.plan import load_plan
 from onnxprune.report import (
     bench_table,
+    compensation_table,
     counted_at,
     group_summary,
     groups_table,
@@ -35,6 +36,10 @@ from onnxprune.report import (
     sweep_table,
     target_line,
 )
+from onnxprune.sparsity import SparsifyOptions, survey
+from onnxprune.sparsity import sparsify as run_sparsify
+from onnxprune.sparsity.layers import MIN_CHANNELS
+from onnxprune.sparsity.tables import fidelity_table, sparsify_table, survey_table
 from onnxprune.tensorrt import build_engine
 from onnxprune.text import number
 from onnxprune.tolerances import CHECK
@@ -97,8 +102,17 @@ def inspect(
     target_params: Annotated[
         float | None, typer.Option(help="With --plot: the threshold of this target.")
     ] = None,
+    sparsity: Annotated[
+        bool, typer.Option("--sparsity", help="List each layer for 2:4: already 2:4, eligible or why not.")
+    ] = False,
+    min_channels: Annotated[
+        int, typer.Option(help="With --sparsity: the size floor (C*R*S and K).")
+    ] = MIN_CHANNELS,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
+    if sparsity:
+        _inspect_sparsity(model, min_channels, as_json)
+        return
     target = _target(target_macs, target_params, None)
     if (ratio is not None or target is not None) and plot is None:
         raise UsageError("inspect takes --ratio and --target-* only to draw their threshold with --plot")
@@ -108,7 +122,7 @@ def inspect(
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     if plot is not None:
         check_output_path(plot, [model])
-    found = api.inspect(model, criterion, parse_shapes(shape or []))
+    found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
         from onnxprune.measure.plots import plot_inspection
 
@@ -154,6 +168,19 @@ def inspect(
         console.print(f"{hidden} declined groups hidden; --explain lists them with reasons.")
 
 
+def _inspect_sparsity(model: Path, min_channels: int, as_json: bool) -> None:
+    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels))
+    rows = [layer.to_dict(total) for layer in layers]
+    if as_json:
+        print(json.dumps({"model": str(model), "macs": total, "sparsity": rows}, indent=2))
+        return
+    eligible = [row for row in rows if row["eligible"]]
+    share = sum(row["macs_share"] for row in eligible)
+    title = f"{model.name}: {len(eligible)} of {len(rows)} layers eligible for 2:4 ({share:.1%} of MACs)"
+    console.print(survey_table(rows, title))
+    console.print(f"{sum(row['already_24'] for row in rows)} layers already 2:4")
+
+
 @app.command()
 @user_errors
 def prune(
@@ -175,6 +202,9 @@ def prune(
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
     criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    compensate: Annotated[
+        str, _choices(Compensate, "What removed channels leave behind, folded into biases (bn: data-free).")
+    ] = Compensate.BN,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -199,6 +229,10 @@ def prune(
     ] = None,
     bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
+    sparsify: Annotated[
+        bool, typer.Option("--sparsify", help="Then make eligible layers 2:4 (by magnitude).")
+    ] = False,
+    min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     if report is not None:
@@ -217,6 +251,7 @@ def prune(
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
         criterion=choice(Criterion, criterion, "--criterion"),
+        compensate=choice(Compensate, compensate, "--compensate"),
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -226,9 +261,14 @@ def prune(
         shapes=parse_shapes(shape or []),
         progress=not as_json,
     )
+    if min_channels != MIN_CHANNELS and not sparsify:
+        raise UsageError("--min-channels only applies with --sparsify")
+    sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
     if plot is not None:
         check_output_path(plot, [model])
-    result = api.prune(model, output, options, verify=checks, external_data=external_data, target=target)
+    result = api.prune(
+        model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse
+    )
     if bench:
         from onnxprune.measure.bench import BenchOptions, bench_record
 
@@ -256,8 +296,12 @@ def prune(
         )
     if "bench" in result.report:
         console.print(bench_table(result.report["bench"]))
+    if result.report.get("compensation", {}).get("layers"):
+        console.print(compensation_table(result.report["compensation"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
+    if "sparsity" in result.report:
+        _print_sparsity(result.report["sparsity"], output)
     if plan is not None:
         _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
 
@@ -271,6 +315,59 @@ def _target(macs: float | None, params: float | None, latency: float | None) -> 
     if len(given) > 1:
         raise UsageError("give at most one of --target-macs, --target-params and --target-latency")
     return given[0] if given else None
+
+
+@app.command()
+@user_errors
+def sparsify(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the 2:4 model.")],
+    min_channels: Annotated[
+        int, typer.Option(help="Skip layers with C*R*S or K below this (they do not speed up).")
+    ] = MIN_CHANNELS,
+    layers: Annotated[list[str] | None, typer.Option(help="Only layers whose name matches (glob).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Never layers whose name matches (glob).")] = None,
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration data (.npz, JSON, folder): SparseGPT, not magnitude.")
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Fraction of --calib held out to measure fidelity.")] = 0.25,
+    selection: Annotated[
+        str, typer.Option(help="auto (SparseGPT with --calib, else magnitude) | magnitude | sparsegpt")
+    ] = "auto",
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+    external_data: Annotated[
+        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Make eligible Conv/Gemm/MatMul weights 2:4 for sparse Tensor Cores (TensorRT --sparsity=enable)."""
+    if report is not None:
+        check_output_path(report, [model])
+    options = SparsifyOptions(
+        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection
+    )
+    result = run_sparsify(model, output, options, external_data=external_data)
+    if report is not None:
+        save_json(result.report, report)
+    if as_json:
+        print(json.dumps(result.report, indent=2))
+        return
+    _print_sparsity(result.report, output)
+
+
+def _print_sparsity(report: dict[str, Any], output: Path) -> None:
+    method = "SparseGPT, calibrated" if report["method"] == "sparsegpt" else "magnitude"
+    if not report["sparsified"]:
+        console.print("no layer eligible for 2:4; `onnxprune inspect --sparsity` lists the reasons")
+        return
+    title = f"{output.name}: {report['sparsified']} of {report['candidates']} layers 2:4 ({method})"
+    console.print(sparsify_table(report, title))
+    console.print(
+        f"{report['macs_share']:.1%} of MACs in 2:4 layers; every one checked to hold the pattern "
+        "(build with TensorRT's sparse weights: onnxprune build turns them on by itself)"
+    )
+    if "fidelity" in report:
+        console.print(fidelity_table(report["fidelity"]))
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -412,7 +509,13 @@ def build(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the TensorRT plan.")],
     fp16: Annotated[bool, typer.Option(help="FP16 engine: the ONNX is converted to float16 first.")] = False,
-    sparse_weights: Annotated[bool, typer.Option(help="Let TensorRT use 2:4 sparse weights.")] = False,
+    sparse_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--sparse-weights/--no-sparse-weights",
+            help="Let TensorRT use 2:4 sparse weights (default: when the model holds 2:4 layers).",
+        ),
+    ] = None,
     workspace: Annotated[int | None, typer.Option(help="Builder workspace limit in MiB.")] = None,
     save_onnx: Annotated[Path | None, typer.Option(help="Write the exact ONNX handed to TensorRT.")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
@@ -424,14 +527,15 @@ def build(
 
 
 def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
-                     sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
+                     sparse: bool | None = None, workspace: int | None = None) -> None:  # fmt: skip
     check_output_path(plan, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
     result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
                           shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
     console.print(
-        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
+        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "
+        f"sparse weights={result.sparse})"
     )
     if result.comparison is not None:
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))

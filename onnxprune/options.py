@@ -36,6 +36,15 @@ class Scope(StrEnum):
     LAYER = "layer"
 
 
+class Compensate(StrEnum):
+    """What removed channels leave behind (see compensate/datafree.py): nothing, their BN's expected output
+    (data-free), or their mean on calibration data."""
+
+    NONE = "none"
+    BN = "bn"
+    CALIB = "calib"
+
+
 def choice(kind: type[E], value: object, flag: str) -> E:
     """``value`` as a member of ``kind``, or a UsageError listing the choices."""
     try:
@@ -58,10 +67,12 @@ class PlanOptions:
     criterion: Criterion = Criterion.AUTO
     # An earlier report whose kept indices are applied (plan.load_plan); not echoed into new reports.
     replay: Mapping[str, Any] | None = field(default=None, metadata={"report": False})
+    compensate: Compensate = Compensate.BN
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "scope", choice(Scope, self.scope, "--scope"))
+        set_(self, "compensate", choice(Compensate, self.compensate, "--compensate"))
         set_(self, "criterion", choice(Criterion, self.criterion, "--criterion"))
         set_(self, "exclude", _strings(self.exclude, "--exclude"))
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:

@@ -163,3 +163,23 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
         f"one analysis ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
     )
     return table
+
+
+def compensation_table(section: dict[str, Any]) -> Table:
+    """Per consumer of removed channels: how their constants were folded and whether that is exact."""
+    table = Table(title=f"compensation ({section['mode']})")
+    for column in ("consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"):
+        table.add_column(column, overflow="fold")
+    for layer in section["layers"]:
+        biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
+        table.add_row(
+            layer["node"],
+            str(layer["removed"]),
+            str(layer["carrying"]),
+            layer["applied"],
+            {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
+            f"{biggest:.3g}",
+        )
+    for approx in section["approximations"]:
+        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
+    return table

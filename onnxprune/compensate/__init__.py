@@ -1,0 +1,1 @@
+"""Compensate: what removed channels carried, folded data-free or fitted from calibration data."""
