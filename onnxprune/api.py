@@ -86,8 +86,19 @@ class VerifyOptions:
     progress: bool = False
 
 
+@dataclass
+class CalibRequest:
+    """Calibration for ``prune``: samples from ``data.load_calibration`` and how to use them."""
+
+    samples: dict[str, np.ndarray]
+    options: Any = None  # compensate.calibrate.CalibOptions; None: its defaults
+
+
 def prune_model(
-    model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
+    model: onnx.ModelProto,
+    options: PlanOptions,
+    verify: VerifyOptions | None = None,
+    calib: CalibRequest | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
@@ -114,7 +125,54 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
+    if calib is not None:
+        _calibrate(result, analysis, calib, verify)
     return result
+
+
+def _calibrate(
+    result: PruneResult, analysis: Analysis, calib: CalibRequest, verify: VerifyOptions | None
+) -> None:
+    """Fit the (verified exact) pruned model back to the original; question 2 is then asked again."""
+    from onnxprune.compensate.calibrate import calibrate
+    from onnxprune.data import static_batch
+
+    done = calibrate(
+        result.original,
+        result.pruned,
+        kept_positions(analysis),
+        calib.samples,
+        calib.options,
+        static_batch=static_batch(result.original),
+    )
+    result.pruned = validate(done.model)
+    result.report["calibration"] = done.report
+    result.report["params"]["after"], result.report["macs"]["after"] = model_stats(result.pruned)
+    if "verify" in result.report and verify is not None:
+        from onnxprune import verify as verifying
+        from onnxprune.inputs import make_inputs
+
+        feeds = make_inputs(
+            result.original, iterations=verify.iterations, seed=verify.seed, shapes=verify.shapes,
+            inputs_path=verify.inputs,
+        )  # fmt: skip
+        change = verifying.compare(result.original, result.pruned, feeds=feeds, progress=verify.progress)
+        result.report["verify"]["change_before_calibration"] = result.report["verify"]["change"]
+        result.report["verify"]["change"] = change.to_dict()
+    else:
+        check_runs(result.original, result.pruned)
+
+
+def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
+    from onnxprune.channels.span import width
+
+    kept = {}
+    for name, state in analysis.states.items():
+        positions = analysis.kept_positions(state.map)
+        if len(positions) < width(state.map):
+            kept[name] = positions
+    return kept
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
