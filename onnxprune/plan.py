@@ -34,6 +34,9 @@ class PlanOptions:
     exclude: list[str] = field(default_factory=list)
     criterion: str = "auto"
     replay: dict[str, Any] | None = None
+    # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
+    # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
+    max_group_ratio: float = 1.0
 
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
@@ -44,6 +47,8 @@ class PlanOptions:
             raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
         if self.round_to < 1 or self.min_keep < 1:
             raise UsageError("--round-to and --min-keep must be at least 1")
+        if not 0.0 < self.max_group_ratio <= 1.0:
+            raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
         if self.scope not in ("global", "layer"):
             raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
 
@@ -122,9 +127,26 @@ def _removal_counts(groups: list[ChannelGroup], options: PlanOptions) -> dict[in
         pool = [g for g in groups if g.criterion == criterion]
         scores = np.concatenate([_effective(g) for g in pool])
         owners = np.concatenate([np.full(g.size, g.id) for g in pool])
-        order = np.argsort(scores, kind="stable")[: int(math.floor(ratio * len(scores)))]
-        for gid, n in zip(*np.unique(owners[order], return_counts=True), strict=True):
-            counts[int(gid)] = int(n)
+        order = np.argsort(scores, kind="stable")
+        wanted = int(math.floor(ratio * len(scores)))
+        caps = {g.id: int(math.floor(options.max_group_ratio * g.size)) for g in pool}
+        counts.update(_capped(owners[order], wanted, caps))
+    return counts
+
+
+def _capped(owners: np.ndarray, wanted: int, caps: dict[int, int]) -> dict[int, int]:
+    """Removals per group taking channels in rank order, skipping groups at their cap."""
+    counts: dict[int, int] = {}
+    if all(cap >= len(owners) for cap in caps.values()):
+        ids, n = np.unique(owners[:wanted], return_counts=True)
+        return {int(g): int(c) for g, c in zip(ids, n, strict=True)}
+    taken = 0
+    for gid in owners.tolist():
+        if taken == wanted:
+            break
+        if counts.get(gid, 0) < caps[gid]:
+            counts[gid] = counts.get(gid, 0) + 1
+            taken += 1
     return counts
 
 
