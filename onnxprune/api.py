@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.errors import UsageError
 from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
@@ -88,10 +89,34 @@ class VerifyOptions:
 
 @dataclass
 class CalibRequest:
-    """Calibration for ``prune``: samples from ``data.load_calibration`` and how to use them."""
+    """Calibration data for ``prune`` (a file or folder, see data.load_calibration, or samples already
+    loaded) and how to use it. ``limit``: use only the first N samples."""
 
-    samples: dict[str, np.ndarray]
+    source: str | Path | None = None
+    samples: dict[str, np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    limit: int | None = None
     options: Any = None  # compensate.calibrate.CalibOptions; None: its defaults
+
+    def load(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        from onnxprune.data import load_calibration, take
+
+        if self.samples is None and self.source is None:
+            raise UsageError("calibration needs data: --calib FILE or DIR")
+        samples = self.samples
+        if samples is None:
+            assert self.source is not None
+            samples = load_calibration(self.source, model, size=self.size, mean=self.mean, std=self.std)
+        return take(samples, self.limit)
+
+    def calib_options(self) -> Any:
+        from onnxprune.compensate.calibrate import CalibOptions
+
+        options = self.options or CalibOptions()
+        options.check()
+        return options
 
 
 def prune_model(
@@ -106,10 +131,14 @@ def prune_model(
     the report gains how far pruning moved each output from the original.
     """
     options.check()
+    samples = _calibration_samples(model, options, calib)
     graph = graphs.normalise(model)
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
-    score_groups(analysis.groups, options.criterion)
+    activation = options.criterion == "activation"
+    score_groups(analysis.groups, "auto" if activation else options.criterion)
+    if activation and samples is not None:
+        _activation_scores(model, analysis, samples, calib)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
@@ -125,13 +154,39 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
-    if calib is not None:
-        _calibrate(result, analysis, calib, verify)
+    if calib is not None and samples is not None:
+        _calibrate(result, analysis, samples, calib, verify)
     return result
 
 
+def _calibration_samples(
+    model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
+) -> dict[str, np.ndarray] | None:
+    if options.criterion == "activation" and calib is None:
+        raise UsageError("--criterion activation ranks channels on calibration data: pass --calib")
+    if calib is None:
+        return None
+    calib.calib_options()
+    return calib.load(model)
+
+
+def _activation_scores(
+    model: onnx.ModelProto, analysis: Analysis, samples: dict[str, np.ndarray], calib: CalibRequest | None
+) -> None:
+    from onnxprune.activation import activation_scores
+    from onnxprune.data import split_holdout, static_batch
+
+    # Ranked on the fitting part only: the held-out samples judge the result.
+    fit, _ = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+    activation_scores(model, analysis, fit, static_batch(model))
+
+
 def _calibrate(
-    result: PruneResult, analysis: Analysis, calib: CalibRequest, verify: VerifyOptions | None
+    result: PruneResult,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest,
+    verify: VerifyOptions | None,
 ) -> None:
     """Fit the (verified exact) pruned model back to the original; question 2 is then asked again."""
     from onnxprune.compensate.calibrate import calibrate
@@ -141,8 +196,8 @@ def _calibrate(
         result.original,
         result.pruned,
         kept_positions(analysis),
-        calib.samples,
-        calib.options,
+        samples,
+        calib.calib_options(),
         static_batch=static_batch(result.original),
     )
     result.pruned = validate(done.model)
@@ -212,21 +267,35 @@ def prune(
     *,
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
+    calib: CalibRequest | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
     options.check()  # bad options are a usage error even when the model is unreadable too
-    output = graphs.check_output_path(output, [source])
-    result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
-    )
+    verify = verify if verify is not None else VerifyOptions()
+    if calib is not None:
+        calib.calib_options()
+        _not_evaluation_data(calib.source, verify.inputs)
+    output = graphs.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
+    result = prune_model(graphs.read_model(source), options, verify, calib)
     if external_data is None and graphs.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
+
+
+def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) -> None:
+    """Never calibrate on what the user named as evaluation data: the fidelity would be fitted, not
+    measured."""
+    if calib is None or inputs is None:
+        return
+    a, b = Path(calib), Path(inputs)
+    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    if same:
+        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
 
 
 def build_report(
@@ -241,6 +310,7 @@ def build_report(
             "min_keep": options.min_keep,
             "scope": options.scope,
             "criterion": options.criterion,
+            "max_group_ratio": options.max_group_ratio,
             "exclude": list(options.exclude),
         },
         "params": {"before": before[0], "after": after[0]},

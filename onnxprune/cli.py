@@ -49,6 +49,8 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Measured on the MNIST models (README, benchmarks/accuracy.py).
+DEFAULT_MAX_GROUP_RATIO = 1.0
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
 
 
@@ -119,7 +121,23 @@ def prune(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[
+        str, typer.Option(help="auto | gamma | l1 | l2 | activation (needs --calib)")
+    ] = "auto",
+    max_group_ratio: Annotated[
+        float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
+    ] = DEFAULT_MAX_GROUP_RATIO,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images)."),
+    ] = None,
+    calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
+    calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
+    calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
+    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
+    calib_steps: Annotated[
+        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
+    ] = "refit,bn",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -143,19 +161,21 @@ def prune(
     from onnxprune.graph import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
+    from onnxprune.report import calibration_table, groups_table, prune_table
 
-    _check_criterion(criterion)
+    _check_criterion(criterion, calibrated=True)
     if report is not None:
         check_output_path(report, [model])
     saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
-    )
+        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved,
+        max_group_ratio=max_group_ratio,
+    )  # fmt: skip
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )
-    result = api.prune(model, output, options, verify=checks, external_data=external_data)
+    request = _calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
+    result = api.prune(model, output, options, verify=checks, external_data=external_data, calib=request)
     if report is not None:
         save_json(result.report, report)
     if as_json:
@@ -163,6 +183,8 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if "calibration" in result.report:
+        console.print(calibration_table(result.report["calibration"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
     if plan is not None:
@@ -219,11 +241,38 @@ def check(
         raise typer.Exit(1)
 
 
-def _check_criterion(criterion: str) -> None:
+def _check_criterion(criterion: str, calibrated: bool = False) -> None:
     from onnxprune.importance import CRITERIA
 
-    if criterion not in CRITERIA:
-        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    allowed = CRITERIA + (("activation",) if calibrated else ())
+    if criterion not in allowed:
+        raise UsageError(f"--criterion must be one of {', '.join(allowed)}, got {criterion!r}")
+
+
+def _calib_request(
+    source: Path | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    samples: int | None,
+    steps: str,
+) -> Any:
+    from onnxprune import api
+    from onnxprune.compensate.calibrate import CalibOptions
+    from onnxprune.data import parse_floats, parse_size
+
+    if source is None:
+        if any(v is not None for v in (size, mean, std, samples)):
+            raise UsageError("--calib-size/--calib-mean/--calib-std/--calib-samples need --calib")
+        return None
+    return api.CalibRequest(
+        source,
+        size=parse_size(size) if size is not None else None,
+        mean=parse_floats(mean, "--calib-mean") if mean is not None else None,
+        std=parse_floats(std, "--calib-std") if std is not None else None,
+        limit=samples,
+        options=CalibOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip())),
+    )
 
 
 @app.command()
