@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
 from onnxprune.errors import UsageError
-from onnxprune.importance import score_groups
+from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
@@ -39,6 +39,7 @@ class Inspection:
     params: int
     macs: int
     pairs: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -72,7 +73,10 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
-    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    found = Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    warning = slimming_warning(analysis.groups)
+    found.warnings.extend([warning] if warning else [])
+    return found
 
 
 @dataclass

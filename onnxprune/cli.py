@@ -76,6 +76,7 @@ def inspect(
             "macs": found.macs,
             "conv_bn_pairs": found.pairs,
             "groups": groups,
+            "warnings": found.warnings,
         }
         print(json.dumps(payload, indent=2))
         return
@@ -85,6 +86,8 @@ def inspect(
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
+    for warning in found.warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if explain:
         for p in found.pairs:
             console.print(

@@ -43,3 +43,24 @@ def _pick(group: ChannelGroup, criterion: str) -> tuple[str, np.ndarray | None]:
     if norms is None or np.isnan(norms).any():
         return name, None
     return name, norms
+
+
+# Network Slimming's L1 penalty drives most unneeded gammas to ~0; a model trained without it keeps them
+# all of one size. Below this share of near-zero gammas, pruning by |gamma| removes channels that matter.
+SLIM_SHARE = 0.05
+SLIM_LOW = 1e-2  # "near zero": below this fraction of the 95th percentile of |gamma|
+
+
+def slimming_warning(groups: list[ChannelGroup]) -> str | None:
+    """A warning when |gamma| over the prunable groups is not bimodal (no mass near zero)."""
+    gammas = [g.gamma[~np.isnan(g.gamma)] for g in groups if g.prunable and g.gamma is not None]
+    values = np.abs(np.concatenate(gammas)) if gammas else np.zeros(0)
+    if values.size < 16:
+        return None
+    share = float(np.mean(values < SLIM_LOW * np.percentile(values, 95)))
+    if share >= SLIM_SHARE:
+        return None
+    return (
+        f"|gamma| is not bimodal ({100 * share:.1f}% of {values.size} channels near zero): the model was not "
+        "trained for slimming, so pruning will lose accuracy; pass --calib to recalibrate and refit"
+    )

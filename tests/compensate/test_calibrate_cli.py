@@ -98,3 +98,10 @@ def test_plain_mnist_model_at_half_keeps_accuracy_with_calibration(tmp_path: Pat
         x, y = test["x"], test["y"]
     top1 = float((run_model(str(out), {"input": x})["logits"].argmax(1) == y).mean())
     assert top1 >= 0.95, top1
+
+
+def test_inspect_warns_when_gamma_is_not_bimodal() -> None:
+    plain = runner.invoke(app, ["inspect", str(VGG)])
+    assert plain.exit_code == 0 and "not bimodal" in plain.output and "--calib" in plain.output
+    slim = runner.invoke(app, ["inspect", str(MNIST / "mnist_vgg.l1.onnx")])
+    assert slim.exit_code == 0 and "not bimodal" not in slim.output
