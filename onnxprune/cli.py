@@ -140,7 +140,7 @@ def prune(
     calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
     calib_steps: Annotated[
         str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
-    ] = "refit,bn",
+    ] = "refit",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")

@@ -39,7 +39,8 @@ TARGET_BYTES = 384 * 2**20
 
 @dataclass
 class CalibOptions:
-    steps: tuple[str, ...] = ("refit", "bn")
+    # Measured on the MNIST models (README): refit alone is best or level; adding bn lost 16 pp on one.
+    steps: tuple[str, ...] = ("refit",)
     holdout: float = 0.1
     positions: int = 32  # output positions sampled per sample and Conv layer
     ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix

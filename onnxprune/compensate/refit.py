@@ -49,8 +49,9 @@ class Normal:
 
     def sse(self, w: np.ndarray) -> float:
         """Sum of squared errors of augmented weights ``w`` [D+1, K] on the accumulated data."""
-        quad = np.einsum("ik,ij,jk->", w, self.gram, w)
-        return float(quad - 2 * np.einsum("ik,ik->", w, self.cross) + self.y_sq.sum())
+        # Two BLAS products, not one three-operand einsum (which loops D*D*K times in C without BLAS).
+        quad = float(np.sum(w * (self.gram @ w)))
+        return float(quad - 2 * np.sum(w * self.cross) + self.y_sq.sum())
 
     def sst(self) -> float:
         return float((self.y_sq - self.y_sum**2 / max(self.rows, 1)).sum())
