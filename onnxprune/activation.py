@@ -22,13 +22,20 @@ CONSUMERS = ("Conv", "Gemm", "MatMul")
 
 
 def activation_scores(
-    model: onnx.ModelProto, analysis: Analysis, samples: dict[str, np.ndarray], static_batch: int | None
+    model: onnx.ModelProto,
+    graph: gs.Graph,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    static_batch: int | None,
 ) -> None:
-    """Set ``score`` and ``criterion = "activation"`` on every prunable group that some consumer reads."""
+    """Set ``score`` and ``criterion = "activation"`` on every prunable group that some consumer reads.
+
+    ``graph``: the normalised graph that ``analysis`` was built on (its tensor names are the analysis').
+    """
     known = {name for node in model.graph.node for name in node.output} | {v.name for v in model.graph.input}
     consumers = [
         (node, node.inputs[0].name, norms)
-        for node in analysis.graph.nodes
+        for node in graph.nodes
         if node.op in CONSUMERS and node.inputs and node.inputs[0].name in analysis.states
         if node.inputs[0].name in known and (norms := _weight_norms(node)) is not None
     ]

@@ -18,7 +18,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
-from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.errors import UsageError
 from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.plan import PlanOptions, make_plan
@@ -142,12 +143,11 @@ def prune_model(
     activation = options.criterion == "activation"
     score_groups(analysis.groups, "auto" if activation else options.criterion)
     if activation and samples is not None:
-        _activation_scores(model, analysis, samples, calib)
+        _activation_scores(model, graph, analysis, samples, calib)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
-    analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
@@ -175,14 +175,18 @@ def _calibration_samples(
 
 
 def _activation_scores(
-    model: onnx.ModelProto, analysis: Analysis, samples: dict[str, np.ndarray], calib: CalibRequest | None
+    model: onnx.ModelProto,
+    graph: gs.Graph,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest | None,
 ) -> None:
     from onnxprune.activation import activation_scores
     from onnxprune.data import split_holdout, static_batch
 
     # Ranked on the fitting part only: the held-out samples judge the result.
     fit, _ = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
-    activation_scores(model, analysis, fit, static_batch(model))
+    activation_scores(model, graph, analysis, fit, static_batch(model))
 
 
 def _calibrate(
