@@ -34,7 +34,7 @@ from onnxprune.errors import UsageError
 
 STEPS = ("bias", "refit", "bn")
 # Bytes of original outputs kept at sampled positions, all layers together.
-TARGET_BYTES = 384 * 2**20
+TARGET_BYTES = 256 * 2**20
 
 
 @dataclass

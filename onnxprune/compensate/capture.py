@@ -18,7 +18,7 @@ from onnxprune.errors import OnnxPruneError, first_line
 from onnxprune.runtime import ort_session
 
 # Bytes of wanted tensors per ORT call: bounds memory whatever the data size.
-BATCH_BYTES = 192 * 2**20
+BATCH_BYTES = 128 * 2**20
 MAX_BATCH = 64
 
 
@@ -56,10 +56,9 @@ def _needed(graph: onnx.GraphProto, wanted: set[str]) -> list[onnx.NodeProto]:
     return [node for node, kept in zip(graph.node, keep, strict=True) if kept]
 
 
-def dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with axis 0 of every data input a dim_param, shapes of everything else forgotten."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+def dynamic_batch(copy: onnx.ModelProto) -> onnx.ModelProto:
+    """Axis 0 of every data input made a dim_param, shapes of everything else forgotten: in place (on a
+    copy from ``subset``: one more copy of the weights would be one more model in memory)."""
     init_names = {t.name for t in copy.graph.initializer}
     for value in copy.graph.input:
         dims = value.type.tensor_type.shape.dim
