@@ -88,7 +88,6 @@ def calibrate(
     fit, held = split_holdout(samples, options.holdout)
     used_before = _used(pruned)
     layers = find_layers(original, pruned, kept)
-    fits = {layer.name: LayerFit(layer) for layer in layers}
     state = _Targets(layers, count(fit), options)
     held_reference = state.capture(
         original, samples, count(fit), static_batch, [o.name for o in original.graph.output]
@@ -97,11 +96,14 @@ def calibrate(
     records: list[dict[str, Any]] = []
     if "bias" in options.steps or "refit" in options.steps:
         for wave in _waves(pruned, layers, options.waves):
+            # One wave's normal equations at a time: memory is the largest wave's, not all layers'.
+            fits = {layer.name: LayerFit(layer) for layer in wave}
             _accumulate(pruned, wave, fits, state, fit, static_batch)
             records.extend(_apply(pruned, fits[layer.name], options) for layer in wave)
+            del fits
     report: dict[str, Any] = {"layers": records}
     if "bn" in options.steps:
-        report["bn"] = _batchnorms(pruned, layers, kept, fit, static_batch)
+        report["bn"] = _batchnorms(pruned, layers, fit, static_batch)
     _drop_orphans(pruned, used_before)
     after = _fidelity(pruned, held, held_reference, static_batch)
     report.update(
@@ -302,7 +304,6 @@ def _add_init(model: onnx.ModelProto, hint: str, value: np.ndarray) -> str:
 def _batchnorms(
     model: onnx.ModelProto,
     layers: list[Layer],
-    kept: dict[str, np.ndarray],
     samples: Samples,
     static_batch: int | None,
 ) -> dict[str, Any]:
