@@ -4,9 +4,9 @@
 usage: python benchmarks/accuracy.py [--models mnist_vgg.plain,...] [--ratios 0.5,0.7]
                                      [--modes none,bn,calib] [--max-group-ratio 1.0] [--resnet50]
 
-Modes: ``none`` plain pruning; ``bn`` the data-free compensation (needs PlanOptions.compensate, from the
-compensate work; reported n/a without it); ``calib`` calibration on models/mnist/mnist5k_calib.npz (512
-training images) with the default steps; ``calib:STEPS`` with others (``calib:bn``, ``calib:refit+bn``).
+Modes: ``none`` plain pruning; ``bn`` the data-free compensation (``--compensate bn``); ``calib``
+calibration on models/mnist/mnist5k_calib.npz (512 training images) with the default steps;
+``calib:STEPS`` with others (``calib:bn``, ``calib:refit+bn``).
 Top-1 is on the 1,000 test images (models/mnist/mnist5k_test.npz), which calibration never sees.
 ``--resnet50`` also times calibrating the seeded ResNet-50 topology (tests/weights.py) at ratio 0.5 on
 256 random 224x224 samples, in a fresh subprocess so that its peak RSS (VmHWM) is its own.
@@ -36,22 +36,14 @@ def top1(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def run_one(name: str, ratio: float, mode: str, max_group_ratio: float, data) -> dict:
-    import dataclasses
-
     import onnx
 
     from onnxprune import api
     from onnxprune.compensate.calibrate import CalibOptions
 
     model = onnx.load(str(MNIST / f"{name}.onnx"))
-    fields = {f.name for f in dataclasses.fields(api.PlanOptions)}
-    plan = api.PlanOptions(ratio=ratio, max_group_ratio=max_group_ratio)
+    plan = api.PlanOptions(ratio=ratio, max_group_ratio=max_group_ratio, compensate=mode.split(":")[0])
     calib = None
-    if mode == "bn" or mode.startswith("calib"):
-        if "compensate" in fields:
-            plan.compensate = "bn"  # type: ignore[attr-defined]
-        elif mode == "bn":
-            return {"top1": None, "note": "n/a: no data-free compensation on this branch"}
     if mode.startswith("calib"):
         steps = tuple(mode.split(":")[1].split("+")) if ":" in mode else CalibOptions().steps
         calib = api.CalibRequest(MNIST / "mnist5k_calib.npz", options=CalibOptions(steps=steps))
@@ -101,7 +93,8 @@ model = load("resnet50")
 samples = {{"input": np.random.default_rng(0).standard_normal((256, 3, 224, 224)).astype(np.float32)}}
 start = time.perf_counter()
 calib = api.CalibRequest(samples=samples, options=CalibOptions(steps=tuple({steps!r})))
-result = api.prune_model(model, api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False), calib)
+plan = api.PlanOptions(ratio=0.5, compensate="calib")
+result = api.prune_model(model, plan, api.VerifyOptions(enabled=False), calib)
 total = time.perf_counter() - start
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
 c = result.report["calibration"]

@@ -5,6 +5,7 @@ This is the driver above the rules; the context the rules write into is ``channe
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
@@ -14,25 +15,46 @@ from onnxprune.rules.base import channels
 __all__ = ["analyse"]
 
 
-def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
+def analyse(
+    graph: gs.Graph, exactness: bool = False, compensate: str = "none", allow_approximate: bool = True
+) -> Analysis:
     """Run every node's rule in topological order and group the channels they tie together.
 
     ``exactness`` adds a second pass over the original model's values, which marks the channels whose
-    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``).
+    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``). ``compensate="bn"``:
+    removed channels carry their BN's expected output; where a consumer cannot fold that, the channel is
+    cut to 0 instead and the walk runs again (each run only adds such cuts, so this ends).
+    ``allow_approximate=False`` (``--threshold``) also refuses estimates that are wrong even for gamma = 0.
     """
-    first = _walk(graph, None)
+    disabled: dict[str, np.ndarray] = {}
+    first = _walk(graph, None, compensate, disabled, allow_approximate)
+    for _ in range(16):
+        more = first.fallback_cuts() if first.compensating else {}
+        if not more:
+            break
+        for name, cut in more.items():
+            disabled[name] = disabled.get(name, np.zeros(len(cut), dtype=bool)) | cut
+        first = _walk(graph, None, compensate, disabled, allow_approximate)
     if exactness:
         original = _walk(graph, first)
         if len(original.groups) != len(first.groups):
             raise AssertionError("the two analysis passes disagree on the groups")
         for mine, theirs in zip(first.groups, original.groups, strict=True):
             mine.inexact = theirs.inexact
+        first.exactness_known = True
     return first
 
 
-def _walk(graph: gs.Graph, first_pass: Analysis | None) -> Analysis:
+def _walk(
+    graph: gs.Graph,
+    first_pass: Analysis | None,
+    compensate: str = "none",
+    disabled: dict[str, np.ndarray] | None = None,
+    allow_approximate: bool = True,
+) -> Analysis:
     graph.toposort()
-    ctx = Analysis(int(graph.opset), [t.name for t in graph.outputs], first_pass)
+    outputs = [t.name for t in graph.outputs]
+    ctx = Analysis(int(graph.opset), outputs, first_pass, compensate, disabled, allow_approximate)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

@@ -20,6 +20,8 @@ import onnx_graphsurgeon as gs
 from onnxprune import graph as graphs
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.compensate.datafree import check_mode
+from onnxprune.compensate.summary import compensation_report
 from onnxprune.errors import UsageError
 from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.plan import PlanOptions, make_plan
@@ -68,10 +70,14 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
+def inspect(
+    source: str | Path | onnx.ModelProto, criterion: str = "auto", compensate: str = "bn"
+) -> Inspection:
+    """``compensate``: the mode whose must-keep channels to show (what ``prune`` would keep with it)."""
+    check_mode(compensate)
     model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
     graph = graphs.normalise(model)
-    analysis = analyse(graph)
+    analysis = analyse(graph, compensate="none" if compensate == "none" else "bn")
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     found = Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
@@ -95,7 +101,8 @@ class VerifyOptions:
 @dataclass
 class CalibRequest:
     """Calibration data for ``prune`` (a file or folder, see data.load_calibration, or samples already
-    loaded) and how to use it. ``limit``: use only the first N samples."""
+    loaded) and how to use it. ``limit``: use only the first N samples. It is fitted on with
+    ``PlanOptions(compensate="calib")``; ``criterion="activation"`` ranks channels on it in any mode."""
 
     source: str | Path | None = None
     samples: dict[str, np.ndarray] | None = None
@@ -137,9 +144,14 @@ def prune_model(
     """
     options.check()
     samples = _calibration_samples(model, options, calib)
+    # Calibration starts from the data-free folding: it refits what that leaves.
+    mode = "bn" if options.compensate == "calib" else options.compensate
     graph = graphs.normalise(model)
     before = graph_stats(graph)
-    analysis = analyse(graph, exactness=options.threshold is not None)
+    # Compensation always runs the original-values pass: the report says which folds are exact.
+    exactness = options.threshold is not None or mode == "bn"
+    # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
+    analysis = analyse(graph, exactness, mode, allow_approximate=options.threshold is None)
     activation = options.criterion == "activation"
     score_groups(analysis.groups, "auto" if activation else options.criterion)
     if activation and samples is not None:
@@ -149,6 +161,7 @@ def prune_model(
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     report = build_report(before, pruned, analysis.groups, options)
+    report["compensation"] = compensation_report(analysis, options.compensate)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -158,7 +171,7 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
-    if calib is not None and samples is not None:
+    if options.compensate == "calib" and calib is not None and samples is not None:
         _calibrate(result, analysis, samples, calib, verify)
     return result
 
@@ -168,6 +181,8 @@ def _calibration_samples(
 ) -> dict[str, np.ndarray] | None:
     if options.criterion == "activation" and calib is None:
         raise UsageError("--criterion activation ranks channels on calibration data: pass --calib")
+    if options.compensate == "calib" and calib is None:
+        raise UsageError("--compensate calib needs calibration data (--calib)")
     if calib is None:
         return None
     calib.calib_options()
@@ -320,6 +335,7 @@ def build_report(
             "criterion": options.criterion,
             "max_group_ratio": options.max_group_ratio,
             "exclude": list(options.exclude),
+            "compensate": options.compensate,
         },
         "params": {"before": before[0], "after": after[0]},
         "macs": {"before": before[1], "after": after[1]},

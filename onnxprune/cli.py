@@ -127,6 +127,13 @@ def prune(
     criterion: Annotated[
         str, typer.Option(help="auto | gamma | l1 | l2 | activation (needs --calib)")
     ] = "auto",
+    compensate: Annotated[
+        str | None,
+        typer.Option(
+            help="none | bn | calib: fold what removed channels carried into biases (default: bn; calib "
+            "with --calib)."
+        ),
+    ] = None,
     max_group_ratio: Annotated[
         float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
     ] = DEFAULT_MAX_GROUP_RATIO,
@@ -164,7 +171,7 @@ def prune(
     from onnxprune.graph import check_output_path, save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
-    from onnxprune.report import calibration_table, groups_table, prune_table
+    from onnxprune.report import calibration_table, compensation_table, groups_table, prune_table
 
     _check_criterion(criterion, calibrated=True)
     if report is not None:
@@ -172,6 +179,7 @@ def prune(
     saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
         ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved,
+        compensate=compensate or ("calib" if calib is not None else "bn"),
         max_group_ratio=max_group_ratio,
     )  # fmt: skip
     checks = api.VerifyOptions(
@@ -186,6 +194,8 @@ def prune(
         return
     console.print(groups_table(result.report))
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
+    if result.report.get("compensation", {}).get("layers"):
+        console.print(compensation_table(result.report["compensation"]))
     if "calibration" in result.report:
         console.print(calibration_table(result.report["calibration"]))
     if "verify" in result.report:

@@ -21,6 +21,7 @@ import numpy as np
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.compensate.datafree import check_mode
 from onnxprune.errors import UsageError, first_line
 
 
@@ -37,6 +38,7 @@ class PlanOptions:
     # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
     # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
     max_group_ratio: float = 1.0
+    compensate: str = "bn"  # none | bn | calib: what removed channels leave behind (compensate/datafree.py)
 
     def check(self) -> None:
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
@@ -51,6 +53,7 @@ class PlanOptions:
             raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
         if self.scope not in ("global", "layer"):
             raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
+        check_mode(self.compensate)
 
 
 def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:

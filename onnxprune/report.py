@@ -129,11 +129,33 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
             layer["node"],
             layer["op"],
             applied,
-            f"{layer['rel_mse_before']:.4g}",
-            f"{layer['rel_mse_after']:.4g}",
+            *(
+                f"{v:.4g}" if v is not None else "-"
+                for v in (layer.get("rel_mse_before"), layer.get("rel_mse_after"))
+            ),
         )
     bn = calibration.get("bn")
     if bn is not None:
         detail = bn.get("declined") or f"{bn['count']} re-estimated"
         table.caption = f"BatchNormalization statistics: {detail}"
+    return table
+
+
+def compensation_table(section: dict[str, Any]) -> Table:
+    """Per consumer of removed channels: how their constants were folded and whether that is exact."""
+    table = Table(title=f"compensation ({section['mode']})")
+    for column in ("consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"):
+        table.add_column(column, overflow="fold")
+    for layer in section["layers"]:
+        biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
+        table.add_row(
+            layer["node"],
+            str(layer["removed"]),
+            str(layer["carrying"]),
+            layer["applied"],
+            {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
+            f"{biggest:.3g}",
+        )
+    for approx in section["approximations"]:
+        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
     return table

@@ -57,7 +57,12 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
     the masked model computes what the removed channels become on their own (a BN's constant, a
     Sigmoid's 0.5), which is what the pruned model folds into its consumers' biases. So a correct surgery
     matches this model to float rounding, whatever was pruned.
+
+    With data-free compensation the constants are estimates that the original ops would not compute from
+    a point value, so the reference sets them where they are used instead (see _compensated_reference).
     """
+    if analysis.compensating:
+        return _compensated_reference(graph, analysis)
     tensors = graph.tensors()
     for name, positions in analysis.sources:
         state = analysis.states[name]
@@ -75,3 +80,44 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
         graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[before, mask_const], outputs=[tensor]))
     graph.cleanup().toposort()
     return gs.export_onnx(graph, do_type_check=False)
+
+
+def _compensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+    """The original model in which every consumer (a Conv, Gemm, MatMul reducing over channels) sees each
+    removed channel replaced by exactly the constant the pruned model folds for it: ``x * mask + c``.
+
+    Removed channels leave the pruned model only through such consumers (a channel that reaches a graph
+    output is never removed), so a correct surgery matches this model to float rounding; how far the
+    constants are from what the channels really carried is compensation's error, not the surgery's.
+    """
+    readers: dict[str, set[str]] = {}
+    for name, node_name, _ in analysis.consumers:
+        readers.setdefault(name, set()).add(node_name)
+    tensors = graph.tensors()
+    for name, node_names in readers.items():
+        state, tensor = analysis.states[name], tensors.get(name)
+        removed = np.ones(len(state.removed_value), dtype=bool)
+        removed[analysis.kept_positions(state.map)] = False
+        if not removed.any() or not isinstance(tensor, gs.Variable):
+            continue
+        users = [n for n in tensor.outputs if n.name in node_names and n.inputs and n.inputs[0] is tensor]
+        filled = _filled(graph, tensor, removed, state.removed_value)
+        for node in users:
+            node.inputs[0] = filled
+    graph.cleanup().toposort()
+    return gs.export_onnx(graph, do_type_check=False)
+
+
+def _filled(graph: gs.Graph, tensor: gs.Variable, removed: np.ndarray, value: np.ndarray) -> gs.Variable:
+    """``tensor * mask + c``: removed channels replaced by their constants, the others untouched."""
+    rank = len(tensor.shape) if tensor.shape is not None else 4
+    shape = (-1,) + (1,) * max(rank - 2, 0)
+    dtype = tensor.dtype or np.float32
+    name = tensor.name
+    mask = gs.Constant(f"{name}__mask", (~removed).astype(dtype).reshape(shape))
+    fill = gs.Constant(f"{name}__fill", np.where(removed, value, 0.0).astype(dtype).reshape(shape))
+    masked = gs.Variable(f"{name}__masked", dtype=tensor.dtype)
+    filled = gs.Variable(f"{name}__filled", dtype=tensor.dtype)
+    graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[tensor, mask], outputs=[masked]))
+    graph.nodes.append(gs.Node("Add", f"{name}__fill_add", inputs=[masked, fill], outputs=[filled]))
+    return filled

@@ -211,3 +211,19 @@ def test_without_onnxruntime_prune_says_what_to_install(
     out = tmp_path / "p.onnx"
     result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--no-verify")
     assert result.exit_code == 1 and "onnxprune[cpu]" in result.output and not out.exists()
+
+
+def test_prune_compensate_option(sample: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "pruned.onnx", tmp_path / "report.json"
+    bad = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--compensate", "mean")
+    assert bad.exit_code == 2 and "--compensate must be one of none, bn, calib" in bad.output
+    assert not out.exists()
+    calib = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--compensate", "calib")
+    assert calib.exit_code == 2 and "calibration data" in calib.output and not out.exists()
+    for mode in ("none", "bn"):
+        args = ("--ratio", "0.5", "--compensate", mode, "--report", report)
+        result = invoke("prune", sample, "-o", out, *args)
+        assert result.exit_code == 0, result.output
+        saved = json.loads(report.read_text())
+        assert saved["options"]["compensate"] == mode and saved["compensation"]["mode"] == mode
+    assert "compensation (bn)" in result.output

@@ -9,6 +9,11 @@ Besides the maps, the walk tracks for every channel of every tensor the value th
 it were removed: 0 where it is born (a producer's output, or the first BatchNormalization after it), then
 whatever the ops downstream make of that 0 (a BN turns it into a constant, a Sigmoid into 0.5). A consumer
 must fold a non-zero constant into its bias, or keep the channel where folding would not be exact.
+
+With data-free compensation (``compensate="bn"``) a channel cut at a scoring BN carries that BN's expected
+output beta instead of 0, with spread |gamma| (see ``onnxprune.compensate.datafree``). Where a consumer
+cannot fold what compensation makes of a channel, the channel falls back to 0 at its cut (``disabled``) and
+the walk runs again, so compensation never keeps a channel that plain removal would let go.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class TensorState:
     map: ChannelMap
     removed_value: np.ndarray  # per position: value of the channel if it were removed (nan: not constant)
     before_first_bn: np.ndarray  # per position: True until the first BatchNormalization after its producer
+    # per position: standard deviation of a removed channel's value (compensate="bn"); 0: a point value
+    spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        if len(self.spread) != len(self.removed_value):
+            self.spread = np.zeros(len(self.removed_value))
 
 
 @dataclass
@@ -106,8 +117,29 @@ class Analysis:
     """The context every rule's ``propagate`` works through (the calls a rule may make are listed in
     ``rules/base.py``)."""
 
-    def __init__(self, opset: int, outputs: Iterable[str], first_pass: Analysis | None = None) -> None:
+    def __init__(
+        self,
+        opset: int,
+        outputs: Iterable[str],
+        first_pass: Analysis | None = None,
+        compensate: str = "none",
+        disabled: dict[str, np.ndarray] | None = None,
+        allow_approximate: bool = True,
+    ) -> None:
         self.opset = opset
+        # False for --threshold, a promise about exactness: no estimate that is wrong even for gamma = 0
+        # (a padded depthwise Conv's interior value); such channels fall back to 0 and stay where they must.
+        self.allow_approximate = allow_approximate
+        # "bn": removed channels carry their BN's expected output (first pass only); ``disabled``: cut
+        # positions (per tensor) that fall back to 0 because a consumer could not fold their estimate.
+        self.compensate = compensate if first_pass is None else "none"
+        self.disabled = disabled or {}
+        # (tensor, consumer node, how it folds): every reduction over a tracked channel axis
+        self.consumers: list[tuple[str, str, str]] = []
+        # (node, why, tensor): where a data-free estimate is not exact even for gamma = 0
+        self.approximations: list[tuple[str, str, str]] = []
+        self._fallback: list[tuple[ChannelMap, np.ndarray]] = []
+        self.exactness_known = False  # the original-values pass ran: groups' ``inexact`` is filled in
         self.outputs = frozenset(outputs)  # names of the graph's outputs
         # Second pass (``first_pass`` given): values are what the *original* model carries in a channel
         # that is dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from
@@ -149,13 +181,39 @@ class Analysis:
         cmap: ChannelMap,
         removed_value: np.ndarray | None = None,
         before_first_bn: np.ndarray | None = None,
+        spread: np.ndarray | None = None,
     ) -> None:
         """What a tensor carries: its map, a removed channel's value per position (default nan: unknown),
-        and whether each position is still before the first BatchNormalization (default False)."""
+        whether each position is still before the first BatchNormalization (default False), and the spread
+        of a compensated value (default 0: a point constant)."""
         n = width(cmap)
-        value = np.full(n, np.nan) if removed_value is None else removed_value
+        value = np.asarray(np.full(n, np.nan) if removed_value is None else removed_value, dtype=np.float64)
         before = np.zeros(n, dtype=bool) if before_first_bn is None else before_first_bn
-        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), before)
+        spread = np.zeros(n) if spread is None else np.asarray(spread, dtype=np.float64)
+        spread = np.where(np.isfinite(value), spread, 0.0)
+        self.states[tensor.name] = TensorState(cmap, value, before, spread)
+
+    @property
+    def compensating(self) -> bool:
+        """Removed channels carry a data-free estimate (first pass of ``compensate="bn"``)."""
+        return self.compensate == "bn" and self.first_pass is None
+
+    def cut_value(
+        self, tensor: gs.Tensor, gamma: np.ndarray, beta: np.ndarray, through: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(value, spread) of channels cut at a scoring BN's output ``tensor``.
+
+        ``through`` is what the BN makes of the incoming value. Masked pass: 0, or with compensation beta
+        with spread |gamma| (N(beta, gamma²) when the input matches the running statistics). Original
+        pass: beta where gamma is 0 (the channel is dead there), else what flows through.
+        """
+        zeros = np.zeros_like(beta)
+        if self.original_values:
+            return np.where(gamma == 0, beta, through), zeros
+        if not self.compensating:
+            return zeros, zeros
+        off = self.disabled.get(tensor.name, np.zeros(len(beta), dtype=bool))
+        return np.where(off, 0.0, beta), np.where(off, 0.0, np.abs(gamma))
 
     def produce(self, tensor: gs.Tensor, cmap: ChannelMap, rows: np.ndarray, bias: np.ndarray | None) -> None:
         """A producer's output (Conv, Gemm): new channels, cut right here when removed.
@@ -172,7 +230,7 @@ class Analysis:
         self.set_state(tensor, cmap, value, np.ones(n, dtype=bool))
         self.source(tensor, np.ones(n, dtype=bool))
 
-    def consume(self, tensor: gs.Tensor, node: str, foldable: bool) -> None:
+    def consume(self, tensor: gs.Tensor, node: str, foldable: bool, how: str = "bias") -> None:
         """A consumer reduces over the channel axis: removed channels must be 0, or a constant it folds.
 
         Masked pass: a constant it cannot fold exactly (or an unknown value) forces the channel to stay.
@@ -182,9 +240,13 @@ class Analysis:
         state = self.states[tensor.name]
         value = state.removed_value
         if self.first_pass is None:
+            self.consumers.append((tensor.name, node, how if foldable else "none"))
             reason = "a removed channel would carry a constant this op cannot fold exactly"
             # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
-            self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
+            unfoldable = ~np.isfinite(value) | ((value != 0) & (not foldable))
+            self.keep_where(state.map, unfoldable, reason, node)
+            if self.compensating and unfoldable.any():
+                self._fallback.append((state.map, unfoldable))
             return
         reference = self.first_pass.states[tensor.name].removed_value
         differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
@@ -289,6 +351,31 @@ class Analysis:
             group.producers = sorted(set(group.producers))
         self.groups = groups
         return groups
+
+    def approximate(self, node: str, why: str, tensor: gs.Tensor) -> None:
+        """A data-free estimate that is not exact even for gamma = 0, for what ``tensor``'s removed
+        channels carry into ``node`` (the report lists it where some of them carry something)."""
+        self.approximations.append((node, why, tensor.name))
+
+    def fallback_cuts(self) -> dict[str, np.ndarray]:
+        """Cut positions (per source tensor) whose compensated value some consumer cannot fold, beyond
+        those already disabled: they are cut to 0 instead in the next walk (after ``finish``)."""
+        unfoldable: set[tuple[int, int]] = set()
+        for cmap, mask in self._fallback:
+            for group, span, offset in self.pieces(cmap):
+                hits = np.flatnonzero(mask[offset : offset + span.width : span.repeat])
+                unfoldable.update((group.id, span.start + int(i)) for i in hits)
+        out: dict[str, np.ndarray] = {}
+        for name, positions in self.sources:
+            new = np.zeros(len(positions), dtype=bool)
+            for group, span, offset in self.pieces(self.states[name].map):
+                for i in range(span.length):
+                    at = slice(offset + i * span.repeat, offset + (i + 1) * span.repeat)
+                    new[at] = (group.id, span.start + i) in unfoldable
+            new &= positions & ~self.disabled.get(name, np.zeros(len(positions), dtype=bool))
+            if new.any():
+                out[name] = new
+        return out
 
     def group_of(self, gid: int) -> ChannelGroup:
         return self._class_of[self._groups.find(gid)]

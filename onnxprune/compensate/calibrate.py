@@ -93,7 +93,12 @@ def calibrate(
         original, samples, count(fit), static_batch, [o.name for o in original.graph.output]
     )
     before = _fidelity(pruned, held, held_reference, static_batch)
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = [
+        {"node": la.name, "op": la.op, "applied": "none", "refit_declined": state.unmatched[la.name]}
+        for la in layers
+        if la.name in state.unmatched
+    ]
+    layers = [la for la in layers if la.name not in state.unmatched]
     if "bias" in options.steps or "refit" in options.steps:
         for wave in _waves(pruned, layers, options.waves):
             # One wave's normal equations at a time: memory is the largest wave's, not all layers'.
@@ -127,6 +132,7 @@ class _Targets:
         self.positions = options.positions
         self.index: dict[str, np.ndarray] = {}  # layer -> [N, P] flat positions
         self.values: dict[str, np.ndarray] = {}  # layer -> [N, P, K]
+        self.unmatched: dict[str, str] = {}  # layer -> why its output cannot be matched to the original's
 
     def capture(
         self,
@@ -152,8 +158,12 @@ class _Targets:
     def _store(self, values: dict[str, np.ndarray], start: int, size: int) -> None:
         for layer in self.layers:
             y = values[layer.target][:size]
+            if layer.name in self.unmatched:
+                continue
             if layer.name not in self.index:
                 self._allocate(layer, y.shape)
+            if layer.name in self.unmatched:
+                continue
             rows = self.index[layer.name][start : start + size]
             self.values[layer.name][start : start + size] = gather_target(layer, y, rows)
 
@@ -164,6 +174,9 @@ class _Targets:
             if layer.kept_out is not None
             else (shape[1] if layer.op == "Conv" else shape[-1])
         )
+        if width != layer.weight.shape[0]:
+            self.unmatched[layer.name] = f"{width} target channels for {layer.weight.shape[0]} outputs"
+            return
         per = min(spots, self._budget_positions())
         rng = np.random.default_rng([self.options.seed, len(self.index)])
         if per == spots:

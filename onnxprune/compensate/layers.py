@@ -87,6 +87,9 @@ def _layer(
         _matmul(layer, weight, inits, users, originals)
     if layer.decline is None:
         _offset(layer, inits, users, originals)
+    if layer.kept_out is None:
+        # A folded bias map took over the Conv's output name: the analysis knows the channels by it.
+        layer.kept_out = kept.get(layer.output)
     return layer
 
 

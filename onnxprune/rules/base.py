@@ -13,8 +13,13 @@ declines the inputs' groups and gives the outputs fixed channels). Along the way
   them as born here (removed channels are cut at this tensor);
 - ``ctx.unify(node, maps)``: tie several tensors' channels index by index (residual Add);
   ``ctx.cut(map, bounds)`` and ``ctx.tie(maps, node)`` for grouped convolutions;
-- ``ctx.consume(t, node, foldable)``: the op reduces over the channel axis; a removed channel's constant is
-  folded into a bias (``foldable``) or the channel is kept; ``ctx.keep_where`` for other such cases;
+- ``ctx.consume(t, node, foldable, how)``: the op reduces over the channel axis; a removed channel's
+  constant is folded (``foldable``: into a bias, or ``how="bias map"``) or the channel is kept;
+  ``ctx.keep_where`` for other such cases;
+- data-free compensation (``ctx.compensating``): ``ctx.cut_value`` gives what a channel cut at a scoring
+  BN carries (value and spread), ``set_state(..., spread=)`` carries the spread, ``ctx.approximate(node,
+  why, tensor)`` records where an estimate is not exact even for gamma = 0 (the report lists it), which
+  only ``ctx.allow_approximate`` permits (not with ``--threshold``);
 - ``ctx.member``, ``ctx.add_gamma``, ``ctx.add_filter_norm``, ``ctx.add_macs``, ``ctx.source``: what the
   planner and report need (the group's nodes and producers, scores, MACs, where masking cuts);
 - ``ctx.decline(map, reason, node)``: one group cannot be pruned, with the reason;
@@ -129,21 +134,33 @@ class ChannelwiseRule(Rule):
         value = self.removed_value(node, ctx, state)
         if value is None:
             return
+        spread = None
+        if state.spread.any():
+            value, spread = self.with_spread(node, state, value)
         ctx.member(state.map, node.name)
         if self.keeps_before_first_bn:
-            carry(node, ctx, state, value)
+            carry(node, ctx, state, value, spread)
         else:
-            ctx.set_state(node.outputs[0], state.map, value)
+            ctx.set_state(node.outputs[0], state.map, value, spread=spread)
 
     def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         """Per position, what a removed channel carries at the output (nan: not a constant); None once the
         node is declined."""
         raise NotImplementedError
 
+    def with_spread(
+        self, node: gs.Node, state: TensorState, value: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(value, spread) at the output where the input's removed channels carry a spread (data-free
+        compensation). By default the op keeps the point value and drops the spread (pools, Resize, Pad)."""
+        return value, None
 
-def carry(node: gs.Node, ctx: Analysis, state: TensorState, value: np.ndarray) -> None:
-    """The output carries the input's channels, with ``value`` for the removed ones."""
-    ctx.set_state(node.outputs[0], state.map, value, state.before_first_bn & (value == 0))
+
+def carry(
+    node: gs.Node, ctx: Analysis, state: TensorState, value: np.ndarray, spread: np.ndarray | None = None
+) -> None:
+    """The output carries the input's channels, with ``value`` (and ``spread``) for the removed ones."""
+    ctx.set_state(node.outputs[0], state.map, value, state.before_first_bn & (value == 0), spread)
 
 
 # ---- helpers shared by rules ---------------------------------------------------------------------

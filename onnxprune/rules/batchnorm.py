@@ -5,7 +5,8 @@ by |gamma|, wherever it stands: right after a Conv, after an activation, or afte
 further downstream (after a depthwise Conv) sees channels already normalised and does not score them.
 Value of a removed channel: 0 at the output of a scoring BN (the channel is cut there), elsewhere the BN
 maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``. In the original model
-(the analysis' second pass) a scored channel with gamma 0 carries beta, whatever comes in.
+(the analysis' second pass) a scored channel with gamma 0 carries beta, whatever comes in. With data-free
+compensation a scored channel is cut to beta with spread |gamma| instead of 0 (``Analysis.cut_value``).
 """
 
 from __future__ import annotations
@@ -37,14 +38,18 @@ class BatchNormRule(Rule):
             decline_node(node, ctx, "BatchNormalization whose vectors do not match its channels")
             return
         eps = float(node.attrs.get("epsilon", 1e-5))
-        value = beta + gamma * (state.removed_value - mean) / np.sqrt(var + eps)
-        # Scored channels are cut here: 0 in the masked model; in the original, beta where gamma is 0.
-        cut = np.where(gamma == 0, beta, value) if ctx.original_values else 0.0
-        value = np.where(state.before_first_bn, cut, value)
+        scale = gamma / np.sqrt(var + eps)
+        value = beta + scale * (state.removed_value - mean)
+        # Scored channels are cut here: 0 in the masked model (beta with spread |gamma| when compensating);
+        # in the original, beta where gamma is 0.
+        cut, cut_spread = ctx.cut_value(node.outputs[0], gamma, beta, value)
+        fresh = state.before_first_bn
+        value = np.where(fresh, cut, value)
+        spread = np.where(fresh, cut_spread, np.abs(scale) * state.spread)
         ctx.member(state.map, node.name)
-        ctx.add_gamma(state.map, np.where(state.before_first_bn, np.abs(gamma), np.nan))
-        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.before_first_bn))
-        ctx.source(node.outputs[0], state.before_first_bn)
+        ctx.add_gamma(state.map, np.where(fresh, np.abs(gamma), np.nan))
+        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(fresh), spread)
+        ctx.source(node.outputs[0], fresh)
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.outputs[0])

@@ -6,6 +6,8 @@
 - depthwise (group == C_in == C_out): channel c of the output comes from channel c of the input only, so the
   output carries the input's map; ``group`` follows the kept count.
 - grouped (1 < group < C_in): input and output are cut into ``group`` tied chunks (``grouped.py``).
+- with data-free compensation a zero-padded Conv (dense or grouped) with static spatial shapes folds the
+  constants exactly as one per-position bias map, an ``Add`` of [1, K, *spatial] after it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, carry, channels, const, decline_node, rule
-from onnxprune.rules.grouped import grouped_columns, tie_groups
+from onnxprune.rules.grouped import dense_columns, grouped_columns, tie_groups
 
 
 def has_padding(node: gs.Node) -> bool:
@@ -27,6 +29,15 @@ def has_padding(node: gs.Node) -> bool:
     if auto_pad not in ("NOTSET", "VALID"):
         return True
     return any(int(p) != 0 for p in node.attrs.get("pads", []))
+
+
+def static_spatial(node: gs.Node) -> bool:
+    """Input and output spatial sizes are known numbers (what a per-position bias map needs)."""
+    shapes = [node.inputs[0].shape, node.outputs[0].shape]
+    return all(
+        s is not None and len(s) > 2 and all(isinstance(d, int | np.integer) and d > 0 for d in s[2:])
+        for s in shapes
+    )
 
 
 def conv_macs(node: gs.Node, weight: np.ndarray) -> int:
@@ -78,7 +89,11 @@ class ConvRule(Rule):
     def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int) -> None:
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
-        ctx.consume(node.inputs[0], node.name, foldable=not has_padding(node))
+        padded = has_padding(node)
+        # Zero padding sees a removed constant only inside the border: with static spatial shapes that is
+        # one exact per-position bias map (compensation only; plain removal keeps such channels).
+        bias_map = padded and ctx.compensating and static_spatial(node)
+        ctx.consume(node.inputs[0], node.name, not padded or bias_map, "bias map" if padded else "bias")
         out_map = ctx.new_group(weight.shape[0])
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
@@ -87,7 +102,11 @@ class ConvRule(Rule):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         b = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         value = state.removed_value * weight.reshape(weight.shape[0], -1).sum(1) + b
-        if has_padding(node):
+        if has_padding(node) and ctx.compensating and ctx.allow_approximate and state.removed_value.any():
+            # Compensation takes the interior value rather than keeping the channel (which would block
+            # pruning MobileNets): approximate at the borders, and the report says where.
+            ctx.approximate(node.name, "padded depthwise Conv: interior value", node.inputs[0])
+        elif has_padding(node):
             # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
             value = np.where(state.removed_value == 0, b, np.nan)
         ctx.member(state.map, node.name)
@@ -101,8 +120,11 @@ class ConvRule(Rule):
             return
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
-        # Folding would need one shift per Conv group; zero (the common case) is exact anyway.
-        ctx.consume(node.inputs[0], node.name, foldable=False)
+        # A removed input constant shifts only its own group's outputs: folded like a dense Conv's (with
+        # compensation; plain removal keeps such channels, 0 being the common case).
+        padded = has_padding(node)
+        foldable = ctx.compensating and (not padded or static_spatial(node))
+        ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias")
         out_map = tie_groups(node, ctx, state.map, group, c_out)
         ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
@@ -122,6 +144,7 @@ class ConvRule(Rule):
             if keep_out is not None:
                 node.attrs["group"] = len(keep_out)
         elif group > 1 and keep_in is not None:
+            bias = self._fold(node, rw, weight, bias, group)
             weight = grouped_columns(weight, keep_in, group, c_in // group)
         if keep_out is not None:
             weight = weight[keep_out]
@@ -130,15 +153,39 @@ class ConvRule(Rule):
             rw.set_param(node, 1, weight)
             self._set_bias(node, rw, bias)
 
-    def _fold(self, node: gs.Node, rw: Rewrite, weight: np.ndarray, bias: np.ndarray | None):
+    def _fold(self, node: gs.Node, rw: Rewrite, weight: np.ndarray, bias: np.ndarray | None, group: int = 1):
         gone, values = rw.removed_values(node.inputs[0])
         nonzero = values != 0
         if not nonzero.any():
             return bias
-        columns = weight[:, gone[nonzero]].astype(np.float64)
+        columns = weight[:, gone[nonzero]] if group == 1 else dense_columns(weight, gone[nonzero], group)
+        if has_padding(node):
+            self._bias_map(node, rw, columns, values[nonzero])
+            return bias
+        columns = columns.astype(np.float64)
         shift = columns.reshape(columns.shape[0], columns.shape[1], -1).sum(-1) @ values[nonzero]
         base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         return (base + shift).astype(weight.dtype)
+
+    def _bias_map(self, node: gs.Node, rw: Rewrite, columns: np.ndarray, values: np.ndarray) -> None:
+        """A padded Conv's removed constants as one [1, K, *spatial] Add after it (kept outputs only)."""
+        in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+        assert in_shape is not None and out_shape is not None
+        bias_map = padded_bias_map(
+            columns, values, node.attrs, [int(d) for d in in_shape[2:]], [int(d) for d in out_shape[2:]]
+        )
+        keep_out = rw.kept(node.outputs[0])
+        if keep_out is not None:
+            bias_map = bias_map[keep_out]
+        out = node.outputs[0]
+        inner = gs.Variable(rw.fresh_name(out.name + "_nomap"), dtype=out.dtype)
+        name = rw.fresh_name(f"{node.name or 'conv'}_bias_map")
+        constant = gs.Constant(name, bias_map[None].astype(columns.dtype))
+        node.outputs[0] = inner
+        add = gs.Node(
+            "Add", rw.fresh_name(f"{node.name or 'conv'}_map"), inputs=[inner, constant], outputs=[out]
+        )
+        rw.add_node(add)
 
     def _set_bias(self, node: gs.Node, rw: Rewrite, bias: np.ndarray | None) -> None:
         if bias is None:
@@ -152,3 +199,38 @@ class ConvRule(Rule):
                 rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
             else:
                 node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
+
+
+def padded_bias_map(
+    columns: np.ndarray, values: np.ndarray, attrs: dict, in_size: list[int], out_size: list[int]
+) -> np.ndarray:
+    """What removed input channels carrying constants ``values`` add to a zero-padded Conv's outputs.
+
+    That is the Conv of an image equal to the constants inside and 0 in the padding: per spatial axis, a
+    kernel tap contributes at output position p where ``p * stride - pad_begin + tap * dilation`` falls
+    inside the input. Returns [K, *out_size] in float64.
+    """
+    result = np.tensordot(columns.astype(np.float64), values.astype(np.float64), axes=([1], [0]))
+    n = len(in_size)
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    for axis in range(n):
+        taps = result.shape[1]
+        begin = _pad_begin(attrs, axis, in_size[axis], out_size[axis], taps, strides[axis], dilations[axis])
+        where = np.arange(out_size[axis])[:, None] * strides[axis] - begin
+        where = where + np.arange(taps)[None, :] * dilations[axis]
+        inside = ((where >= 0) & (where < in_size[axis])).astype(np.float64)
+        result = np.tensordot(result, inside, axes=([1], [1]))  # this kernel axis becomes the last
+    return result
+
+
+def _pad_begin(attrs: dict, axis: int, size: int, out: int, taps: int, stride: int, dilation: int) -> int:
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = max((out - 1) * stride + (taps - 1) * dilation + 1 - size, 0)
+        return total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+    if auto_pad == "VALID":
+        return 0
+    pads = list(attrs.get("pads", [0] * (2 * len(attrs.get("kernel_shape", [])) or 2 * (axis + 1))))
+    return int(pads[axis]) if pads else 0

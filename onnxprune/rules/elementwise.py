@@ -8,6 +8,8 @@ removed channel's value is found by running the op itself on the per-channel con
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -25,6 +27,7 @@ from onnxprune.rules.base import (
     run_node,
     tracked,
 )
+from onnxprune.rules.moments import silu_mean, through_unary
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -55,6 +58,19 @@ class UnaryRule(ChannelwiseRule):
             return np.full(len(value), np.nan)  # a runtime bound: the constant is unknown
         return channel_values(node, ctx, arrays, len(value))
 
+    def with_spread(self, node: gs.Node, state: TensorState, value: np.ndarray):
+        """A removed channel with a spread (data-free compensation) leaves as E[op(N(value, spread²))]."""
+        r = rank(node.outputs[0]) or 4
+        dtype = float_dtype(node.inputs[0])
+        consts = [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
+
+        def run(points: np.ndarray) -> np.ndarray | None:
+            batch = points.reshape(points.shape + (1,) * max(r - 2, 0)).astype(dtype)
+            result = run_node(node, [batch, *consts])
+            return None if result is None else result[0]
+
+        return through_unary(node.op, node.attrs, consts, state.removed_value, state.spread, value, run)
+
 
 @rule(*BINARY_OPS)
 class BinaryRule(Rule):
@@ -80,9 +96,38 @@ class BinaryRule(Rule):
             decline_node(node, ctx, f"{node.op} joins tensors whose channel layouts differ")
             return
         value = self._value(node, ctx, ins, r, n)
+        spread = None
+        if any(state.spread.any() for _, state in ins):
+            value, spread = self._spread(node, ctx, ins, r, n, value)
         before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & (value == 0)
         ctx.member(ins[0][1].map, node.name)
-        ctx.set_state(out, ins[0][1].map, value, before)
+        ctx.set_state(out, ins[0][1].map, value, before, spread)
+
+    def _spread(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int, value: np.ndarray):
+        """(value, spread) where an operand carries a spread (data-free compensation).
+
+        SiLU written as Mul(x, Sigmoid(x)) leaves as E[x sigmoid(x)]. Ops affine in every tracked operand
+        (Add, Sub, Sum, Mean; Mul and Div by constants) carry the spread, slopes found by running the op on
+        value + 1 (operands assumed independent); anything else keeps the point value and drops the spread.
+        """
+        x = _silu_input(node, ins)
+        if x is not None:
+            live = x.spread > 0
+            value = value.copy()
+            value[live] = silu_mean(x.removed_value[live], x.spread[live])
+            return value, np.zeros(n)
+        affine = node.op in ("Add", "Sub", "Sum", "Mean") or (
+            node.op in ("Mul", "Div") and len(ins) == 1 and (node.op == "Mul" or ins[0][0] == 0)
+        )
+        if not affine:
+            return value, np.zeros(n)
+        variance = np.zeros(n)
+        for k, (i, state) in enumerate(ins):
+            bumped = list(ins)
+            bumped[k] = (i, replace(state, removed_value=state.removed_value + 1.0))
+            slope = self._value(node, ctx, bumped, r, n) - value
+            variance += (slope * state.spread) ** 2
+        return value, np.nan_to_num(np.sqrt(variance), nan=0.0)
 
     def _value(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int) -> np.ndarray:
         states = dict(ins)
@@ -113,6 +158,19 @@ class BinaryRule(Rule):
                 continue
             axis = values.ndim - (r - 1)
             rw.set_param(node, i, np.take(values, keep, axis=axis))
+
+
+def _silu_input(node: gs.Node, ins: list) -> TensorState | None:
+    """The state of x when ``node`` is Mul(x, Sigmoid(x)) (either order), else None."""
+    if node.op != "Mul" or len(node.inputs) != 2 or len(ins) != 2:
+        return None
+    states = dict(ins)
+    for i, j in ((0, 1), (1, 0)):
+        gate = node.inputs[j]
+        source = gate.inputs[0] if gate.inputs else None
+        if source is not None and source.op == "Sigmoid" and source.inputs[0] is node.inputs[i]:
+            return states[i]
+    return None
 
 
 def _channel_extent(tensor: gs.Tensor, out_rank: int) -> int | None:

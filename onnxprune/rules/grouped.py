@@ -37,3 +37,14 @@ def grouped_columns(weight: np.ndarray, keep: np.ndarray, group: int, chunk: int
     if len({block.shape[1] for block in blocks}) != 1:
         raise AssertionError("grouped convolution chunks kept different counts; the plan broke a tie")
     return np.concatenate(blocks, axis=0)
+
+
+def dense_columns(weight: np.ndarray, positions: np.ndarray, group: int) -> np.ndarray:
+    """The columns a dense Conv would have for input ``positions`` of a grouped Conv: [K, len, *kernel],
+    zero for the output rows of other groups (what folding a removed input channel's constant needs)."""
+    rows, chunk = weight.shape[0] // group, weight.shape[1]
+    out = np.zeros((weight.shape[0], len(positions), *weight.shape[2:]), dtype=weight.dtype)
+    for i, p in enumerate(positions):
+        k = int(p) // chunk
+        out[k * rows : (k + 1) * rows, i] = weight[k * rows : (k + 1) * rows, int(p) % chunk]
+    return out

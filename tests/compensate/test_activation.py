@@ -27,7 +27,7 @@ def _pair():
 
 def test_constant_channel_scores_zero_and_is_removed_then_folded():
     original = _pair()
-    plan = api.PlanOptions(ratio=0.34, criterion="activation", round_to=1, min_keep=1)
+    plan = api.PlanOptions(ratio=0.34, criterion="activation", round_to=1, min_keep=1, compensate="calib")
     calib = api.CalibRequest(samples=samples(40), options=CalibOptions(ridge=1e-10))
     result = api.prune_model(original, plan, api.VerifyOptions(enabled=False), calib)
     (group,) = [g for g in result.groups if g.prunable]

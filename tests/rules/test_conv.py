@@ -79,11 +79,62 @@ def test_dense_conv_folds_a_constant_into_its_bias():
     assert dead is not None and dead.report["groups"][0]["channels_after"] < 16
 
 
-def test_padded_conv_keeps_channels_whose_constant_it_cannot_fold():
+def _sigmoid_out(model: onnx.ModelProto) -> str:
+    return next(n.output[0] for n in model.graph.node if n.op_type == "Sigmoid")
+
+
+def test_padded_conv_without_compensation_keeps_channels_whose_constant_it_cannot_fold():
     model = _sigmoid_into(k=3)
+    reason = "a removed channel would carry a constant this op cannot fold exactly"
+    assert_declines(model, reason, compensate="none")
+    assert shape_of(tiny.prune_dead(model, compensate="none").pruned, _sigmoid_out(model))[1] == 16
+
+
+def test_padded_conv_folds_a_constant_as_a_bias_map():
+    """Sigmoid(0) = 0.5 into a zero-padded 3x3 Conv: exact as one [1, K, H, W] Add after the Conv."""
+    model = _sigmoid_into(k=3)
+    dead, _ = check_exact(model)
+    assert dead is not None and shape_of(dead.pruned, _sigmoid_out(model))[1] < 16
+    maps = [t for t in dead.pruned.graph.initializer if "bias_map" in t.name]
+    # sliced like the Conv's own outputs (its BN has dead channels too)
+    assert len(maps) == 1 and list(maps[0].dims) == [1, 9, 16, 16]
+    layers = dead.report["compensation"]["layers"]
+    assert [(x["applied"], x["exact"]) for x in layers if x["carrying"]] == [("bias map", True)]
+
+
+def test_padded_conv_bias_map_with_strides_dilations_and_same_padding():
+    """The map against ONNX Runtime itself: a removed constant channel, every padding geometry."""
+    from onnx import TensorProto, helper
+
+    from onnxprune.rules.conv import padded_bias_map
+    from onnxprune.runtime import run_model
+
+    rng = np.random.default_rng(0)
+    columns, values = rng.normal(size=(5, 3, 3, 4)), np.array([0.7, -1.3, 2.0])
+    for attrs in (
+        {"pads": [1, 2, 0, 1], "strides": [2, 1], "dilations": [1, 2]},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+        {"auto_pad": "SAME_LOWER", "strides": [1, 3]},
+    ):
+        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 4], **attrs)
+        graph = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 11])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(columns.astype(np.float32), "w")],
+        )  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        image = np.broadcast_to(values[None, :, None, None], (1, 3, 9, 11)).astype(np.float32)
+        expected = run_model(model, {"x": image})["y"][0]
+        got = padded_bias_map(columns, values, dict(attrs), [9, 11], list(expected.shape[1:]))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_conv_with_dynamic_spatial_size_keeps_the_channel():
+    """No static shape, no exact bias map: compensation falls back to keeping the channel."""
+    n = Net()
+    x = n.act(n.bn(n.conv("input", 3, 16), 16), "Sigmoid")
+    model = build(n, [n.head(n.cbr(x, 16, 16, k=3, bias=True), 16)], {"input": (1, 3, "h", "w")})
     assert_declines(model, "a removed channel would carry a constant this op cannot fold exactly")
-    sigmoid = next(n.output[0] for n in model.graph.node if n.op_type == "Sigmoid")
-    assert shape_of(tiny.prune_dead(model).pruned, sigmoid)[1] == 16
 
 
 def no_bn(seed: int = 0):

@@ -1,0 +1,32 @@
+"""Data-free compensation: the value a removed channel carries, estimated from its BatchNormalization.
+
+Where a channel is cut at a scoring BN, its output there is ``beta + gamma * xhat``; with the BN's input
+matching its running statistics, ``xhat`` ~ N(0, 1), so the removed channel is N(beta, gamma²): a point
+constant ``beta`` exactly when gamma = 0. The walk carries that mean and spread (standard deviation) to the
+next nonlinearity, which turns them into ``E[act(N(mu, s²))]`` (closed forms, Gauss-Hermite quadrature
+of the op's own reference implementation for any other unary op); from there on the value is a point
+constant that consumers fold into their biases. Linear per-channel maps (BN, Mul/Div by a constant, Add/Sub,
+Identity) scale the spread; anything else (pools, Concat, Resize, Split, Reshape) keeps the mean and drops
+the spread to 0, which only matters when a nonlinearity follows before a consumer.
+
+The pieces live where they act: ``Analysis.cut_value`` (the cut), ``rules/moments.py`` (the closed forms
+and quadrature the activation rules apply), the consumers' rules (bias folding; ``rules/conv.py`` builds
+the bias map of a zero-padded Conv), ``rewrite.masked_reference`` (the reference for question 1 of the
+verification) and ``compensate/summary.py`` (the report).
+
+Modes (``--compensate``): ``none`` cuts every removed channel to 0 (the masked model of the verification),
+``bn`` uses the estimate above, ``calib`` the empirical mean from calibration data (calibration stage).
+"""
+
+from __future__ import annotations
+
+MODES = ("none", "bn", "calib")
+
+
+def check_mode(mode: str) -> str:
+    """The mode itself, or a UsageError naming the choices."""
+    from onnxprune.errors import UsageError
+
+    if mode not in MODES:
+        raise UsageError(f"--compensate must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
