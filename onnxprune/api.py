@@ -19,13 +19,17 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import files, verify
+from onnxprune.activation import activation_scores
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.channels.span import width
+from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import load_calibration, split_holdout, static_batch, take
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import normalise, to_model
-from onnxprune.importance import score_groups
+from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.inputs import make_inputs
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
@@ -66,6 +70,7 @@ class Inspection:
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
     counts: Counts | None = None
     estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
+    warnings: list[str] = field(default_factory=list)
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -113,7 +118,38 @@ def inspect(
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
+    warning = slimming_warning(analysis.groups)
+    found.warnings.extend([warning] if warning else [])
     return found
+
+
+@dataclass
+class CalibRequest:
+    """Calibration data for ``prune`` (a file or folder, see data.load_calibration, or samples already
+    loaded) and how to use it. ``limit``: use only the first N samples. It is fitted on with
+    ``PlanOptions(compensate="calib")``; ``criterion="activation"`` ranks channels on it in any mode."""
+
+    source: str | Path | None = None
+    samples: dict[str, np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    limit: int | None = None
+    options: Any = None  # compensate.calibrate.CalibOptions; None: its defaults
+
+    def load(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        if self.samples is None and self.source is None:
+            raise UsageError("calibration needs data: --calib FILE or DIR")
+        samples = self.samples
+        if samples is None:
+            assert self.source is not None
+            samples = load_calibration(self.source, model, size=self.size, mean=self.mean, std=self.std)
+        return take(samples, self.limit)
+
+    def calib_options(self) -> Any:
+        options = self.options or CalibOptions()
+        options.check()
+        return options
 
 
 def prune_model(
@@ -121,6 +157,7 @@ def prune_model(
     options: PlanOptions,
     verify: VerifyOptions | None = None,
     target: Target | None = None,
+    calib: CalibRequest | None = None,
     *,
     sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
@@ -133,18 +170,22 @@ def prune_model(
     (``options.ratio`` is where the search starts, not a plan); the report says what was asked and what was
     reached. MACs and parameters are counted before and after at the verification's shapes.
     """
-    if options.compensate == Compensate.CALIB:
-        raise UsageError("--compensate calib needs calibration data (--calib)")
+    samples = _calibration_samples(model, options, calib)
+    # Calibration starts from the data-free folding: it refits what that leaves.
+    mode = "bn" if options.compensate == Compensate.CALIB else options.compensate
     if target is not None:
         options = target_options(options, target)
     shapes = verify.shapes if verify is not None else {}
     graph = normalise(model)
     before = count(model, shapes)
     # Compensation always runs the original-values pass: the report says which folds are exact.
-    exactness = options.threshold is not None or options.compensate == "bn"
+    exactness = options.threshold is not None or mode == "bn"
     # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
-    analysis = analyse(graph, exactness, options.compensate, allow_approximate=options.threshold is None)
-    score_groups(analysis.groups, options.criterion)
+    analysis = analyse(graph, exactness, mode, allow_approximate=options.threshold is None)
+    activation = options.criterion == "activation"
+    score_groups(analysis.groups, "auto" if activation else options.criterion)
+    if activation and samples is not None:
+        _activation_scores(model, graph, analysis, samples, calib)
     if target is None:
         make_plan(analysis.groups, options, analysis)
     else:
@@ -167,11 +208,80 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
+    if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
+        _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
         sparse = sparsify_model(result.pruned, sparsify)
         result.pruned = sparse.model
         report["sparsity"] = sparse.report
     return result
+
+
+def _calibration_samples(
+    model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
+) -> dict[str, np.ndarray] | None:
+    if options.criterion == "activation" and calib is None:
+        raise UsageError("--criterion activation ranks channels on calibration data: pass --calib")
+    if options.compensate == "calib" and calib is None:
+        raise UsageError("--compensate calib needs calibration data (--calib)")
+    if calib is None:
+        return None
+    calib.calib_options()
+    return calib.load(model)
+
+
+def _activation_scores(
+    model: onnx.ModelProto,
+    graph: gs.Graph,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest | None,
+) -> None:
+    # Ranked on the fitting part only: the held-out samples judge the result.
+    fit, _ = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+    activation_scores(model, graph, analysis, fit, static_batch(model))
+
+
+def _calibrate(
+    result: PruneResult,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest,
+    checks: VerifyOptions | None,
+) -> None:
+    """Fit the (verified exact) pruned model back to the original; question 2 is then asked again."""
+    done = calibrate(
+        result.original,
+        result.pruned,
+        kept_positions(analysis),
+        samples,
+        calib.calib_options(),
+        static_batch=static_batch(result.original),
+    )
+    result.pruned = validate(done.model)
+    result.report["calibration"] = done.report
+    after = count(result.pruned, checks.shapes if checks is not None else {})
+    result.report["params"]["after"], result.report["macs"]["after"] = after.params, after.macs
+    if "verify" in result.report and checks is not None:
+        feeds = make_inputs(
+            result.original, iterations=checks.iterations, seed=checks.seed, shapes=checks.shapes,
+            inputs_path=checks.inputs,
+        )  # fmt: skip
+        change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
+        result.report["verify"]["change_before_calibration"] = result.report["verify"]["change"]
+        result.report["verify"]["change"] = change.to_dict()
+    else:
+        check_runs(result.original, result.pruned)
+
+
+def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
+    kept = {}
+    for name, state in analysis.states.items():
+        positions = analysis.kept_positions(state.map)
+        if len(positions) < width(state.map):
+            kept[name] = positions
+    return kept
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
@@ -209,28 +319,38 @@ def prune(
     external_data: bool | None = None,
     target: Target | None = None,
     sparsify: SparsifyOptions | None = None,
+    calib: CalibRequest | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
+    verify = verify if verify is not None else VerifyOptions()
     if target is not None:
         target_options(options, target)  # a bad target is a usage error even for an unreadable model
-    output = files.check_output_path(output, [source])
     if sparsify is not None:
         sparsify.check()  # bad options are a usage error even when the model is unreadable too
-    result = prune_model(
-        files.read_model(source),
-        options,
-        verify if verify is not None else VerifyOptions(),
-        target,
-        sparsify=sparsify,
-    )
+    if calib is not None:
+        calib.calib_options()
+        _not_evaluation_data(calib.source, verify.inputs)
+    output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
+    result = prune_model(files.read_model(source), options, verify, target, calib, sparsify=sparsify)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
+
+
+def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) -> None:
+    """Never calibrate on what the user named as evaluation data: the fidelity would be fitted, not
+    measured."""
+    if calib is None or inputs is None:
+        return
+    a, b = Path(calib), Path(inputs)
+    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    if same:
+        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
 
 
 def build_report(

@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune import api
+from onnxprune.compensate.calibrate import CalibOptions
+from onnxprune.data import parse_floats, parse_size
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
@@ -27,6 +29,7 @@ from onnxprune.options import Compensate, Criterion, Scope, choice
 from onnxprune.plan import load_plan
 from onnxprune.report import (
     bench_table,
+    calibration_table,
     compensation_table,
     counted_at,
     group_summary,
@@ -79,6 +82,10 @@ def _choices(kind: type[Enum], help: str) -> Any:
     (``options.choice``) refuses others with one line, like every other bad option."""
     values = [str(m.value) for m in kind]
     return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+
+
+# Measured on the MNIST models (README, benchmarks/accuracy.py).
+DEFAULT_MAX_GROUP_RATIO = 1.0
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
@@ -136,6 +143,7 @@ def inspect(
             "counted_at": {name: list(dims) for name, dims in found.counted_at.items()},
             "conv_bn_pairs": found.pairs,
             "groups": groups,
+            "warnings": found.warnings,
         }
         print(json.dumps(payload, indent=2))
         return
@@ -146,6 +154,8 @@ def inspect(
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
+    for warning in found.warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if explain:
         for p in found.pairs:
             console.print(
@@ -201,10 +211,31 @@ def prune(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[
+        str, _choices(Criterion, "How channels are ranked (activation needs --calib).")
+    ] = Criterion.AUTO,
     compensate: Annotated[
-        str, _choices(Compensate, "What removed channels leave behind, folded into biases (bn: data-free).")
-    ] = Compensate.BN,
+        str | None,
+        _choices(
+            Compensate,
+            "What removed channels leave behind, folded into biases "
+            "(default: bn, data-free; calib with --calib).",
+        ),
+    ] = None,
+    max_group_ratio: Annotated[
+        float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
+    ] = DEFAULT_MAX_GROUP_RATIO,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images)."),
+    ] = None,
+    calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
+    calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
+    calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
+    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
+    calib_steps: Annotated[
+        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
+    ] = "refit",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -251,7 +282,8 @@ def prune(
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
         criterion=choice(Criterion, criterion, "--criterion"),
-        compensate=choice(Compensate, compensate, "--compensate"),
+        compensate=choice(Compensate, compensate or ("calib" if calib is not None else "bn"), "--compensate"),
+        max_group_ratio=max_group_ratio,
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -264,11 +296,13 @@ def prune(
     if min_channels != MIN_CHANNELS and not sparsify:
         raise UsageError("--min-channels only applies with --sparsify")
     sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
+    request = _calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
     if plot is not None:
         check_output_path(plot, [model])
     result = api.prune(
-        model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse
-    )
+        model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
+        calib=request,
+    )  # fmt: skip
     if bench:
         from onnxprune.measure.bench import BenchOptions, bench_record
 
@@ -298,6 +332,8 @@ def prune(
         console.print(bench_table(result.report["bench"]))
     if result.report.get("compensation", {}).get("layers"):
         console.print(compensation_table(result.report["compensation"]))
+    if "calibration" in result.report:
+        console.print(calibration_table(result.report["calibration"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
     if "sparsity" in result.report:
@@ -501,6 +537,28 @@ def sweep_command(
         print(json.dumps(result, indent=2))
         return
     console.print(sweep_table(result, model.name))
+
+
+def _calib_request(
+    source: Path | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    samples: int | None,
+    steps: str,
+) -> Any:
+    if source is None:
+        if any(v is not None for v in (size, mean, std, samples)):
+            raise UsageError("--calib-size/--calib-mean/--calib-std/--calib-samples need --calib")
+        return None
+    return api.CalibRequest(
+        source,
+        size=parse_size(size) if size is not None else None,
+        mean=parse_floats(mean, "--calib-mean") if mean is not None else None,
+        std=parse_floats(std, "--calib-std") if std is not None else None,
+        limit=samples,
+        options=CalibOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip())),
+    )
 
 
 @app.command()
