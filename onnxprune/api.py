@@ -156,10 +156,10 @@ def prune_model(
     model: onnx.ModelProto,
     options: PlanOptions,
     verify: VerifyOptions | None = None,
-    target: Target | None = None,
     calib: CalibRequest | None = None,
     *,
     sparsify: SparsifyOptions | None = None,
+    target: Target | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
@@ -334,7 +334,7 @@ def prune(
         calib.calib_options()
         _not_evaluation_data(calib.source, verify.inputs)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
-    result = prune_model(files.read_model(source), options, verify, target, calib, sparsify=sparsify)
+    result = prune_model(files.read_model(source), options, verify, calib, sparsify=sparsify, target=target)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     files.save_model(result.pruned, output, external_data=external_data)

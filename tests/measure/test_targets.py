@@ -21,7 +21,9 @@ runner = CliRunner()
 
 
 def _prune(model: onnx.ModelProto, target: Target, **kw: object) -> api.PruneResult:
-    return api.prune_model(model, api.PlanOptions(ratio=0.0, **kw), api.VerifyOptions(enabled=False), target)
+    return api.prune_model(
+        model, api.PlanOptions(ratio=0.0, **kw), api.VerifyOptions(enabled=False), target=target
+    )
 
 
 @pytest.mark.slow
