@@ -20,27 +20,33 @@ from onnxprune.train.torchgraph import OnnxModule
 from onnxprune.verify import max_relative_error
 
 
-def check_conversion(module: OnnxModule, model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> float:
+def check_conversion(
+    module: OnnxModule, model: onnx.ModelProto, feed: Mapping[str, np.ndarray], device: torch.device
+) -> float:
     """The worst relative error of any graph output; raises VerificationError naming the first bad node."""
-    exposed = _expose_all(model)
-    want = run_model(exposed, feed)
+    want = run_model(_expose_all(model), feed)
     module.eval()
     with torch.no_grad():
-        device = next(module.parameters()).device
         got = module.run({k: torch.from_numpy(v).to(device) for k, v in feed.items()}, keep_all=True)
     for node in model.graph.node:
         for name in node.output:
-            if name and name in want and name in got:
-                value = got[name].detach().cpu().numpy()
-                if not close(want[name], value):
-                    error = max_relative_error(want[name], value) if value.shape == want[name].shape else None
-                    detail = f"max relative error {error:.2g}" if error is not None else f"shape {value.shape}"
-                    raise VerificationError(
-                        f"train: the PyTorch conversion of {node.op_type} node {node.name!r} differs from ONNX "
-                        f"Runtime on {name!r} ({detail}, limit {CONVERSION_RTOL:g}); refusing to train"
-                    )
+            if name and name in want and isinstance(got.get(name), torch.Tensor):
+                _compare(node, name, want[name], got[name].detach().cpu().numpy())
     names = [o.name for o in model.graph.output]
     return max(max_relative_error(want[n], got[n].detach().cpu().numpy()) for n in names)
+
+
+def _compare(node: onnx.NodeProto, name: str, want: np.ndarray, value: np.ndarray) -> None:
+    if close(want, value):
+        return
+    if value.shape != want.shape:
+        detail = f"shape {value.shape}, ONNX Runtime {want.shape}"
+    else:
+        detail = f"max relative error {max_relative_error(want, value):.2g}, limit {CONVERSION_RTOL:g}"
+    raise VerificationError(
+        f"train: the PyTorch conversion of {node.op_type} node {node.name!r} differs from ONNX Runtime "
+        f"on {name!r} ({detail}); refusing to train"
+    )
 
 
 def _expose_all(model: onnx.ModelProto) -> onnx.ModelProto:

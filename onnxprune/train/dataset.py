@@ -63,7 +63,9 @@ def load_labels(source: str | Path, count: int) -> np.ndarray:
 def check_labels(labels: np.ndarray, count: int, path: Path) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ModelLoadError(f"{path.name}: labels must be one integer per sample, got {labels.dtype} {labels.shape}")
+        raise ModelLoadError(
+            f"{path.name}: labels must be one integer per sample, got {labels.dtype} {labels.shape}"
+        )
     if len(labels) != count:
         raise ModelLoadError(f"{path.name}: {len(labels)} labels for {count} samples")
     if labels.size and labels.min() < 0:

@@ -38,7 +38,9 @@ def write_back(
     for name, array in arrays.items():
         if sources.get(name, "") == "":
             old = initializers[name]
-            old.CopyFrom(numpy_helper.from_array(array.astype(helper.tensor_dtype_to_np_dtype(old.data_type)), name))
+            old.CopyFrom(
+                numpy_helper.from_array(array.astype(helper.tensor_dtype_to_np_dtype(old.data_type)), name)
+            )
         else:
             node = constants[name]
             del node.attribute[:]

@@ -145,7 +145,9 @@ def _optimizer(module: OnnxModule, options: TrainOptions) -> torch.optim.Optimiz
     params = list(module.parameters())
     if options.optimizer == "adam":
         return torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
-    return torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
+    return torch.optim.SGD(
+        params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay
+    )
 
 
 def steps_per_epoch(count: int, batch: int) -> int:
@@ -194,9 +196,7 @@ def save_checkpoint(
             tmp.unlink()
 
 
-def load_checkpoint(
-    path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer
-) -> tuple[int, History]:
+def load_checkpoint(path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer) -> tuple[int, History]:
     """Restore module and optimiser; returns the epochs already done and their history."""
     if not path.is_file():
         raise ModelLoadError(f"--resume: checkpoint {path} not found")

@@ -189,7 +189,10 @@ def elu(node: NodeCall, xs: list[Any]) -> Tensor:
 
 @op("Selu")
 def selu(node: NodeCall, xs: list[Any]) -> Tensor:
-    alpha, gamma = float(node.get("alpha", 1.67326319217681884)), float(node.get("gamma", 1.05070102214813232))
+    alpha, gamma = (
+        float(node.get("alpha", 1.67326319217681884)),
+        float(node.get("gamma", 1.05070102214813232)),
+    )
     return gamma * torch.where(xs[0] > 0, xs[0], alpha * (torch.exp(xs[0]) - 1))
 
 
@@ -475,9 +478,13 @@ def resize(node: NodeCall, xs: list[Any]) -> Tensor:
     sizes = ints(xs[3]) if len(xs) > 3 and xs[3] is not None else None
     scale_input = xs[1] if node.op == "Upsample" or node.opset < 11 else (xs[2] if len(xs) > 2 else None)
     scales = [float(s) for s in scale_input.reshape(-1).tolist()] if scale_input is not None else []
-    size = sizes[2:] if sizes else [int(math.floor(d * s)) for d, s in zip(x.shape[2:], scales[2:], strict=True)]
-    if mode == "nearest" and _text(node.get("nearest_mode", "round_prefer_floor")) == "floor" or (
-        mode == "nearest" and ctm in ("asymmetric", "")
+    size = (
+        sizes[2:] if sizes else [int(math.floor(d * s)) for d, s in zip(x.shape[2:], scales[2:], strict=True)]
+    )
+    if (
+        mode == "nearest"
+        and _text(node.get("nearest_mode", "round_prefer_floor")) == "floor"
+        or (mode == "nearest" and ctm in ("asymmetric", ""))
     ):
         return F.interpolate(x, size=size, mode="nearest")
     if mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners") and x.dim() == 4:
@@ -500,8 +507,10 @@ def reduce(node: NodeCall, xs: list[Any]) -> Tensor:
             return x
         axes = list(range(x.dim()))
     dims = tuple(_axis(a, x.dim()) for a in axes)
-    func = {"ReduceMean": torch.mean, "ReduceSum": torch.sum, "ReduceMax": torch.amax}.get(node.op, torch.amin)
-    return func(x, dim=dims, keepdim=keep)
+    funcs: dict[str, Callable[..., Tensor]] = {
+        "ReduceMean": torch.mean, "ReduceSum": torch.sum, "ReduceMax": torch.amax, "ReduceMin": torch.amin,
+    }  # fmt: skip
+    return funcs[node.op](x, dim=dims, keepdim=keep)
 
 
 @op("Dropout")

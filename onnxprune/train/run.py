@@ -73,11 +73,22 @@ def train(
     graphs.check_output_path(checkpoint, [*inputs, output])
     torch = require_torch()
     model = graphs.read_model(source)
+    _check_dynamic_batch(model)
     samples, file_labels = load_samples(data, model)
     targets = _targets(model, samples, file_labels, labels, teacher)
     eval_set = _eval_set(model, eval_data, eval_labels)
     device = _device(torch, options.device)
-    return _train(model, samples, targets, eval_set, options, output, checkpoint, device, graphs.uses_external_data(source))
+    return _train(
+        model,
+        samples,
+        targets,
+        eval_set,
+        options,
+        output,
+        checkpoint,
+        device,
+        graphs.uses_external_data(source),
+    )
 
 
 def _train(
@@ -96,15 +107,16 @@ def _train(
     module = OnnxModule(model).to(device)
     feed = {name: array[:CHECK_SAMPLES] for name, array in samples.items()}
     result = TrainResult(output, checkpoint, device=str(device), batch_norms=export.bn_count(model))
-    result.conversion_error = check_conversion(module, model, feed)
+    result.conversion_error = check_conversion(module, model, feed, device)
     _check_label_range(module, targets, feed, device)
     try:
         with _progress(options, sample_count(samples)) as hooks:
             history = loop.fit(module, samples, targets, options, checkpoint, device, eval_set, *hooks)
     except KeyboardInterrupt:
-        where = f"the last checkpoint {checkpoint} is kept (rerun with --resume)" if checkpoint.exists() else (
-            "no epoch had finished, so there is no checkpoint"
-        )  # fmt: skip
+        where = f"the last checkpoint {checkpoint} is kept (rerun with --resume)"
+        if not checkpoint.exists():
+            where = "no epoch had finished, so there is no checkpoint"
+
         raise TrainingInterrupted(f"interrupted: nothing written; {where}") from None
     result.history = history.epochs
     trained = export.write_back(model, module.trained_arrays(), module.sources)
@@ -112,6 +124,18 @@ def _train(
     result.export_error = export.check_trained(model, trained, feed, expected)
     graphs.save_model(trained, output, external_data=True if external else None)
     return result
+
+
+def _check_dynamic_batch(model: onnx.ModelProto) -> None:
+    from onnxprune.data import static_batch
+
+    fixed = static_batch(model)
+    if fixed is not None:
+        name = model.graph.input[0].name
+        raise ModelLoadError(
+            f"train needs a dynamic batch axis: input {name!r} is fixed at batch {fixed} "
+            "(export it with a dynamic first axis)"
+        )
 
 
 def _targets(
@@ -146,9 +170,7 @@ def _teacher_targets(model: onnx.ModelProto, teacher: onnx.ModelProto, samples: 
     return Targets(teacher=outputs, classifier=classifier)
 
 
-def _eval_set(
-    model: onnx.ModelProto, data: str | Path | None, labels: str | Path | None
-) -> EvalSet | None:
+def _eval_set(model: onnx.ModelProto, data: str | Path | None, labels: str | Path | None) -> EvalSet | None:
     from onnxprune.train.loop import EvalSet
 
     if data is None:
@@ -184,7 +206,9 @@ def _check_label_range(module: Any, targets: Targets, feed: Samples, device: tor
         return
     first = _outputs(module, feed, device)[module.output_names[0]]
     if first.ndim != 2:
-        raise UsageError(f"labels need a [batch, classes] first output; {module.output_names[0]!r} is {first.shape}")
+        raise UsageError(
+            f"labels need a [batch, classes] first output; {module.output_names[0]!r} is {first.shape}"
+        )
     if targets.labels.max() >= first.shape[1]:
         raise ModelLoadError(f"label {targets.labels.max()} is out of range for {first.shape[1]} classes")
 

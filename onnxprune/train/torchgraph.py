@@ -74,7 +74,9 @@ class OnnxModule(nn.Module):
         for node in model.graph.node:
             for slots, role in ((TRAINABLE_SLOTS, "param"), (STAT_SLOTS, "stat")):
                 for slot in slots.get(node.op_type, ()):
-                    name = self.alias.get(node.input[slot], node.input[slot]) if slot < len(node.input) else ""
+                    name = (
+                        self.alias.get(node.input[slot], node.input[slot]) if slot < len(node.input) else ""
+                    )
                     if name in values and values[name].dtype.kind == "f" and roles.get(name) != "param":
                         roles[name] = role
         return roles
@@ -158,9 +160,16 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     value = helper.get_attribute_value(attr)
     if attr.name == "value":
         return numpy_helper.to_array(value)
-    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    kinds = {
+        "value_float": np.float32,
+        "value_floats": np.float32,
+        "value_int": np.int64,
+        "value_ints": np.int64,
+    }
     if attr.name not in kinds:
-        raise UnsupportedOpError(f"train: Constant node {node.name!r}: attribute {attr.name} is not supported")
+        raise UnsupportedOpError(
+            f"train: Constant node {node.name!r}: attribute {attr.name} is not supported"
+        )
     return np.array(value, dtype=kinds[attr.name])
 
 
