@@ -75,7 +75,9 @@ def test_bad_options_are_usage_errors(bad: dict, files: dict[str, Path], tmp_pat
 
 def test_labels_and_teacher_together_are_refused(files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--labels and --teacher"):
-        train(files["model"], tmp_path / "o.onnx", files["data"], labels=files["data"], teacher=files["model"])
+        train(
+            files["model"], tmp_path / "o.onnx", files["data"], labels=files["data"], teacher=files["model"]
+        )
 
 
 def test_output_may_not_overwrite_the_input(files: dict[str, Path]) -> None:
@@ -137,7 +139,9 @@ def test_conversion_matches_onnx_runtime(name: str) -> None:
 
 
 @needs_torch
-def test_a_wrong_conversion_is_refused_naming_the_op(files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+def test_a_wrong_conversion_is_refused_naming_the_op(
+    files: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
     from onnxprune.train import ops
 
     monkeypatch.setitem(ops.OPS, "LeakyRelu", lambda node, xs: xs[0] * 1.001)
@@ -180,7 +184,9 @@ def test_sparsity_training_keeps_the_graph_and_shrinks_gammas(files: dict[str, P
 
 @needs_torch
 @pytest.mark.slow
-def test_distillation_brings_a_pruned_model_back_towards_its_teacher(files: dict[str, Path], tmp_path: Path) -> None:
+def test_distillation_brings_a_pruned_model_back_towards_its_teacher(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     from onnxprune import api
 
     pruned = tmp_path / "p.onnx"
@@ -195,7 +201,9 @@ def test_distillation_brings_a_pruned_model_back_towards_its_teacher(files: dict
         t, s = teacher[name], run_model(onnx.load(path), x)[name]
         p = np.exp(t - t.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
-        log_q = s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+        log_q = (
+            s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+        )
         return float((p * (np.log(p) - log_q)).sum(1).mean())
 
     assert kl(out) < 0.8 * kl(pruned)  # measured: 0.0143 -> 0.0085
@@ -219,7 +227,9 @@ def test_same_seed_same_model_and_resume_continues_exactly(files: dict[str, Path
 
 @needs_torch
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_checkpoint_and_writes_nothing(files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+def test_ctrl_c_keeps_the_checkpoint_and_writes_nothing(
+    files: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
     from onnxprune.train import loop
 
     real = loop.save_checkpoint
@@ -255,7 +265,9 @@ def test_trained_model_replays_an_earlier_prune_report(files: dict[str, Path], t
     from onnxprune import api
     from onnxprune.plan import load_plan
 
-    pruned = api.prune(files["model"], tmp_path / "p.onnx", api.PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    pruned = api.prune(
+        files["model"], tmp_path / "p.onnx", api.PlanOptions(ratio=0.5, round_to=1, min_keep=1)
+    )
     (tmp_path / "r.json").write_text(__import__("json").dumps(pruned.report))
     train(files["model"], tmp_path / "t.onnx", files["data"], options=quick())
     plan = load_plan(tmp_path / "r.json")
