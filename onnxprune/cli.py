@@ -282,6 +282,7 @@ def train(
     batch: Annotated[int, typer.Option(help="Samples per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Shuffling seed (a CPU run repeats exactly).")] = 0,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) | adam")] = "sgd",
+    schedule: Annotated[str, typer.Option(help="cosine (lr down to 0) | constant")] = "cosine",
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
     eval_data: Annotated[
@@ -299,8 +300,8 @@ def train(
 
     options = TrainOptions(
         epochs=epochs, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, optimizer=optimizer,
-        weight_decay=weight_decay, temperature=temperature, device=device, checkpoint=checkpoint,
-        resume=resume, progress=not as_json,
+        schedule=schedule, weight_decay=weight_decay, temperature=temperature, device=device,
+        checkpoint=checkpoint, resume=resume, progress=not as_json,
     )  # fmt: skip
     result = train_model(model, output, data, labels=labels, teacher=teacher, eval_data=eval_data,
                          eval_labels=eval_labels, options=options)  # fmt: skip

@@ -8,6 +8,7 @@ history) is written atomically after every epoch; an interruption leaves the las
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -106,6 +107,7 @@ def fit(
     loss_fn = make_loss(targets, module.output_names, options.temperature)
     scales = module.bn_scales()
     count = next(iter(samples.values())).shape[0]
+    steps = steps_per_epoch(count, options.batch)
     for epoch in range(start + 1, options.epochs + 1):
         began, losses = time.perf_counter(), []
         module.train()
@@ -113,6 +115,7 @@ def fit(
             outs = module(*_tensors(samples, module.input_names, index, device))
             want = {k: torch.from_numpy(v).to(device) for k, v in targets.rows(index).items()}
             loss = loss_fn(outs, want)
+            _set_lr(optimizer, options, (epoch - 1) * steps + step, options.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if options.l1_gamma:
@@ -131,6 +134,15 @@ def fit(
             on_epoch(history.epochs[-1])
     module.eval()
     return history
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, total: int) -> None:
+    """The rate of a global step, from the step alone: a resumed run needs no scheduler state."""
+    lr = options.lr
+    if options.schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _l1_subgradient(scales: list[torch.nn.Parameter], strength: float) -> None:
@@ -186,6 +198,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "fingerprint": _fingerprint(module),
         "history": history.epochs,
+        "rng": torch.get_rng_state(),  # for Dropout, the one op here that draws random numbers
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -210,4 +223,5 @@ def load_checkpoint(path: Path, module: OnnxModule, optimizer: torch.optim.Optim
         raise UsageError(f"--resume: checkpoint {path} was written for another model")
     module.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
     return int(payload["epoch"]), History(list(payload["history"]))

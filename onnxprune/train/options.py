@@ -8,6 +8,7 @@ from pathlib import Path
 from onnxprune.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 SPARSE_GAMMA = 1e-2  # a |gamma| under this counts as "near zero" in the history and the benchmarks
 
@@ -22,6 +23,8 @@ class TrainOptions:
         batch: samples per step; a last batch of one sample is dropped (BatchNormalization needs two).
         seed: shuffling and initial RNG state; with the same seed a CPU run repeats exactly.
         l1_gamma: Network Slimming's lambda: lambda * sign(gamma) is added to every BN gamma's gradient.
+        schedule: cosine (from lr down to 0 over all steps of all epochs) or constant. The cosine's small
+            last steps let the L1 subgradient settle unimportant gammas near zero, not around +-lr*lambda.
         temperature: softens both distributions of the distillation KL (multiplied back by T^2).
         device: auto (CUDA when present), cpu or cuda.
         checkpoint: where the after-every-epoch checkpoint goes (default: OUTPUT + '.ckpt').
@@ -35,6 +38,7 @@ class TrainOptions:
     seed: int = 0
     l1_gamma: float = 0.0
     optimizer: str = "sgd"
+    schedule: str = "cosine"
     momentum: float = 0.9
     weight_decay: float = 0.0
     temperature: float = 1.0
@@ -55,6 +59,8 @@ class TrainOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
