@@ -64,6 +64,7 @@ def finetune(name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
         "model": f"mnist_{name}.plain", "unpruned": accuracy(original), "pruned": accuracy(pruned),
         "fine_tuned": accuracy(tuned), "macs_before": macs(original), "macs_after": macs(tuned),
         "seconds_per_epoch": seconds_per_epoch(result.history), "epochs": args.epochs,
+        "lr": args.lr, "batch": args.batch, "temperature": args.temperature,
     }  # fmt: skip
 
 
@@ -73,10 +74,12 @@ def sparsity(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     original = MNIST / "mnist_vgg.plain.onnx"
     slim = out / "vgg.slim.onnx"
     options = TrainOptions(epochs=args.slim_epochs, lr=args.slim_lr, batch=args.slim_batch,
-                           l1_gamma=args.l1_gamma, progress=not args.quiet)  # fmt: skip
+                           l1_gamma=args.l1_gamma, temperature=args.temperature,
+                           progress=not args.quiet)  # fmt: skip
     result = train(original, slim, CALIB, teacher=original, options=options)
     return {
         "model": "mnist_vgg.plain", "l1_gamma": args.l1_gamma, "epochs": args.slim_epochs,
+        "lr": args.slim_lr, "batch": args.slim_batch, "temperature": args.temperature,
         "unpruned": accuracy(original), "slimmed": accuracy(slim),
         "gamma_small": result.history[-1]["gamma_small"], "gammas": result.history[-1]["gammas"],
         "seconds_per_epoch": seconds_per_epoch(result.history), "output": str(slim),

@@ -167,7 +167,12 @@ def test_an_unsupported_op_is_refused_naming_it(tmp_path: Path) -> None:
 @needs_torch
 def test_sparsity_training_keeps_the_graph_and_shrinks_gammas(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "slim.onnx"
-    result = train(files["model"], out, files["data"], options=quick(epochs=3, l1_gamma=0.05, lr=0.1))
+    result = train(
+        files["model"],
+        out,
+        files["data"],
+        options=quick(epochs=3, l1_gamma=0.05, lr=0.1, schedule="constant"),
+    )
     before, after = onnx.load(files["model"]), onnx.load(out)
     assert [(n.name, n.op_type) for n in after.graph.node] == [(n.name, n.op_type) for n in before.graph.node]
     assert [i.name for i in after.graph.input] == [i.name for i in before.graph.input]
@@ -192,7 +197,13 @@ def test_distillation_brings_a_pruned_model_back_towards_its_teacher(
     pruned = tmp_path / "p.onnx"
     api.prune(files["model"], pruned, api.PlanOptions(ratio=0.5, round_to=1, min_keep=1))
     out = tmp_path / "d.onnx"
-    result = train(pruned, out, files["unlabelled"], teacher=files["model"], options=quick(epochs=4, lr=0.02))
+    result = train(
+        pruned,
+        out,
+        files["unlabelled"],
+        teacher=files["model"],
+        options=quick(epochs=4, lr=0.02, schedule="constant"),
+    )
     x = dict(np.load(files["unlabelled"]))
     teacher = run_model(onnx.load(files["model"]), x)
     name = next(iter(teacher))
