@@ -18,7 +18,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
-from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.importance import score_groups
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
@@ -103,7 +104,6 @@ def prune_model(
     pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
-    analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.

@@ -28,7 +28,7 @@ def test_a_conv_sliced_on_the_wrong_columns_is_caught(
             keep = kept(t)
             if keep is None or t is not node.inputs[0]:
                 return keep
-            return np.sort((keep + 1) % len(rw.analysis.states[t.name].value))
+            return np.sort((keep + 1) % len(rw.analysis.states[t.name].removed_value))
 
         rw.kept = shifted
         try:
