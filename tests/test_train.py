@@ -65,7 +65,15 @@ def inits(path: Path) -> dict[str, np.ndarray]:
 
 # ---- torch-free --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "bad", [{"epochs": 0}, {"batch": 1}, {"lr": 0.0}, {"l1_gamma": -1.0}, {"optimizer": "rmsprop"}]
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch": 1},
+        {"lr": 0.0},
+        {"l1_gamma": -1.0},
+        {"optimizer": "rmsprop"},
+        {"schedule": "step"},
+    ],
 )
 def test_bad_options_are_usage_errors(bad: dict, files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(UsageError):
