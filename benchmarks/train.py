@@ -58,13 +58,14 @@ def finetune(name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     pruned, tuned = out / f"{name}.pruned.onnx", out / f"{name}.tuned.onnx"
     api.prune(original, pruned, api.PlanOptions(ratio=0.5), verify=api.VerifyOptions(enabled=False))
     options = TrainOptions(epochs=args.epochs, lr=args.lr, batch=args.batch, temperature=args.temperature,
+                           optimizer=args.optimizer,
                            progress=not args.quiet)  # fmt: skip
     result = train(pruned, tuned, CALIB, teacher=original, options=options)
     return {
         "model": f"mnist_{name}.plain", "unpruned": accuracy(original), "pruned": accuracy(pruned),
         "fine_tuned": accuracy(tuned), "macs_before": macs(original), "macs_after": macs(tuned),
         "seconds_per_epoch": seconds_per_epoch(result.history), "epochs": args.epochs,
-        "lr": args.lr, "batch": args.batch, "temperature": args.temperature,
+        "lr": args.lr, "batch": args.batch, "temperature": args.temperature, "optimizer": args.optimizer,
     }  # fmt: skip
 
 
@@ -74,12 +75,12 @@ def sparsity(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     original = MNIST / "mnist_vgg.plain.onnx"
     slim = out / "vgg.slim.onnx"
     options = TrainOptions(epochs=args.slim_epochs, lr=args.slim_lr, batch=args.slim_batch,
-                           l1_gamma=args.l1_gamma, temperature=args.temperature,
+                           l1_gamma=args.l1_gamma, temperature=args.slim_temperature,
                            progress=not args.quiet)  # fmt: skip
     result = train(original, slim, CALIB, teacher=original, options=options)
     return {
         "model": "mnist_vgg.plain", "l1_gamma": args.l1_gamma, "epochs": args.slim_epochs,
-        "lr": args.slim_lr, "batch": args.slim_batch, "temperature": args.temperature,
+        "lr": args.slim_lr, "batch": args.slim_batch, "temperature": args.slim_temperature,
         "unpruned": accuracy(original), "slimmed": accuracy(slim),
         "gamma_small": result.history[-1]["gamma_small"], "gammas": result.history[-1]["gammas"],
         "seconds_per_epoch": seconds_per_epoch(result.history), "output": str(slim),
@@ -91,15 +92,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the models here (default: a temp dir)")
     parser.add_argument("--models", default="vgg,resnet")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--skip-sparsity", action="store_true")
     parser.add_argument("--l1-gamma", type=float, default=0.05)
     parser.add_argument("--slim-epochs", type=int, default=4)
     parser.add_argument("--slim-lr", type=float, default=0.05)
     parser.add_argument("--slim-batch", type=int, default=16)
+    parser.add_argument("--slim-temperature", type=float, default=1.0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
