@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "slimming")
     parser.add_argument("--model", type=Path, default=MNIST / "mnist_vgg.plain.onnx")
     parser.add_argument("--l1-gamma", type=float, default=0.05)
-    parser.add_argument("--sparsity-epochs", type=int, default=8)
+    parser.add_argument("--sparsity-epochs", type=int, default=4)
     parser.add_argument("--ratio", type=float, default=0.7)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     args = parser.parse_args()
@@ -63,10 +63,11 @@ def main() -> None:
     calib, model = MNIST / "mnist5k_calib.npz", args.model
     slim, pruned, tuned = (args.out / f"{model.stem}.{s}.onnx" for s in ("slim", "pruned", "tuned"))
     onnxprune("train", model, "-o", slim, "--data", calib, "--teacher", model, "--l1-gamma", args.l1_gamma,
-              "--epochs", args.sparsity_epochs, "--batch", 16, "--lr", 0.01)  # fmt: skip
+              "--epochs", args.sparsity_epochs, "--batch", 16, "--lr", 0.05)  # fmt: skip
     onnxprune("prune", slim, "-o", pruned, "--ratio", args.ratio, "--report", args.out / "prune.report.json")
     onnxprune("train", pruned, "-o", tuned, "--data", calib, "--teacher", model,
-              "--epochs", args.finetune_epochs, "--batch", 32, "--lr", 0.01)  # fmt: skip
+              "--epochs", args.finetune_epochs, "--batch", 16, "--optimizer", "adam", "--lr", 0.002,
+              "--temperature", 4)  # fmt: skip
     steps = [("plain model", model), ("train --l1-gamma", slim), (f"prune --ratio {args.ratio}", pruned),
              ("train --teacher", tuned)]  # fmt: skip
     print("\n| step | test accuracy | MACs | params | abs(gamma) < 1e-2 |")
