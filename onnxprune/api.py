@@ -17,16 +17,30 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune import graph as graphs
+from onnxprune import files, verify
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.errors import VerificationError
+from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
-from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.inputs import make_inputs
+from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.stats import graph_stats, model_stats
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
+__all__ = [
+    "Criterion",
+    "Inspection",
+    "PlanOptions",
+    "PruneResult",
+    "Scope",
+    "VerifyOptions",
+    "inspect",
+    "prune",
+    "prune_model",
+]
 
 
 @dataclass
@@ -66,25 +80,14 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
-    model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
-    graph = graphs.normalise(model)
+def inspect(source: str | Path | onnx.ModelProto, criterion: Criterion | str = Criterion.AUTO) -> Inspection:
+    criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
+    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    graph = normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
-
-
-@dataclass
-class VerifyOptions:
-    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
-
-    enabled: bool = True
-    inputs: str | Path | None = None
-    iterations: int = 1
-    seed: int = 0
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    progress: bool = False
 
 
 def prune_model(
@@ -95,13 +98,12 @@ def prune_model(
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original.
     """
-    options.check()
-    graph = graphs.normalise(model)
+    graph = normalise(model)
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
-    pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    pruned = validate(to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
     report = build_report(before, pruned, analysis.groups, options)
@@ -118,17 +120,13 @@ def prune_model(
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
-    return masked_reference(graphs.normalise(model), analysis)
+    return masked_reference(normalise(model), analysis)
 
 
 def verify_pruning(
     original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
-    from onnxprune import verify
-    from onnxprune.errors import VerificationError
-    from onnxprune.inputs import make_inputs
-
     feeds = make_inputs(
         original,
         iterations=options.iterations,
@@ -159,14 +157,11 @@ def prune(
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    options.check()  # bad options are a usage error even when the model is unreadable too
-    output = graphs.check_output_path(output, [source])
-    result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
-    )
-    if external_data is None and graphs.uses_external_data(source):
+    output = files.check_output_path(output, [source])
+    result = prune_model(files.read_model(source), options, verify if verify is not None else VerifyOptions())
+    if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
-    graphs.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
 
@@ -176,15 +171,7 @@ def build_report(
 ) -> dict[str, Any]:
     after = model_stats(pruned)
     return {
-        "options": {
-            "ratio": options.ratio,
-            "threshold": options.threshold,
-            "round_to": options.round_to,
-            "min_keep": options.min_keep,
-            "scope": options.scope,
-            "criterion": options.criterion,
-            "exclude": list(options.exclude),
-        },
+        "options": options.to_dict(),
         "params": {"before": before[0], "after": after[0]},
         "macs": {"before": before[1], "after": after[1]},
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],

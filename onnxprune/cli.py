@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,7 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune import api
+from onnxprune.errors import OnnxPruneError
+from onnxprune.files import check_output_path, save_json
+from onnxprune.inputs import parse_shapes
+from onnxprune.options import Criterion, Scope, choice
+from onnxprune.plan import load_plan
+from onnxprune.report import group_summary, groups_table, inspect_table, prune_table
+from onnxprune.tensorrt import build_engine
+from onnxprune.text import number
+from onnxprune.tolerances import CHECK
+from onnxprune.verify import check_models, render_comparison
 
 app = typer.Typer(
     name="onnxprune",
@@ -49,6 +60,13 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _choices(kind: type[Enum], help: str) -> Any:
+    """An option whose values are an enum's: typer lists and completes them, and the library's own check
+    (``options.choice``) refuses others with one line, like every other bad option."""
+    values = [str(m.value) for m in kind]
+    return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+
+
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
 
 
@@ -58,13 +76,9 @@ def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
-    from onnxprune import api
-    from onnxprune.report import group_summary, inspect_table
-
-    _check_criterion(criterion)
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
@@ -114,12 +128,12 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
-        str, typer.Option(help="global: one percentile over all groups; layer: per group.")
-    ] = "global",
+        str, _choices(Scope, "global: one percentile over all groups; layer: per group.")
+    ] = Scope.GLOBAL,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -139,21 +153,25 @@ def prune(
     ] = None,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
-    from onnxprune import api
-    from onnxprune.graph import check_output_path, save_json
-    from onnxprune.inputs import parse_shapes
-    from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
-
-    _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
-    saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
+        ratio=ratio,
+        threshold=threshold,
+        replay=load_plan(replay) if replay is not None else None,
+        round_to=round_to,
+        min_keep=min_keep,
+        scope=choice(Scope, scope, "--scope"),
+        exclude=tuple(exclude or ()),
+        criterion=choice(Criterion, criterion, "--criterion"),
     )
     checks = api.VerifyOptions(
-        verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
+        enabled=verify,
+        inputs=inputs,
+        iterations=iterations,
+        seed=seed,
+        shapes=parse_shapes(shape or []),
+        progress=not as_json,
     )
     result = api.prune(model, output, options, verify=checks, external_data=external_data)
     if report is not None:
@@ -181,13 +199,9 @@ def _print_verification(verification: dict[str, Any]) -> None:
     for o in change["outputs"]:
         top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
         table.add_row(
-            o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
+            o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
         )
     console.print(table)
-
-
-def _num(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 @app.command()
@@ -198,14 +212,12 @@ def check(
     inputs: Annotated[Path | None, typer.Option(help=".npz keyed by input name, or Polygraphy JSON.")] = None,
     iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = 1e-5,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = CHECK.atol,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = CHECK.rtol,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
-    from onnxprune.verify import check_models, render_comparison
-
     result = check_models(
         original, other, inputs=inputs, iterations=iterations, seed=seed, atol=atol, rtol=rtol,
         shapes=shape or [], progress=not as_json,
@@ -217,13 +229,6 @@ def check(
         console.print("[green]within tolerance[/]" if result.passed else "[red]outside tolerance[/]")
     if not result.passed:
         raise typer.Exit(1)
-
-
-def _check_criterion(criterion: str) -> None:
-    from onnxprune.importance import CRITERIA
-
-    if criterion not in CRITERIA:
-        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
 
 
 @app.command()
@@ -238,18 +243,13 @@ def build(
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
 ) -> None:
     """Build a TensorRT plan (engine) from an ONNX model and check it against ONNX Runtime."""
-    from onnxprune.inputs import parse_shapes
-
     shapes = parse_shapes(shape or [])
     _build_and_print(model, output, fp16=fp16, save_onnx=save_onnx, shapes=shapes, sparse=sparse_weights,
                      workspace=workspace)  # fmt: skip
 
 
-def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: dict,
+def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
                      sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
-    from onnxprune.graph import check_output_path
-    from onnxprune.tensorrt import build_engine
-
     check_output_path(plan, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
@@ -259,8 +259,6 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
     )
     if result.comparison is not None:
-        from onnxprune.verify import render_comparison
-
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
 
 

@@ -16,14 +16,13 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper
 
 from onnxprune.errors import ModelLoadError, OnnxPruneError, UsageError, first_line
-
-if TYPE_CHECKING:
-    import onnx
 
 Feed = dict[str, np.ndarray]
 Shape = tuple[int, ...]
@@ -74,7 +73,6 @@ class _InputSpec:
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[_InputSpec]:
-    from onnx import helper
 
     # Before IR 4, initializers were listed as graph inputs too; they are weights, not data.
     weights = {init.name for init in model.graph.initializer}

@@ -3,7 +3,9 @@ passes before it is written (it runs, and its outputs keep the original's shapes
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +14,8 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import CapabilityError, ValidationError, first_line
+from onnxprune.files import needs_external_data, save_model
+from onnxprune.inputs import make_inputs
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -19,21 +23,26 @@ if TYPE_CHECKING:
     Model = onnx.ModelProto | str | Path
 
 
+ORT_MISSING = "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
+
+
+def require_onnxruntime() -> None:
+    """Raise the one CapabilityError for a missing ONNX Runtime, without importing it."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise CapabilityError(ORT_MISSING)
+
+
 def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
     """A CPU ``InferenceSession`` with few threads: tests run many tiny models, and big ones gain little."""
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CapabilityError(
-            "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
-        ) from None
+        raise CapabilityError(ORT_MISSING) from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Errors only: ORT warns about e.g. unused initializers in rewritten graphs.
     options.log_severity_level = 3
-    from onnxprune.graph import needs_external_data, save_model
-
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
@@ -42,7 +51,7 @@ def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
     folder = tempfile.TemporaryDirectory(prefix="onnxprune-ort-")
     path = save_model(model, Path(folder.name) / "model.onnx", external_data=True)
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    session._onnxprune_files = folder  # type: ignore[attr-defined]
+    weakref.finalize(session, folder.cleanup)  # the files go when the session does
     return session
 
 
@@ -55,8 +64,6 @@ def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndar
 
 def check_runs(original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0) -> None:
     """The pruned model runs in ONNX Runtime on seeded data and its outputs have the original's shapes."""
-    from onnxprune.inputs import make_inputs
-
     feed = make_inputs(original, seed=seed)[0]
     want = _static_output_shapes(original)
     if want is None:

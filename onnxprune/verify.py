@@ -28,25 +28,27 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
 from onnxprune.runtime import ort_session
+from onnxprune.text import number
+from onnxprune.tolerances import CHECK, EXACT
 
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
     from rich.table import Table
 
     Model = onnx.ModelProto | str | Path
 
 
-EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
 # float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -58,7 +60,7 @@ def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_close_relative(
-    a: np.ndarray, b: np.ndarray, rtol: float = EXACT_RTOL, atol: float = EXACT_ATOL, name: str = "output"
+    a: np.ndarray, b: np.ndarray, rtol: float = EXACT.rtol, atol: float = EXACT.atol, name: str = "output"
 ) -> None:
     """Asserts ``max|a - b| <= atol + rtol * max|a|``, the criterion of :func:`exactness`."""
     err, scale = _error_and_scale(a, b)
@@ -184,6 +186,14 @@ def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
     return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
 
 
+def cosine_floor(output: OutputMetrics, min_cosine: float | None) -> OutputMetrics:
+    """Fail a passing output whose cosine similarity is below ``min_cosine`` (None: no floor)."""
+    # Written so that a NaN cosine fails.
+    if min_cosine is None or not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
+        return output
+    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
+
+
 def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, atol: float, rtol: float) -> None:
     for name, array in ref.items():
         stats = running.setdefault(name, _Running(name))
@@ -201,8 +211,8 @@ def compare(
     candidate: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
     progress: bool = False,
 ) -> Comparison:
     """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
@@ -218,8 +228,8 @@ def exactness(
     pruned: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    rtol: float = EXACT_RTOL,
-    atol: float = EXACT_ATOL,
+    rtol: float = EXACT.rtol,
+    atol: float = EXACT.atol,
     progress: bool = False,
 ) -> Comparison:
     """Is the surgery exact? Per output, ``max|a - b| <= atol + rtol * max|a|`` over all feeds.
@@ -336,8 +346,8 @@ def check_models(
     inputs: str | Path | None = None,
     iterations: int = 1,
     seed: int = 0,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
     shapes: Sequence[str] = (),
     progress: bool = False,
 ) -> Comparison:
@@ -355,9 +365,6 @@ def check_models(
 
 def load_model_header(path: str | Path) -> onnx.ModelProto:
     """Loads a model without its external data (enough for its inputs), or raises ``ModelLoadError``."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     try:
         return onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as err:
@@ -380,10 +387,10 @@ def render_comparison(comparison: Comparison, title: str = "") -> Table:
         table.add_row(
             Text(out.name),  # Text, so that a name like "[logits]" is not read as markup
             "-" if shape is None else fmt_dims(shape),
-            _fmt(out.max_abs_err, ".3g"),
-            _fmt(out.max_rel_err, ".3g"),
-            _fmt(out.cosine, ".6f"),
-            _fmt(top1, ".1f"),
+            number(out.max_abs_err, ".3g"),
+            number(out.max_rel_err, ".3g"),
+            number(out.cosine, ".6f"),
+            number(top1, ".1f"),
             Text("pass", style="green") if out.passed else Text(f"FAIL: {out.reason}", style="red"),
         )
     return table
@@ -394,7 +401,3 @@ def _criterion_text(comparison: Comparison) -> str:
     scale = comparison.criterion == "scale"
     rule = f"max|a-b| <= {tol} * max|a|" if scale else f"|a-b| <= {tol} * |a| everywhere"
     return f"a = reference; pass if {rule}; {comparison.iterations} iteration(s); top-1 in %"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)

@@ -18,10 +18,10 @@ from onnx import helper, numpy_helper
 from onnxprune.errors import ValidationError, VerificationError
 from onnxprune.rewrite import validate
 from onnxprune.runtime import check_runs, run_model
+from onnxprune.tolerances import CONVERSION
 from onnxprune.verify import max_relative_error
 
-CONVERSION_RTOL = 1e-5  # the PyTorch module must match ONNX Runtime this closely, before and after training
-CONVERSION_ATOL = 1e-6  # plus this, for values that are all but zero
+CONVERSION_RTOL, CONVERSION_ATOL = CONVERSION.rtol, CONVERSION.atol
 
 
 def write_back(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from onnxprune import graph as graphs
+from onnxprune import files as graphs
 from onnxprune.errors import CapabilityError, ModelLoadError, OnnxPruneError, UsageError
 from onnxprune.train.dataset import Samples, load_labels, load_samples, sample_count
 from onnxprune.train.options import TrainOptions
