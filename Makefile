@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: setup demo test lint typecheck fuzz zoo bench plan clean
+.PHONY: setup demo test lint typecheck fuzz zoo bench plan slimming bench-train clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	$(PY) -m pip install -q -e '.[cpu,dev,train]'
 	touch $(STAMP)
 
 $(OUT)/resnet_slim.onnx: models/build_samples.py $(STAMP)
@@ -28,8 +28,8 @@ demo: $(OUT)/resnet_slim.onnx
 	$(VENV)/bin/onnxprune check $(OUT)/resnet_slim_dead.onnx $(OUT)/resnet_slim_dead.pruned.onnx --iterations 4
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check onnxprune tests models scripts benchmarks
-	$(VENV)/bin/ruff format --check onnxprune tests models scripts benchmarks
+	$(VENV)/bin/ruff check onnxprune tests models scripts benchmarks examples
+	$(VENV)/bin/ruff format --check onnxprune tests models scripts benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy onnxprune
@@ -50,6 +50,14 @@ bench: $(STAMP)
 plan: $(OUT)/resnet_slim.onnx
 	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx --ratio 0.5 \
 		--plan $(OUT)/resnet_slim.pruned.plan --fp16 --save-onnx $(OUT)/resnet_slim.pruned.fp16.onnx
+
+# Network Slimming on a plain trained MNIST CNN: sparsity training, prune 0.7, distillation (CPU, minutes).
+slimming: $(STAMP)
+	$(PY) examples/network_slimming/run.py --out $(OUT)/slimming
+
+# Pruned plain models brought back by distillation; sparsity training of a plain model; seconds per epoch.
+bench-train: $(STAMP)
+	$(PY) benchmarks/train.py --out $(OUT)/bench-train
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

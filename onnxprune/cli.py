@@ -599,6 +599,74 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
 
 
+@app.command()
+@user_errors
+def train(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the trained model.")],
+    data: Annotated[Path, typer.Option(help="Training samples: .npz keyed by input name (or x, y).")],
+    labels: Annotated[Path | None, typer.Option(help="Class labels (.npy, or .npz with y).")] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Distil from this model (e.g. the unpruned original): no labels.")
+    ] = None,
+    l1_gamma: Annotated[
+        float, typer.Option(help="Network Slimming: lambda of the L1 penalty on BN gammas.")
+    ] = 0.0,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    batch: Annotated[int, typer.Option(help="Samples per step.")] = 64,
+    seed: Annotated[int, typer.Option(help="Shuffling seed (a CPU run repeats exactly).")] = 0,
+    optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) | adam")] = "sgd",
+    schedule: Annotated[str, typer.Option(help="cosine (lr down to 0) | constant")] = "cosine",
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help="Evaluate accuracy on this after each epoch.")
+    ] = None,
+    eval_labels: Annotated[Path | None, typer.Option(help="Labels of --eval (else its y).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default OUTPUT.ckpt).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
+) -> None:
+    """Sparsity-train (--l1-gamma) or fine-tune (labels or --teacher) the ONNX model itself, via PyTorch."""
+    from onnxprune.train import TrainOptions
+    from onnxprune.train import train as train_model
+
+    options = TrainOptions(
+        epochs=epochs, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, optimizer=optimizer,
+        schedule=schedule, weight_decay=weight_decay, temperature=temperature, device=device,
+        checkpoint=checkpoint, resume=resume, progress=not as_json,
+    )  # fmt: skip
+    result = train_model(model, output, data, labels=labels, teacher=teacher, eval_data=eval_data,
+                         eval_labels=eval_labels, options=options)  # fmt: skip
+    payload = {
+        "output": str(result.output), "checkpoint": str(result.checkpoint), "device": result.device,
+        "batch_norms": result.batch_norms, "conversion_error": result.conversion_error,
+        "export_error": result.export_error, "epochs": result.history,
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    console.print(_history_table(result.history, f"{model.name} → {output.name} ({result.device})"))
+    console.print(
+        f"[green]written[/] {output} ({result.batch_norms} BatchNormalization kept; PyTorch vs ONNX Runtime: "
+        f"{result.conversion_error:.2g} before, {result.export_error:.2g} after training)",
+        highlight=False,
+    )
+
+
+def _history_table(history: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("epoch", "loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
+        table.add_column(column, justify="right")
+    for r in history:
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+        table.add_row(str(r["epoch"]), loss, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}")
+    return table
+
+
 def main() -> None:
     """The console script: the parser's own usage errors become one line and exit 2, like onnxprune's.
 

@@ -28,5 +28,9 @@ CHECK = Tolerance(rtol=1e-5, atol=1e-5)
 # within 2 % of its own scale and pointing the same way.
 REDUCED_PRECISION = Tolerance(rtol=2e-2, atol=1e-4, min_cosine=0.999)
 
+# `onnxprune train`: the PyTorch module built from an ONNX graph vs ONNX Runtime, before training (the
+# conversion) and after (the written model vs the trained module): the same float32 math, another kernel.
+CONVERSION = Tolerance(rtol=1e-5, atol=1e-6)
+
 # Two analysis passes agree on a removed channel's value (float64 arithmetic on per-channel constants).
 VALUE_RTOL, VALUE_ATOL = 1e-6, 1e-12
