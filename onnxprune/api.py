@@ -80,7 +80,7 @@ class VerifyOptions:
 
     enabled: bool = True
     inputs: str | Path | None = None
-    iterations: int = 1
+    iterations: int | None = None  # None: 1 random feed, or the --inputs file as it is
     seed: int = 0
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     progress: bool = False
@@ -113,7 +113,7 @@ def prune_model(
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
-        check_runs(model, pruned)
+        check_runs(model, pruned, feeds=_feeds(model, verify or VerifyOptions()))
     return result
 
 
@@ -124,27 +124,47 @@ def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
 def verify_pruning(
     original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
 ) -> dict[str, Any]:
-    """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
-    from onnxprune import verify
-    from onnxprune.errors import VerificationError
-    from onnxprune.inputs import make_inputs
+    """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?
 
-    feeds = make_inputs(
+    The result also says what was fed (``inputs``: shapes, random or the user's data) and ``warnings``:
+    outputs that barely depend on the inputs, random data only.
+    """
+    from onnxprune import verify
+    from onnxprune.evidence import original_must_run, warnings_for
+
+    fed = _feeds(original, options)
+    with original_must_run(original, fed):
+        exact = verify.exactness(masked, pruned, feeds=fed.feeds, progress=options.progress)
+    if not exact.passed:
+        raise _not_exact(exact, fed)
+    change = verify.compare(original, pruned, feeds=fed.feeds, progress=options.progress)
+    warnings = fed.notes + warnings_for(exact, fed)
+    report = {"inputs": fed.to_dict(), "exact": exact.to_dict(), "change": change.to_dict()}
+    return {**report, "warnings": warnings}
+
+
+def _feeds(original: onnx.ModelProto, options: VerifyOptions) -> Any:
+    from onnxprune.inputs import prepare_feeds
+
+    return prepare_feeds(
         original,
         iterations=options.iterations,
         seed=options.seed,
         shapes=options.shapes,
         inputs_path=options.inputs,
     )
-    exact = verify.exactness(masked, pruned, feeds=feeds, progress=options.progress)
-    if not exact.passed:
-        worst = next(o for o in exact.outputs if not o.passed)
-        detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
-        raise VerificationError(
-            f"pruned model does not match its masked reference on output {worst.name!r}: {detail}"
-        )
-    change = verify.compare(original, pruned, feeds=feeds, progress=options.progress)
-    return {"exact": exact.to_dict(), "change": change.to_dict()}
+
+
+def _not_exact(exact: Any, fed: Any) -> Exception:
+    from onnxprune.errors import VerificationError
+
+    worst = next(o for o in exact.outputs if not o.passed)
+    detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
+    return VerificationError(
+        f"pruned model does not match its masked reference (the original with the removed channels zeroed) "
+        f"on output {worst.name!r}: {detail}; compared on {fed.description} ({fed.shapes_line()}); "
+        "nothing written (--no-verify skips this check)"
+    )
 
 
 def prune(

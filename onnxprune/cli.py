@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,14 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.errors import OnnxPruneError
 
 app = typer.Typer(
     name="onnxprune",
     help="Offline channel pruning for exported ONNX CNNs: exact, verified, TensorRT-ready.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 errors = Console(stderr=True)
@@ -52,20 +54,69 @@ def user_errors(func: F) -> F:
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
 
 
+class Criterion(StrEnum):
+    """Importance criteria (onnxprune.importance.CRITERIA), as choices the help lists."""
+
+    auto = "auto"
+    gamma = "gamma"
+    l1 = "l1"
+    l2 = "l2"
+
+
+class Scope(StrEnum):
+    global_ = "global"
+    layer = "layer"
+
+
+class ToleranceRule(StrEnum):
+    sum = "sum"
+    either = "either"
+
+
+InputsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inputs",
+        "--load-inputs",
+        help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
+    ),
+]
+IterationsOpt = Annotated[
+    int | None,
+    typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from onnxprune import __version__
+
+        console.print(f"onnxprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Offline channel pruning for exported ONNX CNNs: exact, verified, TensorRT-ready."""
+
+
 @app.command()
 @user_errors
 def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[Criterion, typer.Option(help="Importance criterion.")] = Criterion.auto,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     from onnxprune import api
     from onnxprune.report import group_summary, inspect_table
 
-    _check_criterion(criterion)
-    found = api.inspect(model, criterion)
+    found = api.inspect(model, criterion.value)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
         payload = {
@@ -114,12 +165,14 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
-        str, typer.Option(help="global: one percentile over all groups; layer: per group.")
-    ] = "global",
+        Scope, typer.Option(help="global: one percentile over all groups; layer: per group.")
+    ] = Scope.global_,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",
+    criterion: Annotated[
+        Criterion, typer.Option(help="|BN gamma|, filter L1/L2 norm, or auto (gamma where a BN scores).")
+    ] = Criterion.auto,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -128,8 +181,8 @@ def prune(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check exactness and output change.")
     ] = True,
-    inputs: Annotated[Path | None, typer.Option(help="Verify on this .npz or Polygraphy JSON.")] = None,
-    iterations: Annotated[int, typer.Option(help="Random inputs to verify on.")] = 1,
+    inputs: InputsOpt = None,
+    iterations: IterationsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
@@ -145,12 +198,11 @@ def prune(
     from onnxprune.plan import load_plan
     from onnxprune.report import groups_table, prune_table
 
-    _check_criterion(criterion)
     if report is not None:
         check_output_path(report, [model])
     saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope, list(exclude or []), criterion, saved
+        ratio, threshold, round_to, min_keep, scope.value, list(exclude or []), criterion.value, saved
     )
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
@@ -171,10 +223,11 @@ def prune(
 
 def _print_verification(verification: dict[str, Any]) -> None:
     exact, change = verification["exact"], verification["change"]
-    worst = max((o["max_rel_err"] or 0.0 for o in exact["outputs"]), default=0.0)
-    console.print(
-        f"[green]exact[/]: matches its masked reference (max relative error {worst:.2g} <= {exact['rtol']:g})"
-    )
+    console.print(f"inputs fed: {_fed_line(verification['inputs'])}", highlight=False, markup=False)
+    console.print(_exact_line(exact), highlight=False)
+    sensitivity = _sensitivity_line(exact)
+    if sensitivity:
+        console.print(sensitivity, highlight=False, markup=False)
     table = Table(title="change from the original (what pruning did to the outputs)")
     for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
         table.add_column(column, justify="right")
@@ -184,6 +237,45 @@ def _print_verification(verification: dict[str, Any]) -> None:
             o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
         )
     console.print(table)
+    _warn(verification.get("warnings", []))
+
+
+def _fed_line(inputs: dict[str, Any]) -> str:
+    shapes = ", ".join(
+        f"{name} [{inputs['dtypes'][name]}, {'x'.join(map(str, dims))}]"
+        for name, dims in inputs["shapes"].items()
+    )
+    return f"{shapes} ({inputs['description']})"
+
+
+def _exact_line(exact: dict[str, Any]) -> str:
+    """The statistic actually tested, for the output closest to its bound."""
+    from onnxprune.verify import NOISE_FACTOR
+
+    worst = max(exact["outputs"], key=lambda o: (o["max_abs_err"] or 0.0) / max(o["allowed"] or 0.0, 1e-300))
+    return (
+        f"[green]exact[/]: matches its masked reference; worst output {escape(worst['name'])!r}: "
+        f"max|a-b| {_num(worst['max_abs_err'], '.2g')} <= {_num(worst['allowed'], '.2g')}, the larger of "
+        f"{exact['atol']:g} + {exact['rtol']:g} * max|a| and {NOISE_FACTOR:g} x the float32 noise floor "
+        f"({_num(worst['noise'], '.2g')}); relative error {_num(worst['max_rel_err'], '.2g')}"
+    )
+
+
+def _sensitivity_line(exact: dict[str, Any]) -> str:
+    measured = [o for o in exact["outputs"] if o.get("sensitivity") is not None]
+    if not measured:
+        return ""
+    least = min(measured, key=lambda o: o["sensitivity"])
+    ratio = max((o["error_per_change"] or 0.0) for o in measured)
+    return (
+        f"input sensitivity: outputs move {least['sensitivity']:.2g} (relative, least: {least['name']!r}) "
+        f"between two different inputs; the surgery error is {ratio:.2g} of that movement"
+    )
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _num(value: float | None, spec: str = ".3g") -> str:
@@ -195,35 +287,45 @@ def _num(value: float | None, spec: str = ".3g") -> str:
 def check(
     original: ModelArg,
     other: Annotated[Path, typer.Argument(help="The model to compare with ORIGINAL.", show_default=False)],
-    inputs: Annotated[Path | None, typer.Option(help=".npz keyed by input name, or Polygraphy JSON.")] = None,
-    iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 1,
+    inputs: InputsOpt = None,
+    iterations: IterationsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = 1e-5,
+    atol: Annotated[
+        list[str] | None,
+        typer.Option(help="Absolute tolerance (default 1e-5), or OUTPUT:VALUE for one output; repeatable."),
+    ] = None,
+    rtol: Annotated[
+        list[str] | None,
+        typer.Option(help="Relative tolerance (default 1e-5), or OUTPUT:VALUE for one output; repeatable."),
+    ] = None,
+    tolerance_rule: Annotated[
+        ToleranceRule,
+        typer.Option(
+            help="sum: pass if |a-b| <= atol + rtol*|a| (numpy.isclose); "
+            "either: fail only where both atol and rtol are exceeded (Polygraphy's rule)."
+        ),
+    ] = ToleranceRule.sum,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
+    from onnxprune.tolerance import parse_tolerances
     from onnxprune.verify import check_models, render_comparison
 
+    tolerances = parse_tolerances(atol or [], rtol or [], tolerance_rule.value)
     result = check_models(
-        original, other, inputs=inputs, iterations=iterations, seed=seed, atol=atol, rtol=rtol,
+        original, other, inputs=inputs, iterations=iterations, seed=seed, tolerances=tolerances,
         shapes=shape or [], progress=not as_json,
     )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
+        console.print(f"inputs fed: {_fed_line(result.inputs)}", highlight=False, markup=False)
         console.print(render_comparison(result, f"{original.name} vs {other.name}"))
         console.print("[green]within tolerance[/]" if result.passed else "[red]outside tolerance[/]")
+    _warn(result.notes)
     if not result.passed:
         raise typer.Exit(1)
-
-
-def _check_criterion(criterion: str) -> None:
-    from onnxprune.importance import CRITERIA
-
-    if criterion not in CRITERIA:
-        raise UsageError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
 
 
 @app.command()

@@ -28,15 +28,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
-from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
+from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
+    Shape,
+    fmt_dims,
+    make_inputs,  # noqa: F401
+    parse_shapes,
+    prepare_feeds,
+    quiet_polygraphy,
+)
 from onnxprune.runtime import ort_session
+from onnxprune.tolerance import Tolerances
 
 if TYPE_CHECKING:
     import onnx
@@ -47,6 +55,11 @@ if TYPE_CHECKING:
 
 
 EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
+# Exactness allows this many times the float32 noise floor (the reference against itself summed in another
+# order), never more than NOISE_CAP of the output's scale: a real slicing bug moves outputs by far more.
+NOISE_FACTOR, NOISE_CAP = 10.0, 1e-3
+# Outputs that move less than this (relative) between two different inputs make a comparison prove little.
+MIN_SENSITIVITY = 1e-2
 # float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -91,6 +104,12 @@ class OutputMetrics:
     top1_agreement: float | None  # only for [N, K >= 2] class scores
     passed: bool
     reason: str | None = None
+    # Exactness only: the float32 noise floor (max|a - a'| with a' the reference run without ONNX Runtime's
+    # graph optimisations), the bound max|a-b| was tested against, and the input sensitivity.
+    noise: float | None = None
+    allowed: float | None = None
+    sensitivity: float | None = None
+    error_per_change: float | None = None
 
 
 @dataclass
@@ -102,6 +121,10 @@ class Comparison:
     rtol: float
     criterion: str
     iterations: int
+    mode: str = "sum"
+    per_output: dict[str, list[float]] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # what was fed: inputs.Feeds.to_dict()
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -138,8 +161,14 @@ class _Running:
     elements: int = 0
     agree: int = 0
     rows: int = 0
+    noise: float = 0.0
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> None:
+    def add_noise(self, ref: np.ndarray, again: np.ndarray) -> None:
+        if ref.shape == again.shape and ref.size:
+            diff = np.abs(ref.astype(np.float64) - again.astype(np.float64))
+            self.noise = float(np.max([self.noise, diff.max()]))
+
+    def add(self, ref: np.ndarray, cand: np.ndarray, tol: Tolerances) -> None:
         if self.shapes == (None, None):
             self.shapes = (tuple(ref.shape), tuple(cand.shape))
         if ref.shape != cand.shape:
@@ -154,27 +183,35 @@ class _Running:
         self.dot += float(a @ b)
         self.ref_sq += float(a @ a)
         self.cand_sq += float(b @ b)
-        self.outside += int(np.count_nonzero(~(diff <= atol + rtol * np.abs(a))))
+        self.outside += int(np.count_nonzero(~tol.close(self.name, diff, a)))
         self.elements += a.size
         if ref.ndim == 2 and ref.shape[1] >= 2:
             self.agree += int(np.count_nonzero(ref.argmax(-1) == cand.argmax(-1)))
             self.rows += ref.shape[0]
 
-    def metrics(self, atol: float, rtol: float, criterion: str) -> OutputMetrics:
+    def metrics(self, tol: Tolerances, criterion: str) -> OutputMetrics:
+        atol, rtol = tol.of(self.name)
         if self.problem:
             return OutputMetrics(self.name, *self.shapes, None, None, None, None, False, self.problem)
+        noise = allowed = None
         if criterion == "scale":
-            passed = self.max_abs <= atol + rtol * self.max_ref
-            reason = f"max|a-b| {self.max_abs:.3g} > {atol:g} + {rtol:g} * max|a| ({self.max_ref:.3g})"
+            floor = atol + rtol * self.max_ref
+            noise, allowed = self.noise, max(floor, min(NOISE_FACTOR * self.noise, NOISE_CAP * self.max_ref))
+            passed = self.max_abs <= allowed
+            reason = (
+                f"max|a-b| {self.max_abs:.3g} > {allowed:.3g}, the larger of {atol:g} + {rtol:g} * max|a| "
+                f"({self.max_ref:.3g}) and {NOISE_FACTOR:g} x the float32 noise floor {self.noise:.3g}"
+            )
         else:
             passed = self.outside == 0
-            reason = f"{self.outside} of {self.elements} values off by more than {atol:g} + {rtol:g} * |a|"
+            reason = f"{self.outside} of {self.elements} values {tol.rule(self.name)}"
         top1 = self.agree / self.rows if self.rows else None
         rel = self.max_abs / max(self.max_ref, _TINY)
         cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
         return OutputMetrics(
-            self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason
-        )
+            self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason,
+            noise=noise, allowed=allowed,
+        )  # fmt: skip
 
 
 def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
@@ -184,11 +221,11 @@ def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
     return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
 
 
-def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, atol: float, rtol: float) -> None:
+def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, tol: Tolerances) -> None:
     for name, array in ref.items():
         stats = running.setdefault(name, _Running(name))
         if name in cand:
-            stats.add(np.asarray(array), np.asarray(cand[name]), atol, rtol)
+            stats.add(np.asarray(array), np.asarray(cand[name]), tol)
         else:
             stats.problem = "missing from the candidate"
     for name in cand:
@@ -203,14 +240,18 @@ def compare(
     feeds: Sequence[Mapping[str, np.ndarray]],
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    tolerances: Tolerances | None = None,
     progress: bool = False,
 ) -> Comparison:
     """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
 
-    Outputs are matched by name; one whose shapes differ, or that only one model has, fails with a reason.
-    Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on stderr.
+    ``tolerances`` (per-output values, Polygraphy's "fail only if both are exceeded" rule) replaces
+    ``atol`` and ``rtol``. Outputs are matched by name; one whose shapes differ, or that only one model has,
+    fails with a reason. Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on
+    stderr.
     """
-    return _compare(reference, candidate, feeds, atol, rtol, "elementwise", progress)
+    tol = tolerances or Tolerances(atol, rtol)
+    return _compare(reference, candidate, feeds, tol, "elementwise", progress)
 
 
 def exactness(
@@ -222,32 +263,44 @@ def exactness(
     atol: float = EXACT_ATOL,
     progress: bool = False,
 ) -> Comparison:
-    """Is the surgery exact? Per output, ``max|a - b| <= atol + rtol * max|a|`` over all feeds.
+    """Is the surgery exact? Per output, ``max|a - b| <= max(atol + rtol * max|a|, noise bound)``.
 
-    ``a`` is the masked reference. ``atol`` only matters for outputs that are (nearly) all zero. The same
-    criterion as :func:`assert_close_relative`.
+    ``a`` is the masked reference. The noise bound is ``NOISE_FACTOR`` times the float32 noise floor, the
+    largest difference between the masked reference run with and without ONNX Runtime's graph
+    optimisations (the same math summed in another order), capped at ``NOISE_CAP * max|a|``: deep nets and
+    Softmax/LayerNorm amplify rounding far beyond a fixed 1e-5. Each output also gets its input
+    sensitivity (see :mod:`onnxprune.evidence`). ``atol`` only matters for outputs that are (nearly) all
+    zero.
     """
-    return _compare(masked_reference, pruned, feeds, atol, rtol, "scale", progress)
+    from onnxprune.evidence import input_sensitivity
+
+    tol = Tolerances(atol, rtol)
+    result = _compare(masked_reference, pruned, feeds, tol, "scale", progress, noise_floor=True)
+    input_sensitivity(masked_reference, feeds, result)
+    return result
 
 
 def _compare(
     reference: Model,
     candidate: Model,
     feeds: Sequence[Mapping[str, Any]],
-    atol: float,
-    rtol: float,
+    tol: Tolerances,
     criterion: str,
     progress: bool,
+    noise_floor: bool = False,
 ) -> Comparison:
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     if not feeds:
         raise ValueError("compare needs at least one feed")
     sessions = [_session(reference, "reference"), _session(candidate, "candidate")]
-    _check_input_names(sessions, feeds)
+    _check_inputs(sessions, feeds)
     runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
+    noise = None
+    if noise_floor:
+        noise = OnnxrtRunner(_session(reference, "reference", optimize=False), name="noise")
     return compare_runners(
-        runners[0], runners[1], feeds, atol=atol, rtol=rtol, criterion=criterion, progress=progress
+        runners[0], runners[1], feeds, tolerances=tol, criterion=criterion, progress=progress, noise=noise
     )
 
 
@@ -256,47 +309,84 @@ def compare_runners(
     candidate: Any,
     feeds: Sequence[Mapping[str, Any]],
     *,
-    atol: float,
-    rtol: float,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    tolerances: Tolerances | None = None,
     criterion: str = "scale",
     progress: bool = False,
+    noise: Any = None,
 ) -> Comparison:
-    """Streams Polygraphy's Comparator over two runners (ONNX Runtime, TensorRT) and scores each output."""
+    """Streams Polygraphy's Comparator over two runners (ONNX Runtime, TensorRT) and scores each output.
+
+    ``noise``: a third runner computing what ``reference`` does in another order, for the noise floor.
+    """
     from polygraphy.comparator import Comparator
 
+    tol = tolerances or Tolerances(atol, rtol)
     running: dict[str, _Running] = {}
+    runners = [reference, candidate] + ([noise] if noise is not None else [])
     with (
         quiet_polygraphy(),
         _runtime_errors("inference failed"),
         _progress(progress, len(feeds)) as advance,
-        contextlib.closing(
-            Comparator.run([reference, candidate], data_loader=list(feeds), streaming=True)
-        ) as stream,
+        contextlib.closing(Comparator.run(runners, data_loader=list(feeds), streaming=True)) as stream,
     ):
         for single in stream:
             # Consume now: the runners may reuse their output buffers on the next iteration.
-            _accumulate(running, single[0][1][0], single[1][1][0], atol, rtol)
+            ref = single[0][1][0]
+            _accumulate(running, ref, single[1][1][0], tol)
+            if noise is not None:
+                again = single[2][1][0]
+                for name, stats in running.items():
+                    if name in ref and name in again:
+                        stats.add_noise(np.asarray(ref[name]), np.asarray(again[name]))
             advance()
-    metrics = [stats.metrics(atol, rtol, criterion) for stats in running.values()]
-    return Comparison(metrics, atol=float(atol), rtol=float(rtol), criterion=criterion, iterations=len(feeds))
+    metrics = [stats.metrics(tol, criterion) for stats in running.values()]
+    return Comparison(
+        metrics, atol=float(tol.atol), rtol=float(tol.rtol), criterion=criterion, iterations=len(feeds),
+        mode=tol.mode, per_output={n: list(tol.of(n)) for n in {*tol.atol_by_output, *tol.rtol_by_output}},
+    )  # fmt: skip
 
 
-def _session(model: Model, which: str) -> onnxruntime.InferenceSession:
+def _session(model: Model, which: str, optimize: bool = True) -> onnxruntime.InferenceSession:
     # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
     with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
-        return ort_session(model)
+        return ort_session(model, optimize=optimize)
 
 
-def _check_input_names(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:
-    # Polygraphy would otherwise match a misnamed input by substring or position, silently.
-    ref, cand = (sorted(i.name for i in sess.get_inputs()) for sess in sessions)
-    if ref != cand:
-        raise VerificationError(f"the models take different inputs: {', '.join(ref)} vs {', '.join(cand)}")
-    for index, feed in enumerate(feeds):
-        if sorted(feed) != ref:
+def _check_inputs(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:
+    """Same input names, types and static dims: Polygraphy would otherwise match a misnamed input by
+    substring or position silently, or fail with "Cannot reuse input data due to mismatch"."""
+    ref, cand = ({i.name: i for i in sess.get_inputs()} for sess in sessions)
+    if sorted(ref) != sorted(cand):
+        raise VerificationError(
+            f"the models take different inputs: {', '.join(sorted(ref))} vs {', '.join(sorted(cand))}"
+        )
+    for name, a in ref.items():
+        b = cand[name]
+        if a.type != b.type or not _dims_agree(a.shape, b.shape):
             raise VerificationError(
-                f"feed {index} has inputs {', '.join(sorted(feed))}, not {', '.join(ref)}"
+                f"the models take different inputs: {name} is {_describe(a)} in the reference, "
+                f"{_describe(b)} in the other; give each model the data it takes and compare elsewhere"
             )
+    for index, feed in enumerate(feeds):
+        if sorted(feed) != sorted(ref):
+            raise VerificationError(
+                f"feed {index} has inputs {', '.join(sorted(feed))}, not {', '.join(sorted(ref))}"
+            )
+
+
+def _dims_agree(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(
+        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+def _describe(arg: Any) -> str:
+    dims = "?" if arg.shape is None else fmt_dims([d if isinstance(d, int) else "?" for d in arg.shape])
+    return f"{arg.type.removeprefix('tensor(').removesuffix(')')} {dims}"
 
 
 @contextlib.contextmanager
@@ -334,23 +424,32 @@ def check_models(
     other_path: str | Path,
     *,
     inputs: str | Path | None = None,
-    iterations: int = 1,
+    iterations: int | None = None,
     seed: int = 0,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    tolerances: Tolerances | None = None,
     shapes: Sequence[str] = (),
     progress: bool = False,
 ) -> Comparison:
     """``onnxprune check``: compares ``other_path`` with ``original_path`` as :func:`compare` does.
 
     Feeds are made from the original's inputs; the models run from their paths, so external data works. A
-    failed comparison is returned, not raised: the caller decides the exit code.
+    failed comparison is returned, not raised: the caller decides the exit code. The result's ``inputs``
+    and ``notes`` say what was fed (shapes, random or the user's data) and what was chosen for the user.
     """
+    from onnxprune.evidence import original_must_run
+
     original = load_model_header(original_path)
     load_model_header(other_path)  # a missing or corrupt file is a ModelLoadError now, not an ORT error later
+    tol = tolerances or Tolerances(atol, rtol)
+    tol.check_names(o.name for o in original.graph.output)
     shape_map = parse_shapes(shapes)
-    feeds = make_inputs(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
-    return compare(original_path, other_path, feeds=feeds, atol=atol, rtol=rtol, progress=progress)
+    fed = prepare_feeds(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
+    with original_must_run(original_path, fed):
+        result = compare(original_path, other_path, feeds=fed.feeds, tolerances=tol, progress=progress)
+    result.inputs, result.notes = fed.to_dict(), list(fed.notes)
+    return result
 
 
 def load_model_header(path: str | Path) -> onnx.ModelProto:
