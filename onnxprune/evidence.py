@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 def input_sensitivity(model: Model, feeds: Sequence[Feed], result: Comparison) -> None:
     """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement)."""
-    from onnxprune.runtime import run_model
+    from onnxprune.runtime import ort_session
 
-    first = run_model(model, feeds[0])
-    second = run_model(model, contrast_feed(feeds))
+    session = ort_session(model)
+    names = [o.name for o in session.get_outputs()]
+    first = dict(zip(names, session.run(names, dict(feeds[0])), strict=True))
+    second = dict(zip(names, session.run(names, dict(contrast_feed(feeds))), strict=True))
     for out in result.outputs:
         if out.name not in first or out.name not in second or first[out.name].shape != second[out.name].shape:
             continue

@@ -36,10 +36,11 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # Errors only: ORT warns about e.g. unused initializers in rewritten graphs.
-    options.log_severity_level = 3
-    # Some warnings come from the process-wide logger before the session's own settings apply.
-    ort.set_default_logger_severity(3)
+    # ORT warns about e.g. unused initializers in rewritten graphs ([W:onnxruntime ...] on stderr), and logs
+    # every failed run as an error line too, though the run also raises: that exception becomes onnxprune's
+    # one line. So only fatal messages. Some come from the process-wide logger, before the session's own.
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     from onnxprune.graph import needs_external_data, save_model
@@ -87,6 +88,7 @@ def check_runs(
     except CapabilityError:
         raise
     except Exception as exc:
+        original_error = original_error or _run_error(original, feed)
         if original_error is not None:
             from onnxprune.evidence import original_fails_message
 
@@ -96,6 +98,16 @@ def check_runs(
         got = tuple(after[name].shape) if name in after else None
         if tuple(shape) != got:
             raise ValidationError(f"pruned model changes output {name!r}: {tuple(shape)} → {got}")
+
+
+def _run_error(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> Exception | None:
+    try:
+        run_model(model, feed)
+    except CapabilityError:
+        raise
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _static_output_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]] | None:
