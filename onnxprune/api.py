@@ -19,7 +19,10 @@ import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
 from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.errors import OriginalRunError, ValidationError
 from onnxprune.importance import score_groups
+from onnxprune.isolate import Trial, decline_breaking_groups
+from onnxprune.nothing import refuse_nothing_to_prune
 from onnxprune.plan import PlanOptions, make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
@@ -89,10 +92,13 @@ class VerifyOptions:
 def prune_model(
     model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
 ) -> PruneResult:
-    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
+    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker, shape inference and an
+    ONNX Runtime run with the original's output shapes.
 
-    With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
-    the report gains how far pruning moved each output from the original.
+    A group whose pruning breaks those checks is found and declined with the reason (see
+    :mod:`onnxprune.isolate`); the rest is pruned. With ``verify`` enabled the pruned model must match its
+    masked reference (else VerificationError), and the report gains how far pruning moved each output from
+    the original. A model with no prunable group is a ``NothingToPruneError``.
     """
     options.check()
     graph = graphs.normalise(model)
@@ -100,9 +106,16 @@ def prune_model(
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
     make_plan(analysis.groups, options, analysis)
-    pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+    refuse_nothing_to_prune(analysis.groups, graph, options.criterion)
+    feeds = _feeds(model, verify or VerifyOptions())
+    trial = _attempt(model, graph, analysis, feeds)
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
+    if trial.error is not None:
+        retry = functools.partial(_fresh_attempt, model, analysis.groups, options, feeds)
+        trial = decline_breaking_groups(analysis.groups, retry)
+    analysis, pruned = trial.analysis, trial.pruned
+    assert pruned is not None
     analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
@@ -112,9 +125,37 @@ def prune_model(
     result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
-    else:
-        check_runs(model, pruned, feeds=_feeds(model, verify or VerifyOptions()))
     return result
+
+
+def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
+    """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
+    try:
+        pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+        check_runs(model, pruned, feeds=feeds)
+    except OriginalRunError:
+        raise  # the original fails on these inputs: no group is to blame
+    except ValidationError as err:
+        return Trial(analysis, None, err)
+    return Trial(analysis, pruned, None)
+
+
+def _fresh_attempt(
+    model: onnx.ModelProto,
+    planned: list[ChannelGroup],
+    options: PlanOptions,
+    feeds: Any,
+    plan: dict[int, np.ndarray],
+) -> Trial:
+    """One trial of :func:`isolate.decline_breaking_groups`: a fresh copy pruned as ``plan`` says."""
+    graph = graphs.normalise(model)
+    analysis = analyse(graph, exactness=options.threshold is not None)
+    if len(analysis.groups) != len(planned):
+        raise AssertionError("a second analysis of the same model found other groups")
+    for group, old in zip(analysis.groups, planned, strict=True):
+        group.declines, group.criterion, group.score = list(old.declines), old.criterion, old.score
+        group.keep = plan.get(group.id)
+    return _attempt(model, graph, analysis, feeds)
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:

@@ -12,20 +12,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onnxprune.errors import CapabilityError, ValidationError, first_line
-from onnxprune.inputs import Feed, Feeds, contrast_feed, fmt_dims
+from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError, first_line
+from onnxprune.inputs import Feeds, contrast_feed, fmt_dims
 from onnxprune.verify import _TINY, MIN_SENSITIVITY
 
 if TYPE_CHECKING:
     from onnxprune.verify import Comparison, Model
 
 
-def input_sensitivity(model: Model, feeds: Sequence[Feed], result: Comparison) -> None:
+def input_sensitivity(model: Model, feeds: Sequence[Mapping[str, np.ndarray]], result: Comparison) -> None:
     """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement)."""
     from onnxprune.runtime import ort_session
 
@@ -79,7 +79,7 @@ def _raise_if_original_fails(original: Any, feeds: Feeds) -> None:
     except CapabilityError:
         raise
     except Exception as err:
-        raise ValidationError(original_fails_message(feeds, err)) from None
+        raise OriginalRunError(original_fails_message(feeds, err)) from None
 
 
 def original_fails_message(feeds: Feeds, err: BaseException) -> str:

@@ -253,7 +253,9 @@ def _take_samples(
     count = min(iterations, total // step)
     if count < 1:
         return [feed], []
-    split = [{n: a[i * step : (i + 1) * step] for n, a in feed.items()} for i in range(count)]
+    split: list[Mapping[str, Any]] = [
+        {n: a[i * step : (i + 1) * step] for n, a in feed.items()} for i in range(count)
+    ]
     note = (
         f"--iterations {iterations}: {count} of the {total} samples in {where}, "
         f"split along the batch axis ({step} per feed)"
@@ -268,7 +270,7 @@ def _static_batch(specs: list[_InputSpec]) -> int | None:
     return dims.pop() if len(dims) == 1 and isinstance(next(iter(dims)), int) else None  # type: ignore[return-value]
 
 
-def contrast_feed(feeds: Sequence[Feed], seed: int = 1) -> Feed:
+def contrast_feed(feeds: Sequence[Mapping[str, np.ndarray]], seed: int = 1) -> Mapping[str, np.ndarray]:
     """A second, different input to measure how much the outputs depend on the inputs.
 
     The next feed where there are several; else the same samples in another order where every input has

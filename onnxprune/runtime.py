@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from onnxprune.errors import CapabilityError, ValidationError, first_line
+from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError, first_line
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -92,7 +92,7 @@ def check_runs(
         if original_error is not None:
             from onnxprune.evidence import original_fails_message
 
-            raise ValidationError(original_fails_message(fed, original_error)) from None
+            raise OriginalRunError(original_fails_message(fed, original_error)) from None
         raise ValidationError(f"pruned model does not run in ONNX Runtime: {first_line(exc)}") from None
     for name, shape in (want or {}).items():
         got = tuple(after[name].shape) if name in after else None
