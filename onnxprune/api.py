@@ -23,7 +23,7 @@ from onnxprune.errors import OriginalRunError, ValidationError
 from onnxprune.importance import score_groups
 from onnxprune.isolate import Trial, decline_breaking_groups
 from onnxprune.nothing import refuse_nothing_to_prune
-from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.plan import PlanOptions, make_plan, unmatched_excludes
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.stats import graph_stats, model_stats
@@ -118,6 +118,10 @@ def prune_model(
     assert pruned is not None
     analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
+    report["warnings"] = [
+        f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"
+        for p in unmatched_excludes(analysis.groups, options.exclude)
+    ]
     # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
@@ -215,11 +219,16 @@ def prune(
     *,
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
+    before_save: Callable[[Path], object] | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
+    ``before_save(path)`` runs on a temporary copy of the pruned model before ``output`` is written (e.g.
+    building a TensorRT plan): if it raises, nothing is written.
     """
+    import tempfile
+
     options.check()  # bad options are a usage error even when the model is unreadable too
     output = graphs.check_output_path(output, [source])
     result = prune_model(
@@ -227,6 +236,11 @@ def prune(
     )
     if external_data is None and graphs.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
+    if before_save is not None:
+        with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
+            before_save(
+                graphs.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+            )
     graphs.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result

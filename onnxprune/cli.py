@@ -193,13 +193,12 @@ def prune(
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     from onnxprune import api
-    from onnxprune.graph import check_output_path, save_json
+    from onnxprune.graph import save_json
     from onnxprune.inputs import parse_shapes
     from onnxprune.plan import load_plan
     from onnxprune.report import groups_table, prune_table
 
-    if report is not None:
-        check_output_path(report, [model])
+    _distinct_outputs(model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx})
     saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
         ratio, threshold, round_to, min_keep, scope.value, list(exclude or []), criterion.value, saved
@@ -207,9 +206,17 @@ def prune(
     checks = api.VerifyOptions(
         verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
     )
-    result = api.prune(model, output, options, verify=checks, external_data=external_data)
+    built: list[Any] = []
+    # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
+    stage = None
+    if plan is not None:
+        stage = functools.partial(
+            _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
+        )
+    result = api.prune(model, output, options, verify=checks, external_data=external_data, before_save=stage)
     if report is not None:
         save_json(result.report, report)
+    _warn(result.report.get("warnings", []))
     if as_json:
         print(json.dumps(result.report, indent=2))
         return
@@ -217,8 +224,40 @@ def prune(
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
-    if plan is not None:
-        _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
+    for engine in built:
+        _print_build(engine)
+
+
+def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
+    """No output may overwrite the input or another output (``--report`` equal to ``-o``)."""
+    from onnxprune.errors import UsageError
+    from onnxprune.graph import check_output_path
+
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, [model])
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {option} name the same file {path}; give each its own")
+        seen[resolved] = option
+
+
+def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
+    from onnxprune.errors import CapabilityError
+    from onnxprune.tensorrt import build_engine
+
+    save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
+    try:
+        engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
+    except CapabilityError as err:
+        # The staged copy is gone once this fails: name the file the user will have.
+        message = str(err).replace(str(staged), str(output))
+        raise CapabilityError(
+            f"{message}; {output} not written either (prune without --plan for it)"
+        ) from None
+    built.append(engine)
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -357,6 +396,10 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
         check_output_path(save_onnx, [model])
     result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
                           shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
+    _print_build(result)
+
+
+def _print_build(result: Any) -> None:
     console.print(
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
     )

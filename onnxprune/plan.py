@@ -46,6 +46,22 @@ class PlanOptions:
             raise UsageError("--round-to and --min-keep must be at least 1")
         if self.scope not in ("global", "layer"):
             raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
+        if self.replay is not None:
+            self._check_replay()
+
+    def _check_replay(self) -> None:
+        """A replayed plan fixes every kept channel: options that shape a new plan would be ignored."""
+        defaults = PlanOptions(threshold=0.0)
+        ignored = [
+            f"--{name.replace('_', '-')}"
+            for name in ("round_to", "min_keep", "scope", "criterion")
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)}: no effect with --replay (the saved plan fixes the kept channels); "
+                "drop them"
+            )
 
 
 def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
@@ -55,6 +71,12 @@ def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
             if hit is not None:
                 group.declines.append(Decline(f"excluded by --exclude {pattern!r}", hit))
                 break
+
+
+def unmatched_excludes(groups: list[ChannelGroup], patterns: list[str]) -> list[str]:
+    """The ``--exclude`` globs that match no node of any group: a typo the user should hear about."""
+    names = [n for g in groups for n in g.nodes]
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
 
 
 def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analysis | None = None) -> None:
@@ -207,12 +229,21 @@ def replay_plan(groups: list[ChannelGroup], saved: dict[str, Any]) -> None:
         found = by_nodes.get(tuple(sorted(record.get("nodes", []))))
         where = ", ".join(record.get("producers") or record.get("nodes", [])[:2])
         if found is None:
-            raise UsageError(f"the saved plan does not fit this model: no group of nodes {where}")
+            raise UsageError(
+                f"the saved plan does not fit this model: it prunes the group of {where}, "
+                "which this model does not have (groups are matched by their node names)"
+            )
         group = found
         keep = np.asarray(record.get("kept", []), dtype=np.int64)
-        if group.size != record.get("channels_before") or not _valid_indices(keep, group.size):
+        if group.size != record.get("channels_before"):
             raise UsageError(
-                f"the saved plan does not fit this model: group of {where} has {group.size} channels"
+                f"the saved plan does not fit this model: the group of {where} has "
+                f"{record.get('channels_before')} channels in the plan, {group.size} in this model"
+            )
+        if not _valid_indices(keep, group.size):
+            raise UsageError(
+                f"the saved plan does not fit this model: the group of {where} keeps {len(keep)} indices, "
+                f"expected sorted distinct indices below {group.size}"
             )
         if not group.prunable:
             raise UsageError(f"the saved plan prunes a group this model declines: {group.declines[0]}")
