@@ -216,7 +216,7 @@ def prune(
     result = api.prune(model, output, options, verify=checks, external_data=external_data, before_save=stage)
     if report is not None:
         save_json(result.report, report)
-    _warn(result.report.get("warnings", []))
+    _warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
     if as_json:
         print(json.dumps(result.report, indent=2))
         return
@@ -276,7 +276,6 @@ def _print_verification(verification: dict[str, Any]) -> None:
             o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
         )
     console.print(table)
-    _warn(verification.get("warnings", []))
 
 
 def _fed_line(inputs: dict[str, Any]) -> str:

@@ -449,6 +449,8 @@ def check_models(
     with original_must_run(original_path, fed):
         result = compare(original_path, other_path, feeds=fed.feeds, tolerances=tol, progress=progress)
     result.inputs, result.notes = fed.to_dict(), list(fed.notes)
+    if fed.source == "random":
+        result.notes.append("compared on random N(0,1) data only: pass real samples with --inputs FILE.npz")
     return result
 
 

@@ -618,3 +618,75 @@ def test_onnx_runtime_reads_a_model_over_2gb_from_a_file(monkeypatch: pytest.Mon
     np.testing.assert_array_equal(got[next(iter(expected))], next(iter(expected.values())))
     del session
     assert not folder.exists()
+
+
+# ---- messages about the user's own options (issue 11) -----------------------------------------------------
+@pytest.mark.parametrize("option", ["--report", "--plan", "--save-onnx"])
+def test_an_output_option_equal_to_the_output_is_refused(
+    option: str, model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ok.onnx"
+    extra = ["--plan", tmp_path / "x.plan"] if option == "--save-onnx" else []
+    assert_error(cli("prune", model_path, "-o", out, *PRUNE, option, out, *extra), 2, "-o and", "same file")
+    assert files(tmp_path) == ["model.onnx"]
+
+
+def test_replay_of_a_plan_that_does_not_fit_says_expected_and_found(model_path: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert cli("prune", model_path, "-o", tmp_path / "a.onnx", *PRUNE, "--report", report).exit_code == 0
+    saved = __import__("json").loads(report.read_text())
+    group = saved["groups"][0]
+    group["channels_before"] += 3
+    report.write_text(__import__("json").dumps(saved))
+    where = group["producers"][0]
+    expected = (
+        f"{group['channels_before']} channels in the plan, {group['channels_before'] - 3} in this model"
+    )
+    assert_error(cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report), 2, where, expected)
+    group["nodes"] = ["/not/a/node"]
+    group["channels_before"] -= 3
+    report.write_text(__import__("json").dumps(saved))
+    assert_error(cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report), 2, "does not have")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--round-to", "4"], "--round-to"),
+        (["--scope", "layer"], "--scope"),
+        (["--criterion", "l1"], "--criterion"),
+    ],
+)
+def test_options_a_replay_would_ignore_are_refused(
+    args: list[str], needle: str, model_path: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    assert cli("prune", model_path, "-o", tmp_path / "a.onnx", *PRUNE, "--report", report).exit_code == 0
+    result = cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report, *args)
+    assert_error(result, 2, needle, "no effect with --replay")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_an_exclude_that_matches_nothing_warns(model_path: Path, tmp_path: Path) -> None:
+    result = cli("prune", model_path, "-o", tmp_path / "o.onnx", *PRUNE, "--exclude", "/no/such/*", "--json")
+    assert result.exit_code == 0
+    assert "warning: --exclude '/no/such/*' matches no node" in result.stderr
+    assert __import__("json").loads(result.stdout)["warnings"][0].startswith("--exclude '/no/such/*'")
+    conv = next(n.name for n in onnx.load(model_path).graph.node if n.op_type == "Conv")
+    hit = cli("prune", model_path, "-o", tmp_path / "p.onnx", *PRUNE, "--exclude", conv)
+    assert hit.exit_code == 0 and "matches no node" not in hit.stderr
+
+
+def test_version_and_short_help() -> None:
+    from onnxprune import __version__
+
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"onnxprune {__version__}"
+    for args in (["-h"], ["prune", "-h"], ["check", "-h"]):
+        shown = cli(*args)
+        assert shown.exit_code == 0 and "Usage" in shown.stdout
+    prune_help = runner.invoke(app, ["prune", "-h"], env={"COLUMNS": "300"}).stdout
+    assert "global|layer" in prune_help and "auto|gamma|l1|l2" in prune_help, "choices are shown"
+    assert "--load-inputs" in prune_help and "--load-inputs" in cli("check", "-h").stdout
+    assert "--install-completion" in cli("-h").stdout
