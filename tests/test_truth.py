@@ -268,3 +268,4 @@ def test_check_of_models_with_different_inputs_is_one_clear_line(sample: Path, t
 def test_check_prints_the_inputs_fed(sample: Path) -> None:
     result = cli("check", sample, sample, "--iterations", 2)
     assert result.exit_code == 0 and "inputs fed: input [float32, 1x3x16x16] (2 random" in result.stdout
+    assert "random N(0,1) data only" in result.stderr
