@@ -22,7 +22,7 @@ from onnxprune.channels import Analysis, ChannelGroup, analyse
 from onnxprune.errors import OriginalRunError, ValidationError
 from onnxprune.importance import score_groups
 from onnxprune.isolate import Trial, decline_breaking_groups
-from onnxprune.nothing import refuse_nothing_to_prune
+from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.plan import PlanOptions, make_plan, unmatched_excludes
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
@@ -41,6 +41,7 @@ class Inspection:
     params: int
     macs: int
     pairs: list[dict[str, str]] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -74,7 +75,8 @@ def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> In
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
-    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    hints = [BN_HINT] if folded_bn(graph) else []
+    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph), hints)
 
 
 @dataclass

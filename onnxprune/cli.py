@@ -124,6 +124,7 @@ def inspect(
             "params": found.params,
             "macs": found.macs,
             "conv_bn_pairs": found.pairs,
+            "hints": found.hints,
             "groups": groups,
         }
         print(json.dumps(payload, indent=2))
@@ -131,6 +132,8 @@ def inspect(
     shown = groups if explain else [g for g in groups if g["prunable"]]
     title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
     console.print(inspect_table(shown, title))
+    for hint in found.hints:
+        console.print(f"note: {hint}", highlight=False, markup=False, soft_wrap=True)
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")

@@ -144,3 +144,15 @@ def test_a_model_whose_groups_all_reach_outputs_says_nothing_to_prune() -> None:
         NothingToPruneError, match=r"nothing to prune: 2 groups, all declined \(.*1x reaches graph output"
     ):
         api.prune_model(model, PlanOptions(ratio=0.5))
+
+
+def test_inspect_of_a_model_without_bn_hints_at_the_export(tmp_path: Path) -> None:
+    src = tmp_path / "folded.onnx"
+    onnx.save(no_bn(), src)
+    shown = runner.invoke(app, ["inspect", str(src)])
+    assert shown.exit_code == 0 and "TrainingMode.PRESERVE" in shown.stdout
+    as_json = json.loads(runner.invoke(app, ["inspect", str(src), "--json"]).stdout)
+    assert "TrainingMode.PRESERVE" in as_json["hints"][0]
+    with_bn = tmp_path / "bn.onnx"
+    onnx.save(tiny.chain(), with_bn)
+    assert json.loads(runner.invoke(app, ["inspect", str(with_bn), "--json"]).stdout)["hints"] == []
