@@ -18,7 +18,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import graph as graphs
-from onnxprune.channels import Analysis, ChannelGroup, analyse
+from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.errors import OriginalRunError, ValidationError
 from onnxprune.importance import score_groups
 from onnxprune.isolate import Trial, decline_breaking_groups
@@ -118,7 +119,6 @@ def prune_model(
         trial = decline_breaking_groups(analysis.groups, retry)
     analysis, pruned = trial.analysis, trial.pruned
     assert pruned is not None
-    analysis.graph = None  # type: ignore[assignment]
     report = build_report(before, pruned, analysis.groups, options)
     report["warnings"] = [
         f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"

@@ -108,7 +108,7 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
 def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:
     """A tensor the plan leaves with no channel, as (group, index) of its best-scored channel."""
     for state in analysis.states.values():
-        if len(state.value) == 0 or len(analysis.kept_positions(state.map)) > 0:
+        if len(state.removed_value) == 0 or len(analysis.kept_positions(state.map)) > 0:
             continue
         candidates = [
             (float(np.max(group.score[span.start : span.start + span.length])), group, span)

@@ -1,84 +1,26 @@
 """Rewrite: apply a plan by calling each rule's ``apply``, then clean up, re-infer shapes and validate.
 
-Parameters are replaced copy-on-write: a tensor shared by several nodes (a tied initializer) is never sliced
-in place for one of them, so no consumer ever sees a half-sliced parameter. Identical slices of one shared
-tensor stay shared.
+The context the rules work through (copy-on-write parameters, fresh names) is ``channels.edit.Rewrite``;
+this module is the driver above the rules.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.errors import ValidationError, first_line
-from onnxprune.names import FreshNames
+from onnxprune.graph import checkable, without_weights
+from onnxprune.rules import rule_for
 
-
-class Rewrite:
-    """The context every rule's ``apply`` works through."""
-
-    def __init__(self, graph: gs.Graph, analysis: Analysis) -> None:
-        self.graph = graph
-        self.analysis = analysis
-        self._sliced: dict[tuple[str, str], gs.Constant] = {}
-        self._names = FreshNames(t.name for t in graph.tensors().values())
-
-    def kept(self, tensor: gs.Tensor) -> np.ndarray | None:
-        """Kept positions of the tensor's channel axis, or None if it loses nothing."""
-        state = self.analysis.states.get(tensor.name)
-        if state is None:
-            return None
-        keep = self.analysis.kept_positions(state.map)
-        return None if len(keep) == len(state.value) else keep
-
-    def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
-        state = self.analysis.states[tensor.name]
-        keep = self.analysis.kept_positions(state.map)
-        gone = np.setdiff1d(np.arange(len(state.value)), keep)
-        return gone, state.value[gone]
-
-    def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
-        """Give one node a new value for one parameter input without touching other users of it."""
-        old = node.inputs[index]
-        values = np.ascontiguousarray(
-            values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype)
-        )
-        digest = hashlib.sha1(values.tobytes() + str(values.shape).encode()).hexdigest()
-        key = (old.name, digest)
-        if key not in self._sliced:
-            users = (
-                [n for n in old.outputs if n is not node]
-                if isinstance(old, gs.Variable | gs.Constant)
-                else []
-            )
-            name = old.name if not users and not self._sliced_any(old.name) else self._fresh_name(old.name)
-            self._sliced[key] = gs.Constant(name, values)
-            if name == old.name:
-                old.name = self._fresh_name(old.name + "_orig")
-        node.inputs[index] = self._sliced[key]
-
-    def add_param(self, node: gs.Node, name_hint: str, values: np.ndarray) -> None:
-        node.inputs.append(gs.Constant(self._fresh_name(name_hint), np.ascontiguousarray(values)))
-
-    def fresh_name(self, hint: str) -> str:
-        return self._fresh_name(hint)
-
-    def _sliced_any(self, name: str) -> bool:
-        return any(key[0] == name for key in self._sliced)
-
-    def _fresh_name(self, hint: str) -> str:
-        return self._names.make(hint)
+__all__ = ["Rewrite", "apply_plan", "masked_reference", "validate"]
 
 
 def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
     """Slice every node to the plan held by the analysis' groups, in place."""
-    from onnxprune.rules import rule_for
-
     rw = Rewrite(graph, analysis)
     for node in list(graph.nodes):
         rule_for(node).apply(node, rw)
@@ -95,8 +37,6 @@ def validate(model: onnx.ModelProto) -> onnx.ModelProto:
     the model's skeleton (weights stubbed out, see graph.without_weights): only the weights' types and dims
     matter to them, and serialising a copy of every weight would double the memory. The inferred types are
     then set on the model, which is what gets written."""
-    from onnxprune.graph import checkable, without_weights
-
     try:
         inferred = onnx.shape_inference.infer_shapes(
             without_weights(model), check_type=True, strict_mode=True

@@ -7,7 +7,7 @@ import onnx
 import tiny
 
 from onnxprune import api
-from onnxprune.channels import analyse
+from onnxprune.analyse import analyse
 from onnxprune.graph import normalise
 
 

@@ -77,21 +77,9 @@ def test_exactness_measures_noise_and_sensitivity() -> None:
 def test_a_wrong_slice_is_still_refused_with_what_was_compared(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from onnxprune.rules.conv import ConvRule
+    from test_prune_verify import slice_conv_inputs_wrongly
 
-    original = ConvRule.apply
-
-    def shifted(self, node, rw):
-        kept = rw.kept
-        rw.kept = lambda t: (
-            None if kept(t) is None else np.sort((kept(t) + 1) % len(rw.analysis.states[t.name].value))
-        )
-        try:
-            original(self, node, rw)
-        finally:
-            rw.kept = kept
-
-    monkeypatch.setattr(ConvRule, "apply", shifted)
+    slice_conv_inputs_wrongly(monkeypatch)
     src = tmp_path / "chain.onnx"
     onnx.save(tiny.chain(dead=0.0), src)
     result = cli("prune", src, "-o", tmp_path / "o.onnx", *PRUNE, "--scope", "layer")

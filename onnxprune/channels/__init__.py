@@ -1,48 +1,9 @@
-"""Analyse: the channel-dependency groups of a graph."""
-
-from __future__ import annotations
-
-import onnx_graphsurgeon as gs
+"""The channel model: spans, groups, and the contexts rules work through (``Analysis`` while channels are
+followed, ``Rewrite`` while a plan is applied). Nothing here imports the rules; the drivers that run them
+are ``onnxprune.analyse`` and ``onnxprune.rewrite``."""
 
 from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.channels.span import ChannelMap, Span
 
-__all__ = ["Analysis", "ChannelGroup", "ChannelMap", "Decline", "Span", "TensorState", "analyse"]
-
-
-def analyse(graph: gs.Graph, exactness: bool = False) -> Analysis:
-    """Run every node's rule in topological order and group the channels they tie together.
-
-    ``exactness`` adds a second pass over the original model's values, which marks the channels whose
-    removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``).
-    """
-    masked = _walk(graph, None)
-    if exactness:
-        original = _walk(graph, masked)
-        if len(original.groups) != len(masked.groups):
-            raise AssertionError("the two analysis passes disagree on the groups")
-        for mine, theirs in zip(masked.groups, original.groups, strict=True):
-            mine.inexact = theirs.inexact
-    return masked
-
-
-def _walk(graph: gs.Graph, masked: Analysis | None) -> Analysis:
-    from onnxprune.rules import rule_for
-    from onnxprune.rules.base import channels
-
-    graph.toposort()
-    ctx = Analysis(graph, masked)
-    for tensor in graph.inputs:
-        size = channels(tensor)
-        if size:
-            ctx.set_state(tensor, ctx.fixed_map(size, f"channels of graph input {tensor.name!r}"))
-    for node in graph.nodes:
-        rule_for(node).propagate(node, ctx)
-    for tensor in graph.outputs:
-        state = ctx.state(tensor)
-        if state is not None:
-            producer = tensor.inputs[0].name if tensor.inputs else ""
-            ctx.decline(state.map, f"reaches graph output {tensor.name!r}", producer)
-    ctx.finish()
-    return ctx
+__all__ = ["Analysis", "ChannelGroup", "ChannelMap", "Decline", "Span", "TensorState"]

@@ -16,12 +16,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.channels.notes import (
+    DeclineNote,
+    FilterNormNote,
+    GammaNote,
+    InexactNote,
+    MacsNote,
+    MemberNote,
+    MustKeepNote,
+    Note,
+    Piece,
+)
 from onnxprune.channels.span import ChannelMap, Span, channel_count, width
 
 
@@ -30,15 +40,8 @@ class TensorState:
     """What the walk knows of one tensor's channel axis."""
 
     map: ChannelMap
-    value: np.ndarray  # per position: value of the channel if it were removed (nan: not constant)
-    fresh: np.ndarray  # per position: True until the first BatchNormalization after its producer
-
-
-@dataclass
-class _Note:
-    kind: str
-    map: ChannelMap
-    payload: Any = None
+    removed_value: np.ndarray  # per position: value of the channel if it were removed (nan: not constant)
+    before_first_bn: np.ndarray  # per position: True until the first BatchNormalization after its producer
 
 
 @dataclass
@@ -100,20 +103,27 @@ class _Groups:
 
 
 class Analysis:
-    """The context every rule's ``propagate`` works through."""
+    """The context every rule's ``propagate`` works through (the calls a rule may make are listed in
+    ``rules/base.py``)."""
 
-    def __init__(self, graph: gs.Graph, masked: Analysis | None = None) -> None:
-        self.graph = graph
-        # Second pass (``masked`` given): values are what the *original* model carries in a channel that is
-        # dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from the
-        # masked value cannot lose the channel without changing the outputs: the channel is inexact.
-        self.masked = masked
+    def __init__(self, opset: int, outputs: Iterable[str], first_pass: Analysis | None = None) -> None:
+        self.opset = opset
+        self.outputs = frozenset(outputs)  # names of the graph's outputs
+        # Second pass (``first_pass`` given): values are what the *original* model carries in a channel
+        # that is dead where it is scored (gamma = 0), nan where unknown. A consumer where that differs from
+        # the first (masked) pass cannot lose the channel without changing the outputs: it is inexact.
+        self.first_pass = first_pass
         self.states: dict[str, TensorState] = {}
         self._groups = _Groups()
-        self._notes: list[_Note] = []
+        self._notes: list[Note] = []
         self._ties: list[tuple[list[ChannelMap], str]] = []
         self.sources: list[tuple[str, np.ndarray]] = []
         self.groups: list[ChannelGroup] = []
+
+    @property
+    def original_values(self) -> bool:
+        """True on the second pass, which follows the original model's values rather than the masked ones."""
+        return self.first_pass is not None
 
     # ---- reading tensors -------------------------------------------------------------------------
     def state(self, tensor: gs.Tensor) -> TensorState | None:
@@ -137,15 +147,15 @@ class Analysis:
         self,
         tensor: gs.Tensor,
         cmap: ChannelMap,
-        value: np.ndarray | None = None,
-        fresh: np.ndarray | None = None,
+        removed_value: np.ndarray | None = None,
+        before_first_bn: np.ndarray | None = None,
     ) -> None:
+        """What a tensor carries: its map, a removed channel's value per position (default nan: unknown),
+        and whether each position is still before the first BatchNormalization (default False)."""
         n = width(cmap)
-        if value is None:
-            value = np.full(n, np.nan)
-        if fresh is None:
-            fresh = np.zeros(n, dtype=bool)
-        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), fresh)
+        value = np.full(n, np.nan) if removed_value is None else removed_value
+        before = np.zeros(n, dtype=bool) if before_first_bn is None else before_first_bn
+        self.states[tensor.name] = TensorState(cmap, np.asarray(value, dtype=np.float64), before)
 
     def produce(self, tensor: gs.Tensor, cmap: ChannelMap, rows: np.ndarray, bias: np.ndarray | None) -> None:
         """A producer's output (Conv, Gemm): new channels, cut right here when removed.
@@ -155,7 +165,7 @@ class Analysis:
         """
         n = rows.shape[0]
         value = np.zeros(n)
-        if self.masked is not None:
+        if self.original_values:
             zero_rows = ~rows.reshape(n, -1).any(axis=1)
             b = bias.astype(np.float64).reshape(-1) if bias is not None and bias.size == n else np.zeros(n)
             value = np.where(zero_rows, b, np.nan)
@@ -170,16 +180,16 @@ class Analysis:
         inexact (removing it is not free even when its gamma is 0).
         """
         state = self.states[tensor.name]
-        value = state.value
-        if self.masked is None:
+        value = state.removed_value
+        if self.first_pass is None:
             reason = "a removed channel would carry a constant this op cannot fold exactly"
             # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
             self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
             return
-        reference = self.masked.states[tensor.name].value
+        reference = self.first_pass.states[tensor.name].removed_value
         differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
         if differs.any():
-            self._notes.append(_Note("inexact", state.map, differs))
+            self._notes.append(InexactNote(state.map, differs))
 
     def source(self, tensor: gs.Tensor, positions: np.ndarray) -> None:
         """Where removed channels are cut: a producer's output, or a scoring BN's (the masked reference
@@ -189,29 +199,28 @@ class Analysis:
 
     def decline(self, cmap: ChannelMap | None, reason: str, node: str = "") -> None:
         if cmap:
-            self._notes.append(_Note("decline", cmap, Decline(reason, node)))
+            self._notes.append(DeclineNote(cmap, Decline(reason, node)))
 
     def member(self, cmap: ChannelMap | None, node: str, producer: bool = False) -> None:
         if cmap:
-            self._notes.append(_Note("producer" if producer else "member", cmap, node))
+            self._notes.append(MemberNote(cmap, node, producer))
 
     def add_gamma(self, cmap: ChannelMap, gamma: np.ndarray) -> None:
         """|gamma| per position; nan where this BN does not score the channel."""
-        self._notes.append(_Note("gamma", cmap, np.asarray(gamma, dtype=np.float64)))
+        self._notes.append(GammaNote(cmap, np.asarray(gamma, dtype=np.float64)))
 
     def add_filter_norm(self, cmap: ChannelMap, l1: np.ndarray, l2: np.ndarray) -> None:
-        self._notes.append(_Note("norm", cmap, (np.asarray(l1, np.float64), np.asarray(l2, np.float64))))
+        """L1 and L2 norm of the filter that produces each position (the weight-norm criteria)."""
+        self._notes.append(FilterNormNote(cmap, np.asarray(l1, np.float64), np.asarray(l2, np.float64)))
 
     def add_macs(self, cmap: ChannelMap | None, macs: int) -> None:
         if cmap:
-            self._notes.append(_Note("macs", cmap, int(macs)))
+            self._notes.append(MacsNote(cmap, int(macs)))
 
     def keep_where(self, cmap: ChannelMap, mask: np.ndarray, reason: str, node: str) -> None:
         """Channels (per position) that must survive: their constant cannot be folded exactly."""
         if mask.any():
-            self._notes.append(
-                _Note("must_keep", cmap, (np.asarray(mask, dtype=bool), Decline(reason, node)))
-            )
+            self._notes.append(MustKeepNote(cmap, np.asarray(mask, dtype=bool), Decline(reason, node)))
 
     def tie(self, maps: list[ChannelMap], node: str) -> None:
         """Each map is one whole group after analysis; all of them must keep the same count."""
@@ -270,7 +279,10 @@ class Analysis:
                 self._class_of[root] = group
                 groups.append(group)
         for note in self._notes:
-            self._apply_note(note)
+            for group, span, offset in self.pieces(note.map):
+                channels = slice(span.start, span.start + span.length)
+                positions = slice(offset, offset + span.width, span.repeat)
+                note.record(Piece(group, channels, positions, span.length))
         self._apply_ties(groups)
         for group in groups:
             group.nodes = sorted(set(group.nodes))
@@ -287,35 +299,6 @@ class Analysis:
         for span in self.resolve(cmap):
             yield self.group_of(span.group), span, offset
             offset += span.width
-
-    def _apply_note(self, note: _Note) -> None:
-        for group, span, offset in self.pieces(note.map):
-            idx = slice(span.start, span.start + span.length)
-            at = slice(offset, offset + span.width, span.repeat)
-            if note.kind == "decline":
-                group.declines.append(note.payload)
-            elif note.kind in ("member", "producer"):
-                group.nodes.append(str(note.payload))
-                if note.kind == "producer":
-                    group.producers.append(str(note.payload))
-            elif note.kind == "gamma":
-                group.gamma = _fmax_into(group.gamma, group.size, idx, note.payload[at])
-            elif note.kind == "norm":
-                l1, l2 = note.payload
-                group.filter_norm = _fmax_into(group.filter_norm, group.size, idx, l1[at])
-                group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, l2[at])
-            elif note.kind == "macs":
-                group.macs += int(note.payload * span.length / max(channel_count(note.map), 1))
-            elif note.kind == "inexact":
-                flags = group.inexact if group.inexact is not None else np.zeros(group.size, bool)
-                flags[idx] |= note.payload[at]
-                group.inexact = flags
-            elif note.kind == "must_keep":
-                mask, decline = note.payload
-                keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
-                keep[idx] |= mask[at]
-                group.must_keep = keep
-                group.must_keep_reason = decline
 
     def _apply_ties(self, groups: list[ChannelGroup]) -> None:
         next_tie = 0
@@ -349,9 +332,3 @@ class Analysis:
 def _boundaries(cmap: ChannelMap) -> set[int]:
     offsets = itertools.accumulate(span.length for span in cmap)
     return {0, *offsets}
-
-
-def _fmax_into(current: np.ndarray | None, size: int, idx: slice, values: np.ndarray) -> np.ndarray:
-    out = current if current is not None else np.full(size, np.nan)
-    out[idx] = np.fmax(out[idx], values)
-    return out

@@ -1,24 +1,49 @@
-"""The rule registry and the base classes rules share.
+"""The rule registry, the rule contract, and the base classes rules share.
 
-A rule has two hooks. ``propagate(node, ctx)`` runs during analysis and says how channels flow through the
-op: which groups its outputs carry, which groups it unifies or declines, and the value a removed channel
-takes on its way through. ``apply(node, rw)`` runs during rewrite and slices the op's parameters and
-attributes to the kept channels. An op type with no rule declines every group that touches it.
+The contract. A rule is a class registered for one or more op types with ``@rule("Op", ...)`` (a second
+registration of an op raises). It has two hooks:
+
+``propagate(node, ctx: Analysis)`` runs during analysis, once per node, in topological order, and says how
+channels flow through the op. It reads the state of the node's inputs (``ctx.state(t)``: the channel map,
+the value a removed channel carries, whether it is still before the first BatchNormalization) and must
+either give each channel-carrying output a state (``ctx.set_state``) or decline (``decline_node``, which
+declines the inputs' groups and gives the outputs fixed channels). Along the way it may call:
+
+- ``ctx.new_group(n)``: new channels (a producer's output); ``ctx.produce(out, map, rows, bias)`` marks
+  them as born here (removed channels are cut at this tensor);
+- ``ctx.unify(node, maps)``: tie several tensors' channels index by index (residual Add);
+  ``ctx.cut(map, bounds)`` and ``ctx.tie(maps, node)`` for grouped convolutions;
+- ``ctx.consume(t, node, foldable)``: the op reduces over the channel axis; a removed channel's constant is
+  folded into a bias (``foldable``) or the channel is kept; ``ctx.keep_where`` for other such cases;
+- ``ctx.member``, ``ctx.add_gamma``, ``ctx.add_filter_norm``, ``ctx.add_macs``, ``ctx.source``: what the
+  planner and report need (the group's nodes and producers, scores, MACs, where masking cuts);
+- ``ctx.decline(map, reason, node)``: one group cannot be pruned, with the reason;
+- ``ctx.opset``, ``ctx.outputs`` (graph output names), ``ctx.original_values`` (True on the second pass,
+  which follows the original model's values to find inexact channels; rules that treat a dead channel
+  differently there, like BatchNormalization, check it).
+A rule never touches the groups themselves: what it records is applied once the walk is over.
+
+``apply(node, rw: Rewrite)`` runs during rewrite and slices the node's parameters and attributes to the kept
+channels: ``rw.kept(t)`` (kept positions, None if the tensor loses nothing), ``rw.removed_values(t)`` (what
+a consumer must fold), ``rw.width(t)``, ``rw.tracked(t)``, ``rw.opset``; it changes the graph only through
+``rw.set_param`` (copy-on-write: shared parameters stay intact for other users), ``rw.add_param``,
+``rw.add_node`` and ``rw.fresh_name``. Most ops have nothing to slice.
+
+An op type with no rule (or in another domain, or with a subgraph) gets ``NO_RULE``, which declines every
+group that touches it. Rules read parameters with ``const`` (never through graphsurgeon's caches).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 
 RULES: dict[str, Rule] = {}
 
@@ -29,6 +54,8 @@ def rule(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
     def register(cls: type[Rule]) -> type[Rule]:
         instance = cls()
         for op in op_types:
+            if op in RULES:
+                raise RuntimeError(f"op {op} has two rules: {type(RULES[op]).__name__} and {cls.__name__}")
             RULES[op] = instance
         return cls
 
@@ -85,6 +112,38 @@ def _outer_reads(subgraphs: list[gs.Graph]) -> list[gs.Tensor]:
 
 
 NO_RULE = NoRule()
+
+
+class ChannelwiseRule(Rule):
+    """An op whose output channel c comes from input channel c alone (activations, pooling, resizing,
+    normalisation per channel): the output carries the input's map. A subclass says what a removed channel
+    becomes on its way through, or declines."""
+
+    # A removed channel that is still 0 has not met a BatchNormalization yet: the next BN scores it.
+    keeps_before_first_bn = True
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        value = self.removed_value(node, ctx, state)
+        if value is None:
+            return
+        ctx.member(state.map, node.name)
+        if self.keeps_before_first_bn:
+            carry(node, ctx, state, value)
+        else:
+            ctx.set_state(node.outputs[0], state.map, value)
+
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
+        """Per position, what a removed channel carries at the output (nan: not a constant); None once the
+        node is declined."""
+        raise NotImplementedError
+
+
+def carry(node: gs.Node, ctx: Analysis, state: TensorState, value: np.ndarray) -> None:
+    """The output carries the input's channels, with ``value`` for the removed ones."""
+    ctx.set_state(node.outputs[0], state.map, value, state.before_first_bn & (value == 0))
 
 
 # ---- helpers shared by rules ---------------------------------------------------------------------

@@ -10,16 +10,12 @@ maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
+from onnxprune.rules.base import ChannelwiseRule, Rule, const, decline_node, rule
 
 
 @rule("BatchNormalization")
@@ -37,18 +33,18 @@ class BatchNormRule(Rule):
             decline_node(node, ctx, "BatchNormalization with run-time or training-mode statistics")
             return
         gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
-        if gamma.size != state.value.size:
+        if gamma.size != state.removed_value.size:
             decline_node(node, ctx, "BatchNormalization whose vectors do not match its channels")
             return
         eps = float(node.attrs.get("epsilon", 1e-5))
-        value = beta + gamma * (state.value - mean) / np.sqrt(var + eps)
+        value = beta + gamma * (state.removed_value - mean) / np.sqrt(var + eps)
         # Scored channels are cut here: 0 in the masked model; in the original, beta where gamma is 0.
-        cut = np.where(gamma == 0, beta, value) if ctx.masked is not None else 0.0
-        value = np.where(state.fresh, cut, value)
+        cut = np.where(gamma == 0, beta, value) if ctx.original_values else 0.0
+        value = np.where(state.before_first_bn, cut, value)
         ctx.member(state.map, node.name)
-        ctx.add_gamma(state.map, np.where(state.fresh, np.abs(gamma), np.nan))
-        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.fresh))
-        ctx.source(node.outputs[0], state.fresh)
+        ctx.add_gamma(state.map, np.where(state.before_first_bn, np.abs(gamma), np.nan))
+        ctx.set_state(node.outputs[0], state.map, value, np.zeros_like(state.before_first_bn))
+        ctx.source(node.outputs[0], state.before_first_bn)
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.outputs[0])
@@ -59,20 +55,15 @@ class BatchNormRule(Rule):
 
 
 @rule("InstanceNormalization")
-class InstanceNormRule(Rule):
+class InstanceNormRule(ChannelwiseRule):
     """A constant channel normalises to 0 over its spatial extent, so its output is just the bias."""
 
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         scale, bias = const(node.inputs[1]), const(node.inputs[2])
-        if scale is None or bias is None or scale.size != state.value.size:
+        if scale is None or bias is None or scale.size != state.removed_value.size:
             decline_node(node, ctx, "InstanceNormalization with run-time or mismatched vectors")
-            return
-        value = np.where(np.isnan(state.value), np.nan, bias.astype(np.float64))
-        ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+            return None
+        return np.where(np.isnan(state.removed_value), np.nan, bias.astype(np.float64))
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.outputs[0])

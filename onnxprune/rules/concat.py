@@ -5,15 +5,11 @@ a constant channel stays constant only where all inputs agree on its value.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.rules.base import Rule, channels, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
 
 
 @rule("Concat")
@@ -30,8 +26,8 @@ class ConcatRule(Rule):
         known = [s for s in states if s is not None]
         if axis == 1:
             cmap = tuple(span for s in known for span in s.map)
-            value = np.concatenate([s.value for s in known])
-            fresh = np.concatenate([s.fresh for s in known])
+            value = np.concatenate([s.removed_value for s in known])
+            before = np.concatenate([s.before_first_bn for s in known])
         elif axis == 0 or any(s.map and s.map[0].repeat > 1 for s in known):
             decline_node(node, ctx, f"Concat on axis {axis} of flattened channels")
             return
@@ -39,11 +35,11 @@ class ConcatRule(Rule):
             if not ctx.unify(node.name, [s.map for s in known]):
                 return
             cmap = known[0].map
-            stacked = np.stack([s.value for s in known])
+            stacked = np.stack([s.removed_value for s in known])
             value = np.where((stacked == stacked[0]).all(0), stacked[0], np.nan)
-            fresh = np.logical_and.reduce([s.fresh for s in known]) & (value == 0)
+            before = np.logical_and.reduce([s.before_first_bn for s in known]) & (value == 0)
         ctx.member(cmap, node.name)
-        ctx.set_state(node.outputs[0], cmap, value, fresh)
+        ctx.set_state(node.outputs[0], cmap, value, before)
 
     def _state(self, tensor: gs.Tensor, node: gs.Node, ctx: Analysis) -> TensorState | None:
         """A constant input joins as channels nobody may remove."""

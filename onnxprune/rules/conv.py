@@ -10,18 +10,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
-from onnxprune.rules.base import Rule, channels, const, decline_node, rule
+from onnxprune.rules.base import Rule, carry, channels, const, decline_node, rule
 from onnxprune.rules.grouped import grouped_columns, tie_groups
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 
 def has_padding(node: gs.Node) -> bool:
@@ -54,7 +50,7 @@ class ConvRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         weight = const(node.inputs[1]) if len(node.inputs) > 1 else None
         state = ctx.state(node.inputs[0])
-        c_in = channels(node.inputs[0]) or (len(state.value) if state is not None else None)
+        c_in = channels(node.inputs[0]) or (len(state.removed_value) if state is not None else None)
         if weight is None or weight.ndim < 3:
             decline_node(node, ctx, "Conv whose weight is not a constant")
             return
@@ -90,17 +86,17 @@ class ConvRule(Rule):
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         b = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
-        value = state.value * weight.reshape(weight.shape[0], -1).sum(1) + b
+        value = state.removed_value * weight.reshape(weight.shape[0], -1).sum(1) + b
         if has_padding(node):
             # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
-            value = np.where(state.value == 0, b, np.nan)
+            value = np.where(state.removed_value == 0, b, np.nan)
         ctx.member(state.map, node.name)
         ctx.add_macs(state.map, macs)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+        carry(node, ctx, state, value)
 
     def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int, macs: int):
         c_in, c_out = weight.shape[1] * group, weight.shape[0]
-        if c_out % group or c_in != len(state.value) or state.map[0].repeat != 1:
+        if c_out % group or c_in != len(state.removed_value) or state.map[0].repeat != 1:
             decline_node(node, ctx, f"grouped Conv with {c_in} inputs and {c_out} outputs in {group} groups")
             return
         ctx.member(state.map, node.name)

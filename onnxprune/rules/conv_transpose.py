@@ -11,18 +11,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rule
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
+from onnxprune.rules.base import Rule, carry, const, decline_node, rule
 from onnxprune.rules.conv import filter_norms
 from onnxprune.rules.grouped import grouped_columns, tie_groups
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 
 def _filters(weight: np.ndarray, group: int) -> np.ndarray:
@@ -51,7 +47,7 @@ class ConvTransposeRule(Rule):
             decline_node(node, ctx, "ConvTranspose whose weight or bias is computed at run time")
             return
         c_in, c_out = weight.shape[0], weight.shape[1] * group
-        if c_in != len(state.value) or c_in % group or state.map[0].repeat != 1:
+        if c_in != len(state.removed_value) or c_in % group or state.map[0].repeat != 1:
             decline_node(node, ctx, f"ConvTranspose with {c_in} inputs in {group} groups")
             return
         macs = _macs(node, weight)
@@ -70,9 +66,9 @@ class ConvTransposeRule(Rule):
         ctx.produce(node.outputs[0], out_map, filters, bias)
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, bias: np.ndarray | None) -> None:
-        b = bias.astype(np.float64) if bias is not None else np.zeros(len(state.value))
-        value = np.where(state.value == 0, b, np.nan)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+        b = bias.astype(np.float64) if bias is not None else np.zeros(len(state.removed_value))
+        value = np.where(state.removed_value == 0, b, np.nan)
+        carry(node, ctx, state, value)
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         weight = const(node.inputs[1])

@@ -8,12 +8,13 @@ removed channel's value is found by running the op itself on the per-channel con
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import (
+    ChannelwiseRule,
     Rule,
     as_channel_array,
     const,
@@ -24,10 +25,6 @@ from onnxprune.rules.base import (
     run_node,
     tracked,
 )
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -46,23 +43,17 @@ def channel_values(node: gs.Node, ctx: Analysis, arrays: list[np.ndarray | None]
 
 
 @rule(*UNARY_OPS)
-class UnaryRule(Rule):
+class UnaryRule(ChannelwiseRule):
     """One tensor in (other inputs are scalar constants such as Clip's bounds), the same channels out."""
 
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
-        out = node.outputs[0]
-        r = rank(out) or 4
-        arrays: list[np.ndarray | None] = [as_channel_array(state.value, r, float_dtype(node.inputs[0]))]
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
+        r = rank(node.outputs[0]) or 4
+        value = state.removed_value
+        arrays: list[np.ndarray | None] = [as_channel_array(value, r, float_dtype(node.inputs[0]))]
         arrays += [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
         if any(a is None and not t.is_empty() for a, t in zip(arrays[1:], node.inputs[1:], strict=True)):
-            value = np.full(len(state.value), np.nan)  # a runtime bound: the constant is unknown
-        else:
-            value = channel_values(node, ctx, arrays, len(state.value))
-        ctx.member(state.map, node.name)
-        ctx.set_state(out, state.map, value, state.fresh & (value == 0))
+            return np.full(len(value), np.nan)  # a runtime bound: the constant is unknown
+        return channel_values(node, ctx, arrays, len(value))
 
 
 @rule(*BINARY_OPS)
@@ -78,7 +69,7 @@ class BinaryRule(Rule):
         if r is None or r < 2 or any(rank(node.inputs[i]) != r for i, _ in ins):
             decline_node(node, ctx, f"{node.op} broadcasts a tracked tensor across the channel axis")
             return
-        n = len(ins[0][1].value)
+        n = len(ins[0][1].removed_value)
         for i, tensor in enumerate(node.inputs):
             if any(i == j for j, _ in ins) or _channel_extent(tensor, r) in (1, None):
                 continue
@@ -89,16 +80,16 @@ class BinaryRule(Rule):
             decline_node(node, ctx, f"{node.op} joins tensors whose channel layouts differ")
             return
         value = self._value(node, ctx, ins, r, n)
-        fresh = np.logical_and.reduce([state.fresh for _, state in ins]) & (value == 0)
+        before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & (value == 0)
         ctx.member(ins[0][1].map, node.name)
-        ctx.set_state(out, ins[0][1].map, value, fresh)
+        ctx.set_state(out, ins[0][1].map, value, before)
 
     def _value(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int) -> np.ndarray:
         states = dict(ins)
         arrays: list[np.ndarray | None] = []
         for i, tensor in enumerate(node.inputs):
             if i in states:
-                arrays.append(as_channel_array(states[i].value, r, float_dtype(tensor)))
+                arrays.append(as_channel_array(states[i].removed_value, r, float_dtype(tensor)))
             elif const(tensor) is not None:
                 arrays.append(const(tensor))
             else:
@@ -107,7 +98,7 @@ class BinaryRule(Rule):
         if node.op == "Mul":
             # 0 times anything is 0, an unknown gate included (numpy says nan): a dead channel times a
             # squeeze-excite gate is still exactly 0.
-            zero = np.logical_or.reduce([states[i].value == 0 for i in states])
+            zero = np.logical_or.reduce([states[i].removed_value == 0 for i in states])
             value = np.where(zero, 0.0, value)
         return value
 

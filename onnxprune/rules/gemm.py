@@ -7,17 +7,13 @@ that is inserted after a MatMul. After a Flatten each channel owns H*W consecuti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
 from onnxprune.rules.conv import filter_norms
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 def _weight_kn(node: gs.Node) -> np.ndarray | None:
@@ -107,4 +103,4 @@ class GemmRule(Rule):
         add = gs.Node(
             "Add", rw.fresh_name(f"{node.name or 'matmul'}_fold"), inputs=[inner, bias], outputs=[out]
         )
-        rw.graph.nodes.append(add)
+        rw.add_node(add)

@@ -8,15 +8,11 @@ channels on the axis that holds one chunk per group.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.span import ChannelMap, channel_count, slice_map
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
 
 
 def tie_groups(node: gs.Node, ctx: Analysis, in_map: ChannelMap, group: int, c_out: int) -> ChannelMap:

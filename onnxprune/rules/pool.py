@@ -6,15 +6,11 @@ that counts zero padding, a sum or an Lp norm changes it (kept as unknown unless
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.rules.base import ChannelwiseRule, const, decline_node, rank, rule
 
 KEEPS_CONSTANT = {"MaxPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceMin"}
 REDUCES = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceProd")
@@ -46,19 +42,15 @@ def _reduced_axes(node: gs.Node, in_rank: int) -> list[int] | None:
 
 
 @rule("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", *REDUCES)
-class PoolRule(Rule):
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
+class PoolRule(ChannelwiseRule):
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         if node.op.startswith("Reduce"):
             axes = _reduced_axes(node, rank(node.inputs[0]) or 4)
             if axes is None or 0 in axes or 1 in axes:
                 decline_node(node, ctx, f"{node.op} reduces over the batch or channel axis")
-                return
-        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1] in ctx.graph.outputs):
+                return None
+        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1].name in ctx.outputs):
             decline_node(node, ctx, "MaxPool whose indices output is used")
-            return
-        value = state.value if _keeps_constant(node) else np.where(state.value == 0, 0.0, np.nan)
-        ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+            return None
+        value = state.removed_value
+        return value if _keeps_constant(node) else np.where(value == 0, 0.0, np.nan)

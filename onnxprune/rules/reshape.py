@@ -11,18 +11,14 @@ spatial positions) is declined.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import repeat_map
 from onnxprune.rules import shuffle
 from onnxprune.rules.base import Rule, const, decline_node, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 def _static(shape) -> list[int] | None:
@@ -81,8 +77,8 @@ class _Layout(Rule):
         ctx.set_state(
             node.outputs[0],
             repeat_map(state.map, repeat),
-            np.repeat(state.value, repeat),
-            np.repeat(state.fresh, repeat),
+            np.repeat(state.removed_value, repeat),
+            np.repeat(state.before_first_bn, repeat),
         )
 
     def _repeat(self, node: gs.Node) -> int | None:
@@ -116,7 +112,7 @@ class ReshapeRule(_Layout):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         state = ctx.state(node.inputs[0])
         if state is not None and self._repeat(node) is None and state.map[0].repeat == 1:
-            chain = shuffle.match(node, int(ctx.graph.opset))
+            chain = shuffle.match(node, ctx.opset)
             if isinstance(chain, str):
                 decline_node(node, ctx, chain)
                 return
@@ -155,13 +151,13 @@ class ReshapeRule(_Layout):
         keep_in = rw.kept(node.inputs[0])
         if keep_in is None or const(node.inputs[1]) is None:
             return
-        if node.outputs[0].name not in rw.analysis.states:
-            chain = shuffle.match(node, int(rw.graph.opset))
+        if not rw.tracked(node.outputs[0]):
+            chain = shuffle.match(node, rw.opset)
             if isinstance(chain, shuffle.Chain):
                 shuffle.apply(chain, rw, keep_in)
             return
         shape = np.array(const(node.inputs[1]), dtype=np.int64).reshape(-1)
-        old_out = len(rw.analysis.states[node.outputs[0].name].value)
+        old_out = rw.width(node.outputs[0])
         keep_out = rw.kept(node.outputs[0])
         if keep_out is not None and len(shape) > 1 and shape[1] == old_out:
             shape[1] = len(keep_out)  # 0 and -1 entries follow the input by themselves

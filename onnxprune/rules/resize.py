@@ -8,16 +8,12 @@ wrap padding always do). A Resize ``sizes`` input spells out the channel count: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
+from onnxprune.rules.base import ChannelwiseRule, const, decline_node, rank, rule
 
 
 def _text(node: gs.Node, name: str, default: str) -> str:
@@ -36,19 +32,15 @@ def _channel_entry(node: gs.Node, r: int) -> int | None:
 
 
 @rule("Resize", "Upsample")
-class ResizeRule(Rule):
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
-        if state is None:
-            return
-        if not self._keeps_channels(node, len(state.value)):
+class ResizeRule(ChannelwiseRule):
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
+        value = state.removed_value
+        if not self._keeps_channels(node, len(value)):
             decline_node(node, ctx, f"{node.op} that scales the channel axis or has run-time scales")
-            return
+            return None
         keeps = _text(node, "mode", "nearest") in ("nearest", "linear", "bilinear")
         keeps &= _text(node, "coordinate_transformation_mode", "") != "tf_crop_and_resize"
-        value = state.value if keeps else np.where(state.value == 0, 0.0, np.nan)
-        ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+        return value if keeps else np.where(value == 0, 0.0, np.nan)
 
     def _keeps_channels(self, node: gs.Node, n: int) -> bool:
         if "scales" in node.attrs:  # Upsample-7
@@ -75,25 +67,21 @@ class ResizeRule(Rule):
 
 
 @rule("Pad")
-class PadRule(Rule):
-    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        state = ctx.state(node.inputs[0])
+class PadRule(ChannelwiseRule):
+    def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         r = rank(node.inputs[0])
-        if state is None:
-            return
         pads = self._pads(node, r)
         if pads is None or r is None:
             decline_node(node, ctx, "Pad with run-time pads or axes")
-            return
+            return None
         if pads[0] or pads[1] or pads[r] or pads[r + 1]:
             decline_node(node, ctx, "Pad of the batch or channel axis")
-            return
-        value = state.value
+            return None
+        value = state.removed_value
         if _text(node, "mode", "constant") == "constant" and (pads > 0).any():
             fill = self._fill(node)
             value = np.where(value == fill, value, np.nan)
-        ctx.member(state.map, node.name)
-        ctx.set_state(node.outputs[0], state.map, value, state.fresh & (value == 0))
+        return value
 
     def _pads(self, node: gs.Node, r: int | None) -> np.ndarray | None:
         """Begin and end pads of every axis, [2 * rank]."""

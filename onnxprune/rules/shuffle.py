@@ -19,17 +19,14 @@ the chain; a chain tensor used twice; a Transpose or Reshape that moves the batc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis, TensorState
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap, Span, slice_map
 from onnxprune.rules.base import const
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis, TensorState
-    from onnxprune.rewrite import Rewrite
 
 CHAIN_OPS = ("Reshape", "Transpose", "Softmax", "LogSoftmax")
 
@@ -174,7 +171,7 @@ def softmax_values(values: np.ndarray, chunks: int, log: bool) -> np.ndarray:
 
 def propagate(chain: Chain, ctx: Analysis, state: TensorState) -> None:
     """Give the chain's last tensor its map: the input's permuted, or the input's with its chunks tied."""
-    cmap, value, fresh = state.map, state.value, state.fresh
+    cmap, value, before = state.map, state.removed_value, state.before_first_bn
     out = chain.nodes[-1].outputs[0]
     if chain.chunks > 1:
         size = len(value) // chain.chunks
@@ -183,12 +180,12 @@ def propagate(chain: Chain, ctx: Analysis, state: TensorState) -> None:
             ctx.set_state(out, ctx.fixed_map(len(value), "Softmax across unequal channel chunks"))
             return
         value = softmax_values(value, chain.chunks, chain.log)
-        fresh = np.zeros_like(fresh)
+        before = np.zeros_like(before)
     else:
-        cmap, value, fresh = permuted(cmap, chain.perm), value[chain.perm], fresh[chain.perm]
+        cmap, value, before = permuted(cmap, chain.perm), value[chain.perm], before[chain.perm]
     for n in chain.nodes:
         ctx.member(state.map, n.name)
-    ctx.set_state(out, cmap, value, fresh)
+    ctx.set_state(out, cmap, value, before)
 
 
 def apply(chain: Chain, rw: Rewrite, keep_in: np.ndarray) -> None:

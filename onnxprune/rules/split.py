@@ -7,17 +7,13 @@ bounds computed at run time are declined.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import slice_map
 from onnxprune.rules.base import Rule, const, decline_node, rank, rule
-
-if TYPE_CHECKING:
-    from onnxprune.channels.analysis import Analysis
-    from onnxprune.rewrite import Rewrite
 
 
 def _split_sizes(node: gs.Node, total: int) -> list[int] | None:
@@ -42,17 +38,20 @@ class SplitRule(Rule):
         ctx.member(state.map, node.name)
         if axis != 1:
             for out in node.outputs:
-                ctx.set_state(out, state.map, state.value, state.fresh)
+                ctx.set_state(out, state.map, state.removed_value, state.before_first_bn)
             return
-        sizes = _split_sizes(node, len(state.value))
-        if sizes is None or sum(sizes) != len(state.value) or state.map[0].repeat != 1:
+        sizes = _split_sizes(node, len(state.removed_value))
+        if sizes is None or sum(sizes) != len(state.removed_value) or state.map[0].repeat != 1:
             decline_node(node, ctx, "Split of the channel axis with run-time sizes")
             return
         offset = 0
         for out, size in zip(node.outputs, sizes, strict=True):
             cut = slice(offset, offset + size)
             ctx.set_state(
-                out, slice_map(state.map, offset, offset + size), state.value[cut], state.fresh[cut]
+                out,
+                slice_map(state.map, offset, offset + size),
+                state.removed_value[cut],
+                state.before_first_bn[cut],
             )
             offset += size
 
@@ -67,7 +66,7 @@ class SplitRule(Rule):
             node.attrs.pop("num_outputs", None)
             node.attrs.pop("split", None)
             hint = f"{node.name or 'split'}_sizes"
-            if int(rw.graph.opset) < 13:
+            if rw.opset < 13:
                 node.attrs["split"] = sizes
             elif len(node.inputs) > 1:  # an empty optional input holds the place
                 node.inputs[1] = gs.Constant(rw.fresh_name(hint), np.array(sizes, dtype=np.int64))
@@ -81,7 +80,7 @@ def _kept_count(rw: Rewrite, tensor: gs.Tensor) -> int:
 
 
 def _width(rw: Rewrite, tensor: gs.Tensor) -> int:
-    return len(rw.analysis.states[tensor.name].value)
+    return rw.width(tensor)
 
 
 def _slice_params(node: gs.Node, r: int) -> tuple[list[np.ndarray], bool] | None:
@@ -122,7 +121,7 @@ class SliceRule(Rule):
         params = _slice_params(node, r)
         if params is None and _spatial_only(node, r):
             ctx.member(state.map, node.name)
-            ctx.set_state(node.outputs[0], state.map, state.value, state.fresh)
+            ctx.set_state(node.outputs[0], state.map, state.removed_value, state.before_first_bn)
             return
         if params is None:
             decline_node(node, ctx, "Slice with bounds computed at run time")
@@ -131,16 +130,16 @@ class SliceRule(Rule):
         ctx.member(state.map, node.name)
         hit = [k for k, a in enumerate(axes) if int(a) % r == 1]
         if not hit:
-            ctx.set_state(node.outputs[0], state.map, state.value, state.fresh)
+            ctx.set_state(node.outputs[0], state.map, state.removed_value, state.before_first_bn)
             return
         k = hit[0]
         if int(steps[k]) != 1 or state.map[0].repeat != 1:
             decline_node(node, ctx, "Slice of the channel axis with a step other than 1")
             return
-        lo, hi, _ = slice(int(starts[k]), int(ends[k])).indices(len(state.value))
+        lo, hi, _ = slice(int(starts[k]), int(ends[k])).indices(len(state.removed_value))
         hi = max(lo, hi)
         cmap = slice_map(state.map, lo, hi)
-        ctx.set_state(node.outputs[0], cmap, state.value[lo:hi], state.fresh[lo:hi])
+        ctx.set_state(node.outputs[0], cmap, state.removed_value[lo:hi], state.before_first_bn[lo:hi])
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
         keep = rw.kept(node.inputs[0])

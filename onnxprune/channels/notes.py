@@ -1,0 +1,111 @@
+"""Notes: what rules record about a channel map during the walk, applied to the groups once they are known.
+
+While the walk runs, groups are still being cut and unified, so a rule cannot write into a ChannelGroup.
+It records a note against a tensor's map instead; ``Analysis.finish`` resolves each map into leaf pieces
+and lets every note record itself into the group of each piece. Arrays in a note are per position of the
+tensor's channel axis; a piece says which of those positions and which of the group's channels it covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.channels.span import ChannelMap, channel_count
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One leaf span of a noted map: ``channels`` of ``group``, at ``positions`` of the note's arrays."""
+
+    group: ChannelGroup
+    channels: slice
+    positions: slice
+    length: int
+
+
+@dataclass(frozen=True)
+class Note:
+    map: ChannelMap
+
+    def record(self, piece: Piece) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DeclineNote(Note):
+    decline: Decline
+
+    def record(self, piece: Piece) -> None:
+        piece.group.declines.append(self.decline)
+
+
+@dataclass(frozen=True)
+class MemberNote(Note):
+    node: str
+    producer: bool = False
+
+    def record(self, piece: Piece) -> None:
+        piece.group.nodes.append(self.node)
+        if self.producer:
+            piece.group.producers.append(self.node)
+
+
+@dataclass(frozen=True)
+class GammaNote(Note):
+    gamma: np.ndarray  # |gamma| per position; nan where this BN does not score the channel
+
+    def record(self, piece: Piece) -> None:
+        group = piece.group
+        group.gamma = _fmax_into(group.gamma, group.size, piece.channels, self.gamma[piece.positions])
+
+
+@dataclass(frozen=True)
+class FilterNormNote(Note):
+    l1: np.ndarray
+    l2: np.ndarray
+
+    def record(self, piece: Piece) -> None:
+        group, at, idx = piece.group, piece.positions, piece.channels
+        group.filter_norm = _fmax_into(group.filter_norm, group.size, idx, self.l1[at])
+        group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, self.l2[at])
+
+
+@dataclass(frozen=True)
+class MacsNote(Note):
+    macs: int  # of the whole map; each piece gets its share by channel count
+
+    def record(self, piece: Piece) -> None:
+        piece.group.macs += int(self.macs * piece.length / max(channel_count(self.map), 1))
+
+
+@dataclass(frozen=True)
+class InexactNote(Note):
+    flags: np.ndarray  # per position: the original carries something else than the masked model
+
+    def record(self, piece: Piece) -> None:
+        group = piece.group
+        flags = group.inexact if group.inexact is not None else np.zeros(group.size, bool)
+        flags[piece.channels] |= self.flags[piece.positions]
+        group.inexact = flags
+
+
+@dataclass(frozen=True)
+class MustKeepNote(Note):
+    mask: np.ndarray  # per position: the channel must survive
+    decline: Decline
+
+    def record(self, piece: Piece) -> None:
+        group = piece.group
+        keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
+        keep[piece.channels] |= self.mask[piece.positions]
+        group.must_keep = keep
+        group.must_keep_reason = self.decline
+
+
+def _fmax_into(current: np.ndarray | None, size: int, idx: slice, values: np.ndarray) -> np.ndarray:
+    out = current if current is not None else np.full(size, np.nan)
+    out[idx] = np.fmax(out[idx], values)
+    return out

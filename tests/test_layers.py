@@ -1,0 +1,53 @@
+"""Imports go one way: CLI → API → stages → rules → primitives. Read from the source, so a function-local
+or TYPE_CHECKING import counts as much as a top-level one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "onnxprune"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every onnxprune module the file imports, wherever the import statement stands."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("onnxprune")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("onnxprune"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _files(under: str) -> list[Path]:
+    return sorted((PACKAGE / under).rglob("*.py"))
+
+
+PRIMITIVES = ("onnxprune.channels", "onnxprune.errors", "onnxprune.names")
+
+
+@pytest.mark.parametrize("path", _files("rules"), ids=lambda p: p.name)
+def test_rules_import_only_rules_and_primitives(path: Path) -> None:
+    bad = {m for m in _imports(path) if not m.startswith(("onnxprune.rules", *PRIMITIVES))}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}: a rule must not import its driver"
+
+
+@pytest.mark.parametrize("path", _files("channels"), ids=lambda p: p.name)
+def test_channel_model_imports_only_primitives(path: Path) -> None:
+    bad = {m for m in _imports(path) if not m.startswith(PRIMITIVES)}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}: the channel model sits below the rules"
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("if TYPE_CHECKING:\n    from onnxprune.rewrite import Rewrite\n")
+    assert "onnxprune.rewrite" in _imports(sample)
