@@ -130,7 +130,7 @@ def prune_model(
     # The input itself is the original to compare with: the normalised graph computes the same.
     result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
-        report["verify"] = verify_pruning(model, result.masked, pruned, verify)
+        report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
     return result
 
 
@@ -169,17 +169,22 @@ def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
 
 
 def verify_pruning(
-    original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
+    original: onnx.ModelProto,
+    masked: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    options: VerifyOptions,
+    fed: Any = None,
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?
 
     The result also says what was fed (``inputs``: shapes, random or the user's data) and ``warnings``:
-    outputs that barely depend on the inputs, random data only.
+    outputs that barely depend on the inputs, random data only. ``fed``: the ``inputs.Feeds`` already
+    made from ``options``.
     """
     from onnxprune import verify
     from onnxprune.evidence import original_must_run, warnings_for
 
-    fed = _feeds(original, options)
+    fed = fed or _feeds(original, options)
     with original_must_run(original, fed):
         exact = verify.exactness(masked, pruned, feeds=fed.feeds, progress=options.progress)
     if not exact.passed:
