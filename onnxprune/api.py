@@ -186,10 +186,11 @@ def verify_pruning(
 
     fed = fed or _feeds(original, options)
     with original_must_run(original, fed):
-        exact = verify.exactness(masked, pruned, feeds=fed.feeds, progress=options.progress)
+        candidate = verify.model_session(pruned, "candidate")  # one session of the pruned model for both
+        exact = verify.exactness(masked, candidate, feeds=fed.feeds, progress=options.progress)
     if not exact.passed:
         raise _not_exact(exact, fed)
-    change = verify.compare(original, pruned, feeds=fed.feeds, progress=options.progress)
+    change = verify.compare(original, candidate, feeds=fed.feeds, progress=options.progress)
     warnings = fed.notes + warnings_for(exact, fed)
     report = {"inputs": fed.to_dict(), "exact": exact.to_dict(), "change": change.to_dict()}
     return {**report, "warnings": warnings}

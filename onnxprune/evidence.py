@@ -29,7 +29,7 @@ def input_sensitivity(model: Model, feeds: Sequence[Mapping[str, np.ndarray]], r
     """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement)."""
     from onnxprune.runtime import ort_session
 
-    session = ort_session(model)
+    session: Any = model if hasattr(model, "get_outputs") else ort_session(model)
     names = [o.name for o in session.get_outputs()]
     first = dict(zip(names, session.run(names, dict(feeds[0])), strict=True))
     second = dict(zip(names, session.run(names, dict(contrast_feed(feeds))), strict=True))

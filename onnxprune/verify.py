@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     import onnxruntime
     from rich.table import Table
 
-    Model = onnx.ModelProto | str | Path
+    # A model, its path, or a session already made for it (onnxruntime has no type hints: Any).
+    Model: TypeAlias = onnx.ModelProto | str | Path | Any
 
 
 EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
@@ -275,8 +276,10 @@ def exactness(
     from onnxprune.evidence import input_sensitivity
 
     tol = Tolerances(atol, rtol)
-    result = _compare(masked_reference, pruned, feeds, tol, "scale", progress, noise_floor=True)
-    input_sensitivity(masked_reference, feeds, result)
+    reference = model_session(masked_reference, "reference")
+    noise = model_session(masked_reference, "reference", optimize=False)
+    result = _compare(reference, pruned, feeds, tol, "scale", progress, noise=noise)
+    input_sensitivity(reference, feeds, result)
     return result
 
 
@@ -287,20 +290,24 @@ def _compare(
     tol: Tolerances,
     criterion: str,
     progress: bool,
-    noise_floor: bool = False,
+    noise: Any = None,
 ) -> Comparison:
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     if not feeds:
         raise ValueError("compare needs at least one feed")
-    sessions = [_session(reference, "reference"), _session(candidate, "candidate")]
+    sessions = [model_session(reference, "reference"), model_session(candidate, "candidate")]
     _check_inputs(sessions, feeds)
     runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
-    noise = None
-    if noise_floor:
-        noise = OnnxrtRunner(_session(reference, "reference", optimize=False), name="noise")
+    noise_runner = OnnxrtRunner(noise, name="noise") if noise is not None else None
     return compare_runners(
-        runners[0], runners[1], feeds, tolerances=tol, criterion=criterion, progress=progress, noise=noise
+        runners[0],
+        runners[1],
+        feeds,
+        tolerances=tol,
+        criterion=criterion,
+        progress=progress,
+        noise=noise_runner,
     )
 
 
@@ -348,7 +355,10 @@ def compare_runners(
     )  # fmt: skip
 
 
-def _session(model: Model, which: str, optimize: bool = True) -> onnxruntime.InferenceSession:
+def model_session(model: Model, which: str, optimize: bool = True) -> onnxruntime.InferenceSession:
+    """A session for ``model``; a session given is used as it is (verification reuses them)."""
+    if hasattr(model, "get_inputs"):
+        return model  # type: ignore[return-value]
     # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
     with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
         return ort_session(model, optimize=optimize)
