@@ -6,9 +6,9 @@
 The model is a chain of 3x3 Conv → BN → Relu at ``--channels`` channels (1024: 37.7 MB a Conv), as many as
 ``--size-gb`` needs, then GlobalAveragePool → Flatten → Gemm. It is written with external data to a
 temporary directory (removed afterwards unless ``--keep``). A fresh child process then loads it
-(``graph.read_model``), prunes it (``api.prune_model``, ratio 0.5, with the usual ONNX Runtime check and,
+(``files.read_model``), prunes it (``api.prune_model``, ratio 0.5, with the usual ONNX Runtime check and,
 with ``--verify``, the masked-reference verification) and saves it with external data
-(``graph.save_model``), timing each step.
+(``files.save_model``), timing each step.
 
 Peak memory is the child's high-water resident set (``VmHWM`` of /proc/self/status; elsewhere
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of the whole process (Python, numpy, protobuf, ONNX
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 def build(path: Path, size_gb: float, channels: int, seed: int = 0) -> int:
     """Write the synthetic model with external data; returns the bytes of weights."""
-    from onnxprune.graph import save_model
+    from onnxprune.files import save_model
 
     rng = np.random.default_rng(seed)
     per_conv = channels * channels * 9 * 4
@@ -95,18 +95,18 @@ def rss_bytes() -> int:
 
 def measure(path: Path, out: Path, ratio: float, verify: bool) -> dict[str, float]:
     """Load, prune and save in this (fresh) process; times in s and peak RSS in bytes after each step."""
-    from onnxprune import api, graph
+    from onnxprune import api, files
 
     row: dict[str, float] = {"rss_base": rss_bytes()}
     t = time.perf_counter()
-    model = graph.read_model(path)
+    model = files.read_model(path)
     row["load_s"], row["rss_load"] = time.perf_counter() - t, rss_bytes()
     t = time.perf_counter()
     options = api.PlanOptions(ratio=ratio)
     result = api.prune_model(model, options, api.VerifyOptions() if verify else None)
     row["prune_s"], row["rss_prune"] = time.perf_counter() - t, rss_bytes()
     t = time.perf_counter()
-    graph.save_model(result.pruned, out, external_data=True)
+    files.save_model(result.pruned, out, external_data=True)
     row["save_s"], row["rss_save"] = time.perf_counter() - t, rss_bytes()
     row["pruned_weights"] = sum(p.stat().st_size for p in out.parent.iterdir() if p.name.startswith(out.name))
     return row
@@ -147,9 +147,9 @@ def report(weights: int, row: dict[str, float]) -> None:
     lines = [
         ("weights (model + .data)", f"{weights / gb:.2f} GB"),
         ("pruned files", f"{row['pruned_weights'] / gb:.2f} GB"),
-        ("load (graph.read_model)", f"{row['load_s']:.1f} s"),
+        ("load (files.read_model)", f"{row['load_s']:.1f} s"),
         ("prune (api.prune_model)", f"{row['prune_s']:.1f} s"),
-        ("save (graph.save_model, external data)", f"{row['save_s']:.1f} s"),
+        ("save (files.save_model, external data)", f"{row['save_s']:.1f} s"),
         ("peak RSS after imports", f"{row['rss_base'] / gb:.2f} GB"),
         ("peak RSS after load", f"{row['rss_load'] / gb:.2f} GB"),
         ("peak RSS after prune", f"{row['rss_prune'] / gb:.2f} GB"),

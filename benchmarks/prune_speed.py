@@ -24,11 +24,11 @@ STEP = r"""
 import json, sys, time
 sys.path.insert(0, {tests!r})
 import onnx
-from onnxprune import api, graph
+from onnxprune import api, files
 mode, src, dst = sys.argv[1:4]
 start = time.perf_counter()
 if mode == "load+save":
-    graph.save_model(graph.read_model(src), dst)
+    files.save_model(files.read_model(src), dst)
 else:
     checks = api.VerifyOptions(enabled=(mode == "prune+verify"))
     api.prune(src, dst, api.PlanOptions(ratio=0.5), verify=checks)

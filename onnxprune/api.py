@@ -8,6 +8,7 @@ print(result.report["macs"])
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,19 +18,33 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune import graph as graphs
+from onnxprune import files, verify
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.errors import OriginalRunError, ValidationError
+from onnxprune.errors import OriginalRunError, ValidationError, VerificationError
+from onnxprune.evidence import original_must_run, warnings_for
+from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups
+from onnxprune.inputs import prepare_feeds
 from onnxprune.isolate import Trial, decline_breaking_groups
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
-from onnxprune.plan import PlanOptions, make_plan, unmatched_excludes
+from onnxprune.options import Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.plan import make_plan, unmatched_excludes
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.stats import graph_stats, model_stats
 
-__all__ = ["Inspection", "PlanOptions", "PruneResult", "VerifyOptions", "inspect", "prune", "prune_model"]
+__all__ = [
+    "Criterion",
+    "Inspection",
+    "PlanOptions",
+    "PruneResult",
+    "Scope",
+    "VerifyOptions",
+    "inspect",
+    "prune",
+    "prune_model",
+]
 
 
 @dataclass
@@ -70,26 +85,15 @@ class PruneResult:
         return self.make_masked()
 
 
-def inspect(source: str | Path | onnx.ModelProto, criterion: str = "auto") -> Inspection:
-    model = graphs.read_model(source) if not isinstance(source, onnx.ModelProto) else source
-    graph = graphs.normalise(model)
+def inspect(source: str | Path | onnx.ModelProto, criterion: Criterion | str = Criterion.AUTO) -> Inspection:
+    criterion = choice(Criterion, criterion, "--criterion")  # a usage error even for an unreadable model
+    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    graph = normalise(model)
     analysis = analyse(graph)
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
     hints = [BN_HINT] if folded_bn(graph) else []
     return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph), hints)
-
-
-@dataclass
-class VerifyOptions:
-    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
-
-    enabled: bool = True
-    inputs: str | Path | None = None
-    iterations: int | None = None  # None: 1 random feed, or the --inputs file as it is
-    seed: int = 0
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    progress: bool = False
 
 
 def prune_model(
@@ -103,8 +107,7 @@ def prune_model(
     masked reference (else VerificationError), and the report gains how far pruning moved each output from
     the original. A model with no prunable group is a ``NothingToPruneError``.
     """
-    options.check()
-    graph = graphs.normalise(model)
+    graph = normalise(model)
     before = graph_stats(graph)
     analysis = analyse(graph, exactness=options.threshold is not None)
     score_groups(analysis.groups, options.criterion)
@@ -137,7 +140,7 @@ def prune_model(
 def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
     """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
     try:
-        pruned = validate(graphs.to_model(apply_plan(graph, analysis), model))
+        pruned = validate(to_model(apply_plan(graph, analysis), model))
         check_runs(model, pruned, feeds=feeds)
     except OriginalRunError:
         raise  # the original fails on these inputs: no group is to blame
@@ -154,7 +157,7 @@ def _fresh_attempt(
     plan: dict[int, np.ndarray],
 ) -> Trial:
     """One trial of :func:`isolate.decline_breaking_groups`: a fresh copy pruned as ``plan`` says."""
-    graph = graphs.normalise(model)
+    graph = normalise(model)
     analysis = analyse(graph, exactness=options.threshold is not None)
     if len(analysis.groups) != len(planned):
         raise AssertionError("a second analysis of the same model found other groups")
@@ -165,7 +168,7 @@ def _fresh_attempt(
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
-    return masked_reference(graphs.normalise(model), analysis)
+    return masked_reference(normalise(model), analysis)
 
 
 def verify_pruning(
@@ -181,8 +184,6 @@ def verify_pruning(
     outputs that barely depend on the inputs, random data only. ``fed``: the ``inputs.Feeds`` already
     made from ``options``.
     """
-    from onnxprune import verify
-    from onnxprune.evidence import original_must_run, warnings_for
 
     fed = fed or _feeds(original, options)
     with original_must_run(original, fed):
@@ -197,8 +198,6 @@ def verify_pruning(
 
 
 def _feeds(original: onnx.ModelProto, options: VerifyOptions) -> Any:
-    from onnxprune.inputs import prepare_feeds
-
     return prepare_feeds(
         original,
         iterations=options.iterations,
@@ -209,8 +208,6 @@ def _feeds(original: onnx.ModelProto, options: VerifyOptions) -> Any:
 
 
 def _not_exact(exact: Any, fed: Any) -> Exception:
-    from onnxprune.errors import VerificationError
-
     worst = next(o for o in exact.outputs if not o.passed)
     detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
     return VerificationError(
@@ -235,21 +232,16 @@ def prune(
     ``before_save(path)`` runs on a temporary copy of the pruned model before ``output`` is written (e.g.
     building a TensorRT plan): if it raises, nothing is written.
     """
-    import tempfile
-
-    options.check()  # bad options are a usage error even when the model is unreadable too
-    output = graphs.check_output_path(output, [source])
-    result = prune_model(
-        graphs.read_model(source), options, verify if verify is not None else VerifyOptions()
-    )
-    if external_data is None and graphs.uses_external_data(source):
+    output = files.check_output_path(output, [source])
+    result = prune_model(files.read_model(source), options, verify if verify is not None else VerifyOptions())
+    if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
-                graphs.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+                files.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
             )
-    graphs.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
 
@@ -259,15 +251,7 @@ def build_report(
 ) -> dict[str, Any]:
     after = model_stats(pruned)
     return {
-        "options": {
-            "ratio": options.ratio,
-            "threshold": options.threshold,
-            "round_to": options.round_to,
-            "min_keep": options.min_keep,
-            "scope": options.scope,
-            "criterion": options.criterion,
-            "exclude": list(options.exclude),
-        },
+        "options": options.to_dict(),
         "params": {"before": before[0], "after": after[0]},
         "macs": {"before": before[1], "after": after[1]},
         "groups": [group_record(g) for g in groups if g.prunable and g.keep is not None],

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
-from enum import StrEnum
+from collections.abc import Callable, Mapping
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxprune.errors import OnnxPruneError
+from onnxprune import __version__, api
+from onnxprune.errors import CapabilityError, OnnxPruneError, UsageError
+from onnxprune.files import check_output_path, save_json
+from onnxprune.inputs import parse_shapes
+from onnxprune.options import Criterion, Scope, choice
+from onnxprune.plan import load_plan
+from onnxprune.report import group_summary, groups_table, inspect_table, prune_table
+from onnxprune.tensorrt import build_engine
+from onnxprune.text import number
+from onnxprune.tolerances import CHECK, parse_tolerances
+from onnxprune.verify import NOISE_FACTOR, check_models, render_comparison
 
 app = typer.Typer(
     name="onnxprune",
@@ -51,21 +61,14 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _choices(kind: type[Enum], help: str) -> Any:
+    """An option whose values are an enum's: typer lists and completes them, and the library's own check
+    (``options.choice``) refuses others with one line, like every other bad option."""
+    values = [str(m.value) for m in kind]
+    return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+
+
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
-
-
-class Criterion(StrEnum):
-    """Importance criteria (onnxprune.importance.CRITERIA), as choices the help lists."""
-
-    auto = "auto"
-    gamma = "gamma"
-    l1 = "l1"
-    l2 = "l2"
-
-
-class Scope(StrEnum):
-    global_ = "global"
-    layer = "layer"
 
 
 class ToleranceRule(StrEnum):
@@ -89,8 +92,6 @@ IterationsOpt = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        from onnxprune import __version__
-
         console.print(f"onnxprune {__version__}")
         raise typer.Exit()
 
@@ -110,13 +111,10 @@ def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[Criterion, typer.Option(help="Importance criterion.")] = Criterion.auto,
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
-    from onnxprune import api
-    from onnxprune.report import group_summary, inspect_table
-
-    found = api.inspect(model, criterion.value)
+    found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
         payload = {
@@ -168,14 +166,12 @@ def prune(
     round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
-        Scope, typer.Option(help="global: one percentile over all groups; layer: per group.")
-    ] = Scope.global_,
+        str, _choices(Scope, "global: one percentile over all groups; layer: per group.")
+    ] = Scope.GLOBAL,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[
-        Criterion, typer.Option(help="|BN gamma|, filter L1/L2 norm, or auto (gamma where a BN scores).")
-    ] = Criterion.auto,
+    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -195,19 +191,24 @@ def prune(
     ] = None,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
-    from onnxprune import api
-    from onnxprune.graph import save_json
-    from onnxprune.inputs import parse_shapes
-    from onnxprune.plan import load_plan
-    from onnxprune.report import groups_table, prune_table
-
     _distinct_outputs(model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx})
-    saved = load_plan(replay) if replay is not None else None
     options = api.PlanOptions(
-        ratio, threshold, round_to, min_keep, scope.value, list(exclude or []), criterion.value, saved
+        ratio=ratio,
+        threshold=threshold,
+        replay=load_plan(replay) if replay is not None else None,
+        round_to=round_to,
+        min_keep=min_keep,
+        scope=choice(Scope, scope, "--scope"),
+        exclude=tuple(exclude or ()),
+        criterion=choice(Criterion, criterion, "--criterion"),
     )
     checks = api.VerifyOptions(
-        verify, inputs, iterations, seed, parse_shapes(shape or []), progress=not as_json
+        enabled=verify,
+        inputs=inputs,
+        iterations=iterations,
+        seed=seed,
+        shapes=parse_shapes(shape or []),
+        progress=not as_json,
     )
     built: list[Any] = []
     # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
@@ -233,9 +234,6 @@ def prune(
 
 def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
     """No output may overwrite the input or another output (``--report`` equal to ``-o``)."""
-    from onnxprune.errors import UsageError
-    from onnxprune.graph import check_output_path
-
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if path is None:
@@ -248,9 +246,6 @@ def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
 
 
 def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
-    from onnxprune.errors import CapabilityError
-    from onnxprune.tensorrt import build_engine
-
     save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
     try:
         engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
@@ -276,7 +271,7 @@ def _print_verification(verification: dict[str, Any]) -> None:
     for o in change["outputs"]:
         top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
         table.add_row(
-            o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
+            o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
         )
     console.print(table)
 
@@ -291,8 +286,6 @@ def _fed_line(inputs: dict[str, Any]) -> str:
 
 def _exact_line(exact: dict[str, Any]) -> str:
     """The statistic actually tested, for the output closest to its bound."""
-    from onnxprune.verify import NOISE_FACTOR
-
     worst = max(exact["outputs"], key=lambda o: (o["max_abs_err"] or 0.0) / max(o["allowed"] or 0.0, 1e-300))
     return (
         f"[green]exact[/]: matches its masked reference; worst output {escape(worst['name'])!r}: "
@@ -333,27 +326,29 @@ def check(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     atol: Annotated[
         list[str] | None,
-        typer.Option(help="Absolute tolerance (default 1e-5), or OUTPUT:VALUE for one output; repeatable."),
+        typer.Option(
+            help=f"Absolute tolerance (default {CHECK.atol:g}), or OUTPUT:VALUE for one output; repeatable."
+        ),
     ] = None,
     rtol: Annotated[
         list[str] | None,
-        typer.Option(help="Relative tolerance (default 1e-5), or OUTPUT:VALUE for one output; repeatable."),
+        typer.Option(
+            help=f"Relative tolerance (default {CHECK.rtol:g}), or OUTPUT:VALUE for one output; repeatable."
+        ),
     ] = None,
     tolerance_rule: Annotated[
-        ToleranceRule,
-        typer.Option(
-            help="sum: pass if |a-b| <= atol + rtol*|a| (numpy.isclose); "
-            "either: fail only where both atol and rtol are exceeded (Polygraphy's rule)."
+        str,
+        _choices(
+            ToleranceRule,
+            "sum: pass if |a-b| <= atol + rtol*|a| (numpy.isclose); "
+            "either: fail only where both atol and rtol are exceeded (Polygraphy's rule).",
         ),
     ] = ToleranceRule.sum,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
-    from onnxprune.tolerance import parse_tolerances
-    from onnxprune.verify import check_models, render_comparison
-
-    tolerances = parse_tolerances(atol or [], rtol or [], tolerance_rule.value)
+    tolerances = parse_tolerances(atol or [], rtol or [], str(tolerance_rule))
     result = check_models(
         original, other, inputs=inputs, iterations=iterations, seed=seed, tolerances=tolerances,
         shapes=shape or [], progress=not as_json,
@@ -381,18 +376,13 @@ def build(
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
 ) -> None:
     """Build a TensorRT plan (engine) from an ONNX model and check it against ONNX Runtime."""
-    from onnxprune.inputs import parse_shapes
-
     shapes = parse_shapes(shape or [])
     _build_and_print(model, output, fp16=fp16, save_onnx=save_onnx, shapes=shapes, sparse=sparse_weights,
                      workspace=workspace)  # fmt: skip
 
 
-def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: dict,
+def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
                      sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
-    from onnxprune.graph import check_output_path
-    from onnxprune.tensorrt import build_engine
-
     check_output_path(plan, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
@@ -406,8 +396,6 @@ def _print_build(result: Any) -> None:
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
     )
     if result.comparison is not None:
-        from onnxprune.verify import render_comparison
-
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
 
 

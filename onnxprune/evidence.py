@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError, first_line
-from onnxprune.inputs import Feeds, contrast_feed, fmt_dims
-from onnxprune.verify import _TINY, MIN_SENSITIVITY
+from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError
+from onnxprune.inputs import Feeds, contrast_feed, original_fails_message
+from onnxprune.runtime import ort_session, run_model
+from onnxprune.tolerances import MIN_SENSITIVITY
 
-if TYPE_CHECKING:
-    from onnxprune.verify import Comparison, Model
+# float32's tiny keeps a ratio finite for any float32 output (as in verify).
+_TINY = float(np.finfo(np.float32).tiny)
 
 
-def input_sensitivity(model: Model, feeds: Sequence[Mapping[str, np.ndarray]], result: Comparison) -> None:
-    """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement)."""
-    from onnxprune.runtime import ort_session
-
+def input_sensitivity(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], result: Any) -> None:
+    """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement) on the
+    outputs of ``result`` (a verify.Comparison); ``model`` may be a session already made."""
     session: Any = model if hasattr(model, "get_outputs") else ort_session(model)
     names = [o.name for o in session.get_outputs()]
     first = dict(zip(names, session.run(names, dict(feeds[0])), strict=True))
@@ -43,7 +43,7 @@ def input_sensitivity(model: Model, feeds: Sequence[Mapping[str, np.ndarray]], r
             out.error_per_change = out.max_abs_err / max(moved, _TINY)
 
 
-def warnings_for(result: Comparison, feeds: Feeds) -> list[str]:
+def warnings_for(result: Any, feeds: Feeds) -> list[str]:
     """What the user should know about how much a passed check proves."""
     notes = []
     dull = [o for o in result.outputs if o.sensitivity is not None and not o.sensitivity >= MIN_SENSITIVITY]
@@ -72,23 +72,9 @@ def original_must_run(original: Any, feeds: Feeds) -> Iterator[None]:
 
 
 def _raise_if_original_fails(original: Any, feeds: Feeds) -> None:
-    from onnxprune.runtime import run_model
-
     try:
         run_model(original, feeds.feeds[0])
     except CapabilityError:
         raise
     except Exception as err:
         raise OriginalRunError(original_fails_message(feeds, err)) from None
-
-
-def original_fails_message(feeds: Feeds, err: BaseException) -> str:
-    head = f"the original model does not run on the inputs fed ({feeds.shapes_line()}): {first_line(err)}"
-    if feeds.defaulted:
-        name = feeds.defaulted[0]
-        dims = fmt_dims(feeds.feeds[0][name].shape)
-        hint = f"give the real shape with --shape {name}:DIMS (now {dims})"
-        return f"{head}; its dynamic dims were set to defaults: {hint}"
-    if feeds.source == "random":
-        return f"{head}; random data may not suit it: give real samples with --inputs"
-    return head

@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
+from onnx import external_data_helper, helper, numpy_helper
 
-from onnxprune.errors import CapabilityError, ValidationError, VerificationError, first_line
+from onnxprune import verify
+from onnxprune.errors import ValidationError, VerificationError, first_line
+from onnxprune.inputs import make_inputs
 from onnxprune.names import FreshNames
-
-if TYPE_CHECKING:
-    import onnx
-
-    from onnxprune.verify import Comparison, OutputMetrics
+from onnxprune.runtime import require_onnxruntime
+from onnxprune.tolerances import REDUCED_PRECISION
+from onnxprune.verify import Comparison
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,6 @@ DEFAULT_FP32_OPS: frozenset[str] = frozenset(FP32_OP_REASONS)
 _FP32_INPUTS = {("Resize", 1)}
 _SHAPE_SOURCES = {"Shape", "Size"}
 
-# verify_fp16's defaults: every output must point the same way (cosine) and stay within 2 % of its own scale.
-MIN_COSINE = 0.999
-FP16_RTOL = 2e-2
-FP16_ATOL = 1e-4
-
 
 @dataclass
 class _Plan:
@@ -125,8 +121,6 @@ def convert_to_fp16(
     Raises:
         ValidationError: a weight has no data, or the result fails ``onnx.checker``.
     """
-    import onnx
-
     converted = onnx.ModelProto()
     converted.CopyFrom(model)
     graph = converted.graph
@@ -147,9 +141,9 @@ def verify_fp16(
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
     iterations: int = 1,
-    min_cosine: float = MIN_COSINE,
-    rtol: float = FP16_RTOL,
-    atol: float = FP16_ATOL,
+    min_cosine: float | None = REDUCED_PRECISION.min_cosine,
+    rtol: float = REDUCED_PRECISION.rtol,
+    atol: float = REDUCED_PRECISION.atol,
 ) -> Comparison:
     """Runs both models on seeded random feeds (ONNX Runtime, CPU, through Polygraphy) and compares outputs.
 
@@ -164,37 +158,18 @@ def verify_fp16(
         VerificationError: an output disagrees; the message names the first one and why.
         CapabilityError: ONNX Runtime is not installed.
     """
-    _require_onnxruntime()
-    from onnxprune import verify
-    from onnxprune.inputs import make_inputs
+    require_onnxruntime()  # onnxprune checks FP16 models with it
 
     header = verify.load_model_header(fp32_model) if isinstance(fp32_model, str | Path) else fp32_model
     feeds = make_inputs(header, iterations=iterations, seed=seed, shapes=shapes)
     comparison = verify.exactness(fp32_model, fp16_model, feeds=feeds, rtol=rtol, atol=atol)
-    comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
+    comparison.outputs = [verify.cosine_floor(output, min_cosine) for output in comparison.outputs]
     failed = next((output for output in comparison.outputs if not output.passed), None)
     if failed is not None:
         raise VerificationError(
             f"the FP16 model disagrees with the float32 one on output {failed.name!r}: {failed.reason}"
         )
     return comparison
-
-
-def cosine_floor(output: OutputMetrics, min_cosine: float) -> OutputMetrics:
-    # Written so that a NaN cosine fails.
-    if not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
-        return output
-    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
-
-
-def _require_onnxruntime() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise CapabilityError(
-            "ONNX Runtime is not installed; onnxprune checks FP16 models with it: "
-            "pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
-        )
 
 
 # ---- deciding ----------------------------------------------------------------------------------------------
@@ -291,8 +266,6 @@ def _formal(
 
 
 def _schema(node: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
-    import onnx
-
     if node.domain not in ("", "ai.onnx"):
         return None  # custom ops: their float16 support is unknown
     try:
@@ -302,8 +275,6 @@ def _schema(node: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
 
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:
-    import onnx
-
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except onnx.shape_inference.InferenceError as err:
@@ -429,8 +400,6 @@ def _convert_initializers(
 
 
 def _to_fp16(init: onnx.TensorProto) -> onnx.TensorProto:
-    from onnx import external_data_helper, numpy_helper
-
     if external_data_helper.uses_external_data(init):
         raise ValidationError(f"weight {init.name!r} is in an external file that was not loaded")
     if not (init.raw_data or init.float_data) and int(np.prod(init.dims)) > 0:
@@ -445,8 +414,6 @@ def _to_fp16(init: onnx.TensorProto) -> onnx.TensorProto:
 
 
 def _cast(source: str, output: str, to: int) -> onnx.NodeProto:
-    from onnx import helper
-
     return helper.make_node("Cast", [source], [output], name=f"{output}/Cast", to=to)
 
 
@@ -479,8 +446,6 @@ def _constant_nodes_to_initializers(graph: onnx.GraphProto) -> None:
 
 
 def _float_constant(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    from onnx import numpy_helper
-
     if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
         return None
     attr = node.attribute[0]

@@ -17,12 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.options import Criterion, choice
 
-CRITERIA = ("auto", "gamma", "l1", "l2")
+CRITERIA = tuple(c.value for c in Criterion)
 
 
-def score_groups(groups: list[ChannelGroup], criterion: str = "auto") -> None:
+def score_groups(groups: list[ChannelGroup], criterion: Criterion | str = Criterion.AUTO) -> None:
     """Fill ``group.score`` and ``group.criterion``; a group with no usable score is declined."""
+    criterion = choice(Criterion, criterion, "--criterion")
     for group in groups:
         chosen, score = _pick(group, criterion)
         if score is not None and group.inexact is not None:

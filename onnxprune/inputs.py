@@ -16,14 +16,13 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper
 
 from onnxprune.errors import ModelLoadError, OnnxPruneError, UsageError, first_line
-
-if TYPE_CHECKING:
-    import onnx
 
 Feed = dict[str, np.ndarray]
 Shape = tuple[int, ...]
@@ -74,7 +73,6 @@ class _InputSpec:
 
 
 def _graph_inputs(model: onnx.ModelProto) -> list[_InputSpec]:
-    from onnx import helper
 
     # Before IR 4, initializers were listed as graph inputs too; they are weights, not data.
     weights = {init.name for init in model.graph.initializer}
@@ -333,3 +331,16 @@ def _check_feed(feed: Mapping[str, Any], specs: list[_InputSpec], where: str) ->
             )
         checked[spec.name] = array.astype(spec.dtype, copy=False)
     return checked
+
+
+def original_fails_message(feeds: Feeds, err: BaseException) -> str:
+    """The one line for an original model that does not run on ``feeds``, with how to fix the inputs."""
+    head = f"the original model does not run on the inputs fed ({feeds.shapes_line()}): {first_line(err)}"
+    if feeds.defaulted:
+        name = feeds.defaulted[0]
+        dims = fmt_dims(feeds.feeds[0][name].shape)
+        hint = f"give the real shape with --shape {name}:DIMS (now {dims})"
+        return f"{head}; its dynamic dims were set to defaults: {hint}"
+    if feeds.source == "random":
+        return f"{head}; random data may not suit it: give real samples with --inputs"
+    return head

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,49 +22,12 @@ import numpy as np
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError, first_line
+from onnxprune.options import PlanOptions
+
+__all__ = ["PlanOptions", "exclude_groups", "load_plan", "make_plan", "replay_plan"]
 
 
-@dataclass
-class PlanOptions:
-    ratio: float | None = None
-    threshold: float | None = None
-    round_to: int = 8
-    min_keep: int = 8
-    scope: str = "global"
-    exclude: list[str] = field(default_factory=list)
-    criterion: str = "auto"
-    replay: dict[str, Any] | None = None
-
-    def check(self) -> None:
-        if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
-            raise UsageError("give exactly one of --ratio, --threshold and --replay")
-        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
-            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.threshold is not None and (self.threshold < 0 or not math.isfinite(self.threshold)):
-            raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
-        if self.round_to < 1 or self.min_keep < 1:
-            raise UsageError("--round-to and --min-keep must be at least 1")
-        if self.scope not in ("global", "layer"):
-            raise UsageError(f"--scope must be 'global' or 'layer', got {self.scope!r}")
-        if self.replay is not None:
-            self._check_replay()
-
-    def _check_replay(self) -> None:
-        """A replayed plan fixes every kept channel: options that shape a new plan would be ignored."""
-        defaults = PlanOptions(threshold=0.0)
-        ignored = [
-            f"--{name.replace('_', '-')}"
-            for name in ("round_to", "min_keep", "scope", "criterion")
-            if getattr(self, name) != getattr(defaults, name)
-        ]
-        if ignored:
-            raise UsageError(
-                f"{', '.join(ignored)}: no effect with --replay (the saved plan fixes the kept channels); "
-                "drop them"
-            )
-
-
-def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
+def exclude_groups(groups: list[ChannelGroup], patterns: Iterable[str]) -> None:
     for group in groups:
         for pattern in patterns:
             hit = next((n for n in group.nodes if fnmatch.fnmatchcase(n, pattern)), None)
@@ -73,7 +36,7 @@ def exclude_groups(groups: list[ChannelGroup], patterns: list[str]) -> None:
                 break
 
 
-def unmatched_excludes(groups: list[ChannelGroup], patterns: list[str]) -> list[str]:
+def unmatched_excludes(groups: list[ChannelGroup], patterns: Iterable[str]) -> list[str]:
     """The ``--exclude`` globs that match no node of any group: a typo the user should hear about."""
     names = [n for g in groups for n in g.nodes]
     return [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
@@ -86,7 +49,6 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
     would be (its group as a whole keeps its count, but not in that piece). Its best channel is then kept
     and the plan is made again, so rounding and ties still hold.
     """
-    options.check()
     exclude_groups(groups, options.exclude)
     if options.replay is not None:
         replay_plan(groups, options.replay)
@@ -216,7 +178,7 @@ def _top(group: ChannelGroup, count: int) -> np.ndarray:
     return np.sort(order)
 
 
-def replay_plan(groups: list[ChannelGroup], saved: dict[str, Any]) -> None:
+def replay_plan(groups: list[ChannelGroup], saved: Mapping[str, Any]) -> None:
     """Apply the kept indices of an earlier report (``prune --report``) to the same model, group by group.
 
     Groups are matched by their member node names, so a plan made on one export replays on another export

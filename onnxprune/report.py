@@ -8,13 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from onnxprune.channels.group import ChannelGroup
-
-
-def _fmt_count(n: int) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
+from onnxprune.text import count, number
 
 
 def _nodes(nodes: list[str], limit: int = 3) -> str:
@@ -49,7 +43,7 @@ def inspect_table(groups: list[dict[str, Any]], title: str) -> Table:
         table.add_column(column, overflow="fold")
     for g in groups:
         gamma = g["gamma"]
-        span = "-" if gamma["min"] is None else f"{gamma['min']:.3g}/{gamma['median']:.3g}/{gamma['max']:.3g}"
+        span = "-" if gamma["min"] is None else "/".join(number(gamma[k]) for k in ("min", "median", "max"))
         status = (
             f"[green]prunable[/] ({g['criterion']})"
             if g["prunable"]
@@ -71,7 +65,7 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     for key in ("params", "macs"):
         before, after = report[key]["before"], report[key]["after"]
         change = f"{(after - before) / before:+.1%}" if before else "-"
-        table.add_row(key, _fmt_count(before), _fmt_count(after), change)
+        table.add_row(key, count(before), count(after), change)
     groups = report["groups"]
     ch_before = sum(g["channels_before"] for g in groups)
     ch_after = sum(g["channels_after"] for g in groups)
@@ -94,13 +88,4 @@ def groups_table(report: dict[str, Any], limit: int = 40) -> Table:
         )
     if len(changed) > limit:
         table.add_row("…", f"{len(changed) - limit} more in the JSON report", "", "", "")
-    return table
-
-
-def declines_table(declined: list[dict[str, Any]]) -> Table:
-    table = Table(title="declined groups")
-    for column in ("group", "channels", "reason", "node"):
-        table.add_column(column, overflow="fold")
-    for d in declined:
-        table.add_row(str(d["group"]), str(d["channels"]), d["reason"], d["node"])
     return table

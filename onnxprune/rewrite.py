@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
 from onnxprune.errors import ValidationError, first_line
-from onnxprune.graph import checkable, without_weights
+from onnxprune.files import checkable, without_weights
 from onnxprune.rules import rule_for
 
 __all__ = ["Rewrite", "apply_plan", "masked_reference", "validate"]
@@ -34,7 +34,7 @@ def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
 
 def validate(model: onnx.ModelProto) -> onnx.ModelProto:
     """The checker's full check: strict shape inference, then the checker on the inferred model. Both run on
-    the model's skeleton (weights stubbed out, see graph.without_weights): only the weights' types and dims
+    the model's skeleton (weights stubbed out, see files.without_weights): only the weights' types and dims
     matter to them, and serialising a copy of every weight would double the memory. The inferred types are
     then set on the model, which is what gets written."""
     try:

@@ -3,7 +3,9 @@ passes before it is written (it runs, and its outputs keep the original's shapes
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,13 +14,22 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError, first_line
+from onnxprune.files import needs_external_data, save_model
+from onnxprune.inputs import Feeds, original_fails_message, prepare_feeds
 
 if TYPE_CHECKING:
     import onnxruntime
 
-    from onnxprune.inputs import Feeds
-
     Model = onnx.ModelProto | str | Path
+
+
+ORT_MISSING = "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
+
+
+def require_onnxruntime() -> None:
+    """Raise the one CapabilityError for a missing ONNX Runtime, without importing it."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise CapabilityError(ORT_MISSING)
 
 
 def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxruntime.InferenceSession:
@@ -30,9 +41,7 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CapabilityError(
-            "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
-        ) from None
+        raise CapabilityError(ORT_MISSING) from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -43,8 +52,6 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
     ort.set_default_logger_severity(4)
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    from onnxprune.graph import needs_external_data, save_model
-
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
@@ -53,7 +60,7 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
     folder = tempfile.TemporaryDirectory(prefix="onnxprune-ort-")
     path = save_model(model, Path(folder.name) / "model.onnx", external_data=True)
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    session._onnxprune_files = folder  # type: ignore[attr-defined]
+    weakref.finalize(session, folder.cleanup)  # the files go when the session does
     return session
 
 
@@ -70,8 +77,6 @@ def check_runs(
     """The pruned model runs in ONNX Runtime on the first feed (seeded data by default) and its outputs have
     the original's shapes. If neither model runs there, the error says the original fails and how to give
     it the shapes it takes."""
-    from onnxprune.inputs import prepare_feeds
-
     fed = feeds or prepare_feeds(original, seed=seed)
     feed = fed.feeds[0]
     want = _static_output_shapes(original)
@@ -90,8 +95,6 @@ def check_runs(
     except Exception as exc:
         original_error = original_error or _run_error(original, feed)
         if original_error is not None:
-            from onnxprune.evidence import original_fails_message
-
             raise OriginalRunError(original_fails_message(fed, original_error)) from None
         raise ValidationError(f"pruned model does not run in ONNX Runtime: {first_line(exc)}") from None
     for name, shape in (want or {}).items():

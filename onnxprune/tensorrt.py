@@ -16,31 +16,29 @@ provider, and the plan is written (atomically) only if every output agrees.
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
+import ctypes.util
 import importlib.util
-import os
 import shlex
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
 
-from onnxprune.errors import CapabilityError, ModelSaveError, UsageError, VerificationError, first_line
-
-if TYPE_CHECKING:
-    import onnx
-
-    from onnxprune.verify import Comparison
+from onnxprune import files, verify
+from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
+from onnxprune.fp16 import convert_to_fp16, verify_fp16
+from onnxprune.inputs import make_inputs
+from onnxprune.tolerances import REDUCED_PRECISION
+from onnxprune.verify import Comparison, cosine_floor
+from onnxprune.verify import compare_runners as compare
 
 Shapes = Mapping[str, tuple[int, ...]]
-
-# The engine against the float32 ONNX: TF32 or FP16 arithmetic, so the FP16 tolerances of fp16.py.
-MIN_COSINE = 0.999
-ENGINE_RTOL = 2e-2
-ENGINE_ATOL = 1e-4
 
 _NO_TENSORRT = (
     "TensorRT is not installed (pip install 'onnxprune[trt]'; its wheels come from NVIDIA's package index, "
@@ -81,10 +79,6 @@ def has_cuda_device() -> bool:
 
 
 def _cuda_device_count() -> int:
-    import ctypes
-    import ctypes.util
-    import sys
-
     names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
     names.append(ctypes.util.find_library("cuda") or "")
     for name in filter(None, names):
@@ -168,18 +162,17 @@ def build_engine(
     missing = [why for ok, why in ((has_tensorrt(), _NO_TENSORRT), (has_cuda_device(), _NO_DEVICE)) if not ok]
     if missing:
         _raise_missing(missing, onnx_path, plan_path, fp16, sparse_weights, workspace_mib, shapes, save)
-    from onnxprune import graph
 
     if workspace_mib is not None and workspace_mib <= 0:
         raise UsageError(f"the workspace must be a positive number of MiB, got {workspace_mib}")
-    graph.check_output_path(plan_path, [onnx_path])
+    files.check_output_path(plan_path, [onnx_path])
     feeds = _engine_feeds(onnx_path, shapes)
     with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
         target = save or (Path(tmp) / "fp16.onnx" if fp16 else None)
         handed = onnx_path if target is None else _prepare_onnx(onnx_path, fp16, shapes, target)
         plan, version = _build(handed, fp16, sparse_weights, workspace_mib, shapes or {})
     comparison = _compare_engine(plan, onnx_path, feeds)
-    _write_plan(plan_path, plan)
+    files.write_bytes(plan_path, plan)
     kept = handed if save is not None or not fp16 else None
     return BuildResult(plan_path, kept, version, fp16, sparse_weights, comparison)
 
@@ -211,25 +204,18 @@ def _raise_missing(
 
 def _prepare_onnx(onnx_path: Path, fp16: bool, shapes: Shapes | None, target: Path) -> Path:
     """Writes the ONNX to hand to TensorRT at ``target``: a copy of the input, or its verified FP16."""
-    from onnxprune import graph
-
-    graph.check_output_path(target, [onnx_path])
-    model = graph.read_model(onnx_path)
+    files.check_output_path(target, [onnx_path])
+    model = files.read_model(onnx_path)
     if fp16:
-        from onnxprune.fp16 import convert_to_fp16, verify_fp16
-
         half = convert_to_fp16(model)
         verify_fp16(model, half, shapes=shapes)
         model = half
-    graph.save_model(model, target)
+    files.save_model(model, target)
     return target
 
 
 def _engine_feeds(onnx_path: Path, shapes: Shapes | None) -> list[dict[str, np.ndarray]]:
     """One seeded feed for the engine comparison; also checks ``shapes`` before anything is built."""
-    from onnxprune import verify
-    from onnxprune.inputs import make_inputs
-
     header = verify.load_model_header(onnx_path)
     for name in _dynamic_inputs(header):
         if name not in (shapes or {}):
@@ -342,34 +328,14 @@ def compare_runners(
     candidate: Any,
     feeds: list[dict[str, np.ndarray]],
     *,
-    min_cosine: float = MIN_COSINE,
-    rtol: float = ENGINE_RTOL,
-    atol: float = ENGINE_ATOL,
+    min_cosine: float | None = REDUCED_PRECISION.min_cosine,
+    rtol: float = REDUCED_PRECISION.rtol,
+    atol: float = REDUCED_PRECISION.atol,
 ) -> Comparison:
     """Runs two Polygraphy runners on ``feeds`` and scores each output, with the criteria of
     ``fp16.verify_fp16``: ``max|a - b| <= atol + rtol * max|a|`` (``a``: the reference) and a cosine
     similarity of at least ``min_cosine``.
     """
-    from onnxprune.fp16 import cosine_floor
-    from onnxprune.verify import compare_runners as compare
-
     comparison = compare(reference, candidate, feeds, atol=atol, rtol=rtol, criterion="scale")
     comparison.outputs = [cosine_floor(output, min_cosine) for output in comparison.outputs]
     return comparison
-
-
-def _write_plan(path: Path, plan: bytes) -> None:
-    """Atomically: a temporary file in the same directory, then ``os.replace``."""
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(plan)
-        os.replace(tmp, path)
-    except BaseException as err:  # KeyboardInterrupt too: never leave a partial file behind
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise ModelSaveError(f"{path}: cannot write ({err.strerror or err})") from None
-        raise

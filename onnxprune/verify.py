@@ -8,7 +8,7 @@ Both stream Polygraphy's ``Comparator`` over two ONNX Runtime runners on the CPU
 keep running statistics rather than outputs. Feeds come from :func:`make_inputs`: seeded random data, or the
 user's ``.npz`` / Polygraphy ``--save-inputs`` JSON.
 
-Tolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
+CheckTolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
 
 - ``compare``, element-wise like ``numpy.isclose(b, a)``: ``|a - b| <= atol + rtol * |a|`` everywhere.
 - ``exactness``, scale-aware: ``max|a - b| <= atol + rtol * max|a|`` per output. Float32 rounding is relative
@@ -28,13 +28,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
+from onnxprune.evidence import input_sensitivity, original_must_run
 from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
     Shape,
     fmt_dims,
@@ -44,10 +47,17 @@ from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
     quiet_polygraphy,
 )
 from onnxprune.runtime import ort_session
-from onnxprune.tolerance import Tolerances
+from onnxprune.text import number
+from onnxprune.tolerances import (  # noqa: F401 - the noise constants are part of verify's vocabulary
+    CHECK,
+    EXACT,
+    MIN_SENSITIVITY,
+    NOISE_CAP,
+    NOISE_FACTOR,
+    CheckTolerances,
+)
 
 if TYPE_CHECKING:
-    import onnx
     import onnxruntime
     from rich.table import Table
 
@@ -55,12 +65,6 @@ if TYPE_CHECKING:
     Model: TypeAlias = onnx.ModelProto | str | Path | Any
 
 
-EXACT_RTOL, EXACT_ATOL = 1e-5, 1e-6
-# Exactness allows this many times the float32 noise floor (the reference against itself summed in another
-# order), never more than NOISE_CAP of the output's scale: a real slicing bug moves outputs by far more.
-NOISE_FACTOR, NOISE_CAP = 10.0, 1e-3
-# Outputs that move less than this (relative) between two different inputs make a comparison prove little.
-MIN_SENSITIVITY = 1e-2
 # float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -72,7 +76,7 @@ def max_relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_close_relative(
-    a: np.ndarray, b: np.ndarray, rtol: float = EXACT_RTOL, atol: float = EXACT_ATOL, name: str = "output"
+    a: np.ndarray, b: np.ndarray, rtol: float = EXACT.rtol, atol: float = EXACT.atol, name: str = "output"
 ) -> None:
     """Asserts ``max|a - b| <= atol + rtol * max|a|``, the criterion of :func:`exactness`."""
     err, scale = _error_and_scale(a, b)
@@ -169,7 +173,7 @@ class _Running:
             diff = np.abs(ref.astype(np.float64) - again.astype(np.float64))
             self.noise = float(np.max([self.noise, diff.max()]))
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, tol: Tolerances) -> None:
+    def add(self, ref: np.ndarray, cand: np.ndarray, tol: CheckTolerances) -> None:
         if self.shapes == (None, None):
             self.shapes = (tuple(ref.shape), tuple(cand.shape))
         if ref.shape != cand.shape:
@@ -190,7 +194,7 @@ class _Running:
             self.agree += int(np.count_nonzero(ref.argmax(-1) == cand.argmax(-1)))
             self.rows += ref.shape[0]
 
-    def metrics(self, tol: Tolerances, criterion: str) -> OutputMetrics:
+    def metrics(self, tol: CheckTolerances, criterion: str) -> OutputMetrics:
         atol, rtol = tol.of(self.name)
         if self.problem:
             return OutputMetrics(self.name, *self.shapes, None, None, None, None, False, self.problem)
@@ -222,7 +226,15 @@ def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
     return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
 
 
-def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, tol: Tolerances) -> None:
+def cosine_floor(output: OutputMetrics, min_cosine: float | None) -> OutputMetrics:
+    """Fail a passing output whose cosine similarity is below ``min_cosine`` (None: no floor)."""
+    # Written so that a NaN cosine fails.
+    if min_cosine is None or not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
+        return output
+    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
+
+
+def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, tol: CheckTolerances) -> None:
     for name, array in ref.items():
         stats = running.setdefault(name, _Running(name))
         if name in cand:
@@ -239,9 +251,9 @@ def compare(
     candidate: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    tolerances: Tolerances | None = None,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
+    tolerances: CheckTolerances | None = None,
     progress: bool = False,
 ) -> Comparison:
     """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
@@ -251,7 +263,7 @@ def compare(
     fails with a reason. Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on
     stderr.
     """
-    tol = tolerances or Tolerances(atol, rtol)
+    tol = tolerances or CheckTolerances(atol, rtol)
     return _compare(reference, candidate, feeds, tol, "elementwise", progress)
 
 
@@ -260,8 +272,8 @@ def exactness(
     pruned: Model,
     *,
     feeds: Sequence[Mapping[str, np.ndarray]],
-    rtol: float = EXACT_RTOL,
-    atol: float = EXACT_ATOL,
+    rtol: float = EXACT.rtol,
+    atol: float = EXACT.atol,
     progress: bool = False,
 ) -> Comparison:
     """Is the surgery exact? Per output, ``max|a - b| <= max(atol + rtol * max|a|, noise bound)``.
@@ -273,9 +285,7 @@ def exactness(
     sensitivity (see :mod:`onnxprune.evidence`). ``atol`` only matters for outputs that are (nearly) all
     zero.
     """
-    from onnxprune.evidence import input_sensitivity
-
-    tol = Tolerances(atol, rtol)
+    tol = CheckTolerances(atol, rtol)
     reference = model_session(masked_reference, "reference")
     noise = model_session(masked_reference, "reference", optimize=False)
     result = _compare(reference, pruned, feeds, tol, "scale", progress, noise=noise)
@@ -287,7 +297,7 @@ def _compare(
     reference: Model,
     candidate: Model,
     feeds: Sequence[Mapping[str, Any]],
-    tol: Tolerances,
+    tol: CheckTolerances,
     criterion: str,
     progress: bool,
     noise: Any = None,
@@ -318,7 +328,7 @@ def compare_runners(
     *,
     atol: float = 1e-5,
     rtol: float = 1e-5,
-    tolerances: Tolerances | None = None,
+    tolerances: CheckTolerances | None = None,
     criterion: str = "scale",
     progress: bool = False,
     noise: Any = None,
@@ -329,7 +339,7 @@ def compare_runners(
     """
     from polygraphy.comparator import Comparator
 
-    tol = tolerances or Tolerances(atol, rtol)
+    tol = tolerances or CheckTolerances(atol, rtol)
     running: dict[str, _Running] = {}
     runners = [reference, candidate] + ([noise] if noise is not None else [])
     with (
@@ -436,9 +446,9 @@ def check_models(
     inputs: str | Path | None = None,
     iterations: int | None = None,
     seed: int = 0,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    tolerances: Tolerances | None = None,
+    atol: float = CHECK.atol,
+    rtol: float = CHECK.rtol,
+    tolerances: CheckTolerances | None = None,
     shapes: Sequence[str] = (),
     progress: bool = False,
 ) -> Comparison:
@@ -448,11 +458,9 @@ def check_models(
     failed comparison is returned, not raised: the caller decides the exit code. The result's ``inputs``
     and ``notes`` say what was fed (shapes, random or the user's data) and what was chosen for the user.
     """
-    from onnxprune.evidence import original_must_run
-
     original = load_model_header(original_path)
     load_model_header(other_path)  # a missing or corrupt file is a ModelLoadError now, not an ORT error later
-    tol = tolerances or Tolerances(atol, rtol)
+    tol = tolerances or CheckTolerances(atol, rtol)
     tol.check_names(o.name for o in original.graph.output)
     shape_map = parse_shapes(shapes)
     fed = prepare_feeds(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
@@ -466,9 +474,6 @@ def check_models(
 
 def load_model_header(path: str | Path) -> onnx.ModelProto:
     """Loads a model without its external data (enough for its inputs), or raises ``ModelLoadError``."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     try:
         return onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as err:
@@ -491,10 +496,10 @@ def render_comparison(comparison: Comparison, title: str = "") -> Table:
         table.add_row(
             Text(out.name),  # Text, so that a name like "[logits]" is not read as markup
             "-" if shape is None else fmt_dims(shape),
-            _fmt(out.max_abs_err, ".3g"),
-            _fmt(out.max_rel_err, ".3g"),
-            _fmt(out.cosine, ".6f"),
-            _fmt(top1, ".1f"),
+            number(out.max_abs_err, ".3g"),
+            number(out.max_rel_err, ".3g"),
+            number(out.cosine, ".6f"),
+            number(top1, ".1f"),
             Text("pass", style="green") if out.passed else Text(f"FAIL: {out.reason}", style="red"),
         )
     return table
@@ -505,7 +510,3 @@ def _criterion_text(comparison: Comparison) -> str:
     scale = comparison.criterion == "scale"
     rule = f"max|a-b| <= {tol} * max|a|" if scale else f"|a-b| <= {tol} * |a| everywhere"
     return f"a = reference; pass if {rule}; {comparison.iterations} iteration(s); top-1 in %"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)

@@ -92,8 +92,11 @@ def test_bad_usage_exits_2_and_writes_nothing(sample: Path, tmp_path: Path, args
 def test_output_equal_to_input_is_refused(sample: Path) -> None:
     before = sample.read_bytes()
     result = invoke("prune", sample, "-o", sample, "--ratio", "0.5")
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "would overwrite the input model" in lines[0], result.stderr
     assert sample.read_bytes() == before
+    assert sorted(p.name for p in sample.parent.iterdir()) == [sample.name], "no temporary left behind"
 
 
 def test_check_identical_and_tampered(sample: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import build_samples
 import pytest
 import tiny
 
@@ -46,12 +47,6 @@ def test_dead_channel_through_depthwise_is_folded_into_the_projection_bias() -> 
 
 
 def test_bundled_sample_prunes_exactly() -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
-    import build_samples
-
     dead = build_samples.resnet_slim(dead=True)
     result = tiny.prune_dead(dead)
     assert result.report["params"]["after"] < 0.6 * result.report["params"]["before"]

@@ -152,3 +152,11 @@ def test_split_piece_is_never_pruned_to_zero_channels(cut: str) -> None:
         init.CopyFrom(onnx.numpy_helper.from_array(values, name))
     result = tiny.prune_dead(model)
     tiny.assert_exact(model, result.pruned)
+    # Not vacuous: the Split/Slice is followed (its group prunable and planned), and the dead channel is
+    # kept only because it is the last one of its piece.
+    op = "Split" if cut == "split" else "Slice"
+    node = next(n.name for n in model.graph.node if n.op_type == op)
+    group = next(g for g in result.groups if node in g.nodes)
+    assert group.prunable, f"the {op} was declined: {[str(d) for d in group.declines]}"
+    assert group.keep is not None and list(group.keep) == [0, 1]
+    assert any(n.op_type == op for n in result.pruned.graph.node)

@@ -32,7 +32,13 @@ def _files(under: str) -> list[Path]:
     return sorted((PACKAGE / under).rglob("*.py"))
 
 
-PRIMITIVES = ("onnxprune.channels", "onnxprune.errors", "onnxprune.names")
+PRIMITIVES = (
+    "onnxprune.channels",
+    "onnxprune.errors",
+    "onnxprune.names",
+    "onnxprune.text",
+    "onnxprune.tolerances",
+)
 
 
 @pytest.mark.parametrize("path", _files("rules"), ids=lambda p: p.name)
@@ -51,3 +57,29 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("if TYPE_CHECKING:\n    from onnxprune.rewrite import Rewrite\n")
     assert "onnxprune.rewrite" in _imports(sample)
+
+
+LAZY = ("onnxruntime", "polygraphy", "tensorrt", "rich", "matplotlib")
+
+
+@pytest.mark.parametrize("path", _files("."), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_stand_at_the_top_but_for_the_heavy_optional_ones(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    late = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top:
+            module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+            if (module or "").split(".")[0] not in LAZY:
+                late.append(f"{module} (line {node.lineno})")
+    assert not late, f"{_module(path)} imports inside a function or TYPE_CHECKING: {late}"
+
+
+@pytest.mark.parametrize("path", _files("."), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_cli_imports_the_api_and_nothing_imports_the_cli(path: Path) -> None:
+    name = _module(path)
+    above = {"onnxprune.cli": set(), "onnxprune.api": {"onnxprune.cli"}}.get(
+        name, {"onnxprune.api", "onnxprune.cli"}
+    )
+    bad = {m for m in _imports(path) if m in above}
+    assert not bad, f"{name} imports {sorted(bad)}, which sit above it"

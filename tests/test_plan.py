@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from onnxprune import api
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError
+from onnxprune.importance import score_groups
+from onnxprune.options import Criterion, Scope
 from onnxprune.plan import PlanOptions, make_plan
 
 
@@ -84,17 +89,40 @@ def test_a_declined_tie_member_declines_the_tie() -> None:
 
 
 @pytest.mark.parametrize(
-    "options",
+    "kwargs",
     [
-        PlanOptions(ratio=1.5),
-        PlanOptions(ratio=-0.1),
-        PlanOptions(),
-        PlanOptions(ratio=0.5, threshold=0.1),
-        PlanOptions(ratio=0.5, round_to=0),
-        PlanOptions(ratio=0.5, scope="model"),
-        PlanOptions(threshold=float("nan")),
+        {"ratio": 1.5},
+        {"ratio": -0.1},
+        {},
+        {"ratio": 0.5, "threshold": 0.1},
+        {"ratio": 0.5, "round_to": 0},
+        {"ratio": 0.5, "scope": "model"},
+        {"threshold": float("nan")},
+        {"ratio": 0.5, "criterion": "bogus"},
+        {"ratio": 0.5, "exclude": [3]},
     ],
 )
-def test_bad_options_are_usage_errors(options: PlanOptions) -> None:
+def test_bad_options_are_usage_errors(kwargs: dict) -> None:
+    """The options validate themselves: the API refuses what the CLI refuses, before any model is read."""
     with pytest.raises(UsageError):
-        make_plan([group(0, [1.0])], options)
+        PlanOptions(**kwargs)
+
+
+def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
+    options = PlanOptions(ratio=0.5, scope="layer", criterion="l2", exclude="/stem/*")
+    assert (options.scope, options.criterion, options.exclude) == (Scope.LAYER, Criterion.L2, ("/stem/*",))
+    assert options.to_dict() == {
+        "ratio": 0.5, "threshold": None, "round_to": 8, "min_keep": 8, "scope": "layer",
+        "exclude": ["/stem/*"], "criterion": "l2",
+    }  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.ratio = 2.0  # type: ignore[misc]
+    with pytest.raises(UsageError):
+        dataclasses.replace(options, ratio=2.0)
+
+
+def test_a_bad_criterion_is_refused_by_the_api_too(tmp_path) -> None:
+    with pytest.raises(UsageError, match="--criterion must be one of auto, gamma, l1, l2, got 'bogus'"):
+        api.inspect(tmp_path / "missing.onnx", criterion="bogus")
+    with pytest.raises(UsageError, match="--criterion"):
+        score_groups([group(0, [1.0])], "bogus")

@@ -17,7 +17,7 @@ from onnxprune.cli import app
 from onnxprune.errors import UsageError
 from onnxprune.inputs import contrast_feed, make_inputs, prepare_feeds
 from onnxprune.plan import PlanOptions
-from onnxprune.tolerance import Tolerances, parse_tolerances
+from onnxprune.tolerances import EXACT, CheckTolerances, parse_tolerances
 
 runner = CliRunner()
 PRUNE = ("--ratio", "0.5", "--round-to", "1", "--min-keep", "1")
@@ -40,7 +40,7 @@ def sample(tmp_path: Path) -> Path:
 def _running(max_abs: float, noise: float, max_ref: float = 1.0) -> verify.OutputMetrics:
     stats = verify._Running("y", ((1, 4), (1, 4)), max_abs=max_abs, max_ref=max_ref, noise=noise)
     stats.ref_sq = stats.cand_sq = stats.dot = 1.0
-    return stats.metrics(Tolerances(verify.EXACT_ATOL, verify.EXACT_RTOL), "scale")
+    return stats.metrics(CheckTolerances(EXACT.atol, EXACT.rtol), "scale")
 
 
 def test_the_floor_holds_when_there_is_no_noise() -> None:
@@ -69,7 +69,7 @@ def test_exactness_measures_noise_and_sensitivity() -> None:
     )
     (out,) = result.report["verify"]["exact"]["outputs"]
     assert out["noise"] is not None and 0 <= out["noise"] < 1e-4
-    assert out["allowed"] >= verify.EXACT_ATOL and out["max_abs_err"] <= out["allowed"]
+    assert out["allowed"] >= EXACT.atol and out["max_abs_err"] <= out["allowed"]
     assert out["sensitivity"] > 1e-2, "the residual sample moves when its input does"
     assert out["error_per_change"] < 1e-3
 
@@ -223,8 +223,8 @@ def test_parse_tolerances() -> None:
 def test_either_rule_fails_only_where_both_are_exceeded() -> None:
     """Polygraphy's rule is the stricter one: within atol or within rtol, not within their sum."""
     diff, ref = np.array([0.5, 0.5, 0.5]), np.array([0.1, 3.0, 100.0])
-    either = Tolerances(atol=0.3, rtol=0.1, mode="either").close("y", diff, ref)
-    summed = Tolerances(atol=0.3, rtol=0.1).close("y", diff, ref)
+    either = CheckTolerances(atol=0.3, rtol=0.1, mode="either").close("y", diff, ref)
+    summed = CheckTolerances(atol=0.3, rtol=0.1).close("y", diff, ref)
     assert either.tolist() == [False, False, True] and summed.tolist() == [False, True, True]
 
 

@@ -33,6 +33,7 @@ from onnxprune.channels.notes import (
     Piece,
 )
 from onnxprune.channels.span import ChannelMap, Span, channel_count, width
+from onnxprune.tolerances import VALUE_ATOL, VALUE_RTOL
 
 
 @dataclass
@@ -129,10 +130,6 @@ class Analysis:
     def state(self, tensor: gs.Tensor) -> TensorState | None:
         return self.states.get(tensor.name)
 
-    def map_of(self, tensor: gs.Tensor) -> ChannelMap | None:
-        state = self.states.get(tensor.name)
-        return state.map if state else None
-
     # ---- creating and recording ------------------------------------------------------------------
     def new_group(self, size: int) -> ChannelMap:
         return (Span(self._groups.new(size), 0, size),)
@@ -187,7 +184,7 @@ class Analysis:
             self.keep_where(state.map, ~np.isfinite(value) | ((value != 0) & (not foldable)), reason, node)
             return
         reference = self.first_pass.states[tensor.name].removed_value
-        differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=1e-6, atol=1e-12))
+        differs = ~(np.isfinite(value) & np.isclose(value, reference, rtol=VALUE_RTOL, atol=VALUE_ATOL))
         if differs.any():
             self._notes.append(InexactNote(state.map, differs))
 

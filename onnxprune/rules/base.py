@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx.reference import ReferenceEvaluator
 
 from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.edit import Rewrite
@@ -165,10 +165,8 @@ def const(tensor: gs.Tensor | None) -> np.ndarray | None:
     would hold a second copy of every weight beside the model's own for the whole pruning."""
     if not isinstance(tensor, gs.Constant):
         return None
-    lazy = getattr(tensor, "_values", None)
-    if isinstance(lazy, LazyValues):
-        return np.asarray(lazy.load())
-    return np.asarray(tensor.values)
+    # A copy shares the unloaded values; reading them through it leaves the original's cache empty.
+    return np.asarray(tensor.copy().values)
 
 
 def tracked(node: gs.Node, ctx: Analysis) -> list[tuple[int, TensorState]]:
@@ -191,14 +189,8 @@ def decline_node(node: gs.Node, ctx: Analysis, reason: str) -> None:
             ctx.set_state(out, ctx.fixed_map(size, reason, node.name))
 
 
-def node_attr(node: gs.Node, name: str, default: object) -> object:
-    return node.attrs.get(name, default)
-
-
 def run_node(node: gs.Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
     """Evaluate one node on small arrays with ONNX's reference evaluator; None if it cannot."""
-    from onnx.reference import ReferenceEvaluator
-
     names = [f"i{k}" if arr is not None else "" for k, arr in enumerate(inputs)]
     outputs = [f"o{k}" for k in range(len(node.outputs))]
     attrs = {k: v for k, v in node.attrs.items() if not isinstance(v, gs.Tensor | gs.Graph)}

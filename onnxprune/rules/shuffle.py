@@ -51,7 +51,8 @@ def _dims(tensor: gs.Tensor) -> list[int] | None:
 def _follow(node: gs.Node) -> list[gs.Node] | str:
     """The chain's nodes from the splitting Reshape to the Reshape that merges the channels back."""
     src = _dims(node.inputs[0])
-    assert src is not None
+    if src is None:
+        return "channel regrouping of a tensor whose shape is not static"
     spatial = int(np.prod(src[2:], dtype=np.int64))
     chain = [node]
     while len(chain) < 8:

@@ -8,20 +8,15 @@ the op under test (a rule that declined everything would pass the first two).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import onnx
+import tiny
 from onnx import TensorProto, helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tiny  # noqa: E402
-
-from onnxprune import api  # noqa: E402
-from onnxprune.plan import PlanOptions  # noqa: E402
+from onnxprune import api
+from onnxprune.plan import PlanOptions
 
 Net = tiny.Net
 HALF = PlanOptions(ratio=0.5, round_to=4, min_keep=4)

@@ -1,6 +1,10 @@
-"""Tolerances of a comparison: one atol/rtol for every output, per-output overrides, and the rule.
+"""Every tolerance a comparison uses, in one place, with why it is what it is.
 
-Rules, with ``a`` the reference and ``b`` the candidate, element-wise:
+A comparison passes an output when ``|a - b| <= atol + rtol * |a|`` (elementwise, ``onnxprune check``) or
+``max|a - b| <= atol + rtol * max|a|`` (scale-relative: exactness, FP16, TensorRT), ``a`` being the
+reference; some also want a cosine similarity of at least ``min_cosine``.
+
+``onnxprune check`` takes per-output values and a rule (:class:`CheckTolerances`):
 
 - ``sum`` (numpy.isclose): ``|a - b| <= atol + rtol * |a|``.
 - ``either`` (Polygraphy's default): an element fails only if it exceeds both, ``|a - b| > atol`` and
@@ -19,11 +23,43 @@ import numpy as np
 
 from onnxprune.errors import UsageError
 
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+    min_cosine: float | None = None
+
+
+# Pruned vs its masked reference: the same math up to float32 rounding (sums in another order, folded
+# biases), whatever was pruned. atol only matters for outputs that are (nearly) all zero.
+EXACT = Tolerance(rtol=1e-5, atol=1e-6)
+
+# Exactness also allows this many times the float32 noise floor (the masked reference against itself run
+# without ONNX Runtime's graph optimisations: the same math summed in another order; float32 error grows with
+# depth, and Softmax/LayerNorm amplify it), never more than NOISE_CAP of the output's scale: a real slicing
+# bug moves outputs by far more.
+NOISE_FACTOR, NOISE_CAP = 10.0, 1e-3
+
+# Outputs that move less than this (relative) between two different inputs make a comparison prove little.
+MIN_SENSITIVITY = 1e-2
+
+# `onnxprune check`'s defaults: two models that should compute the same, compared element by element.
+CHECK = Tolerance(rtol=1e-5, atol=1e-5)
+
+# FP16 ONNX vs FP32, and a TensorRT engine (which may run layers in FP16/TF32) vs ONNX Runtime: every output
+# within 2 % of its own scale and pointing the same way.
+REDUCED_PRECISION = Tolerance(rtol=2e-2, atol=1e-4, min_cosine=0.999)
+
+# Two analysis passes agree on a removed channel's value (float64 arithmetic on per-channel constants).
+VALUE_RTOL, VALUE_ATOL = 1e-6, 1e-12
+
+
 MODES = ("sum", "either")
 
 
 @dataclass(frozen=True)
-class Tolerances:
+class CheckTolerances:
     atol: float = 1e-5
     rtol: float = 1e-5
     atol_by_output: dict[str, float] = field(default_factory=dict)
@@ -64,11 +100,11 @@ class Tolerances:
                 )
 
 
-def parse_tolerances(atol: Sequence[str], rtol: Sequence[str], mode: str = "sum") -> Tolerances:
+def parse_tolerances(atol: Sequence[str], rtol: Sequence[str], mode: str = "sum") -> CheckTolerances:
     """``["1e-5", "logits:1e-3"]``: a bare number is the default, ``NAME:VALUE`` one output's."""
     default_atol, by_atol = _parse("--atol", atol, 1e-5)
     default_rtol, by_rtol = _parse("--rtol", rtol, 1e-5)
-    return Tolerances(default_atol, default_rtol, by_atol, by_rtol, mode)
+    return CheckTolerances(default_atol, default_rtol, by_atol, by_rtol, mode)
 
 
 def _parse(option: str, specs: Sequence[str], default: float) -> tuple[float, dict[str, float]]:

@@ -1,0 +1,127 @@
+"""Options of the library's calls, validated when they are made: a bad option is a UsageError from the API
+as much as from the CLI, and an options object that exists is a valid one (frozen; derive a variant with
+``dataclasses.replace``, which validates again).
+
+Choices are string enums, so that typer offers and checks them on the command line and a plain string
+(``criterion="l1"``) is accepted from Python. Messages name the CLI flag, which is also the keyword.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from onnxprune.errors import UsageError
+
+E = TypeVar("E", bound=Enum)
+
+
+class Criterion(StrEnum):
+    """How a channel is ranked (see importance.py)."""
+
+    AUTO = "auto"
+    GAMMA = "gamma"
+    L1 = "l1"
+    L2 = "l2"
+
+
+class Scope(StrEnum):
+    """What a ratio is a fraction of: all prunable channels ranked together, or each group."""
+
+    GLOBAL = "global"
+    LAYER = "layer"
+
+
+def choice(kind: type[E], value: object, flag: str) -> E:
+    """``value`` as a member of ``kind``, or a UsageError listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(str(m.value) for m in kind)
+        raise UsageError(f"{flag} must be one of {names}, got {value!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanOptions:
+    """How many channels go, and which. Exactly one of ``ratio``, ``threshold`` and ``replay``."""
+
+    ratio: float | None = None
+    threshold: float | None = None
+    round_to: int = 8
+    min_keep: int = 8
+    scope: Scope = Scope.GLOBAL
+    exclude: tuple[str, ...] = ()
+    criterion: Criterion = Criterion.AUTO
+    # An earlier report whose kept indices are applied (plan.load_plan); not echoed into new reports.
+    replay: Mapping[str, Any] | None = field(default=None, metadata={"report": False})
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "scope", choice(Scope, self.scope, "--scope"))
+        set_(self, "criterion", choice(Criterion, self.criterion, "--criterion"))
+        set_(self, "exclude", _strings(self.exclude, "--exclude"))
+        if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
+            raise UsageError("give exactly one of --ratio, --threshold and --replay")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.threshold is not None and (self.threshold < 0 or not math.isfinite(self.threshold)):
+            raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
+        if self.round_to < 1 or self.min_keep < 1:
+            raise UsageError("--round-to and --min-keep must be at least 1")
+        if self.replay is not None:
+            self._check_replay()
+
+    def _check_replay(self) -> None:
+        """A replayed plan fixes every kept channel: options that shape a new plan would be ignored."""
+        defaults = PlanOptions(threshold=0.0)
+        ignored = [
+            f"--{name.replace('_', '-')}"
+            for name in ("round_to", "min_keep", "scope", "criterion")
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)}: no effect with --replay (the saved plan fixes the kept channels); "
+                "drop them"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a report records of these options: every field but those marked ``report: False``."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("report", True)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    """How ``prune`` checks its result. ``inputs``: an .npz or Polygraphy JSON file instead of random data."""
+
+    enabled: bool = True
+    inputs: str | Path | None = None
+    iterations: int | None = None  # None: 1 random feed, or the --inputs file as it is
+    seed: int = 0
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.iterations is not None and self.iterations < 1:
+            raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+
+
+def _strings(values: object, flag: str) -> tuple[str, ...]:
+    """One glob or several, as a tuple (a lone string is one glob, not a list of characters)."""
+    items = (values,) if isinstance(values, str) else values
+    out = tuple(items) if isinstance(items, list | tuple | set | frozenset) else None
+    if out is None or not all(isinstance(v, str) for v in out):
+        raise UsageError(f"{flag} takes node-name globs, got {values!r}")
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return value
