@@ -9,6 +9,7 @@ sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +28,18 @@ from onnxprune.channels.span import width
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
-from onnxprune.errors import UsageError, VerificationError
+from onnxprune.errors import OriginalRunError, UsageError, ValidationError, VerificationError
+from onnxprune.evidence import original_must_run, warnings_for
 from onnxprune.graph import normalise, to_model
 from onnxprune.importance import score_groups, slimming_warning
-from onnxprune.inputs import make_inputs
+from onnxprune.inputs import prepare_feeds
+from onnxprune.isolate import Trial, decline_breaking_groups
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
+from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
-from onnxprune.plan import make_plan
+from onnxprune.plan import make_plan, unmatched_excludes
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
@@ -71,6 +75,7 @@ class Inspection:
     counts: Counts | None = None
     estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
     warnings: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -116,6 +121,7 @@ def inspect(
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
+    found.hints = [BN_HINT] if folded_bn(graph) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
     warning = slimming_warning(analysis.groups)
@@ -161,7 +167,8 @@ def prune_model(
     sparsify: SparsifyOptions | None = None,
     target: Target | None = None,
 ) -> PruneResult:
-    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
+    """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker, shape inference and an
+    ONNX Runtime run with the original's output shapes.
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original. ``sparsify``: then make the
@@ -169,6 +176,9 @@ def prune_model(
     With a ``target`` (a fraction of the original's MACs, params or latency) the plan is searched for
     (``options.ratio`` is where the search starts, not a plan); the report says what was asked and what was
     reached. MACs and parameters are counted before and after at the verification's shapes.
+    A group whose pruning breaks those checks is found and declined with the reason (see
+    :mod:`onnxprune.isolate`); the rest is pruned. A model with no prunable group is a
+    ``NothingToPruneError``.
     """
     samples = _calibration_samples(model, options, calib)
     # Calibration starts from the data-free folding: it refits what that leaves.
@@ -179,9 +189,14 @@ def prune_model(
     graph = normalise(model)
     before = count(model, shapes)
     # Compensation always runs the original-values pass: the report says which folds are exact.
-    exactness = options.threshold is not None or mode == "bn"
     # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
-    analysis = analyse(graph, exactness, mode, allow_approximate=options.threshold is None)
+    walk = functools.partial(
+        analyse,
+        exactness=options.threshold is not None or mode == "bn",
+        compensate=mode,
+        allow_approximate=options.threshold is None,
+    )
+    analysis = walk(graph)
     activation = options.criterion == "activation"
     score_groups(analysis.groups, "auto" if activation else options.criterion)
     if activation and samples is not None:
@@ -190,11 +205,23 @@ def prune_model(
         make_plan(analysis.groups, options, analysis)
     else:
         reached = plan_to_target(graph, analysis, options, target, before, model)
-    pruned = validate(to_model(apply_plan(graph, analysis), model))
+    refuse_nothing_to_prune(analysis.groups, graph, options.criterion)
+    feeds = _feeds(model, verify or VerifyOptions())
+    trial = _attempt(model, graph, analysis, feeds)
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
     del graph
+    if trial.error is not None:
+        retry = functools.partial(_fresh_attempt, model, analysis.groups, walk, feeds)
+        trial = decline_breaking_groups(analysis.groups, retry)
+    analysis, pruned = trial.analysis, trial.pruned
+    if pruned is None:
+        raise AssertionError("the bisection over groups ended without a model")
     after = count(pruned, shapes)
     report = build_report(before, after, analysis.groups, options)
+    report["warnings"] = [
+        f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"
+        for p in unmatched_excludes(analysis.groups, options.exclude)
+    ]
     report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.round_to)
     if target is not None:
         report["target"] = target_record(reached, target, before, after)
@@ -205,9 +232,7 @@ def prune_model(
     # The input itself is the original to compare with: the normalised graph computes the same.
     result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
-        report["verify"] = verify_pruning(model, result.masked, pruned, verify)
-    else:
-        check_runs(model, pruned)
+        report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
@@ -263,10 +288,7 @@ def _calibrate(
     after = count(result.pruned, checks.shapes if checks is not None else {})
     result.report["params"]["after"], result.report["macs"]["after"] = after.params, after.macs
     if "verify" in result.report and checks is not None:
-        feeds = make_inputs(
-            result.original, iterations=checks.iterations, seed=checks.seed, shapes=checks.shapes,
-            inputs_path=checks.inputs,
-        )  # fmt: skip
+        feeds = _feeds(result.original, checks).feeds
         change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
         result.report["verify"]["change_before_calibration"] = result.report["verify"]["change"]
         result.report["verify"]["change"] = change.to_dict()
@@ -284,30 +306,85 @@ def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
     return kept
 
 
+def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
+    """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
+    try:
+        pruned = validate(to_model(apply_plan(graph, analysis), model))
+        check_runs(model, pruned, feeds=feeds)
+    except OriginalRunError:
+        raise  # the original fails on these inputs: no group is to blame
+    except ValidationError as err:
+        return Trial(analysis, None, err)
+    return Trial(analysis, pruned, None)
+
+
+def _fresh_attempt(
+    model: onnx.ModelProto,
+    planned: list[ChannelGroup],
+    walk: Callable[[gs.Graph], Analysis],
+    feeds: Any,
+    plan: dict[int, np.ndarray],
+) -> Trial:
+    """One trial of :func:`isolate.decline_breaking_groups`: a fresh copy pruned as ``plan`` says."""
+    graph = normalise(model)
+    analysis = walk(graph)
+    if len(analysis.groups) != len(planned):
+        raise AssertionError("a second analysis of the same model found other groups")
+    for group, old in zip(analysis.groups, planned, strict=True):
+        group.declines, group.criterion, group.score = list(old.declines), old.criterion, old.score
+        group.keep = plan.get(group.id)
+    return _attempt(model, graph, analysis, feeds)
+
+
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
     return masked_reference(normalise(model), analysis)
 
 
 def verify_pruning(
-    original: onnx.ModelProto, masked: onnx.ModelProto, pruned: onnx.ModelProto, options: VerifyOptions
+    original: onnx.ModelProto,
+    masked: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    options: VerifyOptions,
+    fed: Any = None,
 ) -> dict[str, Any]:
-    """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?"""
-    feeds = make_inputs(
+    """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?
+
+    The result also says what was fed (``inputs``: shapes, random or the user's data) and ``warnings``:
+    outputs that barely depend on the inputs, random data only. ``fed``: the ``inputs.Feeds`` already
+    made from ``options``.
+    """
+
+    fed = fed or _feeds(original, options)
+    with original_must_run(original, fed):
+        candidate = verify.model_session(pruned, "candidate")  # one session of the pruned model for both
+        exact = verify.exactness(masked, candidate, feeds=fed.feeds, progress=options.progress)
+    if not exact.passed:
+        raise _not_exact(exact, fed)
+    change = verify.compare(original, candidate, feeds=fed.feeds, progress=options.progress)
+    warnings = fed.notes + warnings_for(exact, fed)
+    report = {"inputs": fed.to_dict(), "exact": exact.to_dict(), "change": change.to_dict()}
+    return {**report, "warnings": warnings}
+
+
+def _feeds(original: onnx.ModelProto, options: VerifyOptions) -> Any:
+    return prepare_feeds(
         original,
         iterations=options.iterations,
         seed=options.seed,
         shapes=options.shapes,
         inputs_path=options.inputs,
     )
-    exact = verify.exactness(masked, pruned, feeds=feeds, progress=options.progress)
-    if not exact.passed:
-        worst = next(o for o in exact.outputs if not o.passed)
-        detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
-        raise VerificationError(
-            f"pruned model does not match its masked reference on output {worst.name!r}: {detail}"
-        )
-    change = verify.compare(original, pruned, feeds=feeds, progress=options.progress)
-    return {"exact": exact.to_dict(), "change": change.to_dict()}
+
+
+def _not_exact(exact: Any, fed: Any) -> Exception:
+    worst = next(o for o in exact.outputs if not o.passed)
+    detail = worst.reason or f"relative error {worst.max_rel_err:.3g} > {exact.rtol:g}"
+    return VerificationError(
+        "pruned model does not match its masked reference (the original with the removed channels set to "
+        f"what the pruned model folds for them) "
+        f"on output {worst.name!r}: {detail}; compared on {fed.description} ({fed.shapes_line()}); "
+        "nothing written (--no-verify skips this check)"
+    )
 
 
 def prune(
@@ -320,10 +397,13 @@ def prune(
     target: Target | None = None,
     sparsify: SparsifyOptions | None = None,
     calib: CalibRequest | None = None,
+    before_save: Callable[[Path], object] | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
+    ``before_save(path)`` runs on a temporary copy of the pruned model before ``output`` is written (e.g.
+    building a TensorRT plan): if it raises, nothing is written.
     """
     verify = verify if verify is not None else VerifyOptions()
     if target is not None:
@@ -337,6 +417,11 @@ def prune(
     result = prune_model(files.read_model(source), options, verify, calib, sparsify=sparsify, target=target)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
+    if before_save is not None:
+        with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
+            before_save(
+                files.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+            )
     files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result

@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Mapping
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxprune import api
+from onnxprune import __version__, api
 from onnxprune.compensate.calibrate import CalibOptions
 from onnxprune.data import parse_floats, parse_size
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.errors import CapabilityError, OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.options import Compensate, Criterion, Scope, choice
@@ -45,15 +45,16 @@ from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.sparsity.tables import fidelity_table, sparsify_table, survey_table
 from onnxprune.tensorrt import build_engine
 from onnxprune.text import number
-from onnxprune.tolerances import CHECK
-from onnxprune.verify import check_models, render_comparison
+from onnxprune.tolerances import CHECK, parse_tolerances
+from onnxprune.verify import NOISE_FACTOR, check_models, render_comparison
 
 app = typer.Typer(
     name="onnxprune",
     help="Offline channel pruning for exported ONNX CNNs: exact, verified, TensorRT-ready.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 errors = Console(stderr=True)
@@ -89,6 +90,40 @@ DEFAULT_MAX_GROUP_RATIO = 1.0
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
+
+
+class ToleranceRule(StrEnum):
+    sum = "sum"
+    either = "either"
+
+
+InputsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inputs",
+        "--load-inputs",
+        help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
+    ),
+]
+IterationsOpt = Annotated[
+    int | None,
+    typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"onnxprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Offline channel pruning for exported ONNX CNNs: exact, verified, TensorRT-ready."""
 
 
 @app.command()
@@ -142,6 +177,7 @@ def inspect(
             "macs": found.macs,
             "counted_at": {name: list(dims) for name, dims in found.counted_at.items()},
             "conv_bn_pairs": found.pairs,
+            "hints": found.hints,
             "groups": groups,
             "warnings": found.warnings,
         }
@@ -151,6 +187,8 @@ def inspect(
     title = f"{model.name}: {sum(g['prunable'] for g in groups)} prunable of {len(groups)} channel groups"
     console.print(inspect_table(shown, title))
     console.print(counted_at(found.params, found.macs, found.counted_at), highlight=False)
+    for hint in found.hints:
+        console.print(f"note: {hint}", highlight=False, markup=False, soft_wrap=True)
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
@@ -244,8 +282,8 @@ def prune(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check exactness and output change.")
     ] = True,
-    inputs: Annotated[Path | None, typer.Option(help="Verify on this .npz or Polygraphy JSON.")] = None,
-    iterations: Annotated[int, typer.Option(help="Random inputs to verify on.")] = 1,
+    inputs: InputsOpt = None,
+    iterations: IterationsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
@@ -266,8 +304,9 @@ def prune(
     min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
-    if report is not None:
-        check_output_path(report, [model])
+    _distinct_outputs(
+        model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
+    )
     target = _target(target_macs, target_params, target_latency)
     if target is not None:
         if ratio is not None or threshold is not None or replay is not None:
@@ -297,11 +336,16 @@ def prune(
         raise UsageError("--min-channels only applies with --sparsify")
     sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
     request = _calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
-    if plot is not None:
-        check_output_path(plot, [model])
+    built: list[Any] = []
+    # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
+    stage = None
+    if plan is not None:
+        stage = functools.partial(
+            _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
+        )
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
-        calib=request,
+        calib=request, before_save=stage,
     )  # fmt: skip
     if bench:
         from onnxprune.measure.bench import BenchOptions, bench_record
@@ -314,6 +358,7 @@ def prune(
         plot_kept(result.report, plot)
     if report is not None:
         save_json(result.report, report)
+    _warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
     if as_json:
         print(json.dumps(result.report, indent=2))
         return
@@ -338,8 +383,34 @@ def prune(
         _print_verification(result.report["verify"])
     if "sparsity" in result.report:
         _print_sparsity(result.report["sparsity"], output)
-    if plan is not None:
-        _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
+    for engine in built:
+        _print_build(engine)
+
+
+def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
+    """No output may overwrite the input or another output (``--report`` equal to ``-o``)."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, [model])
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {option} name the same file {path}; give each its own")
+        seen[resolved] = option
+
+
+def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
+    save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
+    try:
+        engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
+    except CapabilityError as err:
+        # The staged copy is gone once this fails: name the file the user will have.
+        message = str(err).replace(str(staged), str(output))
+        raise CapabilityError(
+            f"{message}; {output} not written either (prune without --plan for it)"
+        ) from None
+    built.append(engine)
 
 
 def _target(macs: float | None, params: float | None, latency: float | None) -> Any:
@@ -408,10 +479,11 @@ def _print_sparsity(report: dict[str, Any], output: Path) -> None:
 
 def _print_verification(verification: dict[str, Any]) -> None:
     exact, change = verification["exact"], verification["change"]
-    worst = max((o["max_rel_err"] or 0.0 for o in exact["outputs"]), default=0.0)
-    console.print(
-        f"[green]exact[/]: matches its masked reference (max relative error {worst:.2g} <= {exact['rtol']:g})"
-    )
+    console.print(f"inputs fed: {_fed_line(verification['inputs'])}", highlight=False, markup=False)
+    console.print(_exact_line(exact), highlight=False)
+    sensitivity = _sensitivity_line(exact)
+    if sensitivity:
+        console.print(sensitivity, highlight=False, markup=False)
     table = Table(title="change from the original (what pruning did to the outputs)")
     for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
         table.add_column(column, justify="right")
@@ -423,29 +495,90 @@ def _print_verification(verification: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _fed_line(inputs: dict[str, Any]) -> str:
+    shapes = ", ".join(
+        f"{name} [{inputs['dtypes'][name]}, {'x'.join(map(str, dims))}]"
+        for name, dims in inputs["shapes"].items()
+    )
+    return f"{shapes} ({inputs['description']})"
+
+
+def _exact_line(exact: dict[str, Any]) -> str:
+    """The statistic actually tested, for the output closest to its bound."""
+    worst = max(exact["outputs"], key=lambda o: (o["max_abs_err"] or 0.0) / max(o["allowed"] or 0.0, 1e-300))
+    return (
+        f"[green]exact[/]: matches its masked reference; worst output {escape(worst['name'])!r}: "
+        f"max|a-b| {_num(worst['max_abs_err'], '.2g')} <= {_num(worst['allowed'], '.2g')}, the larger of "
+        f"{exact['atol']:g} + {exact['rtol']:g} * max|a| and {NOISE_FACTOR:g} x the float32 noise floor "
+        f"({_num(worst['noise'], '.2g')}); relative error {_num(worst['max_rel_err'], '.2g')}"
+    )
+
+
+def _sensitivity_line(exact: dict[str, Any]) -> str:
+    measured = [o for o in exact["outputs"] if o.get("sensitivity") is not None]
+    if not measured:
+        return ""
+    least = min(measured, key=lambda o: o["sensitivity"])
+    ratio = max((o["error_per_change"] or 0.0) for o in measured)
+    return (
+        f"input sensitivity: outputs move {least['sensitivity']:.2g} (relative, least: {least['name']!r}) "
+        f"between two different inputs; the surgery error is {ratio:.2g} of that movement"
+    )
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _num(value: float | None, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 @app.command()
 @user_errors
 def check(
     original: ModelArg,
     other: Annotated[Path, typer.Argument(help="The model to compare with ORIGINAL.", show_default=False)],
-    inputs: Annotated[Path | None, typer.Option(help=".npz keyed by input name, or Polygraphy JSON.")] = None,
-    iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 1,
+    inputs: InputsOpt = None,
+    iterations: IterationsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = CHECK.atol,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance: |a-b| <= atol + rtol*|a|.")] = CHECK.rtol,
+    atol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Absolute tolerance (default {CHECK.atol:g}), or OUTPUT:VALUE for one output; repeatable."
+        ),
+    ] = None,
+    rtol: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Relative tolerance (default {CHECK.rtol:g}), or OUTPUT:VALUE for one output; repeatable."
+        ),
+    ] = None,
+    tolerance_rule: Annotated[
+        str,
+        _choices(
+            ToleranceRule,
+            "sum: pass if |a-b| <= atol + rtol*|a| (numpy.isclose); "
+            "either: fail only where both atol and rtol are exceeded (Polygraphy's rule).",
+        ),
+    ] = ToleranceRule.sum,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
+    tolerances = parse_tolerances(atol or [], rtol or [], str(tolerance_rule))
     result = check_models(
-        original, other, inputs=inputs, iterations=iterations, seed=seed, atol=atol, rtol=rtol,
+        original, other, inputs=inputs, iterations=iterations, seed=seed, tolerances=tolerances,
         shapes=shape or [], progress=not as_json,
     )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
+        console.print(f"inputs fed: {_fed_line(result.inputs)}", highlight=False, markup=False)
         console.print(render_comparison(result, f"{original.name} vs {other.name}"))
         console.print("[green]within tolerance[/]" if result.passed else "[red]outside tolerance[/]")
+    _warn(result.notes)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -591,6 +724,10 @@ def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | N
         check_output_path(save_onnx, [model])
     result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
                           shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
+    _print_build(result)
+
+
+def _print_build(result: Any) -> None:
     console.print(
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "
         f"sparse weights={result.sparse})"

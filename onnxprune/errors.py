@@ -20,6 +20,14 @@ class ValidationError(OnnxPruneError):
     """The rewritten model failed onnx.checker, shape inference or an ONNX Runtime run."""
 
 
+class OriginalRunError(ValidationError):
+    """The original model itself does not run on the inputs fed (often: dynamic dims set to defaults)."""
+
+
+class NothingToPruneError(OnnxPruneError):
+    """Every channel group of the model is declined: there is nothing to remove."""
+
+
 class VerificationError(OnnxPruneError):
     """The pruned model does not match its masked reference, or two models disagree."""
 

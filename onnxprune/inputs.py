@@ -148,32 +148,148 @@ def _random_array(rng: np.random.Generator, spec: _InputSpec, shape: Shape) -> n
 def make_inputs(
     model: onnx.ModelProto,
     *,
-    iterations: int = 1,
+    iterations: int | None = None,
     seed: int = 0,
     shapes: Mapping[str, Shape] | None = None,
     inputs_path: str | Path | None = None,
 ) -> list[Feed]:
-    """Feeds for ``model``: ``iterations`` seeded random feeds, or the user's data file.
+    """Feeds for ``model``: ``iterations`` seeded random feeds (1 if None), or the user's data file.
 
     Random data: floats ~ N(0, 1) in the input's own float type, integers in ``[0, INT_HIGH)``, bools fair
     coins. Dynamic dims come from ``shapes`` (full shapes by input name), else ``DEFAULT_BATCH`` for axis 0,
     ``DEFAULT_SPATIAL`` for the other dynamic axes of a rank >= 3 input, ``DEFAULT_OTHER`` for the rest.
 
-    A data file alone decides the feeds (``iterations``, ``seed`` and ``shapes`` are ignored): an ``.npz``
-    keyed by input name is one feed; a ``.json`` from ``polygraphy run --save-inputs`` is a list of feeds (or
-    one). Each array must fit its input (name, rank, static dims, dtype kind) and is cast to its dtype.
+    A data file decides the feeds (``seed`` and ``shapes`` are ignored): an ``.npz`` keyed by input name is
+    one feed; a ``.json`` from ``polygraphy run --save-inputs`` is a list of feeds (or one). With
+    ``iterations`` given, the first ``iterations`` feeds are used, and a single feed holding many samples is
+    split along the batch axis into that many feeds (see :func:`prepare_feeds`, which also says so). Each
+    array must fit its input (name, rank, static dims, dtype kind) and is cast to its dtype.
     """
+    return prepare_feeds(
+        model, iterations=iterations, seed=seed, shapes=shapes, inputs_path=inputs_path
+    ).feeds
+
+
+@dataclass
+class Feeds:
+    """Feeds and what they are: ``source`` is ``random`` or ``file``; ``notes`` say what was chosen for the
+    user (samples split off a file, dims defaulted); ``defaulted`` names inputs whose dynamic dims took
+    the defaults."""
+
+    feeds: list[Feed]
+    source: str
+    description: str
+    notes: list[str]
+    defaulted: list[str]
+
+    def shapes_line(self) -> str:
+        """The inputs fed, as Polygraphy prints them: ``input [float32, 1x3x224x224]``."""
+        first = self.feeds[0]
+        return ", ".join(f"{name} [{a.dtype}, {fmt_dims(a.shape)}]" for name, a in first.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.feeds[0]
+        return {
+            "source": self.source,
+            "description": self.description,
+            "feeds": len(self.feeds),
+            "shapes": {name: list(a.shape) for name, a in first.items()},
+            "dtypes": {name: str(a.dtype) for name, a in first.items()},
+            "defaulted": list(self.defaulted),
+            "notes": list(self.notes),
+        }
+
+
+def prepare_feeds(
+    model: onnx.ModelProto,
+    *,
+    iterations: int | None = None,
+    seed: int = 0,
+    shapes: Mapping[str, Shape] | None = None,
+    inputs_path: str | Path | None = None,
+) -> Feeds:
+    """:func:`make_inputs` with a description of what was fed, for the user to read."""
     specs = _graph_inputs(model)
+    if iterations is not None and iterations < 1:
+        raise UsageError(f"iterations must be at least 1, got {iterations}")
     if inputs_path is not None:
         path = Path(inputs_path)
-        return [
-            _check_feed(feed, specs, f"{path.name}, feed {i}") for i, feed in enumerate(_load_feeds(path))
-        ]
-    if iterations < 1:
-        raise UsageError(f"iterations must be at least 1, got {iterations}")
-    resolved = _input_shapes(specs, shapes or {})
+        loaded, notes = _take_samples(_load_feeds(path), specs, iterations, path.name)
+        feeds = [_check_feed(feed, specs, f"{path.name}, feed {i}") for i, feed in enumerate(loaded)]
+        return Feeds(feeds, "file", f"{len(feeds)} feed(s) from {path.name}", notes, [])
+    given = shapes or {}
+    resolved = _input_shapes(specs, given)
     rng = np.random.default_rng(seed)
-    return [{s.name: _random_array(rng, s, resolved[s.name]) for s in specs} for _ in range(iterations)]
+    count = iterations or 1
+    feeds = [{s.name: _random_array(rng, s, resolved[s.name]) for s in specs} for _ in range(count)]
+    defaulted = [
+        s.name for s in specs if s.name not in given and any(not isinstance(d, int) for d in s.dims or ())
+    ]
+    notes = []
+    if defaulted:
+        shown = ", ".join(f"{n}:{fmt_dims(resolved[n])}" for n in defaulted)
+        notes.append(f"dynamic dims set to defaults ({shown}); give real ones with --shape NAME:DIMS")
+    return Feeds(feeds, "random", f"{count} random N(0,1) feed(s), seed {seed}", notes, defaulted)
+
+
+def _take_samples(
+    feeds: list[Mapping[str, Any]], specs: list[_InputSpec], iterations: int | None, where: str
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """``iterations`` feeds out of a file: the first ones, or one feed split along the batch axis."""
+    if iterations is None or len(feeds) == iterations:
+        return feeds, []
+    if len(feeds) > iterations:
+        return feeds[:iterations], [
+            f"--iterations {iterations}: the first {iterations} of the {len(feeds)} feeds in {where}"
+        ]
+    if len(feeds) > 1:
+        return feeds, [f"--iterations {iterations}: {where} holds only {len(feeds)} feeds; all are used"]
+    feed = {name: np.asarray(array) for name, array in feeds[0].items()}
+    batches = {a.shape[0] if a.ndim else None for a in feed.values()}
+    if len(batches) != 1 or None in batches:
+        raise ModelLoadError(
+            f"--iterations {iterations}: cannot split {where} along the batch axis "
+            "(its arrays do not share one)"
+        )
+    total = int(batches.pop() or 0)
+    step = _static_batch(specs) or 1
+    count = min(iterations, total // step)
+    if count < 1:
+        return [feed], []
+    split: list[Mapping[str, Any]] = [
+        {n: a[i * step : (i + 1) * step] for n, a in feed.items()} for i in range(count)
+    ]
+    note = (
+        f"--iterations {iterations}: {count} of the {total} samples in {where}, "
+        f"split along the batch axis ({step} per feed)"
+    )
+    if count < iterations:
+        note += f"; the file holds only {count}"
+    return split, [note]
+
+
+def _static_batch(specs: list[_InputSpec]) -> int | None:
+    dims = {s.dims[0] for s in specs if s.dims}
+    return dims.pop() if len(dims) == 1 and isinstance(next(iter(dims)), int) else None  # type: ignore[return-value]
+
+
+def contrast_feed(feeds: Sequence[Mapping[str, np.ndarray]], seed: int = 1) -> Mapping[str, np.ndarray]:
+    """A second, different input to measure how much the outputs depend on the inputs.
+
+    The next feed where there are several; else the same samples in another order where every input has
+    one batch of several samples (real data stays real); else seeded random data of the same shapes.
+    """
+    if len(feeds) > 1:
+        return feeds[1]
+    feed = feeds[0]
+    batches = {a.shape[0] if a.ndim else 0 for a in feed.values()}
+    if len(batches) == 1 and batches.pop() > 1:
+        return {name: np.roll(array, 1, axis=0) for name, array in feed.items()}
+    rng = np.random.default_rng(seed)
+    return {
+        name: _random_array(rng, _InputSpec(name, array.dtype, tuple(array.shape)), tuple(array.shape))
+        for name, array in feed.items()
+    }
 
 
 def _load_feeds(path: Path) -> list[Mapping[str, Any]]:
@@ -211,7 +327,8 @@ def _check_feed(feed: Mapping[str, Any], specs: list[_InputSpec], where: str) ->
         array = np.asarray(feed[spec.name])
         if not spec.fits(array.shape):
             where_shape = f"{where}: input {spec.name!r} has shape {fmt_dims(array.shape)}"
-            raise ModelLoadError(f"{where_shape}, the model takes {fmt_dims(spec.dims or ())}")
+            hint = "; --iterations N splits a file of many samples into N feeds" if array.ndim else ""
+            raise ModelLoadError(f"{where_shape}, the model takes {fmt_dims(spec.dims or ())}{hint}")
         # float64 data for a float32 input is numpy's default, not a mistake; floats for an int input are.
         if not np.can_cast(array.dtype, spec.dtype, "same_kind"):
             raise ModelLoadError(
@@ -219,3 +336,16 @@ def _check_feed(feed: Mapping[str, Any], specs: list[_InputSpec], where: str) ->
             )
         checked[spec.name] = array.astype(spec.dtype, copy=False)
     return checked
+
+
+def original_fails_message(feeds: Feeds, err: BaseException) -> str:
+    """The one line for an original model that does not run on ``feeds``, with how to fix the inputs."""
+    head = f"the original model does not run on the inputs fed ({feeds.shapes_line()}): {first_line(err)}"
+    if feeds.defaulted:
+        name = feeds.defaulted[0]
+        dims = fmt_dims(feeds.feeds[0][name].shape)
+        hint = f"give the real shape with --shape {name}:DIMS (now {dims})"
+        return f"{head}; its dynamic dims were set to defaults: {hint}"
+    if feeds.source == "random":
+        return f"{head}; random data may not suit it: give real samples with --inputs"
+    return head

@@ -89,6 +89,22 @@ class PlanOptions:
             raise UsageError("--round-to and --min-keep must be at least 1")
         if not 0.0 < self.max_group_ratio <= 1.0:
             raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
+        if self.replay is not None:
+            self._check_replay()
+
+    def _check_replay(self) -> None:
+        """A replayed plan fixes every kept channel: options that shape a new plan would be ignored."""
+        defaults = PlanOptions(threshold=0.0)
+        ignored = [
+            f"--{name.replace('_', '-')}"
+            for name in ("round_to", "min_keep", "scope", "criterion")
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)}: no effect with --replay (the saved plan fixes the kept channels); "
+                "drop them"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """What a report records of these options: every field but those marked ``report: False``."""
@@ -101,13 +117,13 @@ class VerifyOptions:
 
     enabled: bool = True
     inputs: str | Path | None = None
-    iterations: int = 1
+    iterations: int | None = None  # None: 1 random feed, or the --inputs file as it is
     seed: int = 0
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.iterations < 1:
+        if self.iterations is not None and self.iterations < 1:
             raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
 
 

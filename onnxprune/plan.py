@@ -37,6 +37,12 @@ def exclude_groups(groups: list[ChannelGroup], patterns: Iterable[str]) -> None:
                 break
 
 
+def unmatched_excludes(groups: list[ChannelGroup], patterns: Iterable[str]) -> list[str]:
+    """The ``--exclude`` globs that match no node of any group: a typo the user should hear about."""
+    names = [n for g in groups for n in g.nodes]
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+
+
 def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analysis | None = None) -> None:
     """Set ``group.keep`` (sorted kept indices) on every prunable group; others keep everything.
 
@@ -206,12 +212,21 @@ def replay_plan(groups: list[ChannelGroup], saved: Mapping[str, Any]) -> None:
         found = by_nodes.get(tuple(sorted(record.get("nodes", []))))
         where = ", ".join(record.get("producers") or record.get("nodes", [])[:2])
         if found is None:
-            raise UsageError(f"the saved plan does not fit this model: no group of nodes {where}")
+            raise UsageError(
+                f"the saved plan does not fit this model: it prunes the group of {where}, "
+                "which this model does not have (groups are matched by their node names)"
+            )
         group = found
         keep = np.asarray(record.get("kept", []), dtype=np.int64)
-        if group.size != record.get("channels_before") or not _valid_indices(keep, group.size):
+        if group.size != record.get("channels_before"):
             raise UsageError(
-                f"the saved plan does not fit this model: group of {where} has {group.size} channels"
+                f"the saved plan does not fit this model: the group of {where} has "
+                f"{record.get('channels_before')} channels in the plan, {group.size} in this model"
+            )
+        if not _valid_indices(keep, group.size):
+            raise UsageError(
+                f"the saved plan does not fit this model: the group of {where} keeps {len(keep)} indices, "
+                f"expected sorted distinct indices below {group.size}"
             )
         if not group.prunable:
             raise UsageError(f"the saved plan prunes a group this model declines: {group.declines[0]}")

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from onnxprune.errors import CapabilityError, ValidationError, first_line
+from onnxprune.errors import CapabilityError, OriginalRunError, ValidationError, first_line
 from onnxprune.files import needs_external_data, save_model
-from onnxprune.inputs import make_inputs
+from onnxprune.inputs import Feeds, original_fails_message, prepare_feeds
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -32,8 +32,12 @@ def require_onnxruntime() -> None:
         raise CapabilityError(ORT_MISSING)
 
 
-def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
-    """A CPU ``InferenceSession`` with few threads: tests run many tiny models, and big ones gain little."""
+def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxruntime.InferenceSession:
+    """A CPU ``InferenceSession`` with few threads: tests run many tiny models, and big ones gain little.
+
+    ``optimize=False`` turns ONNX Runtime's graph optimisations off: the same math summed in another order
+    (no fused Conv+BN), which is how verification measures the float32 noise floor.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -41,8 +45,13 @@ def ort_session(model: Model, threads: int = 4) -> onnxruntime.InferenceSession:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # Errors only: ORT warns about e.g. unused initializers in rewritten graphs.
-    options.log_severity_level = 3
+    # ORT warns about e.g. unused initializers in rewritten graphs ([W:onnxruntime ...] on stderr), and logs
+    # every failed run as an error line too, though the run also raises: that exception becomes onnxprune's
+    # one line. So only fatal messages. Some come from the process-wide logger, before the session's own.
+    options.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
@@ -62,28 +71,46 @@ def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndar
     return dict(zip(names, session.run(names, dict(feed)), strict=True))
 
 
-def check_runs(original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0) -> None:
-    """The pruned model runs in ONNX Runtime on seeded data and its outputs have the original's shapes."""
-    feed = make_inputs(original, seed=seed)[0]
+def check_runs(
+    original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0, feeds: Feeds | None = None
+) -> None:
+    """The pruned model runs in ONNX Runtime on the first feed (seeded data by default) and its outputs have
+    the original's shapes. If neither model runs there, the error says the original fails and how to give
+    it the shapes it takes."""
+    fed = feeds or prepare_feeds(original, seed=seed)
+    feed = fed.feeds[0]
     want = _static_output_shapes(original)
+    original_error = None
     if want is None:
         try:
             want = {name: value.shape for name, value in run_model(original, feed).items()}
         except CapabilityError:
             raise
-        except Exception:
-            return  # the original itself does not run on random data here: nothing to compare against
+        except Exception as exc:
+            original_error = exc  # nothing to compare shapes against; the pruned model must still run
     try:
         after = run_model(pruned, feed)
     except CapabilityError:
         raise
     except Exception as exc:
-        first = first_line(exc)
-        raise ValidationError(f"pruned model does not run in ONNX Runtime: {first}") from None
-    for name, shape in want.items():
+        original_error = original_error or _run_error(original, feed)
+        if original_error is not None:
+            raise OriginalRunError(original_fails_message(fed, original_error)) from None
+        raise ValidationError(f"pruned model does not run in ONNX Runtime: {first_line(exc)}") from None
+    for name, shape in (want or {}).items():
         got = tuple(after[name].shape) if name in after else None
         if tuple(shape) != got:
             raise ValidationError(f"pruned model changes output {name!r}: {tuple(shape)} → {got}")
+
+
+def _run_error(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> Exception | None:
+    try:
+        run_model(model, feed)
+    except CapabilityError:
+        raise
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _static_output_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]] | None:

@@ -8,7 +8,7 @@ Both stream Polygraphy's ``Comparator`` over two ONNX Runtime runners on the CPU
 keep running statistics rather than outputs. Feeds come from :func:`make_inputs`: seeded random data, or the
 user's ``.npz`` / Polygraphy ``--save-inputs`` JSON.
 
-Tolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
+CheckTolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
 
 - ``compare``, element-wise like ``numpy.isclose(b, a)``: ``|a - b| <= atol + rtol * |a|`` everywhere.
 - ``exactness``, scale-aware: ``max|a - b| <= atol + rtol * max|a|`` per output. Float32 rounding is relative
@@ -28,25 +28,41 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
-from onnxprune.inputs import Shape, fmt_dims, make_inputs, parse_shapes, quiet_polygraphy
+from onnxprune.evidence import input_sensitivity, original_must_run
+from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
+    Shape,
+    fmt_dims,
+    make_inputs,  # noqa: F401
+    parse_shapes,
+    prepare_feeds,
+    quiet_polygraphy,
+)
 from onnxprune.runtime import ort_session
 from onnxprune.text import number
-from onnxprune.tolerances import CHECK, EXACT
+from onnxprune.tolerances import (  # noqa: F401 - the noise constants are part of verify's vocabulary
+    CHECK,
+    EXACT,
+    MIN_SENSITIVITY,
+    NOISE_CAP,
+    NOISE_FACTOR,
+    CheckTolerances,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
     from rich.table import Table
 
-    Model = onnx.ModelProto | str | Path
+    # A model, its path, or a session already made for it (onnxruntime has no type hints: Any).
+    Model: TypeAlias = onnx.ModelProto | str | Path | Any
 
 
 # float32's tiny keeps max|a-b| / tiny finite in float64 for any float32 output.
@@ -93,6 +109,12 @@ class OutputMetrics:
     top1_agreement: float | None  # only for [N, K >= 2] class scores
     passed: bool
     reason: str | None = None
+    # Exactness only: the float32 noise floor (max|a - a'| with a' the reference run without ONNX Runtime's
+    # graph optimisations), the bound max|a-b| was tested against, and the input sensitivity.
+    noise: float | None = None
+    allowed: float | None = None
+    sensitivity: float | None = None
+    error_per_change: float | None = None
 
 
 @dataclass
@@ -104,6 +126,10 @@ class Comparison:
     rtol: float
     criterion: str
     iterations: int
+    mode: str = "sum"
+    per_output: dict[str, list[float]] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # what was fed: inputs.Feeds.to_dict()
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -140,8 +166,14 @@ class _Running:
     elements: int = 0
     agree: int = 0
     rows: int = 0
+    noise: float = 0.0
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> None:
+    def add_noise(self, ref: np.ndarray, again: np.ndarray) -> None:
+        if ref.shape == again.shape and ref.size:
+            diff = np.abs(ref.astype(np.float64) - again.astype(np.float64))
+            self.noise = float(np.max([self.noise, diff.max()]))
+
+    def add(self, ref: np.ndarray, cand: np.ndarray, tol: CheckTolerances) -> None:
         if self.shapes == (None, None):
             self.shapes = (tuple(ref.shape), tuple(cand.shape))
         if ref.shape != cand.shape:
@@ -156,27 +188,35 @@ class _Running:
         self.dot += float(a @ b)
         self.ref_sq += float(a @ a)
         self.cand_sq += float(b @ b)
-        self.outside += int(np.count_nonzero(~(diff <= atol + rtol * np.abs(a))))
+        self.outside += int(np.count_nonzero(~tol.close(self.name, diff, a)))
         self.elements += a.size
         if ref.ndim == 2 and ref.shape[1] >= 2:
             self.agree += int(np.count_nonzero(ref.argmax(-1) == cand.argmax(-1)))
             self.rows += ref.shape[0]
 
-    def metrics(self, atol: float, rtol: float, criterion: str) -> OutputMetrics:
+    def metrics(self, tol: CheckTolerances, criterion: str) -> OutputMetrics:
+        atol, rtol = tol.of(self.name)
         if self.problem:
             return OutputMetrics(self.name, *self.shapes, None, None, None, None, False, self.problem)
+        noise = allowed = None
         if criterion == "scale":
-            passed = self.max_abs <= atol + rtol * self.max_ref
-            reason = f"max|a-b| {self.max_abs:.3g} > {atol:g} + {rtol:g} * max|a| ({self.max_ref:.3g})"
+            floor = atol + rtol * self.max_ref
+            noise, allowed = self.noise, max(floor, min(NOISE_FACTOR * self.noise, NOISE_CAP * self.max_ref))
+            passed = self.max_abs <= allowed
+            reason = (
+                f"max|a-b| {self.max_abs:.3g} > {allowed:.3g}, the larger of {atol:g} + {rtol:g} * max|a| "
+                f"({self.max_ref:.3g}) and {NOISE_FACTOR:g} x the float32 noise floor {self.noise:.3g}"
+            )
         else:
             passed = self.outside == 0
-            reason = f"{self.outside} of {self.elements} values off by more than {atol:g} + {rtol:g} * |a|"
+            reason = f"{self.outside} of {self.elements} values {tol.rule(self.name)}"
         top1 = self.agree / self.rows if self.rows else None
         rel = self.max_abs / max(self.max_ref, _TINY)
         cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
         return OutputMetrics(
-            self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason
-        )
+            self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason,
+            noise=noise, allowed=allowed,
+        )  # fmt: skip
 
 
 def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
@@ -194,11 +234,11 @@ def cosine_floor(output: OutputMetrics, min_cosine: float | None) -> OutputMetri
     return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
 
 
-def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, atol: float, rtol: float) -> None:
+def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, tol: CheckTolerances) -> None:
     for name, array in ref.items():
         stats = running.setdefault(name, _Running(name))
         if name in cand:
-            stats.add(np.asarray(array), np.asarray(cand[name]), atol, rtol)
+            stats.add(np.asarray(array), np.asarray(cand[name]), tol)
         else:
             stats.problem = "missing from the candidate"
     for name in cand:
@@ -213,14 +253,18 @@ def compare(
     feeds: Sequence[Mapping[str, np.ndarray]],
     atol: float = CHECK.atol,
     rtol: float = CHECK.rtol,
+    tolerances: CheckTolerances | None = None,
     progress: bool = False,
 ) -> Comparison:
     """Runs both models on ``feeds``; an output passes if ``|a - b| <= atol + rtol * |a|`` everywhere.
 
-    Outputs are matched by name; one whose shapes differ, or that only one model has, fails with a reason.
-    Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on stderr.
+    ``tolerances`` (per-output values, Polygraphy's "fail only if both are exceeded" rule) replaces
+    ``atol`` and ``rtol``. Outputs are matched by name; one whose shapes differ, or that only one model has,
+    fails with a reason. Pass paths rather than protos for models over 2 GB. ``progress`` draws a bar on
+    stderr.
     """
-    return _compare(reference, candidate, feeds, atol, rtol, "elementwise", progress)
+    tol = tolerances or CheckTolerances(atol, rtol)
+    return _compare(reference, candidate, feeds, tol, "elementwise", progress)
 
 
 def exactness(
@@ -232,32 +276,48 @@ def exactness(
     atol: float = EXACT.atol,
     progress: bool = False,
 ) -> Comparison:
-    """Is the surgery exact? Per output, ``max|a - b| <= atol + rtol * max|a|`` over all feeds.
+    """Is the surgery exact? Per output, ``max|a - b| <= max(atol + rtol * max|a|, noise bound)``.
 
-    ``a`` is the masked reference. ``atol`` only matters for outputs that are (nearly) all zero. The same
-    criterion as :func:`assert_close_relative`.
+    ``a`` is the masked reference. The noise bound is ``NOISE_FACTOR`` times the float32 noise floor, the
+    largest difference between the masked reference run with and without ONNX Runtime's graph
+    optimisations (the same math summed in another order), capped at ``NOISE_CAP * max|a|``: deep nets and
+    Softmax/LayerNorm amplify rounding far beyond a fixed 1e-5. Each output also gets its input
+    sensitivity (see :mod:`onnxprune.evidence`). ``atol`` only matters for outputs that are (nearly) all
+    zero.
     """
-    return _compare(masked_reference, pruned, feeds, atol, rtol, "scale", progress)
+    tol = CheckTolerances(atol, rtol)
+    reference = model_session(masked_reference, "reference")
+    noise = model_session(masked_reference, "reference", optimize=False)
+    result = _compare(reference, pruned, feeds, tol, "scale", progress, noise=noise)
+    input_sensitivity(reference, feeds, result)
+    return result
 
 
 def _compare(
     reference: Model,
     candidate: Model,
     feeds: Sequence[Mapping[str, Any]],
-    atol: float,
-    rtol: float,
+    tol: CheckTolerances,
     criterion: str,
     progress: bool,
+    noise: Any = None,
 ) -> Comparison:
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     if not feeds:
         raise ValueError("compare needs at least one feed")
-    sessions = [_session(reference, "reference"), _session(candidate, "candidate")]
-    _check_input_names(sessions, feeds)
+    sessions = [model_session(reference, "reference"), model_session(candidate, "candidate")]
+    _check_inputs(sessions, feeds)
     runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
+    noise_runner = OnnxrtRunner(noise, name="noise") if noise is not None else None
     return compare_runners(
-        runners[0], runners[1], feeds, atol=atol, rtol=rtol, criterion=criterion, progress=progress
+        runners[0],
+        runners[1],
+        feeds,
+        tolerances=tol,
+        criterion=criterion,
+        progress=progress,
+        noise=noise_runner,
     )
 
 
@@ -266,47 +326,87 @@ def compare_runners(
     candidate: Any,
     feeds: Sequence[Mapping[str, Any]],
     *,
-    atol: float,
-    rtol: float,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    tolerances: CheckTolerances | None = None,
     criterion: str = "scale",
     progress: bool = False,
+    noise: Any = None,
 ) -> Comparison:
-    """Streams Polygraphy's Comparator over two runners (ONNX Runtime, TensorRT) and scores each output."""
+    """Streams Polygraphy's Comparator over two runners (ONNX Runtime, TensorRT) and scores each output.
+
+    ``noise``: a third runner computing what ``reference`` does in another order, for the noise floor.
+    """
     from polygraphy.comparator import Comparator
 
+    tol = tolerances or CheckTolerances(atol, rtol)
     running: dict[str, _Running] = {}
+    runners = [reference, candidate] + ([noise] if noise is not None else [])
     with (
         quiet_polygraphy(),
         _runtime_errors("inference failed"),
         _progress(progress, len(feeds)) as advance,
-        contextlib.closing(
-            Comparator.run([reference, candidate], data_loader=list(feeds), streaming=True)
-        ) as stream,
+        contextlib.closing(Comparator.run(runners, data_loader=list(feeds), streaming=True)) as stream,
     ):
         for single in stream:
             # Consume now: the runners may reuse their output buffers on the next iteration.
-            _accumulate(running, single[0][1][0], single[1][1][0], atol, rtol)
+            ref = single[0][1][0]
+            _accumulate(running, ref, single[1][1][0], tol)
+            if noise is not None:
+                again = single[2][1][0]
+                for name, stats in running.items():
+                    if name in ref and name in again:
+                        stats.add_noise(np.asarray(ref[name]), np.asarray(again[name]))
             advance()
-    metrics = [stats.metrics(atol, rtol, criterion) for stats in running.values()]
-    return Comparison(metrics, atol=float(atol), rtol=float(rtol), criterion=criterion, iterations=len(feeds))
+    metrics = [stats.metrics(tol, criterion) for stats in running.values()]
+    return Comparison(
+        metrics, atol=float(tol.atol), rtol=float(tol.rtol), criterion=criterion, iterations=len(feeds),
+        mode=tol.mode, per_output={n: list(tol.of(n)) for n in {*tol.atol_by_output, *tol.rtol_by_output}},
+    )  # fmt: skip
 
 
-def _session(model: Model, which: str) -> onnxruntime.InferenceSession:
+def model_session(model: Model, which: str, optimize: bool = True) -> onnxruntime.InferenceSession:
+    """A session for ``model``; a session given is used as it is (verification reuses them)."""
+    if hasattr(model, "get_inputs"):
+        return model  # type: ignore[return-value]
     # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
     with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
-        return ort_session(model)
+        return ort_session(model, optimize=optimize)
 
 
-def _check_input_names(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:
-    # Polygraphy would otherwise match a misnamed input by substring or position, silently.
-    ref, cand = (sorted(i.name for i in sess.get_inputs()) for sess in sessions)
-    if ref != cand:
-        raise VerificationError(f"the models take different inputs: {', '.join(ref)} vs {', '.join(cand)}")
-    for index, feed in enumerate(feeds):
-        if sorted(feed) != ref:
+def _check_inputs(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:
+    """Same input names, types and static dims: Polygraphy would otherwise match a misnamed input by
+    substring or position silently, or fail with "Cannot reuse input data due to mismatch"."""
+    ref, cand = ({i.name: i for i in sess.get_inputs()} for sess in sessions)
+    if sorted(ref) != sorted(cand):
+        raise VerificationError(
+            f"the models take different inputs: {', '.join(sorted(ref))} vs {', '.join(sorted(cand))}"
+        )
+    for name, a in ref.items():
+        b = cand[name]
+        if a.type != b.type or not _dims_agree(a.shape, b.shape):
             raise VerificationError(
-                f"feed {index} has inputs {', '.join(sorted(feed))}, not {', '.join(ref)}"
+                f"the models take different inputs: {name} is {_describe(a)} in the reference, "
+                f"{_describe(b)} in the other; give each model the data it takes and compare elsewhere"
             )
+    for index, feed in enumerate(feeds):
+        if sorted(feed) != sorted(ref):
+            raise VerificationError(
+                f"feed {index} has inputs {', '.join(sorted(feed))}, not {', '.join(sorted(ref))}"
+            )
+
+
+def _dims_agree(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(
+        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+def _describe(arg: Any) -> str:
+    dims = "?" if arg.shape is None else fmt_dims([d if isinstance(d, int) else "?" for d in arg.shape])
+    return f"{arg.type.removeprefix('tensor(').removesuffix(')')} {dims}"
 
 
 @contextlib.contextmanager
@@ -344,23 +444,32 @@ def check_models(
     other_path: str | Path,
     *,
     inputs: str | Path | None = None,
-    iterations: int = 1,
+    iterations: int | None = None,
     seed: int = 0,
     atol: float = CHECK.atol,
     rtol: float = CHECK.rtol,
+    tolerances: CheckTolerances | None = None,
     shapes: Sequence[str] = (),
     progress: bool = False,
 ) -> Comparison:
     """``onnxprune check``: compares ``other_path`` with ``original_path`` as :func:`compare` does.
 
     Feeds are made from the original's inputs; the models run from their paths, so external data works. A
-    failed comparison is returned, not raised: the caller decides the exit code.
+    failed comparison is returned, not raised: the caller decides the exit code. The result's ``inputs``
+    and ``notes`` say what was fed (shapes, random or the user's data) and what was chosen for the user.
     """
     original = load_model_header(original_path)
     load_model_header(other_path)  # a missing or corrupt file is a ModelLoadError now, not an ORT error later
+    tol = tolerances or CheckTolerances(atol, rtol)
+    tol.check_names(o.name for o in original.graph.output)
     shape_map = parse_shapes(shapes)
-    feeds = make_inputs(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
-    return compare(original_path, other_path, feeds=feeds, atol=atol, rtol=rtol, progress=progress)
+    fed = prepare_feeds(original, iterations=iterations, seed=seed, shapes=shape_map, inputs_path=inputs)
+    with original_must_run(original_path, fed):
+        result = compare(original_path, other_path, feeds=fed.feeds, tolerances=tol, progress=progress)
+    result.inputs, result.notes = fed.to_dict(), list(fed.notes)
+    if fed.source == "random":
+        result.notes.append("compared on random N(0,1) data only: pass real samples with --inputs FILE.npz")
+    return result
 
 
 def load_model_header(path: str | Path) -> onnx.ModelProto:

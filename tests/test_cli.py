@@ -145,14 +145,18 @@ def test_build_without_tensorrt_names_the_extra_and_writes_only_the_onnx(
     assert fp16.exists() and not plan.exists()
 
 
-def test_prune_with_plan_prunes_then_reports_the_missing_backend(sample: Path, tmp_path: Path) -> None:
+def test_prune_with_plan_reports_the_missing_backend_and_writes_nothing(sample: Path, tmp_path: Path) -> None:
     from onnxprune import tensorrt
 
     if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
         pytest.skip("TensorRT and a GPU are present: the capability error does not apply")
-    out, plan = tmp_path / "p.onnx", tmp_path / "p.plan"
-    result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--round-to", "4", "--plan", plan)
-    assert result.exit_code == 1 and out.exists() and not plan.exists()
+    out, plan, report = tmp_path / "p.onnx", tmp_path / "p.plan", tmp_path / "r.json"
+    args = ("--ratio", "0.5", "--round-to", "4", "--plan", plan, "--report", report)
+    result = invoke("prune", sample, "-o", out, *args)
+    assert result.exit_code == 1 and not out.exists() and not plan.exists() and not report.exists()
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and f"--onnx={out}" in line and "not written" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sample.name]
 
 
 def test_inspect_lists_conv_bn_pairs(sample: Path) -> None:

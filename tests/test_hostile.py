@@ -262,9 +262,10 @@ def test_if_with_outer_scope_reads_never_writes_a_wrong_model(tmp_path: Path) ->
         assert not out.exists()
 
 
-def loop_model() -> onnx.ModelProto:
+def loop_model(front: bool = True) -> onnx.ModelProto:
+    """A Loop over a feature map; ``front``: a prunable Conv → BN → Relu before it."""
     n = tiny.Net(seed=3)
-    x = n.cbr("input", 3, 8)
+    x = n.cbr(n.cbr("input", 3, 16), 16, 8) if front else n.cbr("input", 3, 8)
     body = helper.make_graph(
         [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Relu", ["v_in"], ["v_out"])],
         "body",
@@ -297,10 +298,11 @@ def test_loop_declines_its_channels_and_keeps_its_subgraph(tmp_path: Path) -> No
     tiny.assert_exact(api.prune_model(model, PlanOptions(ratio=0.5, round_to=1, min_keep=1)).masked, pruned)
 
 
-def qdq_model(weights_too: bool) -> onnx.ModelProto:
-    """Quantize → Dequantize on activations, and with ``weights_too`` int8 weights behind DequantizeLinear."""
+def qdq_model(weights_too: bool, front: bool = True) -> onnx.ModelProto:
+    """Quantize → Dequantize on activations, and with ``weights_too`` int8 weights behind DequantizeLinear;
+    ``front``: a prunable Conv → BN → Relu before them."""
     n = tiny.Net(seed=4)
-    x = n.cbr("input", 3, 8)
+    x = n.cbr(n.cbr("input", 3, 16), 16, 8) if front else n.cbr("input", 3, 8)
     n.inits += [
         numpy_helper.from_array(np.array(0.05, np.float32), "s"),
         numpy_helper.from_array(np.array(0, np.uint8), "zp"),
@@ -318,12 +320,24 @@ def qdq_model(weights_too: bool) -> onnx.ModelProto:
     return n.model([n.head(x, 8)])
 
 
+@pytest.mark.parametrize(
+    "model, needle",
+    [(lambda: loop_model(front=False), "Loop"), (lambda: qdq_model(False, front=False), "QuantizeLinear")],
+)
+def test_a_model_with_nothing_prunable_says_so_and_writes_nothing(model, needle: str, tmp_path: Path) -> None:
+    """Not an empty table and a copy of the input (nor a validation error about a model nothing changed)."""
+    src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(model(), src)
+    assert_error(cli("prune", src, "-o", out, *PRUNE), 1, "nothing to prune: ", "all declined", needle)
+    assert files(tmp_path) == ["m.onnx"]
+
+
 @pytest.mark.parametrize("weights_too", [False, True])
 def test_quantized_models_decline_with_a_reason(weights_too: bool, tmp_path: Path) -> None:
     src, out = tmp_path / "qdq.onnx", tmp_path / "out.onnx"
     onnx.save(qdq_model(weights_too), src)
     found = api.inspect(src)
-    first_conv = next(n.name for n in onnx.load(src).graph.node if n.op_type == "Conv")
+    first_conv = [n.name for n in onnx.load(src).graph.node if n.op_type == "Conv"][1]
     quantized_group = next(g for g in found.groups if first_conv in g.producers)
     reasons = [str(d) for d in quantized_group.declines]
     assert any("QuantizeLinear" in r for r in reasons), reasons
@@ -513,8 +527,6 @@ def test_existing_output_survives_a_failed_write(
         (["--ratio", "0.5", "--threshold", "0"], "exactly one"),
         ([], "exactly one"),
         (["--ratio", "0.5", "--round-to", "0"], "--round-to"),
-        (["--ratio", "0.5", "--scope", "everything"], "--scope"),
-        (["--ratio", "0.5", "--criterion", "magic"], "--criterion"),
         (["--ratio", "0.5", "--shape", "nonsense"], "--shape"),
     ],
 )
@@ -531,6 +543,40 @@ def test_option_parsing_errors_exit_2_without_a_traceback(args: list[str], model
     extra = ["-o", "out.onnx"] if args else ["--ratio", "0.5"]  # [] leaves out the required -o
     result = cli("prune", model_path, *extra, *args)
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["--scope", "everything"], "global, layer"), (["--criterion", "magic"], "auto, gamma, l1, l2")],
+)
+def test_a_bad_choice_is_one_line_naming_the_choices(
+    args: list[str], needle: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Enumerated options name their choices in one line, through the real entry point too."""
+    command = [sys.executable, "-m", "onnxprune.cli", "prune", model_path, "-o", tmp_path / "o.onnx"]
+    done = subprocess.run([*map(str, command), "--ratio", "0.5", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], done.stderr
+    assert files(tmp_path) == ["model.onnx"]
+
+
+def test_onnx_runtime_logs_nothing_on_stderr(tmp_path: Path) -> None:
+    """ONNX Runtime's own [W:onnxruntime ...] / [E:onnxruntime ...] lines never reach the user: a model with
+    an unused initializer (a warning) prunes quietly, and a failing run is onnxprune's one line."""
+    model = tiny.chain()
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "unused"))
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    command = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(tmp_path / "o.onnx")]
+    done = subprocess.run([*command, "--ratio", "0.5"], capture_output=True, text=True)
+    assert done.returncode == 0 and "onnxruntime" not in done.stderr, done.stderr
+    n = tiny.Net(seed=2, dead=0.0)
+    x = n.node("Concat", [n.cbr("input", 3, 8), n.param(np.ones((1, 4, 16, 16)), "side")], axis=1)
+    onnx.save(n.model([n.head(n.cbr(x, 12, 8), 8)], shape=(1, 3, "H", "W")), src)
+    done = subprocess.run([*command, "--ratio", "0.5"], capture_output=True, text=True)
+    assert done.returncode == 1 and "onnxruntime:" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "--shape" in done.stderr
 
 
 def test_real_entry_point_exits_cleanly(tmp_path: Path) -> None:
@@ -572,3 +618,75 @@ def test_onnx_runtime_reads_a_model_over_2gb_from_a_file(monkeypatch: pytest.Mon
     np.testing.assert_array_equal(got[next(iter(expected))], next(iter(expected.values())))
     del session
     assert not folder.exists()
+
+
+# ---- messages about the user's own options (issue 11) -----------------------------------------------------
+@pytest.mark.parametrize("option", ["--report", "--plan", "--save-onnx"])
+def test_an_output_option_equal_to_the_output_is_refused(
+    option: str, model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ok.onnx"
+    extra = ["--plan", tmp_path / "x.plan"] if option == "--save-onnx" else []
+    assert_error(cli("prune", model_path, "-o", out, *PRUNE, option, out, *extra), 2, "-o and", "same file")
+    assert files(tmp_path) == ["model.onnx"]
+
+
+def test_replay_of_a_plan_that_does_not_fit_says_expected_and_found(model_path: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert cli("prune", model_path, "-o", tmp_path / "a.onnx", *PRUNE, "--report", report).exit_code == 0
+    saved = __import__("json").loads(report.read_text())
+    group = saved["groups"][0]
+    group["channels_before"] += 3
+    report.write_text(__import__("json").dumps(saved))
+    where = group["producers"][0]
+    expected = (
+        f"{group['channels_before']} channels in the plan, {group['channels_before'] - 3} in this model"
+    )
+    assert_error(cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report), 2, where, expected)
+    group["nodes"] = ["/not/a/node"]
+    group["channels_before"] -= 3
+    report.write_text(__import__("json").dumps(saved))
+    assert_error(cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report), 2, "does not have")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--round-to", "4"], "--round-to"),
+        (["--scope", "layer"], "--scope"),
+        (["--criterion", "l1"], "--criterion"),
+    ],
+)
+def test_options_a_replay_would_ignore_are_refused(
+    args: list[str], needle: str, model_path: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    assert cli("prune", model_path, "-o", tmp_path / "a.onnx", *PRUNE, "--report", report).exit_code == 0
+    result = cli("prune", model_path, "-o", tmp_path / "b.onnx", "--replay", report, *args)
+    assert_error(result, 2, needle, "no effect with --replay")
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_an_exclude_that_matches_nothing_warns(model_path: Path, tmp_path: Path) -> None:
+    result = cli("prune", model_path, "-o", tmp_path / "o.onnx", *PRUNE, "--exclude", "/no/such/*", "--json")
+    assert result.exit_code == 0
+    assert "warning: --exclude '/no/such/*' matches no node" in result.stderr
+    assert __import__("json").loads(result.stdout)["warnings"][0].startswith("--exclude '/no/such/*'")
+    conv = next(n.name for n in onnx.load(model_path).graph.node if n.op_type == "Conv")
+    hit = cli("prune", model_path, "-o", tmp_path / "p.onnx", *PRUNE, "--exclude", conv)
+    assert hit.exit_code == 0 and "matches no node" not in hit.stderr
+
+
+def test_version_and_short_help() -> None:
+    from onnxprune import __version__
+
+    version = cli("--version")
+    assert version.exit_code == 0 and version.stdout.strip() == f"onnxprune {__version__}"
+    for args in (["-h"], ["prune", "-h"], ["check", "-h"]):
+        shown = cli(*args)
+        assert shown.exit_code == 0 and "Usage" in shown.stdout
+    prune_help = runner.invoke(app, ["prune", "-h"], env={"COLUMNS": "300"}).stdout
+    assert "global|layer" in prune_help and "auto|gamma|l1|l2" in prune_help, "choices are shown"
+    assert "--load-inputs" in prune_help and "--load-inputs" in cli("check", "-h").stdout
+    assert "--install-completion" in cli("-h").stdout

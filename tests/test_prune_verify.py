@@ -15,16 +15,15 @@ from onnxprune.plan import PlanOptions
 from onnxprune.rules.conv import ConvRule
 
 
-def test_a_conv_sliced_on_the_wrong_columns_is_caught(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def slice_conv_inputs_wrongly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated rule bug: every Conv keeps the right number of input columns, shifted by one, so shapes
+    stay valid and values do not."""
     original_apply = ConvRule.apply
 
     def wrong_columns(self: ConvRule, node, rw) -> None:
         kept = rw.kept
 
         def shifted(t):
-            # The right number of input columns, shifted by one: shapes stay valid, values do not.
             keep = kept(t)
             if keep is None or t is not node.inputs[0]:
                 return keep
@@ -37,6 +36,12 @@ def test_a_conv_sliced_on_the_wrong_columns_is_caught(
             rw.kept = kept
 
     monkeypatch.setattr(ConvRule, "apply", wrong_columns)
+
+
+def test_a_conv_sliced_on_the_wrong_columns_is_caught(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    slice_conv_inputs_wrongly(monkeypatch)
     source = tmp_path / "chain.onnx"
     onnx.save(tiny.chain(dead=0.0), source)
     out = tmp_path / "pruned.onnx"

@@ -243,6 +243,10 @@ def test_to_dict_is_plain_json():
         "top1_agreement",
         "passed",
         "reason",
+        "noise",
+        "allowed",
+        "sensitivity",
+        "error_per_change",
     }
 
 
