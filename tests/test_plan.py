@@ -113,7 +113,7 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
     assert (options.scope, options.criterion, options.exclude) == (Scope.LAYER, Criterion.L2, ("/stem/*",))
     assert options.to_dict() == {
         "ratio": 0.5, "threshold": None, "round_to": 8, "min_keep": 8, "scope": "layer",
-        "exclude": ["/stem/*"], "criterion": "l2",
+        "exclude": ["/stem/*"], "criterion": "l2", "compensate": "bn",
     }  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.ratio = 2.0  # type: ignore[misc]
