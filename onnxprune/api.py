@@ -3,6 +3,7 @@
 from onnxprune import api
 result = api.prune("model.onnx", "model.pruned.onnx", api.PlanOptions(ratio=0.5))
 print(result.report["macs"])
+sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 2:4 (onnxprune.sparsity)
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune import files, verify
+from onnxprune.activation import activation_scores
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
+from onnxprune.channels.span import width
+from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import load_calibration, split_holdout, static_batch, take
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.graph import normalise, to_model
-from onnxprune.importance import score_groups
+from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.inputs import make_inputs
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan
 from onnxprune.rewrite import apply_plan, masked_reference, validate
 from onnxprune.runtime import check_runs
+from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 from onnxprune.stats import graph_stats, model_stats
 
 __all__ = [
@@ -37,10 +43,13 @@ __all__ = [
     "PlanOptions",
     "PruneResult",
     "Scope",
+    "SparsifyOptions",
+    "SparsifyResult",
     "VerifyOptions",
     "inspect",
     "prune",
     "prune_model",
+    "sparsify",
 ]
 
 
@@ -54,6 +63,7 @@ class Inspection:
     params: int
     macs: int
     pairs: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -94,26 +104,68 @@ def inspect(
     analysis = analyse(graph, compensate="none" if compensate == Compensate.NONE else "bn")
     score_groups(analysis.groups, criterion)
     params, macs = graph_stats(graph)
-    return Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    found = Inspection(model, analysis, analysis.groups, params, macs, conv_bn_pairs(graph))
+    warning = slimming_warning(analysis.groups)
+    found.warnings.extend([warning] if warning else [])
+    return found
+
+
+@dataclass
+class CalibRequest:
+    """Calibration data for ``prune`` (a file or folder, see data.load_calibration, or samples already
+    loaded) and how to use it. ``limit``: use only the first N samples. It is fitted on with
+    ``PlanOptions(compensate="calib")``; ``criterion="activation"`` ranks channels on it in any mode."""
+
+    source: str | Path | None = None
+    samples: dict[str, np.ndarray] | None = None
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    limit: int | None = None
+    options: Any = None  # compensate.calibrate.CalibOptions; None: its defaults
+
+    def load(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        if self.samples is None and self.source is None:
+            raise UsageError("calibration needs data: --calib FILE or DIR")
+        samples = self.samples
+        if samples is None:
+            assert self.source is not None
+            samples = load_calibration(self.source, model, size=self.size, mean=self.mean, std=self.std)
+        return take(samples, self.limit)
+
+    def calib_options(self) -> Any:
+        options = self.options or CalibOptions()
+        options.check()
+        return options
 
 
 def prune_model(
-    model: onnx.ModelProto, options: PlanOptions, verify: VerifyOptions | None = None
+    model: onnx.ModelProto,
+    options: PlanOptions,
+    verify: VerifyOptions | None = None,
+    calib: CalibRequest | None = None,
+    *,
+    sparsify: SparsifyOptions | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker and shape inference.
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
-    the report gains how far pruning moved each output from the original.
+    the report gains how far pruning moved each output from the original. ``sparsify``: then make the
+    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
     """
-    if options.compensate == Compensate.CALIB:
-        raise UsageError("--compensate calib needs calibration data (--calib)")
+    samples = _calibration_samples(model, options, calib)
+    # Calibration starts from the data-free folding: it refits what that leaves.
+    mode = "bn" if options.compensate == Compensate.CALIB else options.compensate
     graph = normalise(model)
     before = graph_stats(graph)
     # Compensation always runs the original-values pass: the report says which folds are exact.
-    exactness = options.threshold is not None or options.compensate == "bn"
+    exactness = options.threshold is not None or mode == "bn"
     # A threshold promises exactness where it can: no estimate that is wrong even for gamma = 0.
-    analysis = analyse(graph, exactness, options.compensate, allow_approximate=options.threshold is None)
-    score_groups(analysis.groups, options.criterion)
+    analysis = analyse(graph, exactness, mode, allow_approximate=options.threshold is None)
+    activation = options.criterion == "activation"
+    score_groups(analysis.groups, "auto" if activation else options.criterion)
+    if activation and samples is not None:
+        _activation_scores(model, graph, analysis, samples, calib)
     make_plan(analysis.groups, options, analysis)
     pruned = validate(to_model(apply_plan(graph, analysis), model))
     # The graph's arrays are a second copy of the weights, and the pruned model has its own now.
@@ -129,7 +181,79 @@ def prune_model(
         report["verify"] = verify_pruning(model, result.masked, pruned, verify)
     else:
         check_runs(model, pruned)
+    if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
+        _calibrate(result, analysis, samples, calib, verify)
+    if sparsify is not None:
+        sparse = sparsify_model(result.pruned, sparsify)
+        result.pruned = sparse.model
+        report["sparsity"] = sparse.report
     return result
+
+
+def _calibration_samples(
+    model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
+) -> dict[str, np.ndarray] | None:
+    if options.criterion == "activation" and calib is None:
+        raise UsageError("--criterion activation ranks channels on calibration data: pass --calib")
+    if options.compensate == "calib" and calib is None:
+        raise UsageError("--compensate calib needs calibration data (--calib)")
+    if calib is None:
+        return None
+    calib.calib_options()
+    return calib.load(model)
+
+
+def _activation_scores(
+    model: onnx.ModelProto,
+    graph: gs.Graph,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest | None,
+) -> None:
+    # Ranked on the fitting part only: the held-out samples judge the result.
+    fit, _ = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+    activation_scores(model, graph, analysis, fit, static_batch(model))
+
+
+def _calibrate(
+    result: PruneResult,
+    analysis: Analysis,
+    samples: dict[str, np.ndarray],
+    calib: CalibRequest,
+    checks: VerifyOptions | None,
+) -> None:
+    """Fit the (verified exact) pruned model back to the original; question 2 is then asked again."""
+    done = calibrate(
+        result.original,
+        result.pruned,
+        kept_positions(analysis),
+        samples,
+        calib.calib_options(),
+        static_batch=static_batch(result.original),
+    )
+    result.pruned = validate(done.model)
+    result.report["calibration"] = done.report
+    result.report["params"]["after"], result.report["macs"]["after"] = model_stats(result.pruned)
+    if "verify" in result.report and checks is not None:
+        feeds = make_inputs(
+            result.original, iterations=checks.iterations, seed=checks.seed, shapes=checks.shapes,
+            inputs_path=checks.inputs,
+        )  # fmt: skip
+        change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
+        result.report["verify"]["change_before_calibration"] = result.report["verify"]["change"]
+        result.report["verify"]["change"] = change.to_dict()
+    else:
+        check_runs(result.original, result.pruned)
+
+
+def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
+    kept = {}
+    for name, state in analysis.states.items():
+        positions = analysis.kept_positions(state.map)
+        if len(positions) < width(state.map):
+            kept[name] = positions
+    return kept
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
@@ -165,18 +289,37 @@ def prune(
     *,
     verify: VerifyOptions | None = None,
     external_data: bool | None = None,
+    sparsify: SparsifyOptions | None = None,
+    calib: CalibRequest | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     """
-    output = files.check_output_path(output, [source])
-    result = prune_model(files.read_model(source), options, verify if verify is not None else VerifyOptions())
+    verify = verify if verify is not None else VerifyOptions()
+    if sparsify is not None:
+        sparsify.check()  # bad options are a usage error even when the model is unreadable too
+    if calib is not None:
+        calib.calib_options()
+        _not_evaluation_data(calib.source, verify.inputs)
+    output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
+    result = prune_model(files.read_model(source), options, verify, calib, sparsify=sparsify)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     files.save_model(result.pruned, output, external_data=external_data)
     result.output = output
     return result
+
+
+def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) -> None:
+    """Never calibrate on what the user named as evaluation data: the fidelity would be fitted, not
+    measured."""
+    if calib is None or inputs is None:
+        return
+    a, b = Path(calib), Path(inputs)
+    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+    if same:
+        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
 
 
 def build_report(

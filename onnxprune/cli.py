@@ -20,12 +20,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune import api
-from onnxprune.errors import OnnxPruneError
-from onnxprune.files import check_output_path, save_json
+from onnxprune.compensate.calibrate import CalibOptions
+from onnxprune.data import parse_floats, parse_size
+from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.options import Compensate, Criterion, Scope, choice
 from onnxprune.plan import load_plan
-from onnxprune.report import compensation_table, group_summary, groups_table, inspect_table, prune_table
+from onnxprune.report import (
+    calibration_table,
+    compensation_table,
+    group_summary,
+    groups_table,
+    inspect_table,
+    prune_table,
+)
+from onnxprune.sparsity import SparsifyOptions, survey
+from onnxprune.sparsity import sparsify as run_sparsify
+from onnxprune.sparsity.layers import MIN_CHANNELS
+from onnxprune.sparsity.tables import fidelity_table, sparsify_table, survey_table
 from onnxprune.tensorrt import build_engine
 from onnxprune.text import number
 from onnxprune.tolerances import CHECK
@@ -67,6 +80,10 @@ def _choices(kind: type[Enum], help: str) -> Any:
     return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
 
 
+# Measured on the MNIST models (README, benchmarks/accuracy.py).
+DEFAULT_MAX_GROUP_RATIO = 1.0
+
+
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
 
 
@@ -77,8 +94,17 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
     criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    sparsity: Annotated[
+        bool, typer.Option("--sparsity", help="List each layer for 2:4: already 2:4, eligible or why not.")
+    ] = False,
+    min_channels: Annotated[
+        int, typer.Option(help="With --sparsity: the size floor (C*R*S and K).")
+    ] = MIN_CHANNELS,
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
+    if sparsity:
+        _inspect_sparsity(model, min_channels, as_json)
+        return
     found = api.inspect(model, criterion)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
@@ -88,6 +114,7 @@ def inspect(
             "macs": found.macs,
             "conv_bn_pairs": found.pairs,
             "groups": groups,
+            "warnings": found.warnings,
         }
         print(json.dumps(payload, indent=2))
         return
@@ -97,6 +124,8 @@ def inspect(
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
+    for warning in found.warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if explain:
         for p in found.pairs:
             console.print(
@@ -111,6 +140,19 @@ def inspect(
     else:
         hidden = len(groups) - len(shown)
         console.print(f"{hidden} declined groups hidden; --explain lists them with reasons.")
+
+
+def _inspect_sparsity(model: Path, min_channels: int, as_json: bool) -> None:
+    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels))
+    rows = [layer.to_dict(total) for layer in layers]
+    if as_json:
+        print(json.dumps({"model": str(model), "macs": total, "sparsity": rows}, indent=2))
+        return
+    eligible = [row for row in rows if row["eligible"]]
+    share = sum(row["macs_share"] for row in eligible)
+    title = f"{model.name}: {len(eligible)} of {len(rows)} layers eligible for 2:4 ({share:.1%} of MACs)"
+    console.print(survey_table(rows, title))
+    console.print(f"{sum(row['already_24'] for row in rows)} layers already 2:4")
 
 
 @app.command()
@@ -133,10 +175,31 @@ def prune(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
     ] = None,
-    criterion: Annotated[str, _choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[
+        str, _choices(Criterion, "How channels are ranked (activation needs --calib).")
+    ] = Criterion.AUTO,
     compensate: Annotated[
-        str, _choices(Compensate, "What removed channels leave behind, folded into biases (bn: data-free).")
-    ] = Compensate.BN,
+        str | None,
+        _choices(
+            Compensate,
+            "What removed channels leave behind, folded into biases "
+            "(default: bn, data-free; calib with --calib).",
+        ),
+    ] = None,
+    max_group_ratio: Annotated[
+        float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
+    ] = DEFAULT_MAX_GROUP_RATIO,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images)."),
+    ] = None,
+    calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
+    calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
+    calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
+    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
+    calib_steps: Annotated[
+        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
+    ] = "refit",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -154,6 +217,10 @@ def prune(
     save_onnx: Annotated[
         Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
     ] = None,
+    sparsify: Annotated[
+        bool, typer.Option("--sparsify", help="Then make eligible layers 2:4 (by magnitude).")
+    ] = False,
+    min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     if report is not None:
@@ -167,7 +234,8 @@ def prune(
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
         criterion=choice(Criterion, criterion, "--criterion"),
-        compensate=choice(Compensate, compensate, "--compensate"),
+        compensate=choice(Compensate, compensate or ("calib" if calib is not None else "bn"), "--compensate"),
+        max_group_ratio=max_group_ratio,
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -177,7 +245,13 @@ def prune(
         shapes=parse_shapes(shape or []),
         progress=not as_json,
     )
-    result = api.prune(model, output, options, verify=checks, external_data=external_data)
+    if min_channels != MIN_CHANNELS and not sparsify:
+        raise UsageError("--min-channels only applies with --sparsify")
+    sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
+    request = _calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
+    result = api.prune(
+        model, output, options, verify=checks, external_data=external_data, sparsify=sparse, calib=request
+    )
     if report is not None:
         save_json(result.report, report)
     if as_json:
@@ -187,10 +261,67 @@ def prune(
     console.print(prune_table(result.report, f"{model.name} → {output.name}"))
     if result.report.get("compensation", {}).get("layers"):
         console.print(compensation_table(result.report["compensation"]))
+    if "calibration" in result.report:
+        console.print(calibration_table(result.report["calibration"]))
     if "verify" in result.report:
         _print_verification(result.report["verify"])
+    if "sparsity" in result.report:
+        _print_sparsity(result.report["sparsity"], output)
     if plan is not None:
         _build_and_print(output, plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes)
+
+
+@app.command()
+@user_errors
+def sparsify(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the 2:4 model.")],
+    min_channels: Annotated[
+        int, typer.Option(help="Skip layers with C*R*S or K below this (they do not speed up).")
+    ] = MIN_CHANNELS,
+    layers: Annotated[list[str] | None, typer.Option(help="Only layers whose name matches (glob).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Never layers whose name matches (glob).")] = None,
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration data (.npz, JSON, folder): SparseGPT, not magnitude.")
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="Fraction of --calib held out to measure fidelity.")] = 0.25,
+    selection: Annotated[
+        str, typer.Option(help="auto (SparseGPT with --calib, else magnitude) | magnitude | sparsegpt")
+    ] = "auto",
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+    external_data: Annotated[
+        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Make eligible Conv/Gemm/MatMul weights 2:4 for sparse Tensor Cores (TensorRT --sparsity=enable)."""
+    if report is not None:
+        check_output_path(report, [model])
+    options = SparsifyOptions(
+        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection
+    )
+    result = run_sparsify(model, output, options, external_data=external_data)
+    if report is not None:
+        save_json(result.report, report)
+    if as_json:
+        print(json.dumps(result.report, indent=2))
+        return
+    _print_sparsity(result.report, output)
+
+
+def _print_sparsity(report: dict[str, Any], output: Path) -> None:
+    method = "SparseGPT, calibrated" if report["method"] == "sparsegpt" else "magnitude"
+    if not report["sparsified"]:
+        console.print("no layer eligible for 2:4; `onnxprune inspect --sparsity` lists the reasons")
+        return
+    title = f"{output.name}: {report['sparsified']} of {report['candidates']} layers 2:4 ({method})"
+    console.print(sparsify_table(report, title))
+    console.print(
+        f"{report['macs_share']:.1%} of MACs in 2:4 layers; every one checked to hold the pattern "
+        "(build with TensorRT's sparse weights: onnxprune build turns them on by itself)"
+    )
+    if "fidelity" in report:
+        console.print(fidelity_table(report["fidelity"]))
 
 
 def _print_verification(verification: dict[str, Any]) -> None:
@@ -237,13 +368,41 @@ def check(
         raise typer.Exit(1)
 
 
+def _calib_request(
+    source: Path | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    samples: int | None,
+    steps: str,
+) -> Any:
+    if source is None:
+        if any(v is not None for v in (size, mean, std, samples)):
+            raise UsageError("--calib-size/--calib-mean/--calib-std/--calib-samples need --calib")
+        return None
+    return api.CalibRequest(
+        source,
+        size=parse_size(size) if size is not None else None,
+        mean=parse_floats(mean, "--calib-mean") if mean is not None else None,
+        std=parse_floats(std, "--calib-std") if std is not None else None,
+        limit=samples,
+        options=CalibOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip())),
+    )
+
+
 @app.command()
 @user_errors
 def build(
     model: ModelArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the TensorRT plan.")],
     fp16: Annotated[bool, typer.Option(help="FP16 engine: the ONNX is converted to float16 first.")] = False,
-    sparse_weights: Annotated[bool, typer.Option(help="Let TensorRT use 2:4 sparse weights.")] = False,
+    sparse_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--sparse-weights/--no-sparse-weights",
+            help="Let TensorRT use 2:4 sparse weights (default: when the model holds 2:4 layers).",
+        ),
+    ] = None,
     workspace: Annotated[int | None, typer.Option(help="Builder workspace limit in MiB.")] = None,
     save_onnx: Annotated[Path | None, typer.Option(help="Write the exact ONNX handed to TensorRT.")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
@@ -255,14 +414,15 @@ def build(
 
 
 def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
-                     sparse: bool = False, workspace: int | None = None) -> None:  # fmt: skip
+                     sparse: bool | None = None, workspace: int | None = None) -> None:  # fmt: skip
     check_output_path(plan, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
     result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
                           shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
     console.print(
-        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16})"
+        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "
+        f"sparse weights={result.sparse})"
     )
     if result.comparison is not None:
         console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.errors import UsageError
 from onnxprune.options import Criterion, choice
 
 CRITERIA = tuple(c.value for c in Criterion)
@@ -25,6 +26,9 @@ CRITERIA = tuple(c.value for c in Criterion)
 def score_groups(groups: list[ChannelGroup], criterion: Criterion | str = Criterion.AUTO) -> None:
     """Fill ``group.score`` and ``group.criterion``; a group with no usable score is declined."""
     criterion = choice(Criterion, criterion, "--criterion")
+    if criterion == Criterion.ACTIVATION:
+        # Scored on data by activation.activation_scores; without data there is nothing to rank with.
+        raise UsageError("--criterion activation ranks channels on calibration data: use prune with --calib")
     for group in groups:
         chosen, score = _pick(group, criterion)
         if score is not None and group.inexact is not None:
@@ -45,3 +49,24 @@ def _pick(group: ChannelGroup, criterion: str) -> tuple[str, np.ndarray | None]:
     if norms is None or np.isnan(norms).any():
         return name, None
     return name, norms
+
+
+# Network Slimming's L1 penalty drives most unneeded gammas to ~0; a model trained without it keeps them
+# all of one size. Below this share of near-zero gammas, pruning by |gamma| removes channels that matter.
+SLIM_SHARE = 0.05
+SLIM_LOW = 1e-2  # "near zero": below this fraction of the 95th percentile of |gamma|
+
+
+def slimming_warning(groups: list[ChannelGroup]) -> str | None:
+    """A warning when |gamma| over the prunable groups is not bimodal (no mass near zero)."""
+    gammas = [g.gamma[~np.isnan(g.gamma)] for g in groups if g.prunable and g.gamma is not None]
+    values = np.abs(np.concatenate(gammas)) if gammas else np.zeros(0)
+    if values.size < 16:
+        return None
+    share = float(np.mean(values < SLIM_LOW * np.percentile(values, 95)))
+    if share >= SLIM_SHARE:
+        return None
+    return (
+        f"|gamma| is not bimodal ({100 * share:.1f}% of {values.size} channels near zero): the model was not "
+        "trained for slimming, so pruning will lose accuracy; pass --calib to recalibrate and refit"
+    )

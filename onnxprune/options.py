@@ -27,6 +27,7 @@ class Criterion(StrEnum):
     GAMMA = "gamma"
     L1 = "l1"
     L2 = "l2"
+    ACTIVATION = "activation"  # needs calibration data (importance.activation_scores)
 
 
 class Scope(StrEnum):
@@ -68,6 +69,9 @@ class PlanOptions:
     # An earlier report whose kept indices are applied (plan.load_plan); not echoed into new reports.
     replay: Mapping[str, Any] | None = field(default=None, metadata={"report": False})
     compensate: Compensate = Compensate.BN
+    # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
+    # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
+    max_group_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -83,6 +87,8 @@ class PlanOptions:
             raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
         if self.round_to < 1 or self.min_keep < 1:
             raise UsageError("--round-to and --min-keep must be at least 1")
+        if not 0.0 < self.max_group_ratio <= 1.0:
+            raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
 
     def to_dict(self) -> dict[str, Any]:
         """What a report records of these options: every field but those marked ``report: False``."""

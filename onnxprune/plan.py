@@ -100,9 +100,26 @@ def _removal_counts(groups: list[ChannelGroup], options: PlanOptions) -> dict[in
         pool = [g for g in groups if g.criterion == criterion]
         scores = np.concatenate([_effective(g) for g in pool])
         owners = np.concatenate([np.full(g.size, g.id) for g in pool])
-        order = np.argsort(scores, kind="stable")[: int(math.floor(ratio * len(scores)))]
-        for gid, n in zip(*np.unique(owners[order], return_counts=True), strict=True):
-            counts[int(gid)] = int(n)
+        order = np.argsort(scores, kind="stable")
+        wanted = int(math.floor(ratio * len(scores)))
+        caps = {g.id: int(math.floor(options.max_group_ratio * g.size)) for g in pool}
+        counts.update(_capped(owners[order], wanted, caps))
+    return counts
+
+
+def _capped(owners: np.ndarray, wanted: int, caps: dict[int, int]) -> dict[int, int]:
+    """Removals per group taking channels in rank order, skipping groups at their cap."""
+    counts: dict[int, int] = {}
+    if all(cap >= len(owners) for cap in caps.values()):
+        ids, n = np.unique(owners[:wanted], return_counts=True)
+        return {int(g): int(c) for g, c in zip(ids, n, strict=True)}
+    taken = 0
+    for gid in owners.tolist():
+        if taken == wanted:
+            break
+        if counts.get(gid, 0) < caps[gid]:
+            counts[gid] = counts.get(gid, 0) + 1
+            taken += 1
     return counts
 
 

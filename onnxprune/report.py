@@ -91,6 +91,41 @@ def groups_table(report: dict[str, Any], limit: int = 40) -> Table:
     return table
 
 
+def calibration_table(calibration: dict[str, Any]) -> Table:
+    """Per refitted layer: relative MSE before/after on the fit data; the held-out fidelity in the title."""
+    held = calibration["samples"]["held_out"]
+    parts = []
+    for name, after in calibration["fidelity"]["after"].items():
+        before = calibration["fidelity"]["before"][name]
+        text = f"{name}: cosine {before['cosine']:.4f} → {after['cosine']:.4f}"
+        if "top1_agreement" in after:
+            text += f", top-1 agreement {before['top1_agreement']:.3f} → {after['top1_agreement']:.3f}"
+        parts.append(text)
+    title = (
+        f"calibration ({', '.join(calibration['steps'])}; {calibration['samples']['fit']} samples fitted, "
+        f"{calibration['seconds']:.1f} s); on {held} held-out samples: " + "; ".join(parts)
+    )
+    table = Table(title=title, show_lines=False)
+    for column in ("layer", "op", "applied", "rel. MSE before", "after"):
+        table.add_column(column, overflow="fold")
+    for layer in calibration["layers"]:
+        applied = layer["applied"] + (f" ({layer['refit_declined']})" if "refit_declined" in layer else "")
+        table.add_row(
+            layer["node"],
+            layer["op"],
+            applied,
+            *(
+                f"{v:.4g}" if v is not None else "-"
+                for v in (layer.get("rel_mse_before"), layer.get("rel_mse_after"))
+            ),
+        )
+    bn = calibration.get("bn")
+    if bn is not None:
+        detail = bn.get("declined") or f"{bn['count']} re-estimated"
+        table.caption = f"BatchNormalization statistics: {detail}"
+    return table
+
+
 def compensation_table(section: dict[str, Any]) -> Table:
     """Per consumer of removed channels: how their constants were folded and whether that is exact."""
     table = Table(title=f"compensation ({section['mode']})")

@@ -34,6 +34,7 @@ from onnxprune import files, verify
 from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
 from onnxprune.fp16 import convert_to_fp16, verify_fp16
 from onnxprune.inputs import make_inputs
+from onnxprune.sparsity import holds_24
 from onnxprune.tolerances import REDUCED_PRECISION
 from onnxprune.verify import Comparison, cosine_floor
 from onnxprune.verify import compare_runners as compare
@@ -135,7 +136,7 @@ def build_engine(
     plan_path: str | Path,
     *,
     fp16: bool = False,
-    sparse_weights: bool = False,
+    sparse_weights: bool | None = None,
     workspace_mib: int | None = None,
     shapes: Shapes | None = None,
     save_onnx: str | Path | None = None,
@@ -145,7 +146,8 @@ def build_engine(
     Args:
         fp16: build from an FP16 ONNX (strongly typed; see the module docstring).
         sparse_weights: let TensorRT use 2:4 structured-sparse kernels where weights allow
-            (``BuilderFlag.SPARSE_WEIGHTS``).
+            (``BuilderFlag.SPARSE_WEIGHTS``); ``None``: exactly when the model holds 2:4 layers
+            (``onnxprune sparsify``).
         workspace_mib: cap on TensorRT's workspace memory pool, in MiB.
         shapes: the build shape of each dynamic input (``{"input": (1, 3, 224, 224)}``); one profile,
             min = opt = max.
@@ -159,6 +161,8 @@ def build_engine(
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     save = None if save_onnx is None else Path(save_onnx)
+    if sparse_weights is None:
+        sparse_weights = _holds_24(onnx_path)
     missing = [why for ok, why in ((has_tensorrt(), _NO_TENSORRT), (has_cuda_device(), _NO_DEVICE)) if not ok]
     if missing:
         _raise_missing(missing, onnx_path, plan_path, fp16, sparse_weights, workspace_mib, shapes, save)
@@ -175,6 +179,10 @@ def build_engine(
     files.write_bytes(plan_path, plan)
     kept = handed if save is not None or not fp16 else None
     return BuildResult(plan_path, kept, version, fp16, sparse_weights, comparison)
+
+
+def _holds_24(onnx_path: Path) -> bool:
+    return holds_24(files.read_model(onnx_path))
 
 
 def _raise_missing(

@@ -126,3 +126,18 @@ def test_a_bad_criterion_is_refused_by_the_api_too(tmp_path) -> None:
         api.inspect(tmp_path / "missing.onnx", criterion="bogus")
     with pytest.raises(UsageError, match="--criterion"):
         score_groups([group(0, [1.0])], "bogus")
+
+
+def test_max_group_ratio_caps_a_group_and_moves_the_rest_elsewhere():
+    low, high = group(0, list(np.linspace(0.0, 0.09, 10))), group(1, list(np.linspace(1.0, 1.9, 10)))
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1, max_group_ratio=0.6))
+    assert (low.kept, high.kept) == (4, 6)  # 6 from the low group (its cap), the other 4 from the next
+    assert high.keep.tolist() == list(range(4, 10))
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    assert (low.kept, high.kept) == (1, 10)  # uncapped: the low group goes down to its minimum
+
+
+def test_max_group_ratio_must_be_a_fraction():
+    for bad in (0.0, 1.5):
+        with pytest.raises(UsageError, match="--max-group-ratio"):
+            PlanOptions(ratio=0.5, max_group_ratio=bad)
