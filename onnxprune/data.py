@@ -17,15 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from onnxprune import inputs as _inputs
 from onnxprune.errors import ModelLoadError, OnnxPruneError, UsageError, first_line
-
-if TYPE_CHECKING:
-    import onnx
 
 Samples = dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

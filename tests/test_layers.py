@@ -59,7 +59,8 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert "onnxprune.rewrite" in _imports(sample)
 
 
-LAZY = ("onnxruntime", "polygraphy", "tensorrt", "rich", "matplotlib")
+# The heavy or optional ones: runtimes, TensorRT, the CLI's printer, and the extras (plot, images, train).
+LAZY = ("onnxruntime", "polygraphy", "tensorrt", "rich", "matplotlib", "PIL", "torch")
 
 
 @pytest.mark.parametrize("path", _files("."), ids=lambda p: str(p.relative_to(PACKAGE)))

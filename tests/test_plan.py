@@ -113,7 +113,7 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
     assert (options.scope, options.criterion, options.exclude) == (Scope.LAYER, Criterion.L2, ("/stem/*",))
     assert options.to_dict() == {
         "ratio": 0.5, "threshold": None, "round_to": 8, "min_keep": 8, "scope": "layer",
-        "exclude": ["/stem/*"], "criterion": "l2", "compensate": "bn",
+        "exclude": ["/stem/*"], "criterion": "l2", "compensate": "bn", "max_group_ratio": 1.0,
     }  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.ratio = 2.0  # type: ignore[misc]
@@ -122,7 +122,9 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
 
 
 def test_a_bad_criterion_is_refused_by_the_api_too(tmp_path) -> None:
-    with pytest.raises(UsageError, match="--criterion must be one of auto, gamma, l1, l2, got 'bogus'"):
+    with pytest.raises(
+        UsageError, match="--criterion must be one of auto, gamma, l1, l2, activation, got 'bogus'"
+    ):
         api.inspect(tmp_path / "missing.onnx", criterion="bogus")
     with pytest.raises(UsageError, match="--criterion"):
         score_groups([group(0, [1.0])], "bogus")
@@ -141,3 +143,9 @@ def test_max_group_ratio_must_be_a_fraction():
     for bad in (0.0, 1.5):
         with pytest.raises(UsageError, match="--max-group-ratio"):
             PlanOptions(ratio=0.5, max_group_ratio=bad)
+
+
+def test_the_activation_criterion_needs_data() -> None:
+    """Without calibration data there is nothing to rank by activation: refused, not scored by L1."""
+    with pytest.raises(UsageError, match="--criterion activation ranks channels on calibration data"):
+        score_groups([group(0, [1.0])], "activation")
