@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,train]'
+	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images]'
 	touch $(STAMP)
 
 $(OUT)/resnet_slim.onnx: models/build_samples.py $(STAMP)
