@@ -7,9 +7,7 @@ history) is written atomically after every epoch; an interruption leaves the las
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxprune.errors import ModelLoadError, UsageError, first_line
+from onnxprune.files import write_atomically
 from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
 from onnxprune.train.torchgraph import OnnxModule
 
@@ -190,7 +189,8 @@ def _fingerprint(module: OnnxModule) -> dict[str, list[int]]:
 def save_checkpoint(
     path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer, epoch: int, history: History
 ) -> None:
-    """Atomically: a temporary file beside ``path``, then ``os.replace``."""
+    """Atomically, through the project's one writer (files.write_atomically): Ctrl-C mid-save leaves the last
+    checkpoint whole."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -200,13 +200,7 @@ def save_checkpoint(
         "history": history.epochs,
         "rng": torch.get_rng_state(),  # for Dropout, the one op here that draws random numbers
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_atomically(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer) -> tuple[int, History]:
