@@ -27,7 +27,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_inspect_sparsity_lists_each_layer(model: Path) -> None:
     result = runner.invoke(app, ["inspect", str(model), "--sparsity", "--min-channels", "16", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {row["node"]: row for row in json.loads(result.output)["sparsity"]}
+    rows = {row["node"]: row for row in json.loads(result.stdout)["sparsity"]}
     assert rows["/a/Conv"]["eligible"] and not rows["/a/Conv"]["already_24"]
     assert rows["/dw/Conv"]["reason"].startswith("depthwise")
     assert 0 < rows["/a/Conv"]["macs_share"] < 1
@@ -58,7 +58,7 @@ def test_sparsify_calibrated(model: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["sparsify", str(model), "-o", str(out), "--min-channels", "16",
                                  "--calib", str(calib), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["method"] == "sparsegpt"
     assert report["fidelity"]["data"] == "held-out calibration samples (16)"
     assert all("output_error" in row for row in report["layers"] if row["sparsified"])
@@ -100,7 +100,7 @@ def test_prune_sparsify(tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["sparsity"]["sparsified"] >= 1
+    assert json.loads(result.stdout)["sparsity"]["sparsified"] >= 1
     assert holds_24(onnx.load(out))
     alone = runner.invoke(
         app, ["prune", str(source), "-o", str(out), "--ratio", "0.3", "--min-channels", "8"]

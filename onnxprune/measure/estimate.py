@@ -4,8 +4,10 @@ Every counted node (``counter.COUNTED_OPS``) costs its full MACs (from the count
 the kept fraction of its input width and of its output width (of one of them for a depthwise conv, whose
 input and output are the same channels). Parameters follow the same widths: a weight like its node's MACs,
 a bias and a BatchNormalization's vectors like their channels, any other per-channel constant like the
-tensor it matches; everything else is unchanged. Exact for the ops onnxprune slices, so a target search can
-try hundreds of plans in the time one rewrite takes.
+tensor it matches; everything else is unchanged. A zero-padded Conv that folds removed non-zero constants
+gains a per-position bias map (``[1, K, Ho, Wo]``, see rules/conv.py) whenever the plan removes such a
+channel from its input: counted too. Exact for the ops onnxprune slices, so a target search can try
+hundreds of plans in the time one rewrite takes.
 """
 
 from __future__ import annotations
@@ -33,8 +35,15 @@ class Estimator:
         self.analysis = analysis
         self.mac_terms: list[_Term] = []
         self.param_terms: dict[str, _Term] = {}
+        # (input tensor, output tensor, its channels, size per output channel) of every Conv that may gain
+        # a bias map
+        self.map_terms: list[tuple[str, str, int, int]] = []
+        nodes = {node.name: node for node in graph.nodes}
         for node in graph.nodes:
             self._add(node, counts)
+        for tensor, name, how in analysis.consumers:
+            if how == "bias map" and name in nodes:
+                self._bias_map(tensor, nodes[name])
         self.full_macs = sum(t.size for t in self.mac_terms)
         self.full_params = sum(t.size for t in self.param_terms.values())
 
@@ -53,6 +62,28 @@ class Estimator:
                 self._param(tensor, (data,))
             elif isinstance(tensor, gs.Constant):
                 self._param(tensor, self._matching(tensor, data, out))
+
+    def _bias_map(self, tensor: str, node: gs.Node) -> None:
+        shape = node.outputs[0].shape if node.outputs else None
+        if shape is not None and len(shape) >= 3 and all(isinstance(d, int) for d in shape[2:]):
+            spatial = int(np.prod(shape[2:], dtype=np.int64))
+            self.map_terms.append((tensor, node.outputs[0].name, int(shape[1]), spatial))
+
+    def _maps(self) -> float:
+        """Parameters of the bias maps the plan adds: where a removed input channel carries a constant."""
+        total = 0.0
+        for tensor, out, channels, per_channel in self.map_terms:
+            state = self.analysis.states.get(tensor)
+            if state is None:
+                continue
+            gone = np.ones(width(state.map), dtype=bool)
+            gone[self.analysis.kept_positions(state.map)] = False
+            if np.any(np.nan_to_num(state.removed_value[gone], nan=1.0) != 0):
+                out_state = self.analysis.states.get(out)
+                if out_state is not None:
+                    channels = len(self.analysis.kept_positions(out_state.map))
+                total += per_channel * channels
+        return total
 
     def _matching(self, tensor: gs.Constant, data: str, out: str) -> tuple[str, ...]:
         size = int(np.prod(tensor.shape, dtype=np.int64))
@@ -73,7 +104,7 @@ class Estimator:
         """(params, MACs) of the current plan, each a fraction of the unpruned model's."""
         kept: dict[str, float] = {}
         macs = sum(t.size * self._factor(t, kept) for t in self.mac_terms)
-        params = sum(t.size * self._factor(t, kept) for t in self.param_terms.values())
+        params = sum(t.size * self._factor(t, kept) for t in self.param_terms.values()) + self._maps()
         return params / max(self.full_params, 1), macs / max(self.full_macs, 1)
 
     def _factor(self, term: _Term, kept: dict[str, float]) -> float:
