@@ -20,11 +20,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxprune import __version__, api
+from onnxprune.align import impossible
 from onnxprune.compensate.calibrate import CalibOptions
 from onnxprune.data import parse_floats, parse_size
 from onnxprune.errors import CapabilityError, OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, read_model, save_json
 from onnxprune.inputs import parse_shapes
+from onnxprune.measure.bench import BenchOptions, bench_record
+from onnxprune.measure.plots import plot_inspection, plot_kept, plot_sweep
+from onnxprune.measure.sweep import SweepOptions, sweep
+from onnxprune.measure.targets import Target
 from onnxprune.options import Compensate, Criterion, Scope, choice
 from onnxprune.plan import load_plan
 from onnxprune.report import (
@@ -166,8 +171,6 @@ def inspect(
         check_output_path(plot, [model])
     found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
-        from onnxprune.measure.plots import plot_inspection
-
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
     groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
     if as_json:
@@ -199,7 +202,6 @@ def inspect(
             console.print(
                 f"  {p['producer']} ({p['producer_op']}) → {p['bn']}", highlight=False, markup=False
             )
-        from onnxprune.align import impossible
 
         for w in impossible(found.analysis, 8):
             why = f"cannot be a multiple of 8 ({w['fixed']} fixed channels)"
@@ -348,13 +350,9 @@ def prune(
         calib=request, before_save=stage,
     )  # fmt: skip
     if bench:
-        from onnxprune.measure.bench import BenchOptions, bench_record
-
         timing = BenchOptions(shapes=checks.shapes, min_seconds=2.0)
         result.report["bench"] = bench_record([model, output], timing)
     if plot is not None:
-        from onnxprune.measure.plots import plot_kept
-
         plot_kept(result.report, plot)
     if report is not None:
         save_json(result.report, report)
@@ -414,7 +412,6 @@ def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **opti
 
 
 def _target(macs: float | None, params: float | None, latency: float | None) -> Any:
-    from onnxprune.measure.targets import Target
 
     given = [
         Target(k, v) for k, v in (("macs", macs), ("params", params), ("latency", latency)) if v is not None
@@ -599,7 +596,6 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Latency of one or two models: median and p90 of N runs after a warm-up, side by side with the ratio."""
-    from onnxprune.measure.bench import BenchOptions, bench_record
 
     options = BenchOptions(runs, warmup, threads, backend, parse_shapes(shape or []), min_seconds=min_seconds)
     options.check()
@@ -636,9 +632,6 @@ def sweep_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Prune to a ladder of targets with one analysis: MACs, params, latency, fidelity (and accuracy) each."""
-    from onnxprune.files import read_model
-    from onnxprune.measure.bench import BenchOptions
-    from onnxprune.measure.sweep import SweepOptions, sweep
 
     try:
         ladder = [float(t) for t in targets.split(",") if t.strip()]
@@ -663,8 +656,6 @@ def sweep_command(
     with show.status("sweeping") as status:
         result = sweep(read_model(model), options, progress=lambda s: status.update(f"sweeping: {s}"))
     if plot is not None:
-        from onnxprune.measure.plots import plot_sweep
-
         plot_sweep(result, plot)
     if as_json:
         print(json.dumps(result, indent=2))

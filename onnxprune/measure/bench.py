@@ -19,6 +19,9 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.files import read_model
+from onnxprune.inputs import make_inputs, resolve_shapes
+from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
 Shape = tuple[int, ...]
 MAX_RUNS = 100_000
@@ -63,7 +66,6 @@ class Latency:
 
 def available_backends() -> list[str]:
     """Backends this machine can time on, from real checks (an installed provider and a CUDA device)."""
-    from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
     found = []
     try:
@@ -84,7 +86,6 @@ def bench(
     models: Sequence[onnx.ModelProto | str | Path], options: BenchOptions, names: Sequence[str] | None = None
 ) -> list[Latency]:
     """Time each model on the same seeded feed (shapes from ``options.shapes`` or the defaults)."""
-    from onnxprune.inputs import make_inputs, resolve_shapes
 
     options.check()
     protos = [_header(m) for m in models]
@@ -121,7 +122,6 @@ def _label(model: onnx.ModelProto | str | Path, index: int) -> str:
 def _header(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
-    from onnxprune.files import read_model
 
     return read_model(model)
 
@@ -157,7 +157,6 @@ def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> 
 
 
 def _trt_runner(model: onnx.ModelProto | str | Path) -> Callable[[dict], Any]:
-    from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
     if not (has_tensorrt() and has_cuda_device()):
         raise CapabilityError(

@@ -23,6 +23,9 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import CapabilityError
+from onnxprune.files import without_weights
+from onnxprune.inputs import make_inputs, resolve_shapes
+from onnxprune.runtime import ort_session
 
 Shape = tuple[int, ...]
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -60,7 +63,6 @@ def count(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = None, run
 
     ``runtime``: run ONNX Runtime once for shapes inference cannot find (skipped without onnxruntime).
     """
-    from onnxprune.inputs import resolve_shapes
 
     fed = resolve_shapes(model, shapes or {})
     known, constants = _inferred_shapes(model, fed)
@@ -132,7 +134,6 @@ def _all_constant(node: onnx.NodeProto, constants: set[str]) -> bool:
 
 def _inferred_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape]) -> tuple[dict[str, Any], set[str]]:
     """Shapes of every tensor onnx can infer with the inputs bound to ``fed``, and the constant names."""
-    from onnxprune.files import without_weights
 
     skeleton = without_weights(model)
     for value in skeleton.graph.input:
@@ -162,8 +163,6 @@ def _dim(dim: Any) -> int | None:
 
 def _runtime_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape], names: list[str]) -> dict[str, Shape]:
     """Run the model once on seeded data of the fed shapes with ``names`` exposed; their shapes."""
-    from onnxprune.inputs import make_inputs
-    from onnxprune.runtime import ort_session
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)

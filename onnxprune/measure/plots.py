@@ -18,6 +18,9 @@ import numpy as np
 
 from onnxprune.channels.group import ChannelGroup
 from onnxprune.errors import CapabilityError
+from onnxprune.files import write_atomically
+from onnxprune.measure.targets import search
+from onnxprune.plan import PlanOptions
 
 
 def _pyplot() -> Any:
@@ -32,7 +35,6 @@ def _pyplot() -> Any:
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    from onnxprune.files import write_atomically
 
     path = Path(path)
     kind = path.suffix.lstrip(".") or "png"
@@ -57,9 +59,6 @@ def plot_inspection(
     """The score plot of an inspected model, with the threshold that ``ratio`` or ``target`` implies."""
     _pyplot()  # before any search: a missing extra is one line, at once
     if target is not None:
-        from onnxprune.measure.targets import search
-        from onnxprune.plan import PlanOptions
-
         target.check()
         ratio = search(analysis, PlanOptions(ratio=0.0), target.kind, target.value, estimator.fractions).ratio
         title = title or f"threshold for {target.kind} {target.value:g} (global ratio {ratio:.3f})"

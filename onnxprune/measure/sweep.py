@@ -18,9 +18,19 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune import graph as graphs
+from onnxprune.analyse import analyse
 from onnxprune.errors import ModelLoadError, UsageError, first_line
-from onnxprune.measure.bench import BenchOptions
+from onnxprune.importance import score_groups
+from onnxprune.inputs import _graph_inputs, make_inputs
+from onnxprune.measure.bench import BenchOptions, bench
+from onnxprune.measure.counter import count
+from onnxprune.measure.estimate import Estimator
+from onnxprune.measure.targets import Target, TargetError, search
 from onnxprune.plan import PlanOptions
+from onnxprune.rewrite import apply_plan, validate
+from onnxprune.runtime import ort_session
+from onnxprune.verify import compare
 
 LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 
@@ -38,7 +48,6 @@ class SweepOptions:
     )
 
     def check(self) -> None:
-        from onnxprune.measure.targets import Target
 
         if self.kind not in ("macs", "params"):
             raise UsageError(f"--kind must be macs or params, got {self.kind!r}")
@@ -54,12 +63,6 @@ def sweep(
     model: onnx.ModelProto, options: SweepOptions, progress: Callable[[str], None] | None = None
 ) -> dict:
     """Every point of the ladder as a dict; ``points[0]`` is the original (target 1.0)."""
-    from onnxprune import graph as graphs
-    from onnxprune.analyse import analyse
-    from onnxprune.importance import score_groups
-    from onnxprune.inputs import make_inputs
-    from onnxprune.measure.counter import count
-    from onnxprune.measure.estimate import Estimator
 
     options.check()
     start = time.perf_counter()
@@ -93,10 +96,6 @@ def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed
 def _point(
     model, graph, analysis, estimator, plan, options, value, before, feeds, labelled
 ) -> dict[str, Any]:
-    from onnxprune import graph as graphs
-    from onnxprune.measure.counter import count
-    from onnxprune.measure.targets import TargetError, search
-    from onnxprune.rewrite import apply_plan, validate
 
     start = time.perf_counter()
     try:
@@ -119,14 +118,12 @@ def _point(
 
 
 def _fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, feeds: list) -> dict[str, Any]:
-    from onnxprune.verify import compare
 
     first = compare(model, pruned, feeds=feeds).outputs[0]
     return {"cosine": first.cosine, "top1_agreement": first.top1_agreement}
 
 
 def _latency_ratio(model: onnx.ModelProto, pruned: onnx.ModelProto, options: BenchOptions) -> float:
-    from onnxprune.measure.bench import bench
 
     original, candidate = bench([model, pruned], options)
     return candidate.median_ms / original.median_ms
@@ -134,7 +131,6 @@ def _latency_ratio(model: onnx.ModelProto, pruned: onnx.ModelProto, options: Ben
 
 def _labelled(path: str | Path, model: onnx.ModelProto) -> tuple[str, np.ndarray, np.ndarray]:
     """(input name, x, y) from an .npz holding ``y`` and ``x`` (or the model's single input by name)."""
-    from onnxprune.inputs import _graph_inputs
 
     specs = _graph_inputs(model)
     if len(specs) != 1:
@@ -156,7 +152,6 @@ def _labelled(path: str | Path, model: onnx.ModelProto) -> tuple[str, np.ndarray
 def _accuracy(
     model: onnx.ModelProto, labelled: tuple[str, np.ndarray, np.ndarray], batch: int = 500
 ) -> float:
-    from onnxprune.runtime import ort_session
 
     name, x, y = labelled
     session = ort_session(model)

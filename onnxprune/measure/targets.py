@@ -16,20 +16,20 @@ import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.errors import OnnxPruneError, UsageError
-from onnxprune.plan import PlanOptions, make_plan
-
-if TYPE_CHECKING:
-    import onnx
-    import onnx_graphsurgeon as gs
-
-    from onnxprune.measure.bench import BenchOptions
-    from onnxprune.measure.counter import Counts
+from onnxprune.graph import to_model
+from onnxprune.measure.bench import BenchOptions, bench
+from onnxprune.measure.counter import Counts
+from onnxprune.measure.estimate import Estimator
+from onnxprune.plan import PlanOptions, _top, make_plan
+from onnxprune.rewrite import apply_plan
 
 KINDS = ("macs", "params", "latency")
 TOLERANCE = 0.02
@@ -156,7 +156,6 @@ def _refine(
 ) -> Reached:
     """Where one ratio for all cannot land near enough (few, small groups), move single groups by one
     --round-to step at a time, each time the one that brings the estimate nearest the target."""
-    from onnxprune.plan import _top
 
     def current() -> float:
         return dict(zip(("params", "macs"), estimate(), strict=True))[kind]
@@ -236,14 +235,10 @@ def plan_to_target(
     bench_options: BenchOptions | None = None,
 ) -> Reached:
     """Leave in the analysis' groups the plan nearest ``target``; latency is timed on rewritten copies."""
-    from onnxprune.measure.estimate import Estimator
 
     estimator = Estimator(graph, analysis, counts)
     if target.kind != "latency":
         return search(analysis, options, target.kind, target.value, estimator.fractions)
-    from onnxprune.graph import to_model
-    from onnxprune.measure.bench import BenchOptions, bench
-    from onnxprune.rewrite import apply_plan
 
     timing = bench_options or BenchOptions(runs=20, warmup=3, shapes=counts.inputs)
 

@@ -15,7 +15,9 @@ import numpy as np
 import onnx
 
 from onnxprune import files as graphs
+from onnxprune.data import static_batch
 from onnxprune.errors import CapabilityError, ModelLoadError, OnnxPruneError, UsageError
+from onnxprune.runtime import run_model
 from onnxprune.train.dataset import Samples, load_labels, load_samples, sample_count
 from onnxprune.train.options import TrainOptions
 
@@ -127,7 +129,6 @@ def _train(
 
 
 def _check_dynamic_batch(model: onnx.ModelProto) -> None:
-    from onnxprune.data import static_batch
 
     fixed = static_batch(model)
     if fixed is not None:
@@ -155,7 +156,6 @@ def _targets(
 
 def _teacher_targets(model: onnx.ModelProto, teacher: onnx.ModelProto, samples: Samples) -> Targets:
     """The teacher's outputs for every sample, computed once with ONNX Runtime (not once per epoch)."""
-    from onnxprune.runtime import run_model
     from onnxprune.train.loop import Targets
 
     names = [o.name for o in model.graph.output]
