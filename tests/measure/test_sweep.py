@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import onnxprune.analyse
+import onnxprune.measure.sweep
 from onnxprune.cli import app
 from onnxprune.measure.sweep import SweepOptions, sweep
 
@@ -22,8 +23,8 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_one_analysis_serves_every_point(monkeypatch):
     calls = []
-    real = onnxprune.analyse.analyse
-    monkeypatch.setattr(onnxprune.analyse, "analyse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = onnxprune.measure.sweep.analyse  # the name sweep calls (imported at its module top)
+    monkeypatch.setattr(onnxprune.measure.sweep, "analyse", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = sweep(onnx.load(VGG), SweepOptions(targets=[0.8, 0.5, 0.3], bench=None, iterations=2))
     assert len(calls) == 1
     original, *points = result["points"]
