@@ -35,6 +35,7 @@ from onnxprune.plan import load_plan
 from onnxprune.report import (
     bench_table,
     calibration_table,
+    change_table,
     compensation_table,
     counted_at,
     group_summary,
@@ -49,7 +50,6 @@ from onnxprune.sparsity import sparsify as run_sparsify
 from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.sparsity.tables import fidelity_table, sparsify_table, survey_table
 from onnxprune.tensorrt import build_engine
-from onnxprune.text import number
 from onnxprune.tolerances import CHECK, parse_tolerances
 from onnxprune.verify import NOISE_FACTOR, check_models, render_comparison
 
@@ -481,15 +481,9 @@ def _print_verification(verification: dict[str, Any]) -> None:
     sensitivity = _sensitivity_line(exact)
     if sensitivity:
         console.print(sensitivity, highlight=False, markup=False)
-    table = Table(title="change from the original (what pruning did to the outputs)")
-    for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
-        table.add_column(column, justify="right")
-    for o in change["outputs"]:
-        top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
-        table.add_row(
-            o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
-        )
-    console.print(table)
+    console.print(
+        change_table(change["outputs"], "change from the original (what pruning did to the outputs)")
+    )
 
 
 def _fed_line(inputs: dict[str, Any]) -> str:

@@ -218,3 +218,16 @@ def compensation_table(section: dict[str, Any]) -> Table:
     for approx in section["approximations"]:
         table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
     return table
+
+
+def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
+    """Per output: how far a changed model is from the original (verify.OutputMetrics records)."""
+    table = Table(title=title)
+    for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
+        table.add_column(column, justify="right")
+    for o in outputs:
+        top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
+        table.add_row(
+            o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
+        )
+    return table

@@ -6,6 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
+from onnxprune.report import change_table
+from onnxprune.text import number
+
 
 def _size(row: dict[str, Any]) -> str:
     if row["input_channels"] is None:
@@ -40,22 +43,13 @@ def sparsify_table(report: dict[str, Any], title: str) -> Table:
             continue
         cells = [row["node"], _size(row), f"{row['macs_share']:.1%}", f"{row['weight_error']:.3f}"]
         if calibrated:
-            cells += [_num(row.get("output_error"), ".2e"), _num(row.get("magnitude_output_error"), ".2e")]
+            cells += [
+                number(row.get("output_error"), ".2e"),
+                number(row.get("magnitude_output_error"), ".2e"),
+            ]
         table.add_row(*cells)
     return table
 
 
 def fidelity_table(fidelity: dict[str, Any]) -> Table:
-    table = Table(title=f"2:4 vs the original, on {fidelity['data']}")
-    for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
-        table.add_column(column, justify="right")
-    for o in fidelity["outputs"]:
-        top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
-        table.add_row(
-            o["name"], _num(o["max_abs_err"]), _num(o["max_rel_err"]), _num(o["cosine"], ".5f"), top1
-        )
-    return table
-
-
-def _num(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
+    return change_table(fidelity["outputs"], f"2:4 vs the original, on {fidelity['data']}")
