@@ -26,7 +26,9 @@ from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.channels.span import width
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
+from onnxprune.compensate.layer_error import layer_errors
 from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import count as count_samples
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
 from onnxprune.errors import OriginalRunError, UsageError, ValidationError, VerificationError
 from onnxprune.evidence import original_must_run, warnings_for
@@ -40,7 +42,7 @@ from onnxprune.measure.targets import Target, plan_to_target, target_options, ta
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
-from onnxprune.rewrite import apply_plan, masked_reference, validate
+from onnxprune.rewrite import apply_plan, masked_reference, uncompensated_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 
@@ -59,6 +61,10 @@ __all__ = [
     "prune_model",
     "sparsify",
 ]
+
+
+# Held-out calibration samples that measure the per-layer error of data-free compensation.
+ERROR_SAMPLES = 16
 
 
 @dataclass
@@ -233,6 +239,10 @@ def prune_model(
     result = PruneResult(model, pruned, analysis.groups, report, masked)
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
+        _compensation_errors(result, analysis, feeds, samples, calib)
+    elif analysis.compensating:
+        skipped = "--no-verify: per-layer errors are measured with verification"
+        report["compensation"]["error_skipped"] = skipped
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
@@ -253,6 +263,35 @@ def _calibration_samples(
         return None
     calib.calib_options()
     return calib.load(model)
+
+
+def _compensation_errors(
+    result: PruneResult,
+    analysis: Analysis,
+    fed: Any,
+    samples: dict[str, np.ndarray] | None,
+    calib: CalibRequest | None,
+) -> None:
+    """Per consumer: the output error of the pruned model without and with the data-free compensation, on
+    the held-out calibration samples when given, else on what verification fed (compensate/layer_error)."""
+    section = result.report["compensation"]
+    if not analysis.compensating or not section["layers"]:
+        return
+    if samples is not None:
+        _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+        feeds = [take(held, ERROR_SAMPLES)]
+        on = f"{count_samples(feeds[0])} held-out calibration samples"
+    else:
+        feeds, on = [dict(f) for f in fed.feeds], f"the verification inputs ({fed.description})"
+    nodes = list(dict.fromkeys(layer["node"] for layer in section["layers"]))
+    uncompensated = uncompensated_reference(normalise(result.original), analysis)
+    errors = layer_errors(
+        result.original, result.masked, uncompensated, nodes, kept_positions(analysis), feeds,
+        static_batch(result.original),
+    )  # fmt: skip
+    section["error_on"] = on
+    for layer in section["layers"]:
+        layer.update(errors.get(layer["node"], {"rel_mse_before": None, "rel_mse_after": None}))
 
 
 def _activation_scores(

@@ -201,12 +201,17 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
 
 
 def compensation_table(section: dict[str, Any]) -> Table:
-    """Per consumer of removed channels: how their constants were folded and whether that is exact."""
+    """Per consumer of removed channels: how their constants were folded, whether that is exact, and (with
+    verification) the layer's output error without and with the folding."""
     table = Table(title=f"compensation ({section['mode']})")
-    for column in ("consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"):
+    columns = ["consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"]
+    measured = "error_on" in section
+    columns += ["rel. MSE none", "with"] if measured else []
+    for column in columns:
         table.add_column(column, overflow="fold")
     for layer in section["layers"]:
         biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
+        errors = [_error(layer.get("rel_mse_before")), _error(layer.get("rel_mse_after"))] if measured else []
         table.add_row(
             layer["node"],
             str(layer["removed"]),
@@ -214,10 +219,22 @@ def compensation_table(section: dict[str, Any]) -> Table:
             layer["applied"],
             {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
             f"{biggest:.3g}",
+            *errors,
         )
     for approx in section["approximations"]:
-        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
+        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "", *([""] * 2 * measured))
+    if measured:
+        table.caption = (
+            f"rel. MSE: each layer's output against the original's, on {section['error_on']} "
+            "(-: one row, no variance to compare with)"
+        )
+    elif "error_skipped" in section:
+        table.caption = f"per-layer error not measured ({section['error_skipped']})"
     return table
+
+
+def _error(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def change_table(outputs: list[dict[str, Any]], title: str) -> Table:

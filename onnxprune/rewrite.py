@@ -16,7 +16,7 @@ from onnxprune.errors import ValidationError, first_line
 from onnxprune.files import checkable, without_weights
 from onnxprune.rules import rule_for
 
-__all__ = ["Rewrite", "apply_plan", "masked_reference", "validate"]
+__all__ = ["Rewrite", "apply_plan", "masked_reference", "uncompensated_reference", "validate"]
 
 
 def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
@@ -82,7 +82,13 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
     return gs.export_onnx(graph, do_type_check=False)
 
 
-def _compensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+def uncompensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+    """The compensated reference with 0 in place of every folded constant: what the same plan computes
+    without compensation (removed channels leave only through consumers, where plain removal means 0)."""
+    return _compensated_reference(graph, analysis, zero=True)
+
+
+def _compensated_reference(graph: gs.Graph, analysis: Analysis, zero: bool = False) -> onnx.ModelProto:
     """The original model in which every consumer (a Conv, Gemm, MatMul reducing over channels) sees each
     removed channel replaced by exactly the constant the pruned model folds for it: ``x * mask + c``.
 
@@ -101,7 +107,8 @@ def _compensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelPro
         if not removed.any() or not isinstance(tensor, gs.Variable):
             continue
         users = [n for n in tensor.outputs if n.name in node_names and n.inputs and n.inputs[0] is tensor]
-        filled = _filled(graph, tensor, removed, state.removed_value)
+        value = np.zeros_like(state.removed_value) if zero else state.removed_value
+        filled = _filled(graph, tensor, removed, value)
         for node in users:
             node.inputs[0] = filled
     graph.cleanup().toposort()
