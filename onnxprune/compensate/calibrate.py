@@ -233,7 +233,8 @@ def _apply(model: onnx.ModelProto, fit: LayerFit, options: CalibOptions) -> dict
     layer = fit.layer
     record: dict[str, Any] = {"node": layer.name, "op": layer.op, "rows": fit.rows()}
     current = fit.current()
-    record["rel_mse_before"] = _round(fit.error(current))
+    before = fit.error(current)  # each error costs a [D, D] x [D, K] product: computed once
+    record["rel_mse_before"] = _round(before)
     if layer.decline is not None:
         record["refit_declined"] = layer.decline
     mode = _mode(layer, options.steps)
@@ -243,7 +244,7 @@ def _apply(model: onnx.ModelProto, fit: LayerFit, options: CalibOptions) -> dict
     with_bias = layer.op != "MatMul" or layer.bias_name is not None
     new = fit.fit(mode, options.ridge, with_bias)
     after = fit.error(new)
-    if after >= fit.error(current):
+    if after >= before:
         record.update(applied="none", rel_mse_after=record["rel_mse_before"], note="no gain on the fit data")
         return record
     weight, bias = fit.unpack(new)
