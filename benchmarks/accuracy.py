@@ -83,7 +83,7 @@ def mnist_table(
 
 
 RESNET50 = r"""
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, {tests!r})
 import numpy as np
 from weights import load
@@ -91,6 +91,7 @@ from onnxprune import api
 from onnxprune.compensate.calibrate import CalibOptions
 model = load("resnet50")
 samples = {{"input": np.random.default_rng(0).standard_normal((256, 3, 224, 224)).astype(np.float32)}}
+load_before = os.getloadavg()[0]
 start = time.perf_counter()
 calib = api.CalibRequest(samples=samples, options=CalibOptions(steps=tuple({steps!r})))
 plan = api.PlanOptions(ratio=0.5, compensate="calib")
@@ -104,6 +105,8 @@ usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{
     "prune_and_calibrate_s": round(total, 1), "calibration_s": c["seconds"], "peak_mib": round(peak),
     "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+    "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    "declined": sum("refit_declined" in la for la in c["layers"]),
     "layers": len(c["layers"]), "bn": c.get("bn", {{}}).get("count"), "fidelity": c["fidelity"],
     "positions": c["positions"],
 }}))

@@ -12,7 +12,7 @@ mean residual (the empirical mean of what the removed channels carried).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from onnxprune.compensate.layers import Layer
 
 # Rows gathered before one Gram update: BLAS's A^T A is 3-4x faster on ~2,000 rows than on ~100 (a batch
 # of a few samples at a few positions each), and the float64 sum is then added to less often.
-BUFFER_BYTES = 24 * 2**20
+BUFFER_BYTES = 8 * 2**20
 MAX_BUFFER_ROWS = 2048
 
 
@@ -33,8 +33,9 @@ class Normal:
     y_sq: np.ndarray  # [K]
     y_sum: np.ndarray  # [K]
     rows: int = 0
-    pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    pending_rows: int = 0
+    # Rows not yet summed: [A | 1] and Y in float32, filled up to ``filled``.
+    buffer: tuple[np.ndarray, np.ndarray] | None = None
+    filled: int = 0
 
     @classmethod
     def empty(cls, dim: int, outputs: int) -> Normal:
@@ -43,33 +44,39 @@ class Normal:
         )
 
     def add(self, patches: np.ndarray, target: np.ndarray) -> None:
-        """Rows of one batch; they are summed into the Gram matrix a block of rows at a time."""
-        self.pending.append((patches, target))
-        self.pending_rows += patches.shape[0]
+        """Rows of one batch, copied into the buffer; it is summed into the Gram matrix when full."""
+        if self.buffer is None:
+            width = self.gram.shape[0] + self.cross.shape[1]
+            size = min(MAX_BUFFER_ROWS, max(256, BUFFER_BYTES // (4 * width)))
+            a = np.empty((size, self.gram.shape[0]), np.float32)
+            a[:, -1] = 1.0
+            self.buffer = a, np.empty((size, self.cross.shape[1]), np.float32)
+        a, y = self.buffer
+        start = 0
+        while start < patches.shape[0]:
+            take = min(a.shape[0] - self.filled, patches.shape[0] - start)
+            a[self.filled : self.filled + take, :-1] = patches[start : start + take]
+            y[self.filled : self.filled + take] = target[start : start + take]
+            self.filled += take
+            start += take
+            if self.filled == a.shape[0]:
+                self.flush()
         self.rows += patches.shape[0]
-        width = self.gram.shape[0] + self.cross.shape[1]
-        if self.pending_rows >= min(MAX_BUFFER_ROWS, max(256, BUFFER_BYTES // (4 * width))):
-            self.flush()
 
     def flush(self) -> None:
-        """Sum the pending rows: their products in float32 (BLAS, twice as fast), the sums in float64."""
-        if not self.pending:
+        """Sum the buffered rows: their products in float32 (BLAS, twice as fast), the sums in float64."""
+        if self.buffer is None or not self.filled:
             return
-        dim = self.gram.shape[0] - 1
-        a = np.empty((self.pending_rows, dim + 1), np.float32)
-        y = np.empty((self.pending_rows, self.cross.shape[1]), np.float32)
-        start = 0
-        for patches, target in self.pending:
-            stop = start + patches.shape[0]
-            a[start:stop, :-1], y[start:stop] = patches, target
-            start = stop
-        a[:, -1] = 1.0
-        self.pending.clear()
-        self.pending_rows = 0
+        a, y = self.buffer[0][: self.filled], self.buffer[1][: self.filled]
+        self.filled = 0
         self.gram += a.T @ a
         self.cross += a.T @ y
         self.y_sq += np.einsum("ij,ij->j", y, y, dtype=np.float64)
         self.y_sum += y.sum(axis=0, dtype=np.float64)
+
+    def release(self) -> None:
+        self.flush()
+        self.buffer = None
 
     def sse(self, w: np.ndarray) -> float:
         """Sum of squared errors of augmented weights ``w`` [D+1, K] on the accumulated data."""
@@ -156,6 +163,15 @@ class LayerFit:
 
     def rows(self) -> int:
         return self.groups[0].rows
+
+    def release(self) -> None:
+        """Sum what is buffered and free the buffers (the solve needs only the sums)."""
+        for normal in self.groups:
+            normal.release()
+
+    def unknowns(self) -> int:
+        """Weights and bias per output: the rows a determined least-squares fit needs at least."""
+        return self.groups[0].gram.shape[0]
 
     def unpack(self, weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(weight in the layer's [K, ...] layout, bias [K]) from per-group augmented weights."""
