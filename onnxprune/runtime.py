@@ -32,11 +32,15 @@ def require_onnxruntime() -> None:
         raise CapabilityError(ORT_MISSING)
 
 
-def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxruntime.InferenceSession:
+def ort_session(
+    model: Model, threads: int = 4, optimize: bool = True, spin: bool = True
+) -> onnxruntime.InferenceSession:
     """A CPU ``InferenceSession`` with few threads: tests run many tiny models, and big ones gain little.
 
     ``optimize=False`` turns ONNX Runtime's graph optimisations off: the same math summed in another order
-    (no fused Conv+BN), which is how verification measures the float32 noise floor.
+    (no fused Conv+BN), which is how verification measures the float32 noise floor. ``spin=False``: idle
+    worker threads sleep instead of spinning, for long runs of big batches (calibration), where spinning
+    gains nothing and burns a shared machine's CPU.
     """
     try:
         import onnxruntime as ort
@@ -50,6 +54,8 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
     # one line. So only fatal messages. Some come from the process-wide logger, before the session's own.
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if isinstance(model, str | Path) or not needs_external_data(model):

@@ -273,7 +273,11 @@ def _mode(layer: Layer, steps: Sequence[str]) -> str | None:
         return "refit"
     # A layer the refit declines gets the bias step instead (its mean error is still worth removing). A
     # MatMul has no bias of its own to move (without the Add after it that serves as one).
-    if ("bias" in steps or "refit" in steps) and (layer.op != "MatMul" or layer.bias_name is not None) and layer.weight.size:
+    if (
+        ("bias" in steps or "refit" in steps)
+        and (layer.op != "MatMul" or layer.bias_name is not None)
+        and layer.weight.size
+    ):
         return "bias"
     return None
 
