@@ -277,6 +277,10 @@ def _compensation_errors(
     section = result.report["compensation"]
     if not analysis.compensating or not section["layers"]:
         return
+    if files.needs_external_data(result.original):
+        # Three more runnable copies of the weights (and sessions) would be too much for such a model.
+        section["error_skipped"] = "the model is over 2 GB: per-layer errors are not measured"
+        return
     if samples is not None:
         _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
         feeds = [take(held, ERROR_SAMPLES)]

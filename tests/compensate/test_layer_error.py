@@ -74,3 +74,12 @@ def test_trained_model_compensation_lowers_most_layer_errors(tmp_path: Path) -> 
     assert len(better) > len(layers) / 2, layers
     table = compensation_table(result.report["compensation"])
     assert [c.header for c in table.columns][-2:] == ["rel. MSE none", "with"]
+
+
+def test_models_over_2_gb_skip_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxprune import files
+
+    model = with_dead_beta(tiny.chain())
+    monkeypatch.setattr(files, "needs_external_data", lambda m: True)
+    result = api.prune_model(model, DEAD, api.VerifyOptions())
+    assert "over 2 GB" in result.report["compensation"]["error_skipped"]
