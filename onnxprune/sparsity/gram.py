@@ -1,6 +1,7 @@
 """The Gram matrix of each layer's inputs on calibration data, from ONNX Runtime.
 
-The model runs with every chosen layer's input tensor exposed as an extra output; each batch's activations
+The model is cut down to what the chosen layers' input tensors need (``compensate.capture.subset``), those
+tensors being its outputs, so an early layer's inputs cost only the layers before it; each batch's activations
 are unfolded into the columns the weight's rows multiply (``pattern.Layout.to_rows``: for a Conv, im2col
 patches in (r, s, c) order) and ``X^T X`` is accumulated in float64, batch by batch, so no activation
 outlives its batch.
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune.compensate.capture import subset
 from onnxprune.errors import UsageError, first_line
 from onnxprune.runtime import ort_session
 from onnxprune.sparsity.layers import SparseLayer
@@ -24,7 +26,7 @@ def grams(
 ) -> dict[str, np.ndarray]:
     """Node name → Gram of that layer's unfolded inputs, summed over ``feeds``."""
     names = [layer.node.inputs[0].name for layer in layers]
-    session = ort_session(_with_outputs(model, layers))
+    session = ort_session(subset(model, list(dict.fromkeys(names))))
     totals: dict[str, np.ndarray] = {}
     for feed in feeds:
         try:
@@ -53,21 +55,6 @@ def _gram(layer: SparseLayer, x: np.ndarray) -> np.ndarray:
         total = gram if total is None else total + gram
     assert total is not None
     return total
-
-
-def _with_outputs(model: onnx.ModelProto, layers: Sequence[SparseLayer]) -> onnx.ModelProto:
-    """A shallow copy of ``model`` whose graph also outputs every layer's input activation."""
-    extended = onnx.ModelProto()
-    extended.CopyFrom(model)
-    present = {o.name for o in extended.graph.output}
-    for layer in layers:
-        tensor = layer.node.inputs[0]
-        if tensor.name in present:
-            continue
-        present.add(tensor.name)
-        dtype = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype or np.float32))
-        extended.graph.output.append(onnx.helper.make_tensor_value_info(tensor.name, dtype, None))
-    return extended
 
 
 def unfold(node: gs.Node, x: np.ndarray) -> np.ndarray:
