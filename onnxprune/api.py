@@ -8,6 +8,7 @@ sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 from collections.abc import Callable
@@ -236,10 +237,31 @@ def prune_model(
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
-        sparse = sparsify_model(result.pruned, sparsify)
-        result.pruned = sparse.model
-        report["sparsity"] = sparse.report
+        _sparsify(result, _sparsify_options(sparsify, samples, calib), verify)
     return result
+
+
+def _sparsify_options(
+    options: SparsifyOptions, samples: dict[str, np.ndarray] | None, calib: CalibRequest | None
+) -> SparsifyOptions:
+    """prune's 2:4 is calibrated on prune's own calibration samples (loaded once), unless it was given its
+    own; it never fits on the tail that calibration held out (the same tail, at least as long)."""
+    if samples is None or calib is None or options.calib is not None:
+        return options
+    holdout = max(options.holdout, calib.calib_options().holdout)
+    return dataclasses.replace(options, calib=samples, holdout=holdout)
+
+
+def _sparsify(result: PruneResult, options: SparsifyOptions, checks: VerifyOptions | None) -> None:
+    """2:4 on the pruned model (its own activations); the original-to-final change is measured again."""
+    sparse = sparsify_model(result.pruned, options)
+    result.pruned = sparse.model
+    result.report["sparsity"] = sparse.report
+    if sparse.report["sparsified"] and "verify" in result.report and checks is not None:
+        feeds = _feeds(result.original, checks).feeds
+        change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
+        result.report["verify"]["change_before_sparsity"] = result.report["verify"]["change"]
+        result.report["verify"]["change"] = change.to_dict()
 
 
 def _calibration_samples(

@@ -301,7 +301,10 @@ def prune(
     bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
     sparsify: Annotated[
-        bool, typer.Option("--sparsify", help="Then make eligible layers 2:4 (by magnitude).")
+        bool,
+        typer.Option(
+            "--sparsify", help="Then make eligible layers 2:4 (SparseGPT with --calib, else magnitude)."
+        ),
     ] = False,
     min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
@@ -438,6 +441,13 @@ def sparsify(
     selection: Annotated[
         str, typer.Option(help="auto (SparseGPT with --calib, else magnitude) | magnitude | sparsegpt")
     ] = "auto",
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential/--one-pass",
+            help="SparseGPT: each layer's Gram from the model as sparsified so far, or all from the input.",
+        ),
+    ] = True,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -448,8 +458,9 @@ def sparsify(
     if report is not None:
         check_output_path(report, [model])
     options = SparsifyOptions(
-        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection
-    )
+        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection,
+        sequential=sequential,
+    )  # fmt: skip
     result = run_sparsify(model, output, options, external_data=external_data)
     if report is not None:
         save_json(result.report, report)
@@ -481,8 +492,9 @@ def _print_verification(verification: dict[str, Any]) -> None:
     sensitivity = _sensitivity_line(exact)
     if sensitivity:
         console.print(sensitivity, highlight=False, markup=False)
+    what = "pruning and 2:4" if "change_before_sparsity" in verification else "pruning"
     console.print(
-        change_table(change["outputs"], "change from the original (what pruning did to the outputs)")
+        change_table(change["outputs"], f"change from the original (what {what} did to the outputs)")
     )
 
 
