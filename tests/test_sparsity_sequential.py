@@ -10,8 +10,8 @@ import sparse_models
 
 from onnxprune import graph as graphs
 from onnxprune.sparsity import SparsifyOptions, sparsify_model, survey
-from onnxprune.sparsity.gram import grams
-from onnxprune.sparsity.sparsegpt import output_error
+from onnxprune.sparsity.gram import LayerGrams, paired_grams
+from onnxprune.sparsity.sparsegpt import aimed_at_original, output_error
 from onnxprune.sparsity.waves import waves
 from onnxprune.sparsity.weights import resolve
 
@@ -38,28 +38,72 @@ def _weights(model) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("sequential", [True, False])
 def test_each_layer_is_measured_on_the_inputs_it_sees(sequential: bool) -> None:
-    """Sequential: a layer's held-out error is its error on the inputs of the final (all 2:4) model; one
-    pass: on the original's. Recomputed here from each model's own activations."""
+    """Sequential: a layer's held-out error is measured on the inputs of the final (all 2:4) model, against
+    its output in the original; one pass: on the original's inputs. Recomputed here from the activations."""
     model, samples = sparse_models.branches(), sparse_models.correlated_samples(64)
     options = SparsifyOptions(min_channels=16, calib=samples, batch=16, sequential=sequential)
     result = sparsify_model(model, options)
     held = {"input": samples["input"][-16:]}
     source = result.model if sequential else model
-    graph = gs.import_onnx(graphs.infer_shapes(source))
-    layers = [layer for layer in survey(source, SparsifyOptions(min_channels=16))[0] if layer.eligible]
-    by_name = {node.name: node for node in graph.nodes}
-    for layer in layers:
-        layer.node = by_name[layer.name]
-    on_held = grams(graphs.to_model(graph, source), layers, [held])
+    layers = _layers(source)
+    on_held = paired_grams(source, layers, [held], model if sequential else None)
     before, after = _weights(model), _weights(result.model)
     rows = {row["node"]: row for row in result.report["layers"]}
     for layer in layers:
         assert layer.layout is not None
         old, new = (layer.layout.to_rows(w[layer.name]).astype(np.float64) for w in (before, after))
-        want = output_error(old, new, on_held[layer.name])
+        found = on_held[layer.name]
+        want = output_error(old, new, found.ss, found.cross, found.oo)
         assert rows[layer.name]["output_error"] == pytest.approx(want, rel=1e-4), layer.name
     assert result.report["grams"].startswith("sequential" if sequential else "one pass")
     assert result.report["options"]["sequential"] is sequential
+
+
+def _layers(model) -> list:
+    graph = gs.import_onnx(graphs.infer_shapes(model))
+    layers = [layer for layer in survey(model, SparsifyOptions(min_channels=16))[0] if layer.eligible]
+    by_name = {node.name: node for node in graph.nodes}
+    for layer in layers:
+        layer.node = by_name[layer.name]
+    return layers
+
+
+def test_later_layers_absorb_the_earlier_layers_error() -> None:
+    """Against the original's output of the last layer, on held-out inputs through the sparsified model:
+    aiming at the original (sequential) beats fitting each layer to its own dense output (one pass)."""
+    model, samples = sparse_models.branches(), sparse_models.correlated_samples(96)
+    errors = {}
+    for sequential in (True, False):
+        options = SparsifyOptions(min_channels=16, calib=samples, batch=16, sequential=sequential)
+        result = sparsify_model(model, options)
+        found = paired_grams(result.model, _layers(result.model), [{"input": samples["input"][-24:]}], model)
+        old = _layers(model)[-1]
+        assert old.layout is not None and old.name == "/s/Conv"
+        rows = [
+            old.layout.to_rows(w["/s/Conv"]).astype(np.float64)
+            for w in (_weights(model), _weights(result.model))
+        ]
+        grams = found["/s/Conv"]
+        errors[sequential] = output_error(*rows, grams.ss, grams.cross, grams.oo)
+    assert errors[True] < errors[False], errors
+
+
+def test_aimed_weight_is_the_least_squares_map_to_the_original_output() -> None:
+    rng = np.random.default_rng(0)
+    x_o = rng.normal(size=(400, 8))
+    x = x_o + 0.1 * rng.normal(size=(400, 8))  # the inputs, changed by earlier layers
+    w = rng.normal(size=(3, 8))
+    grams = LayerGrams(x.T @ x, x.T @ x_o, x_o.T @ x_o)
+    aimed = aimed_at_original(w, grams, damp=0.0)
+    want = np.linalg.lstsq(x, x_o @ w.T, rcond=None)[0].T
+    np.testing.assert_allclose(aimed, want, rtol=1e-8, atol=1e-10)
+    # The error formula from Grams is the error of the products themselves.
+    direct = np.sum((x_o @ w.T - x @ aimed.T) ** 2) / np.sum((x_o @ w.T) ** 2)
+    assert output_error(w, aimed, grams.ss, grams.cross, grams.oo) == pytest.approx(direct, rel=1e-8)
+    assert output_error(w, aimed, grams.ss, grams.cross, grams.oo) < output_error(
+        w, w, grams.ss, grams.cross, grams.oo
+    )
+    np.testing.assert_array_equal(aimed_at_original(w, LayerGrams(grams.ss)), w)
 
 
 def test_sequential_and_one_pass_agree_on_the_first_wave_and_differ_after() -> None:

@@ -25,7 +25,7 @@ from onnxprune.errors import OnnxPruneError, VerificationError
 from onnxprune.sparsity import measure, pattern
 from onnxprune.sparsity.layers import SparseLayer, find_layers, layout_of
 from onnxprune.sparsity.options import SparsifyOptions
-from onnxprune.sparsity.sparsegpt import output_error, sparsegpt
+from onnxprune.sparsity.sparsegpt import aimed_at_original, output_error, sparsegpt
 from onnxprune.sparsity.waves import waves
 from onnxprune.sparsity.weights import Declined, resolve
 from onnxprune.stats import graph_stats
@@ -90,7 +90,8 @@ def _select(
 
     Calibrated SparseGPT goes wave by wave (``waves.py``): each wave's Grams, on the fit and the held-out
     samples, come from the model as sparsified so far, so a layer is fitted to, and measured on, the inputs
-    it will see. Otherwise (magnitude, or ``sequential=False``) every Gram comes from ``model`` in one pass.
+    it will see, and aimed at its output in the original model (absorbing the earlier layers' error).
+    Otherwise (magnitude, or ``sequential=False``) every Gram comes from ``model`` in one pass.
     """
     if not (options.sequential and fit is not None and options.method == "sparsegpt"):
         grams = measure.layer_grams(model, chosen, fit, held, options.batch)
@@ -99,7 +100,8 @@ def _select(
     for wave in waves(graph, chosen):
         # The graph's constants hold every earlier wave's 2:4 weights by now.
         current = graphs.to_model(graph, model) if records else model
-        grams = measure.layer_grams(current, wave, fit, held, options.batch)
+        # Behind 2:4 layers, each is aimed at its output in the original (sparsegpt.aimed_at_original).
+        grams = measure.layer_grams(current, wave, fit, held, options.batch, model if records else None)
         records.update({layer.name: _sparsify_layer(layer, grams, options) for layer in wave})
         del current, grams  # one exported copy of the weights at a time
     return records
@@ -113,7 +115,10 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
     magnitude = np.where(pattern.magnitude_mask(rows), 0.0, rows)
     fit, held = grams.get(layer.name, (None, None))
     calibrated = fit is not None and options.method == "sparsegpt"
-    new = sparsegpt(rows, fit, damp=options.damp) if calibrated else magnitude
+    if calibrated:
+        new = sparsegpt(aimed_at_original(rows, fit, options.damp), fit.ss, damp=options.damp)
+    else:
+        new = magnitude
     layer.weight.store(layer.layout.from_rows(new).astype(value.dtype))
     # Measured on what was stored: FP16 and int8 weights round on the way back.
     new = layer.layout.to_rows(layer.weight.values()).astype(np.float64)
@@ -122,8 +127,9 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
         "weight_error": float(np.linalg.norm(rows - new)) / max(float(np.linalg.norm(rows)), 1e-30),
     }
     if held is not None:
-        record["output_error"] = output_error(rows, new, held)
-        record["magnitude_output_error"] = output_error(rows, magnitude, held)
+        # Against the layer's output in the original model, on the inputs it sees here.
+        record["output_error"] = output_error(rows, new, held.ss, held.cross, held.oo)
+        record["magnitude_output_error"] = output_error(rows, magnitude, held.ss, held.cross, held.oo)
     return record
 
 
@@ -173,7 +179,7 @@ def _report(
 def _grams_from(options: SparsifyOptions) -> str:
     """Which activations the per-layer Grams (and held-out output errors) were taken from."""
     if options.sequential and options.method == "sparsegpt":
-        return "sequential: each layer's inputs with the earlier layers already 2:4"
+        return "sequential: each layer's inputs with earlier layers 2:4, aimed at the original's output"
     return "one pass: each layer's inputs in the original model"
 
 
