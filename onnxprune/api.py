@@ -173,7 +173,8 @@ def prune_model(
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original. ``sparsify``: then make the
-    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
+    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error),
+    by SparseGPT on ``calib``'s samples when given (see ``_sparsify_options``).
     With a ``target`` (a fraction of the original's MACs, params or latency) the plan is searched for
     (``options.ratio`` is where the search starts, not a plan); the report says what was asked and what was
     reached. MACs and parameters are counted before and after at the verification's shapes.
