@@ -24,7 +24,6 @@ from onnxprune.activation import activation_scores
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.channels.span import width
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
@@ -40,7 +39,7 @@ from onnxprune.measure.targets import Target, plan_to_target, target_options, ta
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
-from onnxprune.rewrite import apply_plan, masked_reference, validate
+from onnxprune.rewrite import apply_plan, kept_positions, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 
@@ -296,16 +295,6 @@ def _calibrate(
         check_runs(result.original, result.pruned)
 
 
-def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
-    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
-    kept = {}
-    for name, state in analysis.states.items():
-        positions = analysis.kept_positions(state.map)
-        if len(positions) < width(state.map):
-            kept[name] = positions
-    return kept
-
-
 def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
     """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
     try:
@@ -432,10 +421,10 @@ def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) ->
     measured."""
     if calib is None or inputs is None:
         return
-    a, b = Path(calib), Path(inputs)
-    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
-    if same:
-        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
+    if files.same_file(calib, inputs):
+        raise UsageError(
+            f"--calib and --inputs are the same file ({inputs}): never calibrate on evaluation data"
+        )
 
 
 def build_report(

@@ -609,6 +609,18 @@ def sweep_command(
     ] = "0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2",
     kind: Annotated[str, typer.Option(help="What the targets are fractions of: macs | params.")] = "macs",
     labels: Annotated[Path | None, typer.Option(help=".npz with x and y: accuracy of every point.")] = None,
+    compensate: Annotated[
+        str | None,
+        typer.Option(help="Modes, comma list of none, bn, calib (default: bn; and calib with --calib)."),
+    ] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Calibration data for calib (.npz, Polygraphy JSON, folder of .npy or images)."),
+    ] = None,
+    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
+    calib_steps: Annotated[
+        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
+    ] = "refit",
     plot: Annotated[
         Path | None, typer.Option(help="Draw fidelity vs MACs (and latency) into this PNG.")
     ] = None,
@@ -641,7 +653,9 @@ def sweep_command(
         criterion=choice(Criterion, criterion, "--criterion"),
     )
     timing = BenchOptions(runs=runs, warmup=2, shapes=shapes, min_seconds=1.0) if bench else None
-    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing)
+    modes = [m.strip() for m in compensate.split(",") if m.strip()] if compensate is not None else None
+    request = _calib_request(calib, None, None, None, calib_samples, calib_steps)
+    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing, modes, request)
     options.check()
     timing.check() if timing is not None else None
     if plot is not None:

@@ -180,6 +180,12 @@ def check_output_path(output: str | Path, inputs: Sequence[str | Path]) -> Path:
     return output
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (or, where either does not exist yet, one path)."""
+    a, b = Path(a), Path(b)
+    return a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+
+
 def save_model(model: onnx.ModelProto, output: str | Path, *, external_data: bool | None = None) -> Path:
     """Write a model atomically: temporary files in the same directory, then ``os.replace``.
 

@@ -134,6 +134,7 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
     table = Table(title=f"{name}: sweep over {result['kind']} (counted at {fed})", min_width=96)
     for column in (
         "target",
+        "compensate",
         "reached",
         "MACs",
         "params",
@@ -146,10 +147,12 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
         table.add_column(column, justify="right")
     for p in result["points"]:
         if "error" in p:
-            table.add_row(f"{p['target']:g}", "[yellow]unreachable[/]", p["error"], "", "", "", "", "", "")
+            row = (f"{p['target']:g}", p.get("compensate") or "", "[yellow]unreachable[/]", p["error"])
+            table.add_row(*row, *[""] * 6)
             continue
         table.add_row(
             "original" if p["target"] == 1.0 and p["seconds"] == 0.0 else f"{p['target']:g}",
+            p.get("compensate") or "-",
             f"{p['reached']:.3f}",
             count(p["macs"]),
             count(p["params"]),
@@ -159,9 +162,9 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
             "-" if p["accuracy"] is None else f"{p['accuracy']:.2%}",
             f"{p['seconds']:.1f}",
         )
-    table.caption = (
-        f"one analysis ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
-    )
+    walks = {"none" if m == "none" else "bn" for m in result.get("compensate", ["bn"])}
+    analysis = "one analysis" if len(walks) == 1 else "one analysis per walk (none, bn)"
+    table.caption = f"{analysis} ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
     return table
 
 
