@@ -73,6 +73,7 @@ class Inspection:
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
     counts: Counts | None = None
     estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
+    group_macs: dict[int, int] = field(default_factory=dict)  # group id -> MACs of the layers it sets
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
 
@@ -123,6 +124,7 @@ def inspect(
     found.hints = [BN_HINT] if folded_bn(graph) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
+    found.group_macs = found.estimator.group_macs()
     warning = slimming_warning(analysis.groups)
     found.warnings.extend([warning] if warning else [])
     return found

@@ -172,7 +172,7 @@ def inspect(
     found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
-    groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
+    groups = [group_summary(g, found.macs, found.group_macs.get(g.id, 0)) for g in found.groups if g.nodes]
     if as_json:
         payload = {
             "model": str(model),

@@ -22,7 +22,8 @@ def _nodes(nodes: list[str], limit: int = 3) -> str:
     return shown + (f" (+{len(nodes) - limit})" if len(nodes) > limit else "")
 
 
-def group_summary(group: ChannelGroup, total_macs: int) -> dict[str, Any]:
+def group_summary(group: ChannelGroup, total_macs: int, macs: int) -> dict[str, Any]:
+    """``macs``: of the layers whose widths the group sets (``Estimator.group_macs``, from the counter)."""
     score = group.score
     stats: dict[str, Any] = {"min": None, "median": None, "max": None}
     if group.gamma is not None and not np.isnan(group.gamma).all():
@@ -35,7 +36,8 @@ def group_summary(group: ChannelGroup, total_macs: int) -> dict[str, Any]:
         "channels": group.size,
         "criterion": group.criterion if score is not None else None,
         "gamma": stats,
-        "macs_share": group.macs / total_macs if total_macs else 0.0,
+        "macs": macs,
+        "macs_share": macs / total_macs if total_macs else 0.0,
         "prunable": group.prunable,
         # One line per distinct decline: several members of a group often meet the same blocker.
         "declines": [{"reason": d.reason, "node": d.node} for d in dict.fromkeys(group.declines)],
@@ -56,10 +58,13 @@ def inspect_table(groups: list[dict[str, Any]], title: str) -> Table:
             else f"[yellow]declined[/]: {g['declines'][0]['reason']}"
             + (f" at {g['declines'][0]['node']}" if g["declines"][0]["node"] else "")
         )
-        table.add_row(
-            str(g["id"]), _nodes(g["nodes"]), str(g["channels"]), span, f"{g['macs_share']:.1%}", status
-        )
+        table.add_row(str(g["id"]), _nodes(g["nodes"]), str(g["channels"]), span, _share(g), status)
     return table
+
+
+def _share(group: dict[str, Any]) -> str:
+    macs = group.get("macs")
+    return f"{group['macs_share']:.1%}" if macs is None else f"{count(macs)} ({group['macs_share']:.1%})"
 
 
 def prune_table(report: dict[str, Any], title: str) -> Table:

@@ -107,6 +107,31 @@ class Estimator:
         params = sum(t.size * self._factor(t, kept) for t in self.param_terms.values()) + self._maps()
         return params / max(self.full_params, 1), macs / max(self.full_macs, 1)
 
+    def group_macs(self) -> dict[int, int]:
+        """Group id -> the MACs of the layers whose widths it sets (counted at the fed shapes): each counted
+        node's MACs times the fraction of its input or output width the group holds, of either when it
+        holds part of both (``1 - (1 - f_in)(1 - f_out)``): what would go if every channel of it went.
+        Shares overlap: a Conv between two groups counts in both."""
+        total: dict[int, float] = {}
+        for term in self.mac_terms:
+            held: dict[int, float] = {}  # group -> fraction of this node's MACs it does not reach
+            for name in term.tensors:
+                state = self.analysis.states.get(name)
+                full = width(state.map) if state is not None else 0
+                if state is None or not full:
+                    continue
+                for group, fraction in self._fractions(state.map, full).items():
+                    held[group] = held.get(group, 1.0) * (1.0 - fraction)
+            for group, untouched in held.items():
+                total[group] = total.get(group, 0.0) + term.size * (1.0 - untouched)
+        return {group: int(round(macs)) for group, macs in total.items()}
+
+    def _fractions(self, cmap: tuple, full: int) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for group, span, _ in self.analysis.pieces(cmap):
+            found[group.id] = found.get(group.id, 0.0) + span.width / full
+        return found
+
     def _factor(self, term: _Term, kept: dict[str, float]) -> float:
         factor = 1.0
         for name in term.tensors:
