@@ -96,6 +96,8 @@ class PruneResult:
     report: dict[str, Any]
     make_masked: Callable[[], onnx.ModelProto]
     output: Path | None = None
+    # ``pruned`` serialised for its ONNX Runtime check; None once anything changes it (calibration, 2:4).
+    serialized: bytes | None = None
 
     @functools.cached_property
     def masked(self) -> onnx.ModelProto:
@@ -231,12 +233,14 @@ def prune_model(
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
     # The input itself is the original to compare with: the normalised graph computes the same.
-    result = PruneResult(model, pruned, analysis.groups, report, masked)
+    result = PruneResult(model, pruned, analysis.groups, report, masked, serialized=trial.serialized)
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
+        result.serialized = None
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
+        result.serialized = None
         sparse = sparsify_model(result.pruned, sparsify)
         result.pruned = sparse.model
         report["sparsity"] = sparse.report
@@ -301,12 +305,14 @@ def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds:
     """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
     try:
         pruned = validate(to_model(apply_plan(graph, analysis), model))
-        check_runs(model, pruned, feeds=feeds)
+        # Serialised once: ONNX Runtime checks these bytes, and they are what is saved.
+        data = None if files.needs_external_data(pruned) else pruned.SerializeToString()
+        check_runs(model, pruned, feeds=feeds, serialized=data)
     except OriginalRunError:
         raise  # the original fails on these inputs: no group is to blame
     except ValidationError as err:
         return Trial(analysis, None, err)
-    return Trial(analysis, pruned, None)
+    return Trial(analysis, pruned, None, data)
 
 
 def _fresh_attempt(
@@ -411,9 +417,14 @@ def prune(
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
-                files.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+                files.save_model(
+                    result.pruned,
+                    Path(folder) / output.name,
+                    external_data=external_data,
+                    serialized=result.serialized,
+                )  # fmt: skip
             )
-    files.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     result.output = output
     return result
 
