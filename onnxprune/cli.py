@@ -110,6 +110,11 @@ InputsOpt = Annotated[
         help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
     ),
 ]
+CalibOpt = Annotated[
+    Path | None, typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images).")
+]
+CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
+CalibStepsOpt = Annotated[str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")]
 IterationsOpt = Annotated[
     int | None,
     typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),
@@ -265,17 +270,12 @@ def prune(
     max_group_ratio: Annotated[
         float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
     ] = DEFAULT_MAX_GROUP_RATIO,
-    calib: Annotated[
-        Path | None,
-        typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images)."),
-    ] = None,
+    calib: CalibOpt = None,
     calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
     calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
     calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
-    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
-    calib_steps: Annotated[
-        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
-    ] = "refit",
+    calib_samples: CalibSamplesOpt = None,
+    calib_steps: CalibStepsOpt = "refit",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -613,14 +613,9 @@ def sweep_command(
         str | None,
         typer.Option(help="Modes, comma list of none, bn, calib (default: bn; and calib with --calib)."),
     ] = None,
-    calib: Annotated[
-        Path | None,
-        typer.Option(help="Calibration data for calib (.npz, Polygraphy JSON, folder of .npy or images)."),
-    ] = None,
-    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
-    calib_steps: Annotated[
-        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
-    ] = "refit",
+    calib: CalibOpt = None,
+    calib_samples: CalibSamplesOpt = None,
+    calib_steps: CalibStepsOpt = "refit",
     plot: Annotated[
         Path | None, typer.Option(help="Draw fidelity vs MACs (and latency) into this PNG.")
     ] = None,
