@@ -151,7 +151,8 @@ def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
     fidelity.set_xlabel("MACs (fraction of the original)")
     fidelity.set_ylabel("agreement with the original")
     fidelity.invert_xaxis()
-    fidelity.legend()
+    # Below the axes: with a line per mode and metric, a legend inside would cover the points.
+    fidelity.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(modes))
     speed.plot([0, 1], [0, 1], color="gray", linestyle=":", label="latency = MACs")
     speed.set_xlabel("MACs (fraction of the original)")
     speed.set_ylabel("latency (fraction of the original)")
