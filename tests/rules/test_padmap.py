@@ -53,3 +53,15 @@ def test_a_matmul_of_constants_costs_no_macs():
     kernel, rows, cols = np.ones((4, 3, 3)), np.ones((8, 3)), np.ones((3, 8))
     counts = count(_factored_model(kernel, rows, cols))
     assert counts.macs == 0 and counts.params == 4 * 9 + 8 * 3 + 3 * 8
+
+
+def test_onnx_runtime_folds_the_factors_when_it_loads_the_model(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model = _factored_model(np.ones((4, 3, 3)), np.ones((8, 3)), np.ones((3, 8)))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert [node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node] == ["Add"]
