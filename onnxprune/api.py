@@ -25,7 +25,6 @@ from onnxprune.activation import activation_scores
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.channels.span import width
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
@@ -41,7 +40,7 @@ from onnxprune.measure.targets import Target, plan_to_target, target_options, ta
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
-from onnxprune.rewrite import apply_plan, masked_reference, validate
+from onnxprune.rewrite import apply_plan, kept_positions, masked_reference, validate
 from onnxprune.runtime import check_runs
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 
@@ -75,6 +74,7 @@ class Inspection:
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
     counts: Counts | None = None
     estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
+    group_macs: dict[int, int] = field(default_factory=dict)  # group id -> MACs of the layers it sets
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
 
@@ -97,6 +97,8 @@ class PruneResult:
     report: dict[str, Any]
     make_masked: Callable[[], onnx.ModelProto]
     output: Path | None = None
+    # ``pruned`` serialised for its ONNX Runtime check; None once anything changes it (calibration, 2:4).
+    serialized: bytes | None = None
 
     @functools.cached_property
     def masked(self) -> onnx.ModelProto:
@@ -125,6 +127,7 @@ def inspect(
     found.hints = [BN_HINT] if folded_bn(graph) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
+    found.group_macs = found.estimator.group_macs()
     warning = slimming_warning(analysis.groups)
     found.warnings.extend([warning] if warning else [])
     return found
@@ -232,12 +235,14 @@ def prune_model(
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
     # The input itself is the original to compare with: the normalised graph computes the same.
-    result = PruneResult(model, pruned, analysis.groups, report, masked)
+    result = PruneResult(model, pruned, analysis.groups, report, masked, serialized=trial.serialized)
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
+        result.serialized = None
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
+        result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
         _sparsify(result, _sparsify_options(sparsify, samples, calib), verify)
     return result
 
@@ -319,26 +324,18 @@ def _calibrate(
         check_runs(result.original, result.pruned)
 
 
-def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
-    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
-    kept = {}
-    for name, state in analysis.states.items():
-        positions = analysis.kept_positions(state.map)
-        if len(positions) < width(state.map):
-            kept[name] = positions
-    return kept
-
-
 def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
     """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
     try:
         pruned = validate(to_model(apply_plan(graph, analysis), model))
-        check_runs(model, pruned, feeds=feeds)
+        # Serialised once: ONNX Runtime checks these bytes, and they are what is saved.
+        data = None if files.needs_external_data(pruned) else pruned.SerializeToString()
+        check_runs(model, pruned, feeds=feeds, serialized=data)
     except OriginalRunError:
         raise  # the original fails on these inputs: no group is to blame
     except ValidationError as err:
         return Trial(analysis, None, err)
-    return Trial(analysis, pruned, None)
+    return Trial(analysis, pruned, None, data)
 
 
 def _fresh_attempt(
@@ -443,9 +440,14 @@ def prune(
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
-                files.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+                files.save_model(
+                    result.pruned,
+                    Path(folder) / output.name,
+                    external_data=external_data,
+                    serialized=result.serialized,
+                )  # fmt: skip
             )
-    files.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     result.output = output
     return result
 
@@ -455,10 +457,10 @@ def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) ->
     measured."""
     if calib is None or inputs is None:
         return
-    a, b = Path(calib), Path(inputs)
-    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
-    if same:
-        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
+    if files.same_file(calib, inputs):
+        raise UsageError(
+            f"--calib and --inputs are the same file ({inputs}): never calibrate on evaluation data"
+        )
 
 
 def build_report(

@@ -22,13 +22,13 @@ import onnx_graphsurgeon as gs
 from onnxprune import files
 from onnxprune import graph as graphs
 from onnxprune.errors import OnnxPruneError, VerificationError
+from onnxprune.measure.counter import count
 from onnxprune.sparsity import measure, pattern
 from onnxprune.sparsity.layers import SparseLayer, find_layers, layout_of
 from onnxprune.sparsity.options import SparsifyOptions
 from onnxprune.sparsity.sparsegpt import aimed_at_original, output_error, sparsegpt
 from onnxprune.sparsity.waves import waves
 from onnxprune.sparsity.weights import Declined, resolve
-from onnxprune.stats import graph_stats
 
 
 class NothingToSparsify(OnnxPruneError):
@@ -54,9 +54,10 @@ def survey(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> tu
 
 def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph, list[SparseLayer], int]:
     graph = gs.import_onnx(graphs.infer_shapes(model))
+    counts = count(model)  # the one counter, at the default input shapes
     found = find_layers(graph, min_channels=options.min_channels, layers=options.layers,
-                        exclude=options.exclude)  # fmt: skip
-    return graph, found, graph_stats(graph)[1]
+                        exclude=options.exclude, macs=counts.nodes)  # fmt: skip
+    return graph, found, counts.macs
 
 
 def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> SparsifyResult:
