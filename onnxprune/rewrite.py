@@ -12,11 +12,19 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
+from onnxprune.channels.span import width
 from onnxprune.errors import ValidationError, first_line
 from onnxprune.files import checkable, without_weights
 from onnxprune.rules import rule_for
 
-__all__ = ["Rewrite", "apply_plan", "masked_reference", "uncompensated_reference", "validate"]
+__all__ = [
+    "Rewrite",
+    "apply_plan",
+    "kept_positions",
+    "masked_reference",
+    "uncompensated_reference",
+    "validate",
+]
 
 
 def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
@@ -30,6 +38,16 @@ def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
             tensor.shape = None  # stale after slicing; shape inference fills them in again
     graph.cleanup().toposort()
     return graph
+
+
+def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
+    kept = {}
+    for name, state in analysis.states.items():
+        positions = analysis.kept_positions(state.map)
+        if len(positions) < width(state.map):
+            kept[name] = positions
+    return kept
 
 
 def validate(model: onnx.ModelProto) -> onnx.ModelProto:

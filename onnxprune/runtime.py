@@ -20,7 +20,7 @@ from onnxprune.inputs import Feeds, original_fails_message, prepare_feeds
 if TYPE_CHECKING:
     import onnxruntime
 
-    Model = onnx.ModelProto | str | Path
+    Model = onnx.ModelProto | str | Path | bytes
 
 
 ORT_MISSING = "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
@@ -58,6 +58,8 @@ def ort_session(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if isinstance(model, bytes):
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
@@ -78,11 +80,15 @@ def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndar
 
 
 def check_runs(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0, feeds: Feeds | None = None
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    seed: int = 0,
+    feeds: Feeds | None = None,
+    serialized: bytes | None = None,
 ) -> None:
     """The pruned model runs in ONNX Runtime on the first feed (seeded data by default) and its outputs have
     the original's shapes. If neither model runs there, the error says the original fails and how to give
-    it the shapes it takes."""
+    it the shapes it takes. ``serialized``: ``pruned`` already serialised (ONNX Runtime takes the bytes)."""
     fed = feeds or prepare_feeds(original, seed=seed)
     feed = fed.feeds[0]
     want = _static_output_shapes(original)
@@ -95,7 +101,7 @@ def check_runs(
         except Exception as exc:
             original_error = exc  # nothing to compare shapes against; the pruned model must still run
     try:
-        after = run_model(pruned, feed)
+        after = run_model(serialized if serialized is not None else pruned, feed)
     except CapabilityError:
         raise
     except Exception as exc:
