@@ -127,3 +127,21 @@ def test_too_few_rows_for_the_unknowns_declines_the_refit_for_the_bias_step():
     (record,) = done.report["layers"]
     assert record["rows"] == 9 and "unknowns" in record["refit_declined"]
     assert record["applied"] == "bias" and record["rel_mse_after"] < record["rel_mse_before"]
+
+
+def test_convs_behind_factored_bias_maps_are_refitted():
+    """A padded Conv's bias map stored as factors (two MatMuls of constants, rules/padmap.py) is still the
+    Conv's offset: the refit matches its output, not declined for a channel-count mismatch."""
+    from pathlib import Path
+
+    import onnx
+
+    from onnxprune import api
+
+    mnist = Path(__file__).parents[2] / "models" / "mnist"
+    model = onnx.load(str(mnist / "mnist_vgg.plain.onnx"))
+    calib = api.CalibRequest(mnist / "mnist5k_calib.npz", limit=96)
+    result = api.prune_model(model, api.PlanOptions(ratio=0.5, compensate="calib"), None, calib)
+    assert any("bias_map_rows" in n.name for n in result.pruned.graph.node), "no factored map to test"
+    convs = [la for la in result.report["calibration"]["layers"] if la["op"] == "Conv"]
+    assert convs and all(la["applied"] == "refit" for la in convs), convs
