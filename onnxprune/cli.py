@@ -30,7 +30,7 @@ from onnxprune.measure.bench import BenchOptions, bench_record
 from onnxprune.measure.plots import plot_inspection, plot_kept, plot_sweep
 from onnxprune.measure.sweep import SweepOptions, sweep
 from onnxprune.measure.targets import Target
-from onnxprune.options import Compensate, Criterion, Scope, choice
+from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, choice
 from onnxprune.plan import load_plan
 from onnxprune.report import (
     bench_table,
@@ -90,8 +90,8 @@ def _choices(kind: type[Enum], help: str) -> Any:
     return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
 
 
-# Measured on the MNIST models (README, benchmarks/accuracy.py).
-DEFAULT_MAX_GROUP_RATIO = 1.0
+# The library's default (options.PlanOptions), measured on the MNIST models (README, benchmarks/accuracy.py).
+DEFAULT_MAX_GROUP_RATIO = PlanOptions.max_group_ratio
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]

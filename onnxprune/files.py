@@ -207,9 +207,7 @@ def save_model(
     if external_data is None:
         external_data = needs_external_data(model)
     if not external_data:
-        if serialized is not None:
-            return write_atomically(output, lambda handle: handle.write(serialized))
-        return write_atomically(output, lambda handle: _write_proto(model, handle))
+        return write_atomically(output, lambda handle: _write_proto(model, handle, serialized))
     if _is_special(output):
         raise ModelSaveError(f"{output}: not a regular file; external data needs a directory to live in")
     data = output.with_name(output.name + ".data")
@@ -292,7 +290,11 @@ def _copy_fields(src, dst, skip: tuple[str, ...]):
     return dst
 
 
-def _write_proto(model: onnx.ModelProto, handle: IO[bytes]) -> None:
+def _write_proto(model: onnx.ModelProto, handle: IO[bytes], serialized: bytes | None = None) -> None:
+    """The model as one protobuf; ``serialized``: its bytes when the caller has them already."""
+    if serialized is not None:
+        handle.write(serialized)
+        return
     try:
         payload = model.SerializeToString()
     except Exception as exc:  # protobuf's EncodeError: a message over 2 GB cannot be serialised

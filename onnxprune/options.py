@@ -71,7 +71,7 @@ class PlanOptions:
     compensate: Compensate = Compensate.BN
     # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
     # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
-    max_group_ratio: float = 1.0
+    max_group_ratio: float = 0.85
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here

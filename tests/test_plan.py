@@ -29,8 +29,10 @@ def test_threshold_zero_removes_exactly_the_zero_scores() -> None:
 
 def test_global_ratio_ranks_all_groups_together() -> None:
     low, high = group(0, [0.1] * 8), group(1, [0.9] * 8)
-    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1, max_group_ratio=1.0))
     assert (low.kept, high.kept) == (1, 8), "the low group loses its channels first (never all of them)"
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    assert (low.kept, high.kept) == (2, 6), "by default no group loses more than 85% (floor(0.85 * 8) = 6)"
 
 
 def test_layer_scope_applies_the_ratio_per_group() -> None:
@@ -113,7 +115,7 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
     assert (options.scope, options.criterion, options.exclude) == (Scope.LAYER, Criterion.L2, ("/stem/*",))
     assert options.to_dict() == {
         "ratio": 0.5, "threshold": None, "round_to": 8, "min_keep": 8, "scope": "layer",
-        "exclude": ["/stem/*"], "criterion": "l2", "compensate": "bn", "max_group_ratio": 1.0,
+        "exclude": ["/stem/*"], "criterion": "l2", "compensate": "bn", "max_group_ratio": 0.85,
     }  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.ratio = 2.0  # type: ignore[misc]
@@ -135,7 +137,7 @@ def test_max_group_ratio_caps_a_group_and_moves_the_rest_elsewhere():
     make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1, max_group_ratio=0.6))
     assert (low.kept, high.kept) == (4, 6)  # 6 from the low group (its cap), the other 4 from the next
     assert high.keep.tolist() == list(range(4, 10))
-    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    make_plan([low, high], PlanOptions(ratio=0.5, round_to=1, min_keep=1, max_group_ratio=1.0))
     assert (low.kept, high.kept) == (1, 10)  # uncapped: the low group goes down to its minimum
 
 
