@@ -38,9 +38,8 @@ def onnxprune(*args: object) -> None:
 
 
 def measure(path: Path) -> dict[str, float]:
-    from onnxprune.graph import infer_shapes
+    from onnxprune.measure.counter import count
     from onnxprune.runtime import run_model
-    from onnxprune.stats import model_stats
 
     model = onnx.load(path)
     test = np.load(MNIST / "mnist5k_test.npz")
@@ -49,7 +48,8 @@ def measure(path: Path) -> dict[str, float]:
     gammas = np.concatenate(
         [np.abs(weights[n.input[1]]) for n in model.graph.node if n.op_type == "BatchNormalization"]
     )
-    params, macs = model_stats(infer_shapes(model))
+    counts = count(model)
+    params, macs = counts.params, counts.macs
     return {"accuracy": float((logits.argmax(1) == test["y"]).mean()), "macs": macs, "params": params,
             "small": float((gammas < 1e-2).mean())}  # fmt: skip
 
