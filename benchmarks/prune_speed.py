@@ -3,6 +3,7 @@
 delivered efficiency of --target-macs 0.5 (MACs ratio / ONNX Runtime CPU latency ratio).
 
 usage: python benchmarks/prune_speed.py [--model resnet50] [--repeat 3] [--efficiency resnet50,mobilenet_v2]
+                                       [--compensate bn] [--no-speed]
 
 Each measurement runs in a fresh subprocess so that its peak RSS (VmHWM) is its own. "load+save" reads
 the ONNX file and writes it back; "prune" is `api.prune` at --ratio 0.5 without verification (load, analyse,
@@ -10,7 +11,9 @@ plan, rewrite, checker, shape inference, one ONNX Runtime run for the output-sha
 verify" adds the two Polygraphy comparisons. "whole process" rows time the command lines themselves,
 interpreter start-up and imports included: `python -c "onnx.save(onnx.load(A), B)"` against `onnxprune prune
 A -o B --ratio 0.5 --no-verify`. The efficiency table prunes each model with --target-macs 0.5 and times
-original and pruned interleaved on ONNX Runtime (1 thread, at least 5 s each). Prints the tables.
+original and pruned interleaved on ONNX Runtime (1 thread, at least 5 s each), with the --compensate mode
+given (default bn, prune's: bias-map Adds after padded Convs that lost constant channels). ``--no-speed``
+skips the prune timing for the efficiency table alone. Prints the tables.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +75,7 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
-def efficiency(name: str, tmp: Path) -> tuple[float, float, float]:
+def efficiency(name: str, tmp: Path, compensate: str = "bn") -> tuple[float, float, float]:
     """(MACs ratio, latency ratio, efficiency) of --target-macs 0.5 on ONNX Runtime CPU."""
     import onnx
     import weights
@@ -81,7 +85,8 @@ def efficiency(name: str, tmp: Path) -> tuple[float, float, float]:
 
     src, dst = tmp / f"{name}.onnx", tmp / f"{name}.m50.onnx"
     onnx.save(weights.load(name, seed=0), src)
-    result = api.prune(src, dst, api.PlanOptions(ratio=0.0), verify=api.VerifyOptions(enabled=False),
+    options = api.PlanOptions(ratio=0.0, compensate=compensate)
+    result = api.prune(src, dst, options, verify=api.VerifyOptions(enabled=False),
                        target=api.Target("macs", 0.5))  # fmt: skip
     macs = result.report["macs"]["after"] / result.report["macs"]["before"]
     original, pruned = bench([src, dst], BenchOptions(runs=10, warmup=2, threads=1, min_seconds=5.0))
@@ -95,32 +100,42 @@ def main() -> None:
     parser.add_argument("--model", default="resnet50", help="a topology in tests/data")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--efficiency", default="resnet50,mobilenet_v2", help="topologies ('' for none)")
+    parser.add_argument("--compensate", default="bn", help="what the efficiency prunes leave: none | bn")
+    parser.add_argument("--no-speed", action="store_true", help="only the efficiency table")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
+    from rich.console import Console
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_speed:
+            console.print(speed_table(args.model, args.repeat, Path(tmp)))
+        names = [n for n in args.efficiency.split(",") if n]
+        if names:
+            console.print(efficiency_table(names, Path(tmp), args.compensate))
+
+
+def speed_table(model: str, repeat: int, tmp: Path) -> Any:
     import onnx
     import weights
-    from rich.console import Console
     from rich.table import Table
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / f"{args.model}.onnx"
-        onnx.save(weights.load(args.model, seed=0), src)
-        size_mib = src.stat().st_size / 2**20
-        rows = {}
-        for mode in ("load+save", "prune", "prune+verify"):
-            runs = [measure(mode, src, Path(tmp) / f"out_{mode}.onnx") for _ in range(args.repeat)]
-            rows[mode] = (min(r["seconds"] for r in runs), max(r["peak_mib"] for r in runs))
-        cli = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(Path(tmp) / "cli.onnx")]
-        bare = [sys.executable, "-c", LOAD_SAVE, str(src), str(Path(tmp) / "bare.onnx")]
-        processes = {
-            "whole process: load+save": min(whole_process(bare) for _ in range(args.repeat)),
-            "whole process: onnxprune prune": min(
-                whole_process([*cli, "--ratio", "0.5", "--no-verify"]) for _ in range(args.repeat)
-            ),
-        }
-        names = [n for n in args.efficiency.split(",") if n]
-        delivered = {name: efficiency(name, Path(tmp)) for name in names}
-    table = Table(title=f"{args.model} ({size_mib:.0f} MiB of weights), best of {args.repeat}, 2 CPU cores")
+    src = tmp / f"{model}.onnx"
+    onnx.save(weights.load(model, seed=0), src)
+    size_mib = src.stat().st_size / 2**20
+    rows = {}
+    for mode in ("load+save", "prune", "prune+verify"):
+        runs = [measure(mode, src, tmp / f"out_{mode}.onnx") for _ in range(repeat)]
+        rows[mode] = (min(r["seconds"] for r in runs), max(r["peak_mib"] for r in runs))
+    cli = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(tmp / "cli.onnx")]
+    bare = [sys.executable, "-c", LOAD_SAVE, str(src), str(tmp / "bare.onnx")]
+    processes = {
+        "whole process: load+save": min(whole_process(bare) for _ in range(repeat)),
+        "whole process: onnxprune prune": min(
+            whole_process([*cli, "--ratio", "0.5", "--no-verify"]) for _ in range(repeat)
+        ),
+    }
+    table = Table(title=f"{model} ({size_mib:.0f} MiB of weights), best of {repeat}, 2 CPU cores")
     for column in ("step", "seconds", "x load+save", "peak RSS MiB"):
         table.add_column(column, justify="right")
     base = rows["load+save"][0]
@@ -129,15 +144,20 @@ def main() -> None:
     bare_seconds = processes["whole process: load+save"]
     for mode, seconds in processes.items():
         table.add_row(mode, f"{seconds:.2f}", f"{seconds / bare_seconds:.2f} (of the process)", "")
-    console = Console()
-    console.print(table)
-    if delivered:
-        speed = Table(title="--target-macs 0.5 on ONNX Runtime CPU (1 thread): delivered efficiency")
-        for column in ("model", "MACs ratio", "latency ratio", "MACs / latency"):
-            speed.add_column(column, justify="right")
-        for name, (macs, latency, eff) in delivered.items():
-            speed.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{eff:.2f}")
-        console.print(speed)
+    return table
+
+
+def efficiency_table(names: list[str], tmp: Path, compensate: str) -> Any:
+    from rich.table import Table
+
+    title = f"--target-macs 0.5 --compensate {compensate}, ONNX Runtime CPU (1 thread): delivered efficiency"
+    table = Table(title=title)
+    for column in ("model", "MACs ratio", "latency ratio", "MACs / latency"):
+        table.add_column(column, justify="right")
+    for name in names:
+        macs, latency, eff = efficiency(name, tmp, compensate)
+        table.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{eff:.2f}")
+    return table
 
 
 if __name__ == "__main__":

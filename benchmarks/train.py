@@ -45,10 +45,9 @@ def accuracy(path: Path) -> float:
 
 
 def macs(path: Path) -> int:
-    from onnxprune.graph import infer_shapes
-    from onnxprune.stats import model_stats
+    from onnxprune.measure.counter import count
 
-    return model_stats(infer_shapes(onnx.load(path)))[1]
+    return count(onnx.load(path)).macs
 
 
 def seconds_per_epoch(history: list[dict[str, Any]]) -> float:

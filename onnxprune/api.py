@@ -8,6 +8,7 @@ sparse = api.sparsify("model.onnx", "model.24.onnx", api.SparsifyOptions())   # 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 from collections.abc import Callable
@@ -24,9 +25,10 @@ from onnxprune.activation import activation_scores
 from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
-from onnxprune.channels.span import width
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
+from onnxprune.compensate.layer_error import layer_errors
 from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import count as count_samples
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
 from onnxprune.errors import OriginalRunError, UsageError, ValidationError, VerificationError
 from onnxprune.evidence import original_must_run, warnings_for
@@ -40,7 +42,13 @@ from onnxprune.measure.targets import Target, plan_to_target, target_options, ta
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
-from onnxprune.rewrite import apply_plan, masked_reference, validate
+from onnxprune.rewrite import (
+    apply_plan,
+    kept_positions,
+    masked_reference,
+    uncompensated_reference,
+    validate,
+)
 from onnxprune.runtime import check_runs
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify, sparsify_model
 
@@ -61,6 +69,10 @@ __all__ = [
 ]
 
 
+# Held-out calibration samples that measure the per-layer error of data-free compensation.
+ERROR_SAMPLES = 16
+
+
 @dataclass
 class Inspection:
     """Every channel group of a model, scored, with the reason for each decline."""
@@ -74,6 +86,7 @@ class Inspection:
     counted_at: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the input shapes counted at
     counts: Counts | None = None
     estimator: Estimator | None = None  # a plan's MACs and params from the analysis (targets, plots)
+    group_macs: dict[int, int] = field(default_factory=dict)  # group id -> MACs of the layers it sets
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
 
@@ -96,6 +109,8 @@ class PruneResult:
     report: dict[str, Any]
     make_masked: Callable[[], onnx.ModelProto]
     output: Path | None = None
+    # ``pruned`` serialised for its ONNX Runtime check; None once anything changes it (calibration, 2:4).
+    serialized: bytes | None = None
 
     @functools.cached_property
     def masked(self) -> onnx.ModelProto:
@@ -124,6 +139,7 @@ def inspect(
     found.hints = [BN_HINT] if folded_bn(graph) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
+    found.group_macs = found.estimator.group_macs()
     warning = slimming_warning(analysis.groups)
     found.warnings.extend([warning] if warning else [])
     return found
@@ -172,7 +188,8 @@ def prune_model(
 
     With ``verify`` enabled the pruned model must match its masked reference (else VerificationError), and
     the report gains how far pruning moved each output from the original. ``sparsify``: then make the
-    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error).
+    pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error),
+    by SparseGPT on ``calib``'s samples when given (see ``_sparsify_options``).
     With a ``target`` (a fraction of the original's MACs, params or latency) the plan is searched for
     (``options.ratio`` is where the search starts, not a plan); the report says what was asked and what was
     reached. MACs and parameters are counted before and after at the verification's shapes.
@@ -230,16 +247,43 @@ def prune_model(
     # would hold a second copy of every weight.
     masked = functools.partial(_masked, model, analysis)
     # The input itself is the original to compare with: the normalised graph computes the same.
-    result = PruneResult(model, pruned, analysis.groups, report, masked)
+    result = PruneResult(model, pruned, analysis.groups, report, masked, serialized=trial.serialized)
     if verify is not None and verify.enabled:
         report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
+        _compensation_errors(result, analysis, feeds, samples, calib)
+    elif analysis.compensating:
+        skipped = "--no-verify: per-layer errors are measured with verification"
+        report["compensation"]["error_skipped"] = skipped
     if options.compensate == Compensate.CALIB and calib is not None and samples is not None:
+        result.serialized = None
         _calibrate(result, analysis, samples, calib, verify)
     if sparsify is not None:
-        sparse = sparsify_model(result.pruned, sparsify)
-        result.pruned = sparse.model
-        report["sparsity"] = sparse.report
+        result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
+        _sparsify(result, _sparsify_options(sparsify, samples, calib), verify)
     return result
+
+
+def _sparsify_options(
+    options: SparsifyOptions, samples: dict[str, np.ndarray] | None, calib: CalibRequest | None
+) -> SparsifyOptions:
+    """prune's 2:4 is calibrated on prune's own calibration samples (loaded once), unless it was given its
+    own; it never fits on the tail that calibration held out (the same tail, at least as long)."""
+    if samples is None or calib is None or options.calib is not None:
+        return options
+    holdout = max(options.holdout, calib.calib_options().holdout)
+    return dataclasses.replace(options, calib=samples, holdout=holdout)
+
+
+def _sparsify(result: PruneResult, options: SparsifyOptions, checks: VerifyOptions | None) -> None:
+    """2:4 on the pruned model (its own activations); the original-to-final change is measured again."""
+    sparse = sparsify_model(result.pruned, options)
+    result.pruned = sparse.model
+    result.report["sparsity"] = sparse.report
+    if sparse.report["sparsified"] and "verify" in result.report and checks is not None:
+        feeds = _feeds(result.original, checks).feeds
+        change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
+        result.report["verify"]["change_before_sparsity"] = result.report["verify"]["change"]
+        result.report["verify"]["change"] = change.to_dict()
 
 
 def _calibration_samples(
@@ -253,6 +297,39 @@ def _calibration_samples(
         return None
     calib.calib_options()
     return calib.load(model)
+
+
+def _compensation_errors(
+    result: PruneResult,
+    analysis: Analysis,
+    fed: Any,
+    samples: dict[str, np.ndarray] | None,
+    calib: CalibRequest | None,
+) -> None:
+    """Per consumer: the output error of the pruned model without and with the data-free compensation, on
+    the held-out calibration samples when given, else on what verification fed (compensate/layer_error)."""
+    section = result.report["compensation"]
+    if not analysis.compensating or not section["layers"]:
+        return
+    if files.needs_external_data(result.original):
+        # Three more runnable copies of the weights (and sessions) would be too much for such a model.
+        section["error_skipped"] = "the model is over 2 GB: per-layer errors are not measured"
+        return
+    if samples is not None:
+        _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+        feeds = [take(held, ERROR_SAMPLES)]
+        on = f"{count_samples(feeds[0])} held-out calibration samples"
+    else:
+        feeds, on = [dict(f) for f in fed.feeds], f"the verification inputs ({fed.description})"
+    nodes = list(dict.fromkeys(layer["node"] for layer in section["layers"]))
+    uncompensated = uncompensated_reference(normalise(result.original), analysis)
+    errors = layer_errors(
+        result.original, result.masked, uncompensated, nodes, kept_positions(analysis), feeds,
+        static_batch(result.original),
+    )  # fmt: skip
+    section["error_on"] = on
+    for layer in section["layers"]:
+        layer.update(errors.get(layer["node"], {"rel_mse_before": None, "rel_mse_after": None}))
 
 
 def _activation_scores(
@@ -296,26 +373,18 @@ def _calibrate(
         check_runs(result.original, result.pruned)
 
 
-def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
-    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
-    kept = {}
-    for name, state in analysis.states.items():
-        positions = analysis.kept_positions(state.map)
-        if len(positions) < width(state.map):
-            kept[name] = positions
-    return kept
-
-
 def _attempt(model: onnx.ModelProto, graph: gs.Graph, analysis: Analysis, feeds: Any) -> Trial:
     """Rewrite, validate, run: the pruned model, or the ValidationError a group's pruning caused."""
     try:
         pruned = validate(to_model(apply_plan(graph, analysis), model))
-        check_runs(model, pruned, feeds=feeds)
+        # Serialised once: ONNX Runtime checks these bytes, and they are what is saved.
+        data = None if files.needs_external_data(pruned) else pruned.SerializeToString()
+        check_runs(model, pruned, feeds=feeds, serialized=data)
     except OriginalRunError:
         raise  # the original fails on these inputs: no group is to blame
     except ValidationError as err:
         return Trial(analysis, None, err)
-    return Trial(analysis, pruned, None)
+    return Trial(analysis, pruned, None, data)
 
 
 def _fresh_attempt(
@@ -420,9 +489,14 @@ def prune(
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
-                files.save_model(result.pruned, Path(folder) / output.name, external_data=external_data)
+                files.save_model(
+                    result.pruned,
+                    Path(folder) / output.name,
+                    external_data=external_data,
+                    serialized=result.serialized,
+                )  # fmt: skip
             )
-    files.save_model(result.pruned, output, external_data=external_data)
+    files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     result.output = output
     return result
 
@@ -432,10 +506,10 @@ def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) ->
     measured."""
     if calib is None or inputs is None:
         return
-    a, b = Path(calib), Path(inputs)
-    same = a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
-    if same:
-        raise UsageError(f"--calib and --inputs are the same file ({b}): never calibrate on evaluation data")
+    if files.same_file(calib, inputs):
+        raise UsageError(
+            f"--calib and --inputs are the same file ({inputs}): never calibrate on evaluation data"
+        )
 
 
 def build_report(

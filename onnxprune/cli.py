@@ -110,6 +110,11 @@ InputsOpt = Annotated[
         help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
     ),
 ]
+CalibOpt = Annotated[
+    Path | None, typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images).")
+]
+CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
+CalibStepsOpt = Annotated[str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")]
 IterationsOpt = Annotated[
     int | None,
     typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),
@@ -172,7 +177,7 @@ def inspect(
     found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
-    groups = [group_summary(g, found.macs) for g in found.groups if g.nodes]
+    groups = [group_summary(g, found.macs, found.group_macs.get(g.id, 0)) for g in found.groups if g.nodes]
     if as_json:
         payload = {
             "model": str(model),
@@ -265,17 +270,12 @@ def prune(
     max_group_ratio: Annotated[
         float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
     ] = DEFAULT_MAX_GROUP_RATIO,
-    calib: Annotated[
-        Path | None,
-        typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images)."),
-    ] = None,
+    calib: CalibOpt = None,
     calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
     calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
     calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
-    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration samples.")] = None,
-    calib_steps: Annotated[
-        str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")
-    ] = "refit",
+    calib_samples: CalibSamplesOpt = None,
+    calib_steps: CalibStepsOpt = "refit",
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -301,7 +301,10 @@ def prune(
     bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
     sparsify: Annotated[
-        bool, typer.Option("--sparsify", help="Then make eligible layers 2:4 (by magnitude).")
+        bool,
+        typer.Option(
+            "--sparsify", help="Then make eligible layers 2:4 (SparseGPT with --calib, else magnitude)."
+        ),
     ] = False,
     min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
@@ -438,6 +441,13 @@ def sparsify(
     selection: Annotated[
         str, typer.Option(help="auto (SparseGPT with --calib, else magnitude) | magnitude | sparsegpt")
     ] = "auto",
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential/--one-pass",
+            help="SparseGPT: each layer's Gram from the model as sparsified so far, or all from the input.",
+        ),
+    ] = True,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -448,8 +458,9 @@ def sparsify(
     if report is not None:
         check_output_path(report, [model])
     options = SparsifyOptions(
-        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection
-    )
+        min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection,
+        sequential=sequential,
+    )  # fmt: skip
     result = run_sparsify(model, output, options, external_data=external_data)
     if report is not None:
         save_json(result.report, report)
@@ -481,8 +492,9 @@ def _print_verification(verification: dict[str, Any]) -> None:
     sensitivity = _sensitivity_line(exact)
     if sensitivity:
         console.print(sensitivity, highlight=False, markup=False)
+    what = "pruning and 2:4" if "change_before_sparsity" in verification else "pruning"
     console.print(
-        change_table(change["outputs"], "change from the original (what pruning did to the outputs)")
+        change_table(change["outputs"], f"change from the original (what {what} did to the outputs)")
     )
 
 
@@ -609,6 +621,13 @@ def sweep_command(
     ] = "0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2",
     kind: Annotated[str, typer.Option(help="What the targets are fractions of: macs | params.")] = "macs",
     labels: Annotated[Path | None, typer.Option(help=".npz with x and y: accuracy of every point.")] = None,
+    compensate: Annotated[
+        str | None,
+        typer.Option(help="Modes, comma list of none, bn, calib (default: bn; and calib with --calib)."),
+    ] = None,
+    calib: CalibOpt = None,
+    calib_samples: CalibSamplesOpt = None,
+    calib_steps: CalibStepsOpt = "refit",
     plot: Annotated[
         Path | None, typer.Option(help="Draw fidelity vs MACs (and latency) into this PNG.")
     ] = None,
@@ -641,7 +660,9 @@ def sweep_command(
         criterion=choice(Criterion, criterion, "--criterion"),
     )
     timing = BenchOptions(runs=runs, warmup=2, shapes=shapes, min_seconds=1.0) if bench else None
-    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing)
+    modes = [m.strip() for m in compensate.split(",") if m.strip()] if compensate is not None else None
+    request = _calib_request(calib, None, None, None, calib_samples, calib_steps)
+    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing, modes, request)
     options.check()
     timing.check() if timing is not None else None
     if plot is not None:

@@ -180,7 +180,19 @@ def check_output_path(output: str | Path, inputs: Sequence[str | Path]) -> Path:
     return output
 
 
-def save_model(model: onnx.ModelProto, output: str | Path, *, external_data: bool | None = None) -> Path:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (or, where either does not exist yet, one path)."""
+    a, b = Path(a), Path(b)
+    return a.samefile(b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+
+
+def save_model(
+    model: onnx.ModelProto,
+    output: str | Path,
+    *,
+    external_data: bool | None = None,
+    serialized: bytes | None = None,
+) -> Path:
     """Write a model atomically: temporary files in the same directory, then ``os.replace``.
 
     The model is left as it was (onnx's own external-data save strips the weights from the message). An
@@ -189,11 +201,14 @@ def save_model(model: onnx.ModelProto, output: str | Path, *, external_data: boo
     Args:
         external_data: keep weights in a side file ``<name>.data``. ``None`` decides by size: models over
             protobuf's 2 GB limit cannot be written any other way.
+        serialized: ``model.SerializeToString()`` if the caller has it already (written as is in one file).
     """
     output = Path(output)
     if external_data is None:
         external_data = needs_external_data(model)
     if not external_data:
+        if serialized is not None:
+            return write_atomically(output, lambda handle: handle.write(serialized))
         return write_atomically(output, lambda handle: _write_proto(model, handle))
     if _is_special(output):
         raise ModelSaveError(f"{output}: not a regular file; external data needs a directory to live in")

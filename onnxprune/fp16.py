@@ -15,7 +15,8 @@ precision it runs in, so an FP16 engine needs an FP16 ONNX. :func:`convert_to_fp
 Weights are converted offline; a weight that float32 ops read too is kept twice rather than cast at run time.
 Float ``Constant`` nodes become initializers. Subgraphs (If, Loop, Scan) stay float32, as do the outer tensors
 they read. :func:`verify_fp16` runs both models on ONNX Runtime through Polygraphy and fails unless
-every output agrees (cosine similarity and scale-relative error). On the CPU, ONNX Runtime computes most
+every output agrees (a cosine similarity of at least 0.999, and a guard on the scale-relative error:
+``tolerances.REDUCED_PRECISION``, which says why). On the CPU, ONNX Runtime computes most
 float16 ops in float32 behind casts of its own, so that check covers the graph and the rounding of weights
 and activations, not float16 accumulation: TensorRT's own comparison (``tensorrt.build_engine``) covers that.
 """
@@ -147,9 +148,11 @@ def verify_fp16(
 ) -> Comparison:
     """Runs both models on seeded random feeds (ONNX Runtime, CPU, through Polygraphy) and compares outputs.
 
-    An output passes if ``max|a - b| <= atol + rtol * max|a|`` (``a`` the float32 output: the scale-aware
-    criterion of ``verify.exactness``, at float16's tolerance) and its cosine similarity is at least
-    ``min_cosine``. ``shapes`` sizes dynamic inputs (``input: (1, 3, 224, 224)``).
+    An output passes if its cosine similarity is at least ``min_cosine`` (the fidelity criterion) and
+    ``max|a - b| <= atol + rtol * max|a|`` (``a`` the float32 output; by default 10 % of its scale: a guard
+    against a local fault, since FP16 rounding alone reaches 4.5 % on deep nets). The top-1 agreement of
+    class-score outputs is reported, not required: a near-tie of random inputs may flip. ``shapes`` sizes
+    dynamic inputs (``input: (1, 3, 224, 224)``).
 
     Returns:
         The per-output metrics (max abs error, max relative error, cosine), all passed.

@@ -27,6 +27,7 @@ class Trial:
     analysis: Analysis
     pruned: onnx.ModelProto | None
     error: ValidationError | None
+    serialized: bytes | None = None  # ``pruned`` as ONNX Runtime was given it: saved as is, not again
 
 
 def decline_breaking_groups(

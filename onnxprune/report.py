@@ -22,7 +22,8 @@ def _nodes(nodes: list[str], limit: int = 3) -> str:
     return shown + (f" (+{len(nodes) - limit})" if len(nodes) > limit else "")
 
 
-def group_summary(group: ChannelGroup, total_macs: int) -> dict[str, Any]:
+def group_summary(group: ChannelGroup, total_macs: int, macs: int) -> dict[str, Any]:
+    """``macs``: of the layers whose widths the group sets (``Estimator.group_macs``, from the counter)."""
     score = group.score
     stats: dict[str, Any] = {"min": None, "median": None, "max": None}
     if group.gamma is not None and not np.isnan(group.gamma).all():
@@ -35,7 +36,8 @@ def group_summary(group: ChannelGroup, total_macs: int) -> dict[str, Any]:
         "channels": group.size,
         "criterion": group.criterion if score is not None else None,
         "gamma": stats,
-        "macs_share": group.macs / total_macs if total_macs else 0.0,
+        "macs": macs,
+        "macs_share": macs / total_macs if total_macs else 0.0,
         "prunable": group.prunable,
         # One line per distinct decline: several members of a group often meet the same blocker.
         "declines": [{"reason": d.reason, "node": d.node} for d in dict.fromkeys(group.declines)],
@@ -56,10 +58,13 @@ def inspect_table(groups: list[dict[str, Any]], title: str) -> Table:
             else f"[yellow]declined[/]: {g['declines'][0]['reason']}"
             + (f" at {g['declines'][0]['node']}" if g["declines"][0]["node"] else "")
         )
-        table.add_row(
-            str(g["id"]), _nodes(g["nodes"]), str(g["channels"]), span, f"{g['macs_share']:.1%}", status
-        )
+        table.add_row(str(g["id"]), _nodes(g["nodes"]), str(g["channels"]), span, _share(g), status)
     return table
+
+
+def _share(group: dict[str, Any]) -> str:
+    macs = group.get("macs")
+    return f"{group['macs_share']:.1%}" if macs is None else f"{count(macs)} ({group['macs_share']:.1%})"
 
 
 def prune_table(report: dict[str, Any], title: str) -> Table:
@@ -134,6 +139,7 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
     table = Table(title=f"{name}: sweep over {result['kind']} (counted at {fed})", min_width=96)
     for column in (
         "target",
+        "compensate",
         "reached",
         "MACs",
         "params",
@@ -146,10 +152,12 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
         table.add_column(column, justify="right")
     for p in result["points"]:
         if "error" in p:
-            table.add_row(f"{p['target']:g}", "[yellow]unreachable[/]", p["error"], "", "", "", "", "", "")
+            row = (f"{p['target']:g}", p.get("compensate") or "", "[yellow]unreachable[/]", p["error"])
+            table.add_row(*row, *[""] * 6)
             continue
         table.add_row(
             "original" if p["target"] == 1.0 and p["seconds"] == 0.0 else f"{p['target']:g}",
+            p.get("compensate") or "-",
             f"{p['reached']:.3f}",
             count(p["macs"]),
             count(p["params"]),
@@ -159,9 +167,9 @@ def sweep_table(result: dict[str, Any], name: str) -> Table:
             "-" if p["accuracy"] is None else f"{p['accuracy']:.2%}",
             f"{p['seconds']:.1f}",
         )
-    table.caption = (
-        f"one analysis ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
-    )
+    walks = {"none" if m == "none" else "bn" for m in result.get("compensate", ["bn"])}
+    analysis = "one analysis" if len(walks) == 1 else "one analysis per walk (none, bn)"
+    table.caption = f"{analysis} ({result['analysis_seconds']:.1f} s); latency: median ratio to the original"
     return table
 
 
@@ -201,12 +209,17 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
 
 
 def compensation_table(section: dict[str, Any]) -> Table:
-    """Per consumer of removed channels: how their constants were folded and whether that is exact."""
+    """Per consumer of removed channels: how their constants were folded, whether that is exact, and (with
+    verification) the layer's output error without and with the folding."""
     table = Table(title=f"compensation ({section['mode']})")
-    for column in ("consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"):
+    columns = ["consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"]
+    measured = "error_on" in section
+    columns += ["rel. MSE none", "with"] if measured else []
+    for column in columns:
         table.add_column(column, overflow="fold")
     for layer in section["layers"]:
         biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
+        errors = [_error(layer.get("rel_mse_before")), _error(layer.get("rel_mse_after"))] if measured else []
         table.add_row(
             layer["node"],
             str(layer["removed"]),
@@ -214,10 +227,22 @@ def compensation_table(section: dict[str, Any]) -> Table:
             layer["applied"],
             {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
             f"{biggest:.3g}",
+            *errors,
         )
     for approx in section["approximations"]:
-        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "")
+        table.add_row(approx["node"], "", "", approx["why"], "[yellow]approx.[/]", "", *([""] * 2 * measured))
+    if measured:
+        table.caption = (
+            f"rel. MSE: each layer's output against the original's, on {section['error_on']} "
+            "(-: one row, no variance to compare with)"
+        )
+    elif "error_skipped" in section:
+        table.caption = f"per-layer error not measured ({section['error_skipped']})"
     return table
+
+
+def _error(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def change_table(outputs: list[dict[str, Any]], title: str) -> Table:

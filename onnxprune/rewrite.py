@@ -12,11 +12,19 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
+from onnxprune.channels.span import width
 from onnxprune.errors import ValidationError, first_line
 from onnxprune.files import checkable, without_weights
 from onnxprune.rules import rule_for
 
-__all__ = ["Rewrite", "apply_plan", "masked_reference", "validate"]
+__all__ = [
+    "Rewrite",
+    "apply_plan",
+    "kept_positions",
+    "masked_reference",
+    "uncompensated_reference",
+    "validate",
+]
 
 
 def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
@@ -30,6 +38,16 @@ def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
             tensor.shape = None  # stale after slicing; shape inference fills them in again
     graph.cleanup().toposort()
     return graph
+
+
+def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+    """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
+    kept = {}
+    for name, state in analysis.states.items():
+        positions = analysis.kept_positions(state.map)
+        if len(positions) < width(state.map):
+            kept[name] = positions
+    return kept
 
 
 def validate(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -82,7 +100,13 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
     return gs.export_onnx(graph, do_type_check=False)
 
 
-def _compensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+def uncompensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+    """The compensated reference with 0 in place of every folded constant: what the same plan computes
+    without compensation (removed channels leave only through consumers, where plain removal means 0)."""
+    return _compensated_reference(graph, analysis, zero=True)
+
+
+def _compensated_reference(graph: gs.Graph, analysis: Analysis, zero: bool = False) -> onnx.ModelProto:
     """The original model in which every consumer (a Conv, Gemm, MatMul reducing over channels) sees each
     removed channel replaced by exactly the constant the pruned model folds for it: ``x * mask + c``.
 
@@ -101,7 +125,8 @@ def _compensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelPro
         if not removed.any() or not isinstance(tensor, gs.Variable):
             continue
         users = [n for n in tensor.outputs if n.name in node_names and n.inputs and n.inputs[0] is tensor]
-        filled = _filled(graph, tensor, removed, state.removed_value)
+        value = np.zeros_like(state.removed_value) if zero else state.removed_value
+        filled = _filled(graph, tensor, removed, value)
         for node in users:
             node.inputs[0] = filled
     graph.cleanup().toposort()

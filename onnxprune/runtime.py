@@ -20,7 +20,7 @@ from onnxprune.inputs import Feeds, original_fails_message, prepare_feeds
 if TYPE_CHECKING:
     import onnxruntime
 
-    Model = onnx.ModelProto | str | Path
+    Model = onnx.ModelProto | str | Path | bytes
 
 
 ORT_MISSING = "ONNX Runtime is not installed: pip install 'onnxprune[cpu]' (or 'onnxprune[gpu]', never both)"
@@ -32,11 +32,15 @@ def require_onnxruntime() -> None:
         raise CapabilityError(ORT_MISSING)
 
 
-def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxruntime.InferenceSession:
+def ort_session(
+    model: Model, threads: int = 4, optimize: bool = True, spin: bool = True
+) -> onnxruntime.InferenceSession:
     """A CPU ``InferenceSession`` with few threads: tests run many tiny models, and big ones gain little.
 
     ``optimize=False`` turns ONNX Runtime's graph optimisations off: the same math summed in another order
-    (no fused Conv+BN), which is how verification measures the float32 noise floor.
+    (no fused Conv+BN), which is how verification measures the float32 noise floor. ``spin=False``: idle
+    worker threads sleep instead of spinning, for long runs of big batches (calibration), where spinning
+    gains nothing and burns a shared machine's CPU.
     """
     try:
         import onnxruntime as ort
@@ -50,8 +54,12 @@ def ort_session(model: Model, threads: int = 4, optimize: bool = True) -> onnxru
     # one line. So only fatal messages. Some come from the process-wide logger, before the session's own.
     options.log_severity_level = 4
     ort.set_default_logger_severity(4)
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if isinstance(model, bytes):
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     if isinstance(model, str | Path) or not needs_external_data(model):
         source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
         return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
@@ -72,11 +80,15 @@ def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndar
 
 
 def check_runs(
-    original: onnx.ModelProto, pruned: onnx.ModelProto, seed: int = 0, feeds: Feeds | None = None
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    seed: int = 0,
+    feeds: Feeds | None = None,
+    serialized: bytes | None = None,
 ) -> None:
     """The pruned model runs in ONNX Runtime on the first feed (seeded data by default) and its outputs have
     the original's shapes. If neither model runs there, the error says the original fails and how to give
-    it the shapes it takes."""
+    it the shapes it takes. ``serialized``: ``pruned`` already serialised (ONNX Runtime takes the bytes)."""
     fed = feeds or prepare_feeds(original, seed=seed)
     feed = fed.feeds[0]
     want = _static_output_shapes(original)
@@ -89,7 +101,7 @@ def check_runs(
         except Exception as exc:
             original_error = exc  # nothing to compare shapes against; the pruned model must still run
     try:
-        after = run_model(pruned, feed)
+        after = run_model(serialized if serialized is not None else pruned, feed)
     except CapabilityError:
         raise
     except Exception as exc:

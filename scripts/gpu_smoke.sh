@@ -13,28 +13,13 @@
 # index, pypi.nvidia.com) and trtexec. Exits 1 with one line saying what is missing.
 set -euo pipefail
 
-die() {
-    echo "gpu_smoke: $*" >&2
-    exit 1
-}
-
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-[[ -x $PY ]] || PY=$(command -v python3) || die "no Python found; set PYTHON"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh" # cd to the root; PY, TRTEXEC, die, run_onnxprune
+"$PY" -c "from onnxprune.tensorrt import has_tensorrt as h; raise SystemExit(not h())" ||
+    die "TensorRT's Python package is missing: pip install 'onnxprune[trt]' (wheels from pypi.nvidia.com)"
 OUT=${2:-out}
 RATIO=${RATIO:-0.5}
 SHAPE=${SHAPE:-}
-
-# ---- what this machine has --------------------------------------------------------------------------------
-"$PY" -c "import onnxprune" 2>/dev/null || die "onnxprune is not importable by $PY (make setup, or set PYTHON)"
-TRTEXEC=${TRTEXEC:-$(command -v trtexec || true)}
-[[ -n $TRTEXEC && -x $TRTEXEC ]] || die "trtexec not found: put TensorRT's bin/ on PATH or set TRTEXEC"
-"$PY" -c "from onnxprune.tensorrt import has_tensorrt as h; raise SystemExit(not h())" ||
-    die "TensorRT's Python package is missing: pip install 'onnxprune[trt]' (wheels from pypi.nvidia.com)"
-"$PY" -c "from onnxprune.tensorrt import has_cuda_device as h; raise SystemExit(not h())" ||
-    die "no CUDA device visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
-
-run_onnxprune() { "$PY" -c "from onnxprune.cli import main; main()" "$@"; }
 
 # ---- the models -------------------------------------------------------------------------------------------
 mkdir -p "$OUT"

@@ -17,24 +17,10 @@
 # saying what is missing. Where TensorRT is absent nothing here can stand in: see the README.
 set -euo pipefail
 
-die() {
-    echo "gpu_sparse: $*" >&2
-    exit 1
-}
-
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-[[ -x $PY ]] || PY=$(command -v python3) || die "no Python found; set PYTHON"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "$0")/gpu_common.sh" # cd to the root; PY, TRTEXEC, die, run_onnxprune
 OUT=${2:-out}
 MIN_CHANNELS=${MIN_CHANNELS:-256}
-
-"$PY" -c "import onnxprune" 2>/dev/null || die "onnxprune is not importable by $PY (make setup, or set PYTHON)"
-TRTEXEC=${TRTEXEC:-$(command -v trtexec || true)}
-[[ -n $TRTEXEC && -x $TRTEXEC ]] || die "trtexec not found: put TensorRT's bin/ on PATH or set TRTEXEC"
-"$PY" -c "from onnxprune.tensorrt import has_cuda_device as h; raise SystemExit(not h())" ||
-    die "no CUDA device visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
-
-run_onnxprune() { "$PY" -c "from onnxprune.cli import main; main()" "$@"; }
 
 mkdir -p "$OUT"
 if [[ $# -ge 1 ]]; then
@@ -63,9 +49,11 @@ run_onnxprune sparsify "$MODEL" -o "$SPARSE" --min-channels "$MIN_CHANNELS" ${ca
 # The FP16 ONNX of each (build without TensorRT's Python package still writes it, then exits 1).
 for model in "$MODEL" "$SPARSE"; do
     base=$(basename "$model" .onnx)
-    run_onnxprune build "$model" -o "$OUT/$base.unused.plan" --fp16 --save-onnx "$OUT/$base.fp16.onnx" \
-        ${shape_args[@]+"${shape_args[@]}"} >/dev/null 2>&1 || true
-    [[ -f $OUT/$base.fp16.onnx ]] || die "could not write the FP16 ONNX of $model"
+    rm -f "$OUT/$base.fp16.onnx" # a stale one from an earlier run must not pass for this run's
+    log=$(run_onnxprune build "$model" -o "$OUT/$base.unused.plan" --fp16 --save-onnx "$OUT/$base.fp16.onnx" \
+        ${shape_args[@]+"${shape_args[@]}"} 2>&1) || true
+    [[ -f $OUT/$base.fp16.onnx ]] ||
+        { printf '%s\n' "$log" | tail -5 >&2; die "could not write the FP16 ONNX of $model"; }
 done
 
 # Prints trtexec's mean GPU compute time in ms.

@@ -26,6 +26,7 @@ import tiny  # noqa: E402
 import weights  # noqa: E402
 
 from onnxprune import api  # noqa: E402
+from onnxprune.errors import NothingToPruneError  # noqa: E402
 from onnxprune.plan import PlanOptions  # noqa: E402
 from onnxprune.verify import max_relative_error  # noqa: E402
 
@@ -41,7 +42,7 @@ class Row:
     declined: str
     macs: tuple[int, int]
     params: tuple[int, int]
-    masked_err: float
+    masked_err: float | None  # None: nothing pruned
     dead_err: float | None
 
 
@@ -53,10 +54,8 @@ def max_error(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
     return worst
 
 
-def top_reasons(result: api.PruneResult, k: int = 2) -> str:
-    counts = collections.Counter(
-        d["reason"] for d in result.report["declined"] if not d["reason"].startswith(EVERYWHERE)
-    )
+def top_reasons(reasons: list[str], k: int = 2) -> str:
+    counts = collections.Counter(r for r in reasons if not r.startswith(EVERYWHERE))
     return "; ".join(f"{n}× {reason}" for reason, n in counts.most_common(k))
 
 
@@ -72,19 +71,31 @@ def dead_error(name: str) -> float | None:
 
 def row(name: str, ratio: float) -> Row:
     model = weights.load(name)
-    result = api.prune_model(model, PlanOptions(ratio=ratio))
+    try:
+        result = api.prune_model(model, PlanOptions(ratio=ratio))
+    except NothingToPruneError:
+        return unpruned_row(name, model)
     groups = [g for g in result.groups if g.nodes]
     report = result.report
     return Row(
         model=name,
         groups=len(groups),
         prunable=sum(g.prunable for g in groups),
-        declined=top_reasons(result),
+        declined=top_reasons([d["reason"] for d in report["declined"]]),
         macs=(report["macs"]["before"], report["macs"]["after"]),
         params=(report["params"]["before"], report["params"]["after"]),
         masked_err=max_error(result.masked, result.pruned),  # type: ignore[arg-type]
         dead_err=dead_error(name),
     )
+
+
+def unpruned_row(name: str, model: onnx.ModelProto) -> Row:
+    """A model whose every group is declined: prune refuses it, inspect says why."""
+    found = api.inspect(model)
+    groups = [g for g in found.groups if g.nodes]
+    reasons = [g.declines[0].reason for g in groups if g.declines]
+    return Row(name, len(groups), 0, top_reasons(reasons), (found.macs, found.macs),
+               (found.params, found.params), None, None)  # fmt: skip
 
 
 def _count(n: int) -> str:
@@ -106,7 +117,7 @@ def cells(r: Row) -> list[str]:
         r.declined or "-",
         change(*r.macs),
         change(*r.params),
-        f"{r.masked_err:.1e}",
+        "-" if r.masked_err is None else f"{r.masked_err:.1e}",
         dead,
     ]
 

@@ -104,3 +104,13 @@ def correlated_samples(count: int, seed: int = 0) -> dict[str, np.ndarray]:
     z = rng.normal(0, 1, (count, 4, 8, 8))
     x = np.einsum("ck,nkhw->nchw", mix, z) + 0.05 * rng.normal(0, 1, (count, CHANNELS, 8, 8))
     return {"input": x.astype(np.float32)}
+
+
+def branches(seed: int = 0) -> onnx.ModelProto:
+    """Two parallel Convs on the input (3x3 and 1x1), added, then a Conv chain: waves [[p, q], [r], [s]]."""
+    b = Builder(seed)
+    p = b.conv("input", CHANNELS, 32, name="/p/Conv")
+    q = b.conv("input", CHANNELS, 32, k=1, name="/q/Conv")
+    x = b.node("Relu", [b.node("Add", [p, q])])
+    x = b.node("Relu", [b.conv(x, 32, 32, name="/r/Conv")])
+    return b.model(b.conv(x, 32, 16, k=1, name="/s/Conv"))

@@ -62,6 +62,11 @@ def test_sparsify_calibrated(model: Path, tmp_path: Path) -> None:
     assert report["method"] == "sparsegpt"
     assert report["fidelity"]["data"] == "held-out calibration samples (16)"
     assert all("output_error" in row for row in report["layers"] if row["sparsified"])
+    assert report["grams"].startswith("sequential")
+    one = runner.invoke(app, ["sparsify", str(model), "-o", str(out), "--min-channels", "16",
+                              "--calib", str(calib), "--one-pass", "--json"])  # fmt: skip
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)["grams"].startswith("one pass")
 
 
 def test_sparsify_bad_input_is_one_line(model: Path, tmp_path: Path) -> None:

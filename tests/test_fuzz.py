@@ -121,7 +121,7 @@ def test_inspect_never_crashes(graph: fuzz_graphs.FuzzGraph) -> None:
         assert group.prunable == (not group.declines)
         if group.prunable:
             assert group.score is not None and len(group.score) == group.size
-        group_summary(group, found.macs)
+        group_summary(group, found.macs, found.group_macs.get(group.id, 0))
 
 
 def test_generator_replays_and_describes() -> None:

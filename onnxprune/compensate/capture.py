@@ -18,7 +18,7 @@ from onnxprune.errors import OnnxPruneError, first_line
 from onnxprune.runtime import ort_session
 
 # Bytes of wanted tensors per ORT call: bounds memory whatever the data size.
-BATCH_BYTES = 128 * 2**20
+BATCH_BYTES = 64 * 2**20
 MAX_BATCH = 64
 
 
@@ -86,7 +86,9 @@ class Runner:
         self.wanted = list(wanted)
         self.static_batch = static_batch
         cut = subset(model, self.wanted)
-        self.session = ort_session(dynamic_batch(cut) if static_batch is not None else cut, threads=2)
+        self.session = ort_session(
+            dynamic_batch(cut) if static_batch is not None else cut, threads=2, spin=False
+        )
         self.batch = batch
 
     def run(self, samples: Samples) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:

@@ -42,6 +42,7 @@ def find_layers(
     originals = {n.name: n for n in original.graph.node if n.name}
     inits = {t.name: t for t in pruned.graph.initializer}
     users = _users(pruned.graph)
+    producers = {name: n for n in pruned.graph.node for name in n.output}
     layers = []
     for node in pruned.graph.node:
         if node.op_type not in CONSUMERS or not node.input or node.input[0] not in kept:
@@ -49,7 +50,7 @@ def find_layers(
         source = originals.get(node.name)
         if source is None or source.op_type != node.op_type:
             continue  # renamed or new: nothing in the original to reproduce
-        layers.append(_layer(node, source, inits, users, kept, originals))
+        layers.append(_layer(node, source, inits, users, kept, originals, producers))
     return layers
 
 
@@ -68,6 +69,7 @@ def _layer(
     users: dict[str, list[onnx.NodeProto]],
     kept: dict[str, np.ndarray],
     originals: dict[str, onnx.NodeProto],
+    producers: dict[str, onnx.NodeProto],
 ) -> Layer:
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     weight = _const(inits, node.input[1]) if len(node.input) > 1 else None
@@ -86,7 +88,7 @@ def _layer(
     else:
         _matmul(layer, weight, inits, users, originals)
     if layer.decline is None:
-        _offset(layer, inits, users, originals)
+        _offset(layer, inits, users, originals, producers)
     if layer.kept_out is None:
         # A folded bias map took over the Conv's output name: the analysis knows the channels by it.
         layer.kept_out = kept.get(layer.output)
@@ -156,6 +158,7 @@ def _offset(
     inits: dict[str, onnx.TensorProto],
     users: dict[str, list],
     originals: dict[str, onnx.NodeProto],
+    producers: dict[str, onnx.NodeProto],
 ) -> None:
     """A constant map that pruning added right after a Conv (data-free folding of a padded constant): kept
     as is, and the refit fits what is left, so the map's exact border values survive."""
@@ -165,7 +168,21 @@ def _offset(
     if len(after) != 1 or after[0].op_type != "Add" or after[0].name in originals:
         return
     other = [n for n in after[0].input if n != layer.output]
-    value = _const(inits, other[0]) if len(other) == 1 else None
+    value = _folded(other[0], inits, producers) if len(other) == 1 else None
     if value is not None and value.ndim >= 3 and value.shape[-3] == layer.weight.shape[0]:
         layer.offset = value.reshape(value.shape[-3:])
         layer.output = after[0].output[0]
+
+
+def _folded(
+    name: str, inits: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto], depth: int = 0
+) -> np.ndarray | None:
+    """A constant, or a MatMul of constants: a bias map stored as its factors (rules/padmap.py) is
+    ``rows @ taps @ cols``, which ONNX Runtime folds at load and the refit must see as the map it is."""
+    if name in inits:
+        return _const(inits, name)
+    node = producers.get(name)
+    if node is None or node.op_type != "MatMul" or depth > 4:
+        return None
+    a, b = (_folded(n, inits, producers, depth + 1) for n in node.input)
+    return None if a is None or b is None else np.matmul(a, b)

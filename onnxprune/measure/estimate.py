@@ -5,7 +5,7 @@ the kept fraction of its input width and of its output width (of one of them for
 input and output are the same channels). Parameters follow the same widths: a weight like its node's MACs,
 a bias and a BatchNormalization's vectors like their channels, any other per-channel constant like the
 tensor it matches; everything else is unchanged. A zero-padded Conv that folds removed non-zero constants
-gains a per-position bias map (``[1, K, Ho, Wo]``, see rules/conv.py) whenever the plan removes such a
+gains a per-position bias map (its separable factors, see rules/padmap.py) whenever the plan removes such a
 channel from its input: counted too. Exact for the ops onnxprune slices, so a target search can try
 hundreds of plans in the time one rewrite takes.
 """
@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.span import width
 from onnxprune.measure.counter import COUNTED_OPS, Counts
+from onnxprune.rules.padmap import bias_map_size
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class Estimator:
         self.analysis = analysis
         self.mac_terms: list[_Term] = []
         self.param_terms: dict[str, _Term] = {}
-        # (input tensor, output tensor, its channels, size per output channel) of every Conv that may gain
-        # a bias map
-        self.map_terms: list[tuple[str, str, int, int]] = []
+        # (input tensor, output tensor, its channels, kernel taps, output spatial size) of every Conv that
+        # may gain a bias map
+        self.map_terms: list[tuple[str, str, int, list[int], list[int]]] = []
         nodes = {node.name: node for node in graph.nodes}
         for node in graph.nodes:
             self._add(node, counts)
@@ -65,14 +66,19 @@ class Estimator:
 
     def _bias_map(self, tensor: str, node: gs.Node) -> None:
         shape = node.outputs[0].shape if node.outputs else None
-        if shape is not None and len(shape) >= 3 and all(isinstance(d, int) for d in shape[2:]):
-            spatial = int(np.prod(shape[2:], dtype=np.int64))
-            self.map_terms.append((tensor, node.outputs[0].name, int(shape[1]), spatial))
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        if shape is None or len(shape) < 3 or not all(isinstance(d, int) for d in shape[2:]):
+            return
+        if not isinstance(weight, gs.Constant):
+            return
+        self.map_terms.append(
+            (tensor, node.outputs[0].name, int(shape[1]), list(weight.shape[2:]), list(shape[2:]))
+        )
 
     def _maps(self) -> float:
         """Parameters of the bias maps the plan adds: where a removed input channel carries a constant."""
         total = 0.0
-        for tensor, out, channels, per_channel in self.map_terms:
+        for tensor, out, channels, taps, out_size in self.map_terms:
             state = self.analysis.states.get(tensor)
             if state is None:
                 continue
@@ -82,7 +88,7 @@ class Estimator:
                 out_state = self.analysis.states.get(out)
                 if out_state is not None:
                     channels = len(self.analysis.kept_positions(out_state.map))
-                total += per_channel * channels
+                total += bias_map_size(channels, taps, out_size)
         return total
 
     def _matching(self, tensor: gs.Constant, data: str, out: str) -> tuple[str, ...]:
@@ -106,6 +112,31 @@ class Estimator:
         macs = sum(t.size * self._factor(t, kept) for t in self.mac_terms)
         params = sum(t.size * self._factor(t, kept) for t in self.param_terms.values()) + self._maps()
         return params / max(self.full_params, 1), macs / max(self.full_macs, 1)
+
+    def group_macs(self) -> dict[int, int]:
+        """Group id -> the MACs of the layers whose widths it sets (counted at the fed shapes): each counted
+        node's MACs times the fraction of its input or output width the group holds, of either when it
+        holds part of both (``1 - (1 - f_in)(1 - f_out)``): what would go if every channel of it went.
+        Shares overlap: a Conv between two groups counts in both."""
+        total: dict[int, float] = {}
+        for term in self.mac_terms:
+            held: dict[int, float] = {}  # group -> fraction of this node's MACs it does not reach
+            for name in term.tensors:
+                state = self.analysis.states.get(name)
+                full = width(state.map) if state is not None else 0
+                if state is None or not full:
+                    continue
+                for group, fraction in self._fractions(state.map, full).items():
+                    held[group] = held.get(group, 1.0) * (1.0 - fraction)
+            for group, untouched in held.items():
+                total[group] = total.get(group, 0.0) + term.size * (1.0 - untouched)
+        return {group: int(round(macs)) for group, macs in total.items()}
+
+    def _fractions(self, cmap: tuple, full: int) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for group, span, _ in self.analysis.pieces(cmap):
+            found[group.id] = found.get(group.id, 0.0) + span.width / full
+        return found
 
     def _factor(self, term: _Term, kept: dict[str, float]) -> float:
         factor = 1.0

@@ -125,22 +125,34 @@ def plot_kept(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
+    """Fidelity and latency against the MACs reached: one line per compensation mode, each starting at the
+    original; cosine solid, top-1 agreement dotted, accuracy dashed."""
     plt = _pyplot()
-    points = [p for p in result["points"] if "error" not in p]
-    base = points[0]["macs"]
-    macs = np.array([p["macs"] / base for p in points])
+    original, *rest = [p for p in result["points"] if "error" not in p]
+    base = original["macs"]
     figure, (fidelity, speed) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("cosine", "cosine"), ("top1_agreement", "top-1 agreement"), ("accuracy", "accuracy")):
-        ys = [p.get(key) for p in points]
-        if all(y is not None for y in ys):
-            fidelity.plot(macs, ys, marker="o", label=label)
+    styles = (
+        ("cosine", "cosine", "-"),
+        ("top1_agreement", "top-1 agreement", ":"),
+        ("accuracy", "accuracy", "--"),
+    )
+    modes = result.get("compensate") or [None]
+    for index, mode in enumerate(modes):
+        points = [original] + [p for p in rest if p.get("compensate") == mode]
+        macs = np.array([p["macs"] / base for p in points])
+        color, prefix = f"C{index}", f"{mode}: " if mode is not None else ""
+        for key, label, style in styles:
+            ys = [p.get(key) for p in points]
+            if all(y is not None for y in ys):
+                fidelity.plot(macs, ys, marker="o", color=color, linestyle=style, label=prefix + label)
+        latency = [p.get("latency_ratio") for p in points]
+        if all(v is not None for v in latency):
+            speed.plot(macs, latency, marker="o", color=color, label=f"{prefix}ONNX Runtime latency")
     fidelity.set_xlabel("MACs (fraction of the original)")
     fidelity.set_ylabel("agreement with the original")
     fidelity.invert_xaxis()
-    fidelity.legend()
-    latency = [p.get("latency_ratio") for p in points]
-    if all(v is not None for v in latency):
-        speed.plot(macs, latency, marker="o", label="ONNX Runtime latency")
+    # Below the axes: with a line per mode and metric, a legend inside would cover the points.
+    fidelity.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(modes))
     speed.plot([0, 1], [0, 1], color="gray", linestyle=":", label="latency = MACs")
     speed.set_xlabel("MACs (fraction of the original)")
     speed.set_ylabel("latency (fraction of the original)")

@@ -1,10 +1,13 @@
 """Sweep: prune one model to a ladder of targets and measure each point against the original.
 
-One analysis serves every point: the model is loaded, analysed, scored and counted once; each point plans
-(``targets.search``), rewrites a copy of the graph, and is counted, timed (ONNX Runtime, interleaved with
-the original) and compared with the original on the same feeds: cosine similarity and top-1 agreement of
-the first output, and accuracy where labelled data is given (an ``.npz`` with ``x`` or the input's name,
-and ``y``). A point the model cannot reach is recorded with its reason; the sweep goes on.
+One analysis serves every point: the model is loaded, analysed, scored and counted once (analysed once per
+compensation mode: ``none`` walks without the BN estimates, ``bn`` with them, and ``calib`` starts from the
+``bn`` point of the same target, its search and rewrite shared, then fits it on the calibration data as
+``prune --calib`` does). Each point plans (``targets.search``), rewrites a copy of the graph, and is
+counted, timed (ONNX Runtime, interleaved with the original) and compared with the original on the same
+feeds: cosine similarity and top-1 agreement of the first output, and accuracy where labelled data is given
+(an ``.npz`` with ``x`` or the input's name, and ``y``; never the calibration file). A point the model
+cannot reach is recorded with its reason; the sweep goes on.
 """
 
 from __future__ import annotations
@@ -13,26 +16,41 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 
 from onnxprune import graph as graphs
 from onnxprune.analyse import analyse
+from onnxprune.channels import Analysis
+from onnxprune.compensate.calibrate import CalibOptions, calibrate
+from onnxprune.data import static_batch
 from onnxprune.errors import ModelLoadError, UsageError, first_line
+from onnxprune.files import same_file
 from onnxprune.importance import score_groups
 from onnxprune.inputs import _graph_inputs, make_inputs
 from onnxprune.measure.bench import BenchOptions, bench
-from onnxprune.measure.counter import count
+from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.targets import Target, TargetError, search
+from onnxprune.options import Compensate, choice
 from onnxprune.plan import PlanOptions
-from onnxprune.rewrite import apply_plan, validate
+from onnxprune.rewrite import apply_plan, kept_positions, validate
 from onnxprune.runtime import ort_session
 from onnxprune.verify import compare
 
 LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+
+
+class CalibSource(Protocol):
+    """Calibration data and how to fit on it (``api.CalibRequest`` is one)."""
+
+    source: str | Path | None
+
+    def load(self, model: onnx.ModelProto) -> dict[str, np.ndarray]: ...
+
+    def calib_options(self) -> CalibOptions: ...
 
 
 @dataclass
@@ -46,6 +64,14 @@ class SweepOptions:
     bench: BenchOptions | None = field(
         default_factory=lambda: BenchOptions(runs=10, warmup=2, min_seconds=1.0)
     )
+    # Compensation modes, one row each per target; None: bn, and calib too when calibration data is given.
+    compensate: Sequence[str] | None = None
+    calib: CalibSource | None = None
+
+    def modes(self) -> tuple[Compensate, ...]:
+        if self.compensate is None:
+            return (Compensate.BN, Compensate.CALIB) if self.calib is not None else (Compensate.BN,)
+        return tuple(choice(Compensate, m, "--compensate") for m in self.compensate)
 
     def check(self) -> None:
 
@@ -57,62 +83,135 @@ class SweepOptions:
             Target(self.kind, value).check()
         if self.iterations < 1:
             raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+        self._check_modes()
+
+    def _check_modes(self) -> None:
+        modes = self.modes()
+        if not modes or len(set(modes)) != len(modes):
+            raise UsageError(f"--compensate takes a comma list of distinct modes, got {self.compensate}")
+        if (Compensate.CALIB in modes) != (self.calib is not None):
+            raise UsageError("--compensate calib and --calib go together: one needs the other")
+        if self.calib is None:
+            return
+        self.calib.calib_options().check()
+        source, labels = self.calib.source, self.labels
+        if source is not None and labels is not None and same_file(source, labels):
+            raise UsageError(
+                f"--calib and --labels are the same file ({labels}): never calibrate on evaluation data"
+            )
+
+
+@dataclass
+class _Sweep:
+    """What every point shares: the model, one analysis per compensation mode, the feeds and the data."""
+
+    model: onnx.ModelProto
+    graph: Any
+    options: SweepOptions
+    before: Counts
+    feeds: list
+    labelled: tuple | None
+    analyses: dict[str, tuple[Analysis, Estimator]]
+    samples: dict[str, np.ndarray] | None
 
 
 def sweep(
     model: onnx.ModelProto, options: SweepOptions, progress: Callable[[str], None] | None = None
 ) -> dict:
-    """Every point of the ladder as a dict; ``points[0]`` is the original (target 1.0)."""
+    """Every point of the ladder as a dict; ``points[0]`` is the original (target 1.0); then one point per
+    target and compensation mode, in the order of ``options.modes()``."""
 
     options.check()
     start = time.perf_counter()
-    graph = graphs.normalise(model)
-    analysis = analyse(graph)
-    score_groups(analysis.groups, options.plan.criterion)
-    before = count(model, options.shapes)
-    estimator = Estimator(graph, analysis, before)
-    feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
-    labelled = _labelled(options.labels, model) if options.labels is not None else None
+    state = _prepare(model, options)
     setup = time.perf_counter() - start
-    plan = replace(options.plan, ratio=0.0, threshold=None, replay=None)
-    points = [_original(model, before, labelled, timed=options.bench is not None)]
+    points = [_original(model, state.before, state.labelled, timed=options.bench is not None)]
     for value in options.targets:
         if progress is not None:
             progress(f"{options.kind} {value:g}")
-        points.append(
-            _point(model, graph, analysis, estimator, plan, options, value, before, feeds, labelled)
-        )
-    return {"kind": options.kind, "inputs": {k: list(v) for k, v in before.inputs.items()},
-            "analysis_seconds": setup, "points": points}  # fmt: skip
+        points.extend(_points_at(state, value))
+    modes = [str(m) for m in options.modes()]
+    return {"kind": options.kind, "inputs": {k: list(v) for k, v in state.before.inputs.items()},
+            "compensate": modes, "analysis_seconds": setup, "points": points}  # fmt: skip
+
+
+def _prepare(model: onnx.ModelProto, options: SweepOptions) -> _Sweep:
+    graph = graphs.normalise(model)
+    before = count(model, options.shapes)
+    feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
+    labelled = _labelled(options.labels, model) if options.labels is not None else None
+    samples = options.calib.load(model) if options.calib is not None else None
+    analyses = {}
+    for base in dict.fromkeys(_base(m) for m in options.modes()):
+        # As prune analyses: bn (which calib starts from) with the original-values pass.
+        analysis = analyse(graph, exactness=base == "bn", compensate=base)
+        score_groups(analysis.groups, options.plan.criterion)
+        analyses[base] = (analysis, Estimator(graph, analysis, before))
+    return _Sweep(model, graph, options, before, feeds, labelled, analyses, samples)
+
+
+def _base(mode: str) -> str:
+    """The analysis a mode prunes with: calibration starts from the data-free bn folding."""
+    return "none" if mode == Compensate.NONE else "bn"
 
 
 def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed: bool) -> dict[str, Any]:
     accuracy = _accuracy(model, labelled) if labelled is not None else None
-    return {"target": 1.0, "reached": 1.0, "macs": before.macs, "params": before.params, "cosine": 1.0,
-            "top1_agreement": 1.0, "accuracy": accuracy, "latency_ratio": 1.0 if timed else None,
-            "seconds": 0.0}  # fmt: skip
+    return {"target": 1.0, "compensate": None, "reached": 1.0, "macs": before.macs, "params": before.params,
+            "cosine": 1.0, "top1_agreement": 1.0, "accuracy": accuracy,
+            "latency_ratio": 1.0 if timed else None, "seconds": 0.0}  # fmt: skip
 
 
-def _point(
-    model, graph, analysis, estimator, plan, options, value, before, feeds, labelled
-) -> dict[str, Any]:
+def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
+    """One row per mode at one target; bn and calib share the search and the rewrite."""
+    modes = state.options.modes()
+    rows: dict[str, dict[str, Any]] = {}
+    for base, (analysis, estimator) in state.analyses.items():
+        start = time.perf_counter()
+        plan = replace(state.options.plan, ratio=0.0, threshold=None, replay=None)
+        try:
+            search(analysis, plan, state.options.kind, value, estimator.fractions)
+        except TargetError as err:
+            for mode in (m for m in modes if _base(m) == base):
+                rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(err)}
+            continue
+        pruned = validate(graphs.to_model(apply_plan(state.graph.copy(), analysis), state.model))
+        if base in modes:
+            rows[base] = _measure(state, pruned, value, base, start)
+        if base == "bn" and Compensate.CALIB in modes:
+            start = time.perf_counter()
+            rows["calib"] = _measure(state, _calibrated(state, pruned, analysis), value, "calib", start)
+    return [rows[str(m)] for m in modes]
 
-    start = time.perf_counter()
-    try:
-        search(analysis, plan, options.kind, value, estimator.fractions)
-    except TargetError as err:
-        return {"target": value, "error": first_line(err)}
-    pruned = validate(graphs.to_model(apply_plan(graph.copy(), analysis), model))
+
+def _calibrated(state: _Sweep, pruned: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
+    """The bn point fitted back to the original on the calibration data, as ``prune --calib`` does."""
+    assert state.options.calib is not None and state.samples is not None
+    done = calibrate(
+        state.model,
+        pruned,  # measured already: refitted in place
+        kept_positions(analysis),
+        state.samples,
+        state.options.calib.calib_options(),
+        static_batch=static_batch(state.model),
+    )
+    return validate(done.model)
+
+
+def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, start: float) -> dict[str, Any]:
+    options, before = state.options, state.before
     after = count(pruned, options.shapes)
     point: dict[str, Any] = {
         "target": value,
+        "compensate": mode,
         "reached": (after.macs / before.macs) if options.kind == "macs" else after.params / before.params,
         "macs": after.macs,
         "params": after.params,
-        **_fidelity(model, pruned, feeds),
-        "accuracy": _accuracy(pruned, labelled) if labelled is not None else None,
+        **_fidelity(state.model, pruned, state.feeds),
+        "accuracy": _accuracy(pruned, state.labelled) if state.labelled is not None else None,
     }
-    point["latency_ratio"] = _latency_ratio(model, pruned, options.bench) if options.bench else None
+    timing = options.bench
+    point["latency_ratio"] = _latency_ratio(state.model, pruned, timing) if timing is not None else None
     point["seconds"] = time.perf_counter() - start
     return point
 

@@ -45,7 +45,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx.reference import ReferenceEvaluator
 
 from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.edit import Rewrite
@@ -229,6 +228,9 @@ def run_node(node: gs.Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndar
     proto = onnx.helper.make_node(node.op, names, outputs, domain=node.domain or "", **attrs)
     feeds = {n: arr for n, arr in zip(names, inputs, strict=True) if n}
     try:
+        # Imported here: it costs a noticeable share of the CLI's start-up, and most walks never get here.
+        from onnx.reference import ReferenceEvaluator
+
         evaluator = ReferenceEvaluator(proto)
         with np.errstate(all="ignore"):  # c / 0 is a legitimate inf here: the consumer keeps that channel
             return [np.asarray(x) for x in evaluator.run(None, feeds)]

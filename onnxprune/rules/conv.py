@@ -7,7 +7,8 @@
   output carries the input's map; ``group`` follows the kept count.
 - grouped (1 < group < C_in): input and output are cut into ``group`` tied chunks (``grouped.py``).
 - with data-free compensation a zero-padded Conv (dense or grouped) with static spatial shapes folds the
-  constants exactly as one per-position bias map, an ``Add`` of [1, K, *spatial] after it.
+  constants exactly as one per-position bias map, an ``Add`` after it (stored as its separable factors,
+  ``padmap.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, carry, channels, const, decline_node, rule
 from onnxprune.rules.grouped import dense_columns, grouped_columns, tie_groups
+from onnxprune.rules.padmap import insert_bias_map
 
 
 def has_padding(node: gs.Node) -> bool:
@@ -160,32 +162,12 @@ class ConvRule(Rule):
             return bias
         columns = weight[:, gone[nonzero]] if group == 1 else dense_columns(weight, gone[nonzero], group)
         if has_padding(node):
-            self._bias_map(node, rw, columns, values[nonzero])
+            insert_bias_map(node, rw, columns, values[nonzero])
             return bias
         columns = columns.astype(np.float64)
         shift = columns.reshape(columns.shape[0], columns.shape[1], -1).sum(-1) @ values[nonzero]
         base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         return (base + shift).astype(weight.dtype)
-
-    def _bias_map(self, node: gs.Node, rw: Rewrite, columns: np.ndarray, values: np.ndarray) -> None:
-        """A padded Conv's removed constants as one [1, K, *spatial] Add after it (kept outputs only)."""
-        in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
-        assert in_shape is not None and out_shape is not None
-        bias_map = padded_bias_map(
-            columns, values, node.attrs, [int(d) for d in in_shape[2:]], [int(d) for d in out_shape[2:]]
-        )
-        keep_out = rw.kept(node.outputs[0])
-        if keep_out is not None:
-            bias_map = bias_map[keep_out]
-        out = node.outputs[0]
-        inner = gs.Variable(rw.fresh_name(out.name + "_nomap"), dtype=out.dtype)
-        name = rw.fresh_name(f"{node.name or 'conv'}_bias_map")
-        constant = gs.Constant(name, bias_map[None].astype(columns.dtype))
-        node.outputs[0] = inner
-        add = gs.Node(
-            "Add", rw.fresh_name(f"{node.name or 'conv'}_map"), inputs=[inner, constant], outputs=[out]
-        )
-        rw.add_node(add)
 
     def _set_bias(self, node: gs.Node, rw: Rewrite, bias: np.ndarray | None) -> None:
         if bias is None:
@@ -199,38 +181,3 @@ class ConvRule(Rule):
                 rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
             else:
                 node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
-
-
-def padded_bias_map(
-    columns: np.ndarray, values: np.ndarray, attrs: dict, in_size: list[int], out_size: list[int]
-) -> np.ndarray:
-    """What removed input channels carrying constants ``values`` add to a zero-padded Conv's outputs.
-
-    That is the Conv of an image equal to the constants inside and 0 in the padding: per spatial axis, a
-    kernel tap contributes at output position p where ``p * stride - pad_begin + tap * dilation`` falls
-    inside the input. Returns [K, *out_size] in float64.
-    """
-    result = np.tensordot(columns.astype(np.float64), values.astype(np.float64), axes=([1], [0]))
-    n = len(in_size)
-    strides = list(attrs.get("strides", [1] * n))
-    dilations = list(attrs.get("dilations", [1] * n))
-    for axis in range(n):
-        taps = result.shape[1]
-        begin = _pad_begin(attrs, axis, in_size[axis], out_size[axis], taps, strides[axis], dilations[axis])
-        where = np.arange(out_size[axis])[:, None] * strides[axis] - begin
-        where = where + np.arange(taps)[None, :] * dilations[axis]
-        inside = ((where >= 0) & (where < in_size[axis])).astype(np.float64)
-        result = np.tensordot(result, inside, axes=([1], [1]))  # this kernel axis becomes the last
-    return result
-
-
-def _pad_begin(attrs: dict, axis: int, size: int, out: int, taps: int, stride: int, dilation: int) -> int:
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        total = max((out - 1) * stride + (taps - 1) * dilation + 1 - size, 0)
-        return total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-    if auto_pad == "VALID":
-        return 0
-    pads = list(attrs.get("pads", [0] * (2 * len(attrs.get("kernel_shape", [])) or 2 * (axis + 1))))
-    return int(pads[axis]) if pads else 0

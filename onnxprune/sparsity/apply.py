@@ -2,9 +2,10 @@
 
 Selection is by magnitude (the two smallest |w| of each group of four) unless calibration data is given:
 then each layer's weight is chosen and updated by SparseGPT from the Gram matrix of its inputs on the fit
-part of the data (``sparsegpt.py``), and the held-out part measures each layer's output error and the
-whole model's fidelity. The weights are overwritten in their constants (through Cast / Transpose /
-DequantizeLinear, see ``weights.py``): the output holds one copy of each, and its size is the input's.
+part of the data (``sparsegpt.py``), inputs as the earlier layers, already 2:4, produce them (``waves.py``),
+and the held-out part measures each layer's output error and the whole model's fidelity. The weights are
+overwritten in their constants (through Cast / Transpose / DequantizeLinear, see ``weights.py``): the
+output holds one copy of each, and its size is the input's.
 After writing, every claimed layer is read back and must satisfy the pattern.
 """
 
@@ -21,12 +22,13 @@ import onnx_graphsurgeon as gs
 from onnxprune import files
 from onnxprune import graph as graphs
 from onnxprune.errors import OnnxPruneError, VerificationError
+from onnxprune.measure.counter import count
 from onnxprune.sparsity import measure, pattern
 from onnxprune.sparsity.layers import SparseLayer, find_layers, layout_of
 from onnxprune.sparsity.options import SparsifyOptions
-from onnxprune.sparsity.sparsegpt import output_error, sparsegpt
+from onnxprune.sparsity.sparsegpt import aimed_at_original, output_error, sparsegpt
+from onnxprune.sparsity.waves import waves
 from onnxprune.sparsity.weights import Declined, resolve
-from onnxprune.stats import graph_stats
 
 
 class NothingToSparsify(OnnxPruneError):
@@ -52,9 +54,10 @@ def survey(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> tu
 
 def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph, list[SparseLayer], int]:
     graph = gs.import_onnx(graphs.infer_shapes(model))
+    counts = count(model)  # the one counter, at the default input shapes
     found = find_layers(graph, min_channels=options.min_channels, layers=options.layers,
-                        exclude=options.exclude)  # fmt: skip
-    return graph, found, graph_stats(graph)[1]
+                        exclude=options.exclude, macs=counts.nodes)  # fmt: skip
+    return graph, found, counts.macs
 
 
 def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> SparsifyResult:
@@ -66,8 +69,7 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     graph, layers, total = _survey(model, options)
     chosen = [layer for layer in layers if layer.eligible]
     fit, held = samples if samples is not None else (None, None)
-    grams = measure.layer_grams(model, chosen, fit, held, options.batch)
-    records = {layer.name: _sparsify_layer(layer, grams, options) for layer in chosen}
+    records = _select(model, graph, chosen, fit, held, options)
     # The constants were overwritten in place: the export holds one copy of each weight.
     sparse = graphs.to_model(graph, model) if chosen else model
     post_check(sparse, [layer.name for layer in chosen])
@@ -75,6 +77,35 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     if chosen:
         report["fidelity"] = measure.fidelity(model, sparse, held, options.batch)
     return SparsifyResult(model, sparse, layers, report)
+
+
+def _select(
+    model: onnx.ModelProto,
+    graph: gs.Graph,
+    chosen: list[SparseLayer],
+    fit: measure.Samples | None,
+    held: measure.Samples | None,
+    options: SparsifyOptions,
+) -> dict[str, dict[str, Any]]:
+    """Makes every chosen layer 2:4 in ``graph``; what each measured, by node name.
+
+    Calibrated SparseGPT goes wave by wave (``waves.py``): each wave's Grams, on the fit and the held-out
+    samples, come from the model as sparsified so far, so a layer is fitted to, and measured on, the inputs
+    it will see, and aimed at its output in the original model (absorbing the earlier layers' error).
+    Otherwise (magnitude, or ``sequential=False``) every Gram comes from ``model`` in one pass.
+    """
+    if not (options.sequential and fit is not None and options.method == "sparsegpt"):
+        grams = measure.layer_grams(model, chosen, fit, held, options.batch)
+        return {layer.name: _sparsify_layer(layer, grams, options) for layer in chosen}
+    records: dict[str, dict[str, Any]] = {}
+    for wave in waves(graph, chosen):
+        # The graph's constants hold every earlier wave's 2:4 weights by now.
+        current = graphs.to_model(graph, model) if records else model
+        # Behind 2:4 layers, each is aimed at its output in the original (sparsegpt.aimed_at_original).
+        grams = measure.layer_grams(current, wave, fit, held, options.batch, model if records else None)
+        records.update({layer.name: _sparsify_layer(layer, grams, options) for layer in wave})
+        del current, grams  # one exported copy of the weights at a time
+    return records
 
 
 def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -> dict[str, Any]:
@@ -85,7 +116,10 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
     magnitude = np.where(pattern.magnitude_mask(rows), 0.0, rows)
     fit, held = grams.get(layer.name, (None, None))
     calibrated = fit is not None and options.method == "sparsegpt"
-    new = sparsegpt(rows, fit, damp=options.damp) if calibrated else magnitude
+    if calibrated:
+        new = sparsegpt(aimed_at_original(rows, fit, options.damp), fit.ss, damp=options.damp)
+    else:
+        new = magnitude
     layer.weight.store(layer.layout.from_rows(new).astype(value.dtype))
     # Measured on what was stored: FP16 and int8 weights round on the way back.
     new = layer.layout.to_rows(layer.weight.values()).astype(np.float64)
@@ -94,8 +128,9 @@ def _sparsify_layer(layer: SparseLayer, grams: dict, options: SparsifyOptions) -
         "weight_error": float(np.linalg.norm(rows - new)) / max(float(np.linalg.norm(rows)), 1e-30),
     }
     if held is not None:
-        record["output_error"] = output_error(rows, new, held)
-        record["magnitude_output_error"] = output_error(rows, magnitude, held)
+        # Against the layer's output in the original model, on the inputs it sees here.
+        record["output_error"] = output_error(rows, new, held.ss, held.cross, held.oo)
+        record["magnitude_output_error"] = output_error(rows, magnitude, held.ss, held.cross, held.oo)
     return record
 
 
@@ -133,12 +168,20 @@ def _report(
         "method": options.method,
         "options": {"min_channels": options.min_channels, "layers": list(options.layers),
                     "exclude": list(options.exclude), "damp": options.damp, "holdout": options.holdout,
-                    "selection": options.selection},
+                    "selection": options.selection, "sequential": options.sequential},
+        "grams": _grams_from(options) if any(row.get("output_error") is not None for row in done) else None,
         "candidates": len(rows),
         "sparsified": len(done),
         "macs_share": float(sum(row["macs_share"] for row in done)),
         "layers": rows,
     }  # fmt: skip
+
+
+def _grams_from(options: SparsifyOptions) -> str:
+    """Which activations the per-layer Grams (and held-out output errors) were taken from."""
+    if options.sequential and options.method == "sparsegpt":
+        return "sequential: each layer's inputs with earlier layers 2:4, aimed at the original's output"
+    return "one pass: each layer's inputs in the original model"
 
 
 def nothing_eligible(layers: list[SparseLayer], where: str) -> str:

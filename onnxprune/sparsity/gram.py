@@ -1,6 +1,7 @@
 """The Gram matrix of each layer's inputs on calibration data, from ONNX Runtime.
 
-The model runs with every chosen layer's input tensor exposed as an extra output; each batch's activations
+The model is cut down to what the chosen layers' input tensors need (``compensate.capture.subset``), those
+tensors being its outputs, so an early layer's inputs cost only the layers before it; each batch's activations
 are unfolded into the columns the weight's rows multiply (``pattern.Layout.to_rows``: for a Conv, im2col
 patches in (r, s, c) order) and ``X^T X`` is accumulated in float64, batch by batch, so no activation
 outlives its batch.
@@ -9,65 +10,89 @@ outlives its batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune.compensate.capture import subset
 from onnxprune.errors import UsageError, first_line
 from onnxprune.runtime import ort_session
 from onnxprune.sparsity.layers import SparseLayer
+
+
+@dataclass
+class LayerGrams:
+    """Sums over the samples of a layer's unfolded inputs: ``ss = X^T X`` for the inputs it sees in the
+    model being sparsified and, where those differ from the original model's inputs ``X_o`` (a layer behind
+    layers already 2:4), ``cross = X^T X_o`` and ``oo = X_o^T X_o``: what it takes to aim the layer at its
+    output in the original model rather than at its own dense output on the changed inputs."""
+
+    ss: np.ndarray
+    cross: np.ndarray | None = None
+    oo: np.ndarray | None = None
+
+    def __add__(self, other: LayerGrams) -> LayerGrams:
+        def add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None or b is None else a + b
+
+        return LayerGrams(self.ss + other.ss, add(self.cross, other.cross), add(self.oo, other.oo))
 
 
 def grams(
     model: onnx.ModelProto, layers: Sequence[SparseLayer], feeds: Iterable[Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Node name → Gram of that layer's unfolded inputs, summed over ``feeds``."""
-    names = [layer.node.inputs[0].name for layer in layers]
-    session = ort_session(_with_outputs(model, layers))
-    totals: dict[str, np.ndarray] = {}
+    return {name: found.ss for name, found in paired_grams(model, layers, feeds).items()}
+
+
+def paired_grams(
+    model: onnx.ModelProto,
+    layers: Sequence[SparseLayer],
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    original: onnx.ModelProto | None = None,
+) -> dict[str, LayerGrams]:
+    """Node name → that layer's Grams in ``model``, summed over ``feeds``; with ``original`` (the same graph
+    before sparsifying), also the cross and original Grams, each batch run through both."""
+    names = list(dict.fromkeys(layer.node.inputs[0].name for layer in layers))
+    sessions = [ort_session(subset(m, names)) for m in (model, original) if m is not None]
+    totals: dict[str, LayerGrams] = {}
     for feed in feeds:
-        try:
-            values = session.run(list(dict.fromkeys(names)), dict(feed))
-        except Exception as exc:  # ORT's own types: a wrong shape or dtype in the calibration data
-            raise UsageError(f"calibration data do not run through the model: {first_line(exc)}") from None
-        by_name = dict(zip(dict.fromkeys(names), values, strict=True))
-        for layer, name in zip(layers, names, strict=True):
-            gram = _gram(layer, by_name[name])
-            totals[layer.name] = totals[layer.name] + gram if layer.name in totals else gram
+        runs = [dict(zip(names, _run(session, names, feed), strict=True)) for session in sessions]
+        for layer in layers:
+            tensor = layer.node.inputs[0].name
+            found = _products(layer, runs[0][tensor], runs[1][tensor] if original is not None else None)
+            totals[layer.name] = totals[layer.name] + found if layer.name in totals else found
     return totals
+
+
+def _run(session: Any, names: list[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return list(session.run(names, dict(feed)))
+    except Exception as exc:  # ORT's own types: a wrong shape or dtype in the calibration data
+        raise UsageError(f"calibration data do not run through the model: {first_line(exc)}") from None
 
 
 ROWS = 16384  # unfolded rows per product: bounds im2col's memory, which is R*S times the input's
 
 
-def _gram(layer: SparseLayer, x: np.ndarray) -> np.ndarray:
+def _products(layer: SparseLayer, x: np.ndarray, original: np.ndarray | None) -> LayerGrams:
     """float32 products (BLAS speed) summed in float64, over chunks of samples of about ``ROWS`` unfolded
     rows (a 3x3 layer at 56x56 with 256 channels unfolds to 29 MB a sample)."""
     per_sample = max(len(unfold(layer.node, x[:1])), 1) if layer.node.op == "Conv" else 1
     step = max(ROWS // per_sample, 1)
-    total = None
+    total: LayerGrams | None = None
     for start in range(0, len(x), step):
         cols = unfold(layer.node, x[start : start + step]).astype(np.float32, copy=False)
-        gram = (cols.T @ cols).astype(np.float64)
-        total = gram if total is None else total + gram
+        found = LayerGrams((cols.T @ cols).astype(np.float64))
+        if original is not None:
+            base = unfold(layer.node, original[start : start + step]).astype(np.float32, copy=False)
+            found.cross, found.oo = (cols.T @ base).astype(np.float64), (base.T @ base).astype(np.float64)
+        total = found if total is None else total + found
     assert total is not None
     return total
-
-
-def _with_outputs(model: onnx.ModelProto, layers: Sequence[SparseLayer]) -> onnx.ModelProto:
-    """A shallow copy of ``model`` whose graph also outputs every layer's input activation."""
-    extended = onnx.ModelProto()
-    extended.CopyFrom(model)
-    present = {o.name for o in extended.graph.output}
-    for layer in layers:
-        tensor = layer.node.inputs[0]
-        if tensor.name in present:
-            continue
-        present.add(tensor.name)
-        dtype = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype or np.float32))
-        extended.graph.output.append(onnx.helper.make_tensor_value_info(tensor.name, dtype, None))
-    return extended
 
 
 def unfold(node: gs.Node, x: np.ndarray) -> np.ndarray:

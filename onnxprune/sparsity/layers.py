@@ -11,14 +11,13 @@ carries the reason it was declined.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune import stats
 from onnxprune.sparsity import pattern
 from onnxprune.sparsity.pattern import Layout
 from onnxprune.sparsity.weights import Declined, StoredWeight, resolve
@@ -72,20 +71,25 @@ def find_layers(
     min_channels: int = MIN_CHANNELS,
     layers: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    macs: Mapping[str, int] | None = None,
 ) -> list[SparseLayer]:
-    """Every Conv/Gemm/MatMul of the graph, in graph order, each eligible or with its reason."""
+    """Every Conv/Gemm/MatMul of the graph, in graph order, each eligible or with its reason.
+
+    ``macs``: MACs per node by first output (``measure.counter.Counts.nodes``); 0 where not given."""
     found = []
     for node in graph.nodes:
         if node.op not in OPS or len(node.inputs) < 2:
             continue
-        found.append(_candidate(node, min_channels, layers, exclude))
+        found.append(
+            _candidate(node, min_channels, layers, exclude, (macs or {}).get(node.outputs[0].name, 0))
+        )
     return found
 
 
 def _candidate(
-    node: gs.Node, min_channels: int, layers: Sequence[str], exclude: Sequence[str]
+    node: gs.Node, min_channels: int, layers: Sequence[str], exclude: Sequence[str], macs: int
 ) -> SparseLayer:
-    layer = SparseLayer(node, None, None, stats._node_macs(node))
+    layer = SparseLayer(node, None, None, macs)
     try:
         layer.weight = resolve(node)
         value = layer.weight.values()

@@ -12,7 +12,7 @@ import onnx
 
 from onnxprune import data, inputs, verify
 from onnxprune.errors import ModelLoadError
-from onnxprune.sparsity.gram import grams
+from onnxprune.sparsity.gram import LayerGrams, paired_grams
 from onnxprune.sparsity.layers import SparseLayer
 from onnxprune.sparsity.options import SparsifyOptions
 
@@ -49,13 +49,15 @@ def layer_grams(
     fit: Samples | None,
     held: Samples | None,
     batch: int,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Node name → (Gram on the fit samples, Gram on the held-out samples); empty without data."""
+    original: onnx.ModelProto | None = None,
+) -> dict[str, tuple[LayerGrams, LayerGrams]]:
+    """Node name → (Grams on the fit samples, on the held-out samples); empty without data. With
+    ``original``, the cross Grams against the original model's inputs too (``gram.LayerGrams``)."""
     if fit is None or held is None or not layers:
         return {}
-    on_fit = grams(model, layers, feeds(model, fit, batch))
-    on_held = grams(model, layers, feeds(model, held, batch))
-    return {name: (gram, on_held[name]) for name, gram in on_fit.items()}
+    on_fit = paired_grams(model, layers, feeds(model, fit, batch), original)
+    on_held = paired_grams(model, layers, feeds(model, held, batch), original)
+    return {name: (found, on_held[name]) for name, found in on_fit.items()}
 
 
 def fidelity(

@@ -28,6 +28,9 @@ class SparsifyOptions:
     batch: int = BATCH
     damp: float = 0.01
     selection: str = "auto"  # auto: SparseGPT with calibration data, else magnitude
+    # SparseGPT's Grams layer-sequentially, from the model as sparsified so far (else all from the original
+    # in one pass): see waves.py, and README "sparsify" for the measured difference.
+    sequential: bool = True
 
     def check(self) -> None:
         if self.selection not in SELECTIONS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.sparsity.gram import LayerGrams
 from onnxprune.sparsity.pattern import GROUP, ZEROS
 
 DAMP = 0.01  # fraction of the mean diagonal added to H: keeps the inverse stable where inputs are rank-poor
@@ -79,10 +80,43 @@ def _prune_block(w: np.ndarray, hinv: np.ndarray, start: int, end: int) -> np.nd
     return errors
 
 
-def output_error(rows: np.ndarray, new_rows: np.ndarray, gram: np.ndarray) -> float:
-    """Relative squared output error ``||(W - W') X||^2 / ||W X||^2`` from the Gram matrix of X."""
+def aimed_at_original(rows: np.ndarray, grams: LayerGrams, damp: float = DAMP) -> np.ndarray:
+    """The dense weight to make 2:4 so that the layer reproduces its output in the original model.
+
+    Behind layers already 2:4 the layer's inputs ``X`` differ from the original's ``X_o``. The least-squares
+    weight ``W* = W C^T H^-1`` (``C = X^T X_o``, ``H = X^T X``, damped as SparseGPT damps it) maps ``X`` to
+    the original output ``X_o W^T`` best, and ``||X_o W^T - X W'^T||^2 = ||X_o W^T - X W*^T||^2 +
+    ||X (W* - W')^T||^2``: SparseGPT on ``W*`` with ``H`` then minimises the error against the original
+    output, so each layer absorbs what the earlier ones changed. Without a cross Gram (the same inputs),
+    ``W* = W``.
+    """
+    if grams.cross is None:
+        return np.asarray(rows, dtype=np.float64)
+    h = np.array(grams.ss, dtype=np.float64)
+    mean = float(np.mean(np.diag(h)))
+    if mean <= 0:
+        return np.asarray(rows, dtype=np.float64)  # no input at all: nothing to aim with
+    h[np.diag_indices_from(h)] += damp * mean + (np.diag(h) == 0)
+    return np.linalg.solve(h, grams.cross @ np.asarray(rows, dtype=np.float64).T).T
+
+
+def output_error(
+    rows: np.ndarray,
+    new_rows: np.ndarray,
+    gram: np.ndarray,
+    cross: np.ndarray | None = None,
+    original: np.ndarray | None = None,
+) -> float:
+    """Relative squared output error ``||X_o W^T - X W'^T||^2 / ||X_o W^T||^2`` from the Grams
+    (``gram = X^T X``, ``cross = X^T X_o``, ``original = X_o^T X_o``); without ``cross`` the inputs are the
+    same (``X_o = X``): ``||X (W - W')^T||^2 / ||X W^T||^2``."""
     w = np.asarray(rows, dtype=np.float64)
-    diff = w - np.asarray(new_rows, dtype=np.float64)
-    base = float(np.sum((w @ gram) * w))
-    lost = float(np.sum((diff @ gram) * diff))
+    new = np.asarray(new_rows, dtype=np.float64)
+    if cross is None or original is None:
+        diff = w - new
+        base = float(np.sum((w @ gram) * w))
+        lost = float(np.sum((diff @ gram) * diff))
+    else:
+        base = float(np.sum((w @ original) * w))
+        lost = max(base - 2 * float(np.sum((new @ cross) * w)) + float(np.sum((new @ gram) * new)), 0.0)
     return lost / base if base > 0 else 0.0

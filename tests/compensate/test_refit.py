@@ -103,3 +103,45 @@ def test_im2col_matches_a_direct_convolution():
             oy, ox = divmod(int(flat), out_w)
             patch = padded[b, :, oy * 2 : oy * 2 + 3 : 1, ox : ox + 3 : 2]
             np.testing.assert_allclose(cols[b * 3 + p], patch.reshape(-1))
+
+
+def test_targets_are_gathered_at_their_positions_and_kept_channels():
+    from onnxprune.compensate.refit import gather_target
+
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((3, 6, 4, 5))
+    layer = Layer("c", "Conv", "x", "y", "y", np.array([0, 2, 5]), np.zeros((3, 6, 1, 1)), None)
+    positions = np.array([[0, 19, 7], [3, 3, 11], [18, 1, 2]])
+    got = gather_target(layer, y, positions)
+    for b in range(3):
+        for p, flat in enumerate(positions[b]):
+            oy, ox = divmod(int(flat), 5)
+            np.testing.assert_array_equal(got[b, p], y[b, [0, 2, 5], oy, ox])
+
+
+def test_too_few_rows_for_the_unknowns_declines_the_refit_for_the_bias_step():
+    """Pruned B has 4*9 + 1 unknowns per output; one position of 9 fitted samples is 9 rows: a refit would
+    interpolate them, so the bias moves instead."""
+    original, pruned, kept = _linear_pair()
+    done = calibrate(original, pruned, kept, samples(10, mean=1.0), CalibOptions(positions=1, waves=1))
+    (record,) = done.report["layers"]
+    assert record["rows"] == 9 and "unknowns" in record["refit_declined"]
+    assert record["applied"] == "bias" and record["rel_mse_after"] < record["rel_mse_before"]
+
+
+def test_convs_behind_factored_bias_maps_are_refitted():
+    """A padded Conv's bias map stored as factors (two MatMuls of constants, rules/padmap.py) is still the
+    Conv's offset: the refit matches its output, not declined for a channel-count mismatch."""
+    from pathlib import Path
+
+    import onnx
+
+    from onnxprune import api
+
+    mnist = Path(__file__).parents[2] / "models" / "mnist"
+    model = onnx.load(str(mnist / "mnist_vgg.plain.onnx"))
+    calib = api.CalibRequest(mnist / "mnist5k_calib.npz", limit=96)
+    result = api.prune_model(model, api.PlanOptions(ratio=0.5, compensate="calib"), None, calib)
+    assert any("bias_map_rows" in n.name for n in result.pruned.graph.node), "no factored map to test"
+    convs = [la for la in result.report["calibration"]["layers"] if la["op"] == "Conv"]
+    assert convs and all(la["applied"] == "refit" for la in convs), convs

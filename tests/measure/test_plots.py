@@ -24,6 +24,7 @@ runner = CliRunner()
         ["inspect", str(MNIST), "--target-macs", "0.5"],
         ["prune", str(MNIST), "-o", "{out}", "--ratio", "0.5", "--no-verify"],
         ["sweep", str(MNIST), "--targets", "0.7,0.4", "--no-bench", "--iterations", "1"],
+        ["sweep", str(MNIST), "--targets", "0.7", "--no-bench", "--compensate", "none,bn"],
     ],
 )
 def test_each_command_draws_a_png(tmp_path, args):

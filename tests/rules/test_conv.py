@@ -95,9 +95,11 @@ def test_padded_conv_folds_a_constant_as_a_bias_map():
     model = _sigmoid_into(k=3)
     dead, _ = check_exact(model)
     assert dead is not None and shape_of(dead.pruned, _sigmoid_out(model))[1] < 16
-    maps = [t for t in dead.pruned.graph.initializer if "bias_map" in t.name]
-    # sliced like the Conv's own outputs (its BN has dead channels too)
-    assert len(maps) == 1 and list(maps[0].dims) == [1, 9, 16, 16]
+    initializers = dead.pruned.graph.initializer
+    maps = {t.name.rsplit("_", 1)[-1]: list(t.dims) for t in initializers if "bias_map" in t.name}
+    # stored as its factors: rows [Ho, R], the kernel sums [K, R, S] sliced like the Conv's own outputs (its
+    # BN has dead channels too), cols [S, Wo]; 9*3*3 + 16*3 + 3*16 numbers instead of 9*16*16
+    assert maps == {"rows": [16, 3], "taps": [9, 3, 3], "cols": [3, 16]}
     layers = dead.report["compensation"]["layers"]
     assert [(x["applied"], x["exact"]) for x in layers if x["carrying"]] == [("bias map", True)]
 
@@ -106,7 +108,7 @@ def test_padded_conv_bias_map_with_strides_dilations_and_same_padding():
     """The map against ONNX Runtime itself: a removed constant channel, every padding geometry."""
     from onnx import TensorProto, helper
 
-    from onnxprune.rules.conv import padded_bias_map
+    from onnxprune.rules.padmap import padded_bias_map
     from onnxprune.runtime import run_model
 
     rng = np.random.default_rng(0)

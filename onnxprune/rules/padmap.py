@@ -1,0 +1,120 @@
+"""The per-position bias map of a zero-padded Conv whose removed input channels carry constants.
+
+A removed channel j carrying the constant c_j adds to output (k, p) the sum of c_j W[k, j, taps] over the taps
+that land inside the input at p (the padding is 0, not c_j). Per spatial axis a tap is inside or not on its
+own, so the map is separable: ``map[k, h, w] = sum_{r,s} A[k, r, s] * rows[h, r] * cols[s, w]`` with
+``A = sum_j c_j W[:, j]`` and 0/1 masks ``rows`` [Ho, R], ``cols`` [S, Wo].
+
+Stored dense, a map is K * Ho * Wo numbers: on a detector at 640x640 that is more than the Conv's weight
+(YOLOv8n at --ratio 0.5 grew to 1.41x the original's parameters). Stored as its factors it is
+K*R*S + Ho*R + S*Wo numbers, and two MatMuls of constants rebuild it; ONNX Runtime and TensorRT fold
+constant subgraphs when they load the model, so it costs nothing per inference once folded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels.edit import Rewrite
+
+
+def padded_bias_map(
+    columns: np.ndarray, values: np.ndarray, attrs: dict, in_size: list[int], out_size: list[int]
+) -> np.ndarray:
+    """What removed input channels carrying constants ``values`` add to a zero-padded Conv's outputs.
+
+    That is the Conv of an image equal to the constants inside and 0 in the padding. Returns [K, *out_size]
+    in float64.
+    """
+    result, masks = bias_map_factors(columns, values, attrs, in_size, out_size)
+    for inside in masks:
+        result = np.tensordot(result, inside, axes=([1], [1]))  # this kernel axis becomes the last
+    return result
+
+
+def bias_map_factors(
+    columns: np.ndarray, values: np.ndarray, attrs: dict, in_size: list[int], out_size: list[int]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``A`` [K, *taps] (float64) and per spatial axis the 0/1 mask [out, taps] of taps inside the input:
+    a kernel tap contributes at output position p where ``p * stride - pad_begin + tap * dilation`` falls
+    inside the input."""
+    kernel = np.tensordot(columns.astype(np.float64), values.astype(np.float64), axes=([1], [0]))
+    n = len(in_size)
+    strides = list(attrs.get("strides", [1] * n))
+    dilations = list(attrs.get("dilations", [1] * n))
+    masks = []
+    for axis in range(n):
+        taps = kernel.shape[1 + axis]
+        begin = _pad_begin(attrs, axis, in_size[axis], out_size[axis], taps, strides[axis], dilations[axis])
+        where = np.arange(out_size[axis])[:, None] * strides[axis] - begin
+        where = where + np.arange(taps)[None, :] * dilations[axis]
+        masks.append(((where >= 0) & (where < in_size[axis])).astype(np.float64))
+    return kernel, masks
+
+
+def bias_map_size(channels: int, taps: list[int], out_size: list[int]) -> int:
+    """Numbers stored for one map: its factors for a 2-D Conv when smaller, else the dense map."""
+    dense = channels * int(np.prod(out_size, dtype=np.int64))
+    if len(taps) != 2:
+        return dense
+    factored = channels * taps[0] * taps[1] + out_size[0] * taps[0] + taps[1] * out_size[1]
+    return min(dense, factored)
+
+
+def insert_bias_map(node: gs.Node, rw: Rewrite, columns: np.ndarray, values: np.ndarray) -> None:
+    """Add the map after ``node`` (its kept output channels only); the Add takes over the output's name."""
+    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+    assert in_shape is not None and out_shape is not None
+    in_size, out_size = [int(d) for d in in_shape[2:]], [int(d) for d in out_shape[2:]]
+    kernel, masks = bias_map_factors(columns, values, node.attrs, in_size, out_size)
+    keep_out = rw.kept(node.outputs[0])
+    if keep_out is not None:
+        kernel = kernel[keep_out]
+    prefix = node.name or "conv"
+    dtype = columns.dtype
+    taps = list(kernel.shape[1:])
+    if bias_map_size(kernel.shape[0], taps, out_size) < kernel.shape[0] * int(np.prod(out_size)):
+        bias_map = _factored(
+            rw, prefix, kernel.astype(dtype), masks[0].astype(dtype), masks[1].T.astype(dtype)
+        )
+    else:
+        for inside in masks:
+            kernel = np.tensordot(kernel, inside, axes=([1], [1]))
+        bias_map = gs.Constant(rw.fresh_name(f"{prefix}_bias_map"), kernel[None].astype(dtype))
+    out = node.outputs[0]
+    inner = gs.Variable(rw.fresh_name(out.name + "_nomap"), dtype=out.dtype)
+    node.outputs[0] = inner
+    rw.add_node(gs.Node("Add", rw.fresh_name(f"{prefix}_map"), inputs=[inner, bias_map], outputs=[out]))
+
+
+def _factored(
+    rw: Rewrite, prefix: str, kernel: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> gs.Variable:
+    """rows [Ho, R] @ kernel [K, R, S] -> [K, Ho, S]; @ cols [S, Wo] -> [K, Ho, Wo] (broadcast by the Add)."""
+    names = {part: rw.fresh_name(f"{prefix}_bias_map_{part}") for part in ("rows", "taps", "cols")}
+    half = gs.Variable(rw.fresh_name(f"{prefix}_bias_map_half"), dtype=kernel.dtype)
+    full = gs.Variable(rw.fresh_name(f"{prefix}_bias_map"), dtype=kernel.dtype)
+    first = gs.Node(
+        "MatMul", rw.fresh_name(f"{prefix}_bias_map_rows"),
+        inputs=[gs.Constant(names["rows"], rows), gs.Constant(names["taps"], kernel)], outputs=[half],
+    )  # fmt: skip
+    second = gs.Node(
+        "MatMul", rw.fresh_name(f"{prefix}_bias_map_cols"),
+        inputs=[half, gs.Constant(names["cols"], cols)], outputs=[full],
+    )  # fmt: skip
+    rw.add_node(first)
+    rw.add_node(second)
+    return full
+
+
+def _pad_begin(attrs: dict, axis: int, size: int, out: int, taps: int, stride: int, dilation: int) -> int:
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = max((out - 1) * stride + (taps - 1) * dilation + 1 - size, 0)
+        return total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+    if auto_pad == "VALID":
+        return 0
+    pads = list(attrs.get("pads", [0] * (2 * len(attrs.get("kernel_shape", [])) or 2 * (axis + 1))))
+    return int(pads[axis]) if pads else 0
