@@ -179,7 +179,7 @@ def test_sparsity_training_keeps_the_graph_and_shrinks_gammas(files: dict[str, P
         files["model"],
         out,
         files["data"],
-        options=quick(epochs=3, l1_gamma=0.05, lr=0.1, schedule="constant"),
+        options=quick(epochs=3, l1_gamma=0.05, lr=0.1, schedule="constant", l1_step="subgradient"),
     )
     before, after = onnx.load(files["model"]), onnx.load(out)
     assert [(n.name, n.op_type) for n in after.graph.node] == [(n.name, n.op_type) for n in before.graph.node]

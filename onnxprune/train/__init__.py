@@ -7,7 +7,8 @@ the ONNX model itself, with PyTorch as the engine (the ``[train]`` extra, import
 Importing this package needs no torch: options, data loading and the write-back are torch-free.
 """
 
+from onnxprune.train.dataset import ImageOptions
 from onnxprune.train.options import TrainOptions
 from onnxprune.train.run import TrainingInterrupted, TrainResult, train
 
-__all__ = ["TrainOptions", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["ImageOptions", "TrainOptions", "TrainResult", "TrainingInterrupted", "train"]

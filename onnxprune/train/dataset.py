@@ -3,12 +3,16 @@
 - ``.npz``: arrays keyed by the model's input names, or ``x`` for a single-input model; an array ``y``
   beside them holds the labels. Other sources (Polygraphy JSON, folders of ``.npy`` files or images) are
   read by ``onnxprune.data.load_calibration``, the same loader as calibration.
+- class folders: a directory whose entries are all directories, one per class, of images (or ``.npy``
+  files); the labels are the folders' indices in sorted name order (as torchvision's ImageFolder).
 - labels: ``--labels`` (``.npy``, or ``.npz`` with ``y`` or a single array), else ``y`` in the data file.
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +20,33 @@ import onnx
 
 from onnxprune import inputs as _inputs
 from onnxprune.data import load_calibration
-from onnxprune.errors import ModelLoadError, first_line
+from onnxprune.errors import ModelLoadError, UsageError, first_line
 
 Samples = dict[str, np.ndarray]
 LABEL_KEY = "y"
 
 
-def load_samples(source: str | Path, model: onnx.ModelProto) -> tuple[Samples, np.ndarray | None]:
+@dataclass(frozen=True)
+class ImageOptions:
+    """How image files become input tensors (as calibration's --calib-size/-mean/-std)."""
+
+    size: tuple[int, int] | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+
+
+def load_samples(
+    source: str | Path, model: onnx.ModelProto, images: ImageOptions | None = None
+) -> tuple[Samples, np.ndarray | None]:
     """All samples in ``source`` by input name (batch axis 0), and the labels it carries, if any."""
-    path = Path(source)
+    path, images = Path(source), images or ImageOptions()
+    classes = class_names(path)
+    if classes:
+        return _class_folders(path, classes, model, images)
     if path.suffix != ".npz" or not path.is_file():
-        return load_calibration(path, model), None
+        return load_calibration(path, model, size=images.size, mean=images.mean, std=images.std), None
+    if images != ImageOptions():
+        raise UsageError("--image-size/--image-mean/--image-std apply to folders of images only")
     arrays = _read_npz(path)
     specs = _inputs._graph_inputs(model)
     names = [s.name for s in specs]
@@ -40,6 +60,32 @@ def load_samples(source: str | Path, model: onnx.ModelProto) -> tuple[Samples, n
         raise ModelLoadError(f"{path.name}: inputs need one batch axis of one length, got {counts}")
     labels = arrays.get(LABEL_KEY)
     return checked, None if labels is None else check_labels(labels, next(iter(counts.values())), path)
+
+
+def class_names(path: Path) -> list[str] | None:
+    """The sorted class folder names when ``path`` is a folder of class folders (and nothing else)."""
+    if not path.is_dir():
+        return None
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    folders = sorted(p.name for p in entries if p.is_dir())
+    if not folders:
+        return None
+    if len(folders) != len(entries):
+        raise ModelLoadError(f"{path}: mixes class folders and files; keep one kind")
+    return folders
+
+
+def _class_folders(
+    path: Path, classes: list[str], model: onnx.ModelProto, images: ImageOptions
+) -> tuple[Samples, np.ndarray]:
+    """Every class folder read like calibration data, concatenated; label = the folder's sorted index."""
+    parts = [
+        load_calibration(path / name, model, size=images.size, mean=images.mean, std=images.std)
+        for name in classes
+    ]
+    samples = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    labels = np.concatenate([np.full(sample_count(part), k, np.int64) for k, part in enumerate(parts)])
+    return samples, labels
 
 
 def load_labels(source: str | Path, count: int) -> np.ndarray:

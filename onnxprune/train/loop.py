@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
 from onnxprune.errors import ModelLoadError, UsageError, first_line
 from onnxprune.files import write_atomically
+from onnxprune.train import augment
 from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
 from onnxprune.train.torchgraph import OnnxModule
 
@@ -37,11 +39,24 @@ class Targets:
     labels: np.ndarray | None = None
     teacher: dict[str, np.ndarray] | None = None  # by output name, one row per sample
     classifier: bool = True  # teacher: KL on the one logits output; else MSE on every output
+    # With augmentation the teacher must see the student's shifted batch: it runs per step, in eval mode.
+    teacher_model: onnx.ModelProto | None = None
+    teacher_module: OnnxModule | None = None
 
     def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
         if self.labels is not None:
             return {"labels": self.labels[index]}
         return {name: value[index] for name, value in (self.teacher or {}).items()}
+
+    def batch(
+        self, index: np.ndarray, inputs: list[torch.Tensor], device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """The targets of one batch: stored rows, or the teacher module's outputs on ``inputs``."""
+        if self.teacher_module is None:
+            return {k: torch.from_numpy(v).to(device) for k, v in self.rows(index).items()}
+        with torch.no_grad():
+            outs = self.teacher_module(*inputs)
+        return dict(zip(self.teacher_module.output_names, outs, strict=True))
 
 
 @dataclass
@@ -110,16 +125,21 @@ def fit(
     for epoch in range(start + 1, options.epochs + 1):
         began, losses = time.perf_counter(), []
         module.train()
+        shifts = np.random.default_rng([options.seed, epoch, 1])  # from (seed, epoch): resumable
         for step, index in enumerate(_epoch_batches(count, options.batch, options.seed, epoch)):
-            outs = module(*_tensors(samples, module.input_names, index, device))
-            want = {k: torch.from_numpy(v).to(device) for k, v in targets.rows(index).items()}
-            loss = loss_fn(outs, want)
-            _set_lr(optimizer, options, (epoch - 1) * steps + step, options.epochs * steps)
+            inputs = _tensors(samples, module.input_names, index, device)
+            if options.augment == "shift":
+                inputs = augment.shift(inputs, shifts)
+            outs = module(*inputs)
+            loss = loss_fn(outs, targets.batch(index, inputs, device))
+            lr = _set_lr(optimizer, options, (epoch - 1) * steps + step, options.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if options.l1_gamma:
+            if options.l1_gamma and options.l1_step == "subgradient":
                 _l1_subgradient(scales, options.l1_gamma)
             optimizer.step()
+            if options.l1_gamma and options.l1_step == "proximal":
+                _soft_threshold(scales, lr * options.l1_gamma)
             losses.append(float(loss.detach()) * len(index))
             if on_step is not None:
                 on_step(epoch, step, float(loss.detach()))
@@ -135,13 +155,14 @@ def fit(
     return history
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, total: int) -> None:
+def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, total: int) -> float:
     """The rate of a global step, from the step alone: a resumed run needs no scheduler state."""
     lr = options.lr
     if options.schedule == "cosine":
         lr *= 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
     for group in optimizer.param_groups:
         group["lr"] = lr
+    return lr
 
 
 def _l1_subgradient(scales: list[torch.nn.Parameter], strength: float) -> None:
@@ -150,6 +171,17 @@ def _l1_subgradient(scales: list[torch.nn.Parameter], strength: float) -> None:
         if gamma.grad is None:
             gamma.grad = torch.zeros_like(gamma)
         gamma.grad.add_(torch.sign(gamma.detach()), alpha=strength)
+
+
+def _soft_threshold(scales: list[torch.nn.Parameter], step: float) -> None:
+    """The proximal step of lambda*|gamma|: gamma <- sign(gamma) * max(|gamma| - lr*lambda, 0).
+
+    Unlike the subgradient, which leaves unimportant gammas oscillating around 0 by about lr*lambda, this
+    sets them to exactly 0, and keeps them there while the loss does not pull them back.
+    """
+    with torch.no_grad():
+        for gamma in scales:
+            gamma.copy_(torch.sign(gamma) * torch.clamp(gamma.abs() - step, min=0.0))
 
 
 def _optimizer(module: OnnxModule, options: TrainOptions) -> torch.optim.Optimizer:

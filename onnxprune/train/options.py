@@ -10,6 +10,9 @@ from onnxprune.errors import UsageError
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENTS = ("none", "shift")  # as onnxprune.train.augment (which imports torch)
+L1_STEPS = ("proximal", "subgradient")
+DISTILLS = ("auto", "kl", "mse")
 SPARSE_GAMMA = 1e-2  # a |gamma| under this counts as "near zero" in the history and the benchmarks
 
 
@@ -22,7 +25,15 @@ class TrainOptions:
         lr, momentum, weight_decay, optimizer: the optimiser (SGD with momentum, or Adam).
         batch: samples per step; a last batch of one sample is dropped (BatchNormalization needs two).
         seed: shuffling and initial RNG state; with the same seed a CPU run repeats exactly.
-        l1_gamma: Network Slimming's lambda: lambda * sign(gamma) is added to every BN gamma's gradient.
+        l1_gamma: Network Slimming's lambda: the penalty lambda * sum(|gamma|) over every BN gamma.
+        l1_step: how the penalty acts: proximal (soft-threshold every gamma by lr*lambda after each
+            optimiser step: exact zeros) or subgradient (lambda*sign(gamma) added to the gradient, as in the
+            paper: unimportant gammas oscillate around 0 by about lr*lambda).
+        augment: none, or shift: every image input ([N, C, H, W] float) moved by up to 2 pixels each way per
+            sample and step (border replicated); a teacher then runs per batch on the shifted images.
+        distill: the loss against a teacher: kl (on the softened logits of a classifier's one output),
+            mse (on every output: detectors, embeddings, regressors), or auto: kl when the model has exactly
+            one output and it is [batch, classes] with at least 2 classes, else mse.
         schedule: cosine (from lr down to 0 over all steps of all epochs) or constant. The cosine's small
             last steps let the L1 subgradient settle unimportant gammas near zero, not around +-lr*lambda.
         temperature: softens both distributions of the distillation KL (multiplied back by T^2).
@@ -37,6 +48,9 @@ class TrainOptions:
     batch: int = 64
     seed: int = 0
     l1_gamma: float = 0.0
+    l1_step: str = "proximal"
+    augment: str = "none"
+    distill: str = "auto"
     optimizer: str = "sgd"
     schedule: str = "cosine"
     momentum: float = 0.9
@@ -61,6 +75,12 @@ class TrainOptions:
             raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.l1_step not in L1_STEPS:
+            raise UsageError(f"--l1-step must be one of {', '.join(L1_STEPS)}, got {self.l1_step!r}")
+        if self.augment not in AUGMENTS:
+            raise UsageError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.distill not in DISTILLS:
+            raise UsageError(f"--distill must be one of {', '.join(DISTILLS)}, got {self.distill!r}")
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 

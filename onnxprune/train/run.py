@@ -18,7 +18,14 @@ from onnxprune import files as graphs
 from onnxprune.data import static_batch
 from onnxprune.errors import CapabilityError, ModelLoadError, OnnxPruneError, UsageError
 from onnxprune.runtime import run_model
-from onnxprune.train.dataset import Samples, load_labels, load_samples, sample_count
+from onnxprune.train.dataset import (
+    ImageOptions,
+    Samples,
+    class_names,
+    load_labels,
+    load_samples,
+    sample_count,
+)
 from onnxprune.train.options import TrainOptions
 
 if TYPE_CHECKING:
@@ -44,6 +51,7 @@ class TrainResult:
     export_error: float = 0.0  # the written ONNX vs the trained PyTorch module
     batch_norms: int = 0
     device: str = "cpu"
+    classes: list[str] = field(default_factory=list)  # class folders: label k is classes[k]
 
 
 def require_torch() -> Any:
@@ -58,12 +66,14 @@ def train(
     source: str | Path, output: str | Path, data: str | Path, *, labels: str | Path | None = None,
     teacher: str | Path | None = None, eval_data: str | Path | None = None,
     eval_labels: str | Path | None = None, options: TrainOptions | None = None,
+    images: ImageOptions | None = None,
 ) -> TrainResult:  # fmt: skip
     """Train ``source`` on ``data`` and write the result to ``output`` (only if it validates).
 
     The loss is cross-entropy against ``labels`` (a file, or ``y`` in the data file), or, with
     ``teacher``, distillation from that model's outputs (no labels needed). ``options.l1_gamma`` adds
-    Network Slimming's sparsity penalty on every BatchNormalization gamma.
+    Network Slimming's sparsity penalty on every BatchNormalization gamma. ``data`` (and ``eval_data``) may
+    be a folder of class folders of images: labels from the sorted folder names, pixels as ``images`` says.
     """
     options = options or TrainOptions()
     options.check()
@@ -76,11 +86,11 @@ def train(
     torch = require_torch()
     model = graphs.read_model(source)
     _check_dynamic_batch(model)
-    samples, file_labels = load_samples(data, model)
-    targets = _targets(model, samples, file_labels, labels, teacher)
-    eval_set = _eval_set(model, eval_data, eval_labels)
+    samples, file_labels = load_samples(data, model, images)
+    targets = _targets(model, samples, file_labels, labels, teacher, options.distill)
+    eval_set = _eval_set(model, eval_data, eval_labels, images)
     device = _device(torch, options.device)
-    return _train(
+    result = _train(
         model,
         samples,
         targets,
@@ -91,6 +101,8 @@ def train(
         device,
         graphs.uses_external_data(source),
     )
+    result.classes = class_names(Path(data)) or []
+    return result
 
 
 def _train(
@@ -111,6 +123,8 @@ def _train(
     result = TrainResult(output, checkpoint, device=str(device), batch_norms=export.bn_count(model))
     result.conversion_error = check_conversion(module, model, feed, device)
     _check_label_range(module, targets, feed, device)
+    if options.augment != "none" and targets.teacher_model is not None:
+        targets.teacher_module = _teacher_module(targets.teacher_model, feed, device)
     try:
         with _progress(options, sample_count(samples)) as hooks:
             history = loop.fit(module, samples, targets, options, checkpoint, device, eval_set, *hooks)
@@ -141,12 +155,12 @@ def _check_dynamic_batch(model: onnx.ModelProto) -> None:
 
 def _targets(
     model: onnx.ModelProto, samples: Samples, file_labels: np.ndarray | None,
-    labels: str | Path | None, teacher: str | Path | None,
+    labels: str | Path | None, teacher: str | Path | None, distill: str,
 ) -> Targets:  # fmt: skip
     from onnxprune.train.loop import Targets
 
     if teacher is not None:
-        return _teacher_targets(model, graphs.read_model(teacher), samples)
+        return _teacher_targets(model, graphs.read_model(teacher), samples, distill)
     if labels is not None:
         return Targets(labels=load_labels(labels, sample_count(samples)))
     if file_labels is None:
@@ -154,7 +168,9 @@ def _targets(
     return Targets(labels=file_labels)
 
 
-def _teacher_targets(model: onnx.ModelProto, teacher: onnx.ModelProto, samples: Samples) -> Targets:
+def _teacher_targets(
+    model: onnx.ModelProto, teacher: onnx.ModelProto, samples: Samples, distill: str
+) -> Targets:
     """The teacher's outputs for every sample, computed once with ONNX Runtime (not once per epoch)."""
     from onnxprune.train.loop import Targets
 
@@ -166,18 +182,44 @@ def _teacher_targets(model: onnx.ModelProto, teacher: onnx.ModelProto, samples: 
         feed = {k: v[start : start + 256] for k, v in samples.items()}
         chunks.append(run_model(teacher, feed))
     outputs = {n: np.concatenate([c[n] for c in chunks]).astype(np.float32) for n in names}
-    classifier = len(names) == 1 and outputs[names[0]].ndim == 2
-    return Targets(teacher=outputs, classifier=classifier)
+    classifier = _is_classifier(names, outputs)
+    if distill == "kl" and not classifier:
+        shapes = ", ".join(f"{n} {list(outputs[n].shape)}" for n in names)
+        raise UsageError(
+            f"--distill kl needs one [batch, classes] output (>= 2 classes); the model has {shapes}"
+        )
+    classifier = classifier and distill != "mse"
+    return Targets(teacher=outputs, classifier=classifier, teacher_model=teacher)
 
 
-def _eval_set(model: onnx.ModelProto, data: str | Path | None, labels: str | Path | None) -> EvalSet | None:
+def _is_classifier(names: list[str], outputs: dict[str, np.ndarray]) -> bool:
+    """One output, [batch, classes] with 2 or more classes: logits, where KL on softmax means something."""
+    return len(names) == 1 and outputs[names[0]].ndim == 2 and outputs[names[0]].shape[1] >= 2
+
+
+def _teacher_module(teacher: onnx.ModelProto, feed: Samples, device: torch.device) -> Any:
+    """The teacher in PyTorch, for augmented batches (checked against ONNX Runtime like the student)."""
+    from onnxprune.train.check import check_conversion
+    from onnxprune.train.torchgraph import OnnxModule
+
+    module = OnnxModule(teacher).to(device)
+    check_conversion(module, teacher, feed, device)
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module
+
+
+def _eval_set(
+    model: onnx.ModelProto, data: str | Path | None, labels: str | Path | None, images: ImageOptions | None
+) -> EvalSet | None:
     from onnxprune.train.loop import EvalSet
 
     if data is None:
         if labels is not None:
             raise UsageError("--eval-labels needs --eval DATA")
         return None
-    samples, file_labels = load_samples(data, model)
+    samples, file_labels = load_samples(data, model, images)
     found = load_labels(labels, sample_count(samples)) if labels is not None else file_labels
     if found is None:
         raise UsageError("--eval: no labels: give --eval-labels or an eval .npz with 'y'")
