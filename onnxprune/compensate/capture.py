@@ -18,7 +18,7 @@ from onnxprune.errors import OnnxPruneError, first_line
 from onnxprune.runtime import ort_session
 
 # Bytes of wanted tensors per ORT call: bounds memory whatever the data size.
-BATCH_BYTES = 64 * 2**20
+BATCH_BYTES = 32 * 2**20
 MAX_BATCH = 64
 
 
