@@ -17,7 +17,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from onnxprune import __version__, api
 from onnxprune.align import impossible
@@ -40,6 +39,7 @@ from onnxprune.report import (
     counted_at,
     group_summary,
     groups_table,
+    history_table,
     inspect_table,
     prune_table,
     sweep_table,
@@ -816,7 +816,7 @@ def train(
     if as_json:
         print(json.dumps(payload, indent=2))
         return
-    console.print(_history_table(result.history, f"{model.name} → {output.name} ({result.device})"))
+    console.print(history_table(result.history, f"{model.name} → {output.name} ({result.device})"))
     console.print(
         f"[green]written[/] {output} ({result.batch_norms} BatchNormalization kept; PyTorch vs ONNX Runtime: "
         f"{result.conversion_error:.2g} before, {result.export_error:.2g} after training)",
@@ -826,17 +826,6 @@ def train(
         console.print(
             "classes (label: folder): " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.classes))
         )
-
-
-def _history_table(history: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("epoch", "loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
-        table.add_column(column, justify="right")
-    for r in history:
-        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
-        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
-        table.add_row(str(r["epoch"]), loss, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}")
-    return table
 
 
 def main() -> None:

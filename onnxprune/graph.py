@@ -87,9 +87,11 @@ def _copy(message):
     return out
 
 
+# Random ops compute no constant, whatever their inputs.
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+              "Bernoulli"}  # fmt: skip
 # Ops never folded: quantization stays as the exporter wrote it, and random ops are not constants.
-NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
-              "RandomUniformLike", "Multinomial", "Bernoulli"}  # fmt: skip
+NOT_FOLDED = {"QuantizeLinear", "DequantizeLinear"} | RANDOM_OPS
 
 
 def _fold_constants(graph: gs.Graph) -> None:

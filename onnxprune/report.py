@@ -256,3 +256,15 @@ def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
             o["name"], number(o["max_abs_err"]), number(o["max_rel_err"]), number(o["cosine"], ".5f"), top1
         )
     return table
+
+
+def history_table(history: list[dict[str, Any]], title: str) -> Table:
+    """Per training epoch: loss, eval accuracy, share of small gammas, seconds (train.TrainResult.history)."""
+    table = Table(title=title)
+    for column in ("epoch", "loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
+        table.add_column(column, justify="right")
+    for r in history:
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
+        table.add_row(str(r["epoch"]), loss, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}")
+    return table

@@ -24,19 +24,12 @@ import onnx
 
 from onnxprune.errors import CapabilityError
 from onnxprune.files import without_weights
+from onnxprune.graph import RANDOM_OPS
 from onnxprune.inputs import make_inputs, resolve_shapes
 from onnxprune.runtime import ort_session
 
 Shape = tuple[int, ...]
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_RANDOM = {
-    "RandomNormal",
-    "RandomNormalLike",
-    "RandomUniform",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-}
 _FLOATS = {
     onnx.TensorProto.FLOAT,
     onnx.TensorProto.FLOAT16,
@@ -154,7 +147,7 @@ def _inferred_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape]) -> tuple[
     constants = {t.name for t in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     for node in model.graph.node:  # topological: what only constants compute is folded at load time
-        if node.op_type not in _RANDOM and node.input and all(i in constants for i in node.input if i):
+        if node.op_type not in RANDOM_OPS and node.input and all(i in constants for i in node.input if i):
             constants.update(node.output)
     for t in model.graph.initializer:
         known[t.name] = tuple(int(d) for d in t.dims)

@@ -54,12 +54,16 @@ def bias_map_factors(
 
 
 def bias_map_size(channels: int, taps: list[int], out_size: list[int]) -> int:
-    """Numbers stored for one map: its factors for a 2-D Conv when smaller, else the dense map."""
+    """Numbers stored for one map: its factors where ``stores_factors``, else the dense map."""
     dense = channels * int(np.prod(out_size, dtype=np.int64))
     if len(taps) != 2:
         return dense
-    factored = channels * taps[0] * taps[1] + out_size[0] * taps[0] + taps[1] * out_size[1]
-    return min(dense, factored)
+    return min(dense, channels * taps[0] * taps[1] + out_size[0] * taps[0] + taps[1] * out_size[1])
+
+
+def stores_factors(channels: int, taps: list[int], out_size: list[int]) -> bool:
+    """A 2-D map whose factors (K*R*S + Ho*R + S*Wo numbers) are fewer than its K*Ho*Wo."""
+    return bias_map_size(channels, taps, out_size) < channels * int(np.prod(out_size, dtype=np.int64))
 
 
 def insert_bias_map(node: gs.Node, rw: Rewrite, columns: np.ndarray, values: np.ndarray) -> None:
@@ -74,7 +78,7 @@ def insert_bias_map(node: gs.Node, rw: Rewrite, columns: np.ndarray, values: np.
     prefix = node.name or "conv"
     dtype = columns.dtype
     taps = list(kernel.shape[1:])
-    if bias_map_size(kernel.shape[0], taps, out_size) < kernel.shape[0] * int(np.prod(out_size)):
+    if stores_factors(kernel.shape[0], taps, out_size):
         bias_map = _factored(
             rw, prefix, kernel.astype(dtype), masks[0].astype(dtype), masks[1].T.astype(dtype)
         )

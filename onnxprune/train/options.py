@@ -13,6 +13,9 @@ DEVICES = ("auto", "cpu", "cuda")
 AUGMENTS = ("none", "shift")  # as onnxprune.train.augment (which imports torch)
 L1_STEPS = ("proximal", "subgradient")
 DISTILLS = ("auto", "kl", "mse")
+# The options that take one of a few words, with those words (checked in this order).
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "l1_step": L1_STEPS, "augment": AUGMENTS,
+           "distill": DISTILLS, "device": DEVICES}  # fmt: skip
 SPARSE_GAMMA = 1e-2  # a |gamma| under this counts as "near zero" in the history and the benchmarks
 
 
@@ -71,18 +74,11 @@ class TrainOptions:
             value = getattr(self, name)
             if not value >= 0:  # `not >=` so that NaN is refused too
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.l1_step not in L1_STEPS:
-            raise UsageError(f"--l1-step must be one of {', '.join(L1_STEPS)}, got {self.l1_step!r}")
-        if self.augment not in AUGMENTS:
-            raise UsageError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        if self.distill not in DISTILLS:
-            raise UsageError(f"--distill must be one of {', '.join(DISTILLS)}, got {self.distill!r}")
-        if self.device not in DEVICES:
-            raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _at_least(name: str, value: int, low: int) -> None:
