@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -192,6 +193,7 @@ def save_model(
     *,
     external_data: bool | None = None,
     serialized: bytes | None = None,
+    confirm: Callable[[], object] | None = None,
 ) -> Path:
     """Write a model atomically: temporary files in the same directory, then ``os.replace``.
 
@@ -202,12 +204,18 @@ def save_model(
         external_data: keep weights in a side file ``<name>.data``. ``None`` decides by size: models over
             protobuf's 2 GB limit cannot be written any other way.
         serialized: ``model.SerializeToString()`` if the caller has it already (written as is in one file).
+        confirm: runs once the bytes are written and synced, before they replace ``output``; if it raises,
+            nothing is written (prune's ONNX Runtime check runs meanwhile). Before anything is written
+            where there is no temporary file (a device, a FIFO) and with external data.
     """
     output = Path(output)
     if external_data is None:
         external_data = needs_external_data(model)
     if not external_data:
-        return write_atomically(output, lambda handle: _write_proto(model, handle, serialized))
+        write = functools.partial(_write_proto, model, serialized=serialized)
+        return write_atomically(output, write, confirm)
+    if confirm is not None:
+        confirm()
     if _is_special(output):
         raise ModelSaveError(f"{output}: not a regular file; external data needs a directory to live in")
     data = output.with_name(output.name + ".data")
@@ -322,11 +330,16 @@ def _is_special(path: Path) -> bool:
         return False
 
 
-def write_atomically(output: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+def write_atomically(
+    output: str | Path, write: Callable[[IO[bytes]], Any], confirm: Callable[[], object] | None = None
+) -> Path:
     """Write a file with ``write(handle)``: into a temporary file beside it, synced, then ``os.replace``d
-    over it. An existing output that is not a regular file (``/dev/null``, a FIFO) is written through."""
+    over it. An existing output that is not a regular file (``/dev/null``, a FIFO) is written through.
+    ``confirm()`` must return before the file replaces the output (first, for a device or FIFO)."""
     output = Path(output)
     if _is_special(output):
+        if confirm is not None:
+            confirm()
         try:
             with open(output, "wb") as handle:
                 write(handle)
@@ -340,6 +353,8 @@ def write_atomically(output: str | Path, write: Callable[[IO[bytes]], Any]) -> P
     with atomic(output) as tmp, open(tmp, "wb") as handle:
         write(handle)
         _sync(handle)
+        if confirm is not None:
+            confirm()
     return output
 
 
@@ -415,8 +430,13 @@ def tensor_bytes(tensor: onnx.TensorProto) -> int:
     """Bytes of a tensor's data, from its dims and type, without touching the data."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return 0
+    # math.prod on Python ints: np.prod per tensor was most of a ResNet-50 skeleton's 46 ms (made 5 times).
+    return math.prod(tensor.dims) * _itemsize(tensor.data_type)
+
+
+@functools.cache
+def _itemsize(data_type: int) -> int:
     try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        return int(onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
     except Exception:  # strings and types numpy lacks: small, and never weights
-        itemsize = 1
-    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+        return 1

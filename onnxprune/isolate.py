@@ -18,6 +18,7 @@ import onnx
 
 from onnxprune.channels import Analysis, ChannelGroup, Decline
 from onnxprune.errors import ValidationError, first_line
+from onnxprune.runtime import PendingCheck
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Trial:
     pruned: onnx.ModelProto | None
     error: ValidationError | None
     serialized: bytes | None = None  # ``pruned`` as ONNX Runtime was given it: saved as is, not again
+    pending: PendingCheck | None = None  # its ONNX Runtime check, still running (see api.prune)
 
 
 def decline_breaking_groups(

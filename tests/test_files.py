@@ -35,6 +35,23 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+def test_a_refused_confirmation_keeps_the_old_file(tmp_path: Path) -> None:
+    """prune's ONNX Runtime check runs while the file is written: its failure must leave the old output."""
+    out, seen = tmp_path / "m.onnx", []
+    out.write_bytes(b"old")
+
+    def refuse() -> None:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))  # the new bytes are written by now
+        raise ValueError("check failed")
+
+    with pytest.raises(ValueError, match="check failed"):
+        files.write_atomically(out, lambda handle: handle.write(b"new model"), confirm=refuse)
+    assert len(seen[0]) == 2, "confirm runs once the temporary file is written"
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    files.write_atomically(out, lambda handle: handle.write(b"new model"), confirm=lambda: None)
+    assert out.read_bytes() == b"new model"
+
+
 def test_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ModelSaveError, match="does not exist"):
         files.save_json({}, tmp_path / "nowhere" / "r.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import tiny
@@ -156,3 +157,19 @@ def test_every_real_topology_loads_from_a_file(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.onnx"
         onnx.save(weights.load(name), path)
         assert files.read_model(path).graph.node, name
+
+
+def test_folding_is_skipped_only_where_nothing_could_fold() -> None:
+    """graphsurgeon's folding pass is skipped when no node computes from constants alone and no Shape
+    or Size starts shape arithmetic: ShuffleNet's chunk bounds (Shape -> Gather -> Div) still fold."""
+    import onnx_graphsurgeon as gs
+
+    plain = gs.import_onnx(tiny.chain())
+    assert not graphs._may_fold(plain)
+    x = gs.Variable("x", dtype="float32", shape=(1, 4))
+    shape = gs.Variable("s", dtype="int64")
+    assert graphs._may_fold(gs.Graph(nodes=[gs.Node("Shape", inputs=[x], outputs=[shape])], inputs=[x]))
+    two = gs.Constant("two", values=np.array([2.0], np.float32))
+    y = gs.Variable("y", dtype="float32")
+    constant_only = gs.Node("Mul", inputs=[two, two], outputs=[y])
+    assert graphs._may_fold(gs.Graph(nodes=[constant_only], outputs=[y]))

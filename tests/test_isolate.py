@@ -67,6 +67,40 @@ def test_a_breaking_group_is_declined_and_the_rest_pruned(monkeypatch: pytest.Mo
     assert result.report["verify"]["exact"]["passed"]
 
 
+def test_without_verification_the_check_runs_beside_the_save_and_a_failure_publishes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--no-verify: the ONNX Runtime check runs in a thread while the file is written. When it fails (here
+    simulated, once), the written file is not published and the prune runs again checking each trial."""
+    import threading
+
+    from onnxprune import runtime
+    from onnxprune.errors import ValidationError
+
+    calls: list[bool] = []
+    check = runtime.check_runs
+
+    def failing_in_a_thread(*args, **kwargs):
+        calls.append(threading.current_thread() is not threading.main_thread())
+        if calls[-1] and calls.count(True) == 1:
+            assert out.read_bytes() == b"old", "nothing is published before the check answers"
+            raise ValidationError("pruned model does not run in ONNX Runtime: simulated")
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "check_runs", failing_in_a_thread)
+    monkeypatch.setattr(api, "check_runs", failing_in_a_thread)
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(deep_chain(), src)
+    out.write_bytes(b"old")
+    result = api.prune(src, out, OPTIONS, verify=api.VerifyOptions(enabled=False))
+    assert calls == [True, False], "deferred first, then once in the caller's thread"
+    assert result.output == out and result.pending is None
+    check(onnx.load(src), onnx.load(out))  # what was published is the second run's, and it runs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx"]
+    plain = api.prune(src, out, OPTIONS, verify=api.VerifyOptions(enabled=False))
+    assert calls[-1] is True and len(calls) == 3 and plain.report["groups"] == result.report["groups"]
+
+
 def test_two_breaking_groups_are_both_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     model = deep_chain()
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]

@@ -19,7 +19,7 @@ the walk runs again, so compensation never keeps a channel that plain removal wo
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -269,8 +269,12 @@ class Analysis:
         """|gamma| per position; nan where this BN does not score the channel."""
         self._notes.append(GammaNote(cmap, np.asarray(gamma, dtype=np.float64)))
 
-    def add_filter_norm(self, cmap: ChannelMap, l1: np.ndarray, l2: np.ndarray) -> None:
-        """L1 and L2 norm of the filter that produces each position (the weight-norm criteria)."""
+    def add_filter_norm(self, cmap: ChannelMap, norms: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """L1 and L2 norm of the filter that produces each position (the weight-norm criteria), from
+        ``norms()``: not called in the original-values pass, whose groups only give ``inexact``."""
+        if self.first_pass is not None:
+            return
+        l1, l2 = norms()
         self._notes.append(FilterNormNote(cmap, np.asarray(l1, np.float64), np.asarray(l2, np.float64)))
 
     def add_macs(self, cmap: ChannelMap | None, macs: int) -> None:
@@ -358,18 +362,19 @@ class Analysis:
     def fallback_cuts(self) -> dict[str, np.ndarray]:
         """Cut positions (per source tensor) whose compensated value some consumer cannot fold, beyond
         those already disabled: they are cut to 0 instead in the next walk (after ``finish``)."""
-        unfoldable: set[tuple[int, int]] = set()
+        unfoldable: dict[int, np.ndarray] = {}  # group id -> per channel
         for cmap, mask in self._fallback:
             for group, span, offset in self.pieces(cmap):
-                hits = np.flatnonzero(mask[offset : offset + span.width : span.repeat])
-                unfoldable.update((group.id, span.start + int(i)) for i in hits)
+                flags = unfoldable.setdefault(group.id, np.zeros(group.size, dtype=bool))
+                hits = mask[offset : offset + span.width : span.repeat]
+                flags[span.start : span.start + span.length] |= hits
         out: dict[str, np.ndarray] = {}
         for name, positions in self.sources:
             new = np.zeros(len(positions), dtype=bool)
             for group, span, offset in self.pieces(self.states[name].map):
-                for i in range(span.length):
-                    at = slice(offset + i * span.repeat, offset + (i + 1) * span.repeat)
-                    new[at] = (group.id, span.start + i) in unfoldable
+                if group.id in unfoldable:
+                    flags = unfoldable[group.id][span.start : span.start + span.length]
+                    new[offset : offset + span.width] = np.repeat(flags, span.repeat)
             new &= positions & ~self.disabled.get(name, np.zeros(len(positions), dtype=bool))
             if new.any():
                 out[name] = new

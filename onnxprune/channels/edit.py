@@ -25,6 +25,7 @@ class Rewrite:
         self.graph = graph
         self.analysis = analysis
         self._sliced: dict[tuple[str, str], gs.Constant] = {}
+        self._sliced_names: set[str] = set()  # the first halves of those keys
         self._names = FreshNames(t.name for t in graph.tensors().values())
 
     @property
@@ -71,8 +72,9 @@ class Rewrite:
                 if isinstance(old, gs.Variable | gs.Constant)
                 else []
             )
-            name = old.name if not users and not self._sliced_any(old.name) else self.fresh_name(old.name)
+            name = old.name if not users and old.name not in self._sliced_names else self.fresh_name(old.name)
             self._sliced[key] = gs.Constant(name, values)
+            self._sliced_names.add(old.name)
             if name == old.name:
                 old.name = self.fresh_name(old.name + "_orig")
         node.inputs[index] = self._sliced[key]
@@ -87,6 +89,3 @@ class Rewrite:
 
     def fresh_name(self, hint: str) -> str:
         return self._names.make(hint)
-
-    def _sliced_any(self, name: str) -> bool:
-        return any(key[0] == name for key in self._sliced)

@@ -51,9 +51,10 @@ def conv_macs(node: gs.Node, weight: np.ndarray) -> int:
 def filter_norms(rows: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """L1 and L2 of each output filter, its bias included (a zero filter with a bias is not zero)."""
     flat = rows.reshape(rows.shape[0], -1)
-    # Weight precision, float64 sums: no float64 copy of every weight just to rank filters.
-    l1 = np.abs(flat).sum(1, dtype=np.float64)
-    sq = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
+    # Summed at weight precision (numpy sums pairwise: ~1e-7 relative, nothing for a ranking, and a zero
+    # filter still sums to exactly 0); float64 accumulation took 3x as long (0.16 s of ResNet-50's analysis).
+    l1 = np.abs(flat).sum(1).astype(np.float64)
+    sq = np.einsum("ij,ij->i", flat, flat).astype(np.float64)
     extra = np.abs(bias.astype(np.float64)).reshape(-1) if bias is not None else 0.0
     return l1 + extra, np.sqrt(sq + extra**2)
 
@@ -85,7 +86,7 @@ class ConvRule(Rule):
     def _produce(self, node: gs.Node, ctx: Analysis, weight: np.ndarray, out_map: ChannelMap) -> None:
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         ctx.member(out_map, node.name, producer=True)
-        ctx.add_filter_norm(out_map, *filter_norms(weight, bias))
+        ctx.add_filter_norm(out_map, lambda: filter_norms(weight, bias))
         ctx.produce(node.outputs[0], out_map, weight, bias)
 
     def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int) -> None:
@@ -141,7 +142,11 @@ class ConvRule(Rule):
         c_in = channels(node.inputs[0]) or weight.shape[1] * group
         if group == 1 and keep_in is not None:
             bias = self._fold(node, rw, weight, bias)
-            weight = weight[:, keep_in]
+            # One gather for both axes: ResNet-50's weights were copied twice, half of its rewrite time.
+            rows = keep_out if keep_out is not None else np.arange(weight.shape[0])
+            weight = weight[np.ix_(rows, keep_in)]
+            bias = bias[keep_out] if bias is not None and keep_out is not None else bias
+            keep_out = None
         elif group > 1 and group == c_in and weight.shape[0] == c_in:
             if keep_out is not None:
                 node.attrs["group"] = len(keep_out)
@@ -151,7 +156,7 @@ class ConvRule(Rule):
         if keep_out is not None:
             weight = weight[keep_out]
             bias = bias[keep_out] if bias is not None else None
-        if keep_in is not None or keep_out is not None:
+        if keep_in is not None or rw.kept(node.outputs[0]) is not None:
             rw.set_param(node, 1, weight)
             self._set_bias(node, rw, bias)
 
@@ -160,12 +165,18 @@ class ConvRule(Rule):
         nonzero = values != 0
         if not nonzero.any():
             return bias
-        columns = weight[:, gone[nonzero]] if group == 1 else dense_columns(weight, gone[nonzero], group)
-        if has_padding(node):
-            insert_bias_map(node, rw, columns, values[nonzero])
-            return bias
-        columns = columns.astype(np.float64)
-        shift = columns.reshape(columns.shape[0], columns.shape[1], -1).sum(-1) @ values[nonzero]
+        if group == 1 and not has_padding(node):
+            # Over all input channels, the kept ones weighted 0: no gather of the removed columns (half of
+            # ResNet-50's rewrite time); taps summed in float64 without a float64 copy of the weight.
+            carried = np.zeros(weight.shape[1])
+            carried[gone[nonzero]] = values[nonzero]
+            shift = _tap_sums(weight) @ carried
+        else:
+            columns = weight[:, gone[nonzero]] if group == 1 else dense_columns(weight, gone[nonzero], group)
+            if has_padding(node):
+                insert_bias_map(node, rw, columns, values[nonzero])
+                return bias
+            shift = _tap_sums(columns) @ values[nonzero]
         base = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         return (base + shift).astype(weight.dtype)
 
@@ -181,3 +192,8 @@ class ConvRule(Rule):
                 rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
             else:
                 node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
+
+
+def _tap_sums(weight: np.ndarray) -> np.ndarray:
+    """[K, C] in float64: each filter's weights summed over its kernel taps."""
+    return weight.reshape(weight.shape[0], weight.shape[1], -1).sum(-1, dtype=np.float64)

@@ -62,7 +62,7 @@ class ConvTransposeRule(Rule):
         ctx.member(out_map, node.name, producer=True)
         bias = const(bias_in) if bias_in is not None else None
         filters = _filters(weight, group)
-        ctx.add_filter_norm(out_map, *filter_norms(filters, bias))
+        ctx.add_filter_norm(out_map, lambda: filter_norms(filters, bias))
         ctx.produce(node.outputs[0], out_map, filters, bias)
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, bias: np.ndarray | None) -> None:

@@ -42,7 +42,7 @@ class GemmRule(Rule):
         ctx.member(out_map, node.name, producer=True)
         ctx.add_macs(out_map, weight.size)
         bias = self._bias(node)
-        ctx.add_filter_norm(out_map, *filter_norms(weight.T, bias))
+        ctx.add_filter_norm(out_map, lambda: filter_norms(weight.T, bias))
         ctx.produce(node.outputs[0], out_map, weight.T, bias)
 
     def _bias(self, node: gs.Node) -> np.ndarray | None:

@@ -83,3 +83,17 @@ def test_models_over_2_gb_skip_the_measurement(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(files, "needs_external_data", lambda m: True)
     result = api.prune_model(model, DEAD, api.VerifyOptions())
     assert "over 2 GB" in result.report["compensation"]["error_skipped"]
+
+
+def test_a_long_compensation_table_shows_the_worst_layers_in_network_order() -> None:
+    layers = [
+        {"node": f"conv{i}", "removed": 1, "carrying": 1, "applied": "bias", "exact": True,
+         "estimate": [0.0], "rel_mse_before": 1.0, "rel_mse_after": err}
+        for i, err in enumerate([0.1, 0.9, 0.0, 0.5, 0.7, 0.2])
+    ]  # fmt: skip
+    section = {"mode": "bn", "layers": layers, "approximations": [], "error_on": "test inputs"}
+    table = compensation_table(section, limit=3)
+    shown = list(table.columns[0].cells)
+    assert shown == ["conv1", "conv3", "conv4", "…"], shown
+    assert "3 more" in list(table.columns[1].cells)[-1]
+    assert list(compensation_table(section, limit=6).columns[0].cells) == [f"conv{i}" for i in range(6)]
