@@ -5,7 +5,9 @@ Reading and writing files (atomic writes, external data, the weightless skeleton
 Normalisation happens once, here, so that no later stage cares how an exporter stored parameters:
 - ``Constant`` nodes (PaddlePaddle exports have no initializers at all) become graphsurgeon Constants;
 - ``Identity`` nodes that forward a constant are bypassed, so a consumer sees the parameter itself;
-- shapes are inferred so that every rule can read the rank and channel count of its tensors.
+- shapes are inferred so that every rule can read the rank and channel count of its tensors;
+- constant subgraphs are folded, except the factors of a bias map that onnxprune wrote when it pruned the
+  model before (``rules/padmap.py``): folded, they would be dense maps, larger than the Conv they follow.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.files import needs_external_data, without_weights
+from onnxprune.rules.padmap import is_map_factor
 
 
 def normalise(model: onnx.ModelProto) -> gs.Graph:
@@ -104,7 +107,10 @@ def _fold_constants(graph: gs.Graph) -> None:
     G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it cannot evaluate; none is an error
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     try:
-        graph.fold_constants(size_threshold=64 << 20, should_exclude_node=lambda node: node.op in NOT_FOLDED)
+        graph.fold_constants(
+            size_threshold=64 << 20,
+            should_exclude_node=lambda node: node.op in NOT_FOLDED or is_map_factor(node),
+        )
         graph.cleanup()
     except Exception:
         pass  # without onnxruntime or on an op it cannot run, the graph stays as it was: still prunable
@@ -116,7 +122,7 @@ def _may_fold(graph: gs.Graph) -> bool:
     """Whether any node could fold: one computed from constants only, or a Shape/Size (graphsurgeon folds
     those of static shapes, and every chain of shape arithmetic starts at one)."""
     for node in graph.nodes:
-        if node.op in NOT_FOLDED:
+        if node.op in NOT_FOLDED or is_map_factor(node):
             continue
         if node.op in ("Shape", "Size") or (
             node.inputs and all(isinstance(t, gs.Constant) or t.is_empty() for t in node.inputs)

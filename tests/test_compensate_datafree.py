@@ -230,3 +230,58 @@ def test_padded_depthwise_takes_the_interior_value_and_says_so() -> None:
     assert [a["why"] for a in half.report["compensation"]["approximations"]] == [
         "padded depthwise Conv: interior value"
     ]
+
+
+def _constant_matmuls(model: onnx.ModelProto) -> list[list[list[int]]]:
+    """The shapes of the inputs of every MatMul of constants (a bias map's factors)."""
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    products = {n.output[0] for n in model.graph.node if n.op_type == "MatMul"}
+    return [
+        [inits.get(i, []) for i in node.input]
+        for node in model.graph.node
+        if node.op_type == "MatMul" and all(i in inits or i in products for i in node.input)
+    ]
+
+
+def _kill_after_maps(model: onnx.ModelProto, every: int = 3) -> onnx.ModelProto:
+    """Every third channel of each BN behind a bias map's Add gets gamma = 0 and a beta of 0.5: it outputs
+    that constant exactly, which the next padded Conv folds as a new map."""
+    made = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        add = made.get(node.input[0])
+        if node.op_type != "BatchNormalization" or add is None or add.op_type != "Add":
+            continue
+        if not any(i in made and made[i].op_type == "MatMul" for i in add.input):
+            continue
+        for index, value in ((1, 0.0), (2, 0.5)):
+            values = numpy_helper.to_array(inits[node.input[index]]).copy()
+            values[::every] = value
+            inits[node.input[index]].CopyFrom(numpy_helper.from_array(values, node.input[index]))
+    return model
+
+
+@pytest.mark.slow
+def test_resnet18_pruned_with_compensation_is_pruned_again() -> None:
+    """0.5 then 0.3: the BNs behind the first prune's bias maps score their Conv's channels, the maps lose
+    those channels' taps and stay factored, and the surgery matches its reference; dead channels behind
+    maps go exactly (pruned == model) at --threshold 0."""
+    first = api.prune_model(weights.load("resnet18", seed=0), PlanOptions(ratio=0.5), api.VerifyOptions())
+    second = api.prune_model(first.pruned, PlanOptions(ratio=0.3), api.VerifyOptions())
+    assert second.report["verify"]["exact"]["passed"]
+    pruned = [g for g in second.report["groups"] if g["channels_after"] < g["channels_before"]]
+    assert len(pruned) >= 8
+    assert second.report["params"]["after"] < 0.75 * first.report["params"]["after"]
+    before, after = _constant_matmuls(first.pruned), _constant_matmuls(second.pruned)
+    assert len(before) >= 16 and len(after) >= len(before)
+    taps = [shapes[1] for shapes in after if len(shapes[1]) == 3]
+    assert len(taps) == len(after) // 2 and all(t[1:] == [3, 3] for t in taps)  # [K, R, S]: never folded
+    inits = {t.name: t for t in second.pruned.graph.initializer}
+    added = [inits[i] for n in second.pruned.graph.node if n.op_type == "Add" for i in n.input if i in inits]
+    assert not [t.name for t in added if len(t.dims) >= 3], "a dense [K, H, W] map"
+
+    killed = _kill_after_maps(first.pruned)
+    dead = tiny.prune_dead(killed)
+    assert tiny.removed_channels(dead) > 0
+    tiny.assert_exact(killed, dead.pruned)
+    assert len(_constant_matmuls(dead.pruned)) > len(before)  # maps behind the Convs that read beta

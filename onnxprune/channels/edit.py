@@ -26,7 +26,10 @@ class Rewrite:
         self.analysis = analysis
         self._sliced: dict[tuple[str, str], gs.Constant] = {}
         self._sliced_names: set[str] = set()  # the first halves of those keys
-        self._names = FreshNames(t.name for t in graph.tensors().values())
+        # One pool for tensors and nodes: a node added to a model pruned before must not take the name of
+        # one that an earlier rewrite added.
+        used = [t.name for t in graph.tensors().values()] + [n.name for n in graph.nodes if n.name]
+        self._names = FreshNames(used)
 
     @property
     def opset(self) -> int:

@@ -9,6 +9,10 @@ constant that consumers fold into their biases. Linear per-channel maps (BN, Mul
 Identity) scale the spread; anything else (pools, Concat, Resize, Split, Reshape) keeps the mean and drops
 the spread to 0, which only matters when a nonlinearity follows before a consumer.
 
+A model pruned before has bias maps between some Convs and their BNs: the BN still scores and cuts those
+channels, and its running statistics include the map, so N(beta, gamma²) is the estimate there too (beta
+the mean over positions; the map makes the border differ); exact when gamma = 0.
+
 The pieces live where they act: ``Analysis.cut_value`` (the cut), ``rules/moments.py`` (the closed forms
 and quadrature the activation rules apply), the consumers' rules (bias folding; ``rules/conv.py`` builds
 the bias map of a zero-padded Conv), ``rewrite.masked_reference`` (the reference for question 1 of the

@@ -4,6 +4,11 @@ Channel math: output channel c depends only on input channel c, so the output ca
 Binary ops (Add, Mul, ...) of two tracked tensors unify their groups index by index; a constant operand that
 varies along the channel axis ([C,1,1] or [1,C,1,1], a PRelu slope) is sliced with the kept channels. A
 removed channel's value is found by running the op itself on the per-channel constants.
+
+Adding (or subtracting) constants shifts a channel but does not make it another one: a channel still before
+its first BatchNormalization stays so (Conv -> Add(bias) -> BN, and the bias map of a model onnxprune
+pruned before, ``padmap.py``): that BN scores and cuts it. A bias map stored as its factors is such a
+constant; its removed channels carry no one value (nan) unless their taps are all 0.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from onnxprune.rules.base import (
     tracked,
 )
 from onnxprune.rules.moments import silu_mean, through_unary
+from onnxprune.rules.padmap import factored_map, map_channels, slice_factored_map
 
 UNARY_OPS = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu",
@@ -87,7 +93,13 @@ class BinaryRule(Rule):
             return
         n = len(ins[0][1].removed_value)
         for i, tensor in enumerate(node.inputs):
-            if any(i == j for j, _ in ins) or _channel_extent(tensor, r) in (1, None):
+            if any(i == j for j, _ in ins):
+                continue
+            first = _bias_map(node, tensor, r)
+            if first is not None and map_channels(first).size != n:
+                decline_node(node, ctx, f"{node.op} of a bias map whose channels do not match")
+                return
+            if first is not None or _channel_extent(tensor, r) in (1, None):
                 continue
             if const(tensor) is None or _channel_extent(tensor, r) != n:
                 decline_node(node, ctx, f"{node.op} mixes in a tensor whose channels onnxprune cannot follow")
@@ -99,7 +111,8 @@ class BinaryRule(Rule):
         spread = None
         if any(state.spread.any() for _, state in ins):
             value, spread = self._spread(node, ctx, ins, r, n, value)
-        before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & (value == 0)
+        shift = node.op in ("Add", "Sub") and len(ins) == 1  # a constant added: still the same channel
+        before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & ((value == 0) | shift)
         ctx.member(ins[0][1].map, node.name)
         ctx.set_state(out, ins[0][1].map, value, before, spread)
 
@@ -132,14 +145,20 @@ class BinaryRule(Rule):
     def _value(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int) -> np.ndarray:
         states = dict(ins)
         arrays: list[np.ndarray | None] = []
+        adds_map = np.zeros(n, dtype=bool)
         for i, tensor in enumerate(node.inputs):
+            first = _bias_map(node, tensor, r) if i not in states else None
             if i in states:
                 arrays.append(as_channel_array(states[i].removed_value, r, float_dtype(tensor)))
             elif const(tensor) is not None:
                 arrays.append(const(tensor))
+            elif first is not None:
+                # Where the map is not 0 it varies by position: no one value (nan below).
+                adds_map |= map_channels(first)
+                arrays.append(np.zeros((n,) + (1,) * (r - 2), float_dtype(tensor)))
             else:
                 return np.full(n, np.nan)  # a runtime operand: its value is not known here
-        value = channel_values(node, ctx, arrays, n)
+        value = np.where(adds_map, np.nan, channel_values(node, ctx, arrays, n))
         if node.op == "Mul":
             # 0 times anything is 0, an unknown gate included (numpy says nan): a dead channel times a
             # squeeze-excite gate is still exactly 0.
@@ -153,11 +172,22 @@ class BinaryRule(Rule):
         if keep is None or r is None:
             return
         for i, tensor in enumerate(node.inputs):
+            first = _bias_map(node, tensor, r)
+            if first is not None:
+                slice_factored_map(first, rw, keep)
+                continue
             values = const(tensor)
             if values is None or _channel_extent(tensor, r) in (1, None):
                 continue
             axis = values.ndim - (r - 1)
             rw.set_param(node, i, np.take(values, keep, axis=axis))
+
+
+def _bias_map(node: gs.Node, tensor: gs.Tensor, out_rank: int | None) -> gs.Node | None:
+    """The first MatMul of a factored bias map that this Add adds to [N, K, Ho, Wo] (``padmap.py``)."""
+    if node.op != "Add" or out_rank != 4 or isinstance(tensor, gs.Constant):
+        return None
+    return factored_map(tensor)
 
 
 def _silu_input(node: gs.Node, ins: list) -> TensorState | None:

@@ -9,6 +9,9 @@ Stored dense, a map is K * Ho * Wo numbers: on a detector at 640x640 that is mor
 (YOLOv8n at --ratio 0.5 grew to 1.41x the original's parameters). Stored as its factors it is
 K*R*S + Ho*R + S*Wo numbers, and two MatMuls of constants rebuild it; ONNX Runtime and TensorRT fold
 constant subgraphs when they load the model, so it costs nothing per inference once folded.
+
+A model pruned again keeps its maps factored: ``factored_map`` recognises ``rows @ taps @ cols`` (loading
+does not fold it, graph.py), and the Add of a map slices ``taps`` along K with the Conv's kept channels.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.edit import Rewrite
+from onnxprune.rules.base import const
 
 
 def padded_bias_map(
@@ -122,3 +126,59 @@ def _pad_begin(attrs: dict, axis: int, size: int, out: int, taps: int, stride: i
         return 0
     pads = list(attrs.get("pads", [0] * (2 * len(attrs.get("kernel_shape", [])) or 2 * (axis + 1))))
     return int(pads[axis]) if pads else 0
+
+
+def factored_map(tensor: gs.Tensor) -> gs.Node | None:
+    """The MatMul ``rows @ taps`` of a map stored as its factors, ``tensor = rows @ taps @ cols`` as
+    ``insert_bias_map`` writes it (0/1 masks ``rows`` [Ho, R] and ``cols`` [S, Wo], ``taps`` [K, R, S]);
+    None for anything else."""
+    second = _single_matmul(tensor)
+    if second is None or not isinstance(second.inputs[1], gs.Constant):
+        return None
+    half = second.inputs[0]
+    first = _single_matmul(half)
+    if first is None or len(half.outputs) != 1:
+        return None  # the product is read elsewhere too: not only a map
+    rows, taps, cols = const(first.inputs[0]), const(first.inputs[1]), const(second.inputs[1])
+    if rows is None or taps is None or cols is None or (rows.ndim, taps.ndim, cols.ndim) != (2, 3, 2):
+        return None
+    if rows.shape[1] != taps.shape[1] or taps.shape[2] != cols.shape[0]:
+        return None
+    return first if _is_mask(rows) and _is_mask(cols) else None
+
+
+def map_channels(first: gs.Node) -> np.ndarray:
+    """Per output channel of a factored map (``first`` as ``factored_map`` found it): whether it adds
+    anything (a row of zero taps adds 0 everywhere)."""
+    taps = const(first.inputs[1])
+    assert taps is not None
+    return np.asarray(taps.reshape(taps.shape[0], -1).any(axis=1))
+
+
+def slice_factored_map(first: gs.Node, rw: Rewrite, keep: np.ndarray) -> None:
+    """Keep only the map's channels ``keep``: its taps along K (rows and cols do not depend on K)."""
+    rw.set_param(first, 1, np.asarray(const(first.inputs[1]))[keep])
+
+
+def is_map_factor(node: gs.Node) -> bool:
+    """One of the two MatMuls of a factored map that an Add reads: loading must not fold them into a dense
+    map (K*Ho*Wo numbers where the factors are K*R*S + Ho*R + S*Wo)."""
+    if node.op != "MatMul" or len(node.outputs) != 1:
+        return False
+    product = node.outputs[0]
+    readers = product.outputs
+    if len(readers) == 1 and readers[0].op == "MatMul" and readers[0].inputs[0] is product:
+        product = readers[0].outputs[0]  # ``node`` is rows @ taps
+    return any(reader.op == "Add" for reader in product.outputs) and factored_map(product) is not None
+
+
+def _single_matmul(tensor: gs.Tensor) -> gs.Node | None:
+    """The MatMul that produces ``tensor``, if that is what produces it."""
+    if not isinstance(tensor, gs.Variable) or len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    return node if node.op == "MatMul" and len(node.inputs) == 2 else None
+
+
+def _is_mask(values: np.ndarray) -> bool:
+    return bool(np.isin(values, (0, 1)).all())

@@ -65,3 +65,102 @@ def test_onnx_runtime_folds_the_factors_when_it_loads_the_model(tmp_path):
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     assert [node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node] == ["Add"]
+
+
+# ---- a model pruned before: its maps are followed, sliced and kept factored -----------------------------
+def _with_factored_map(seed: int = 0, dense: bool = False):
+    """Conv → Add(rows @ taps @ cols) → BN (dead channels with beta != 0) → Relu → Conv(pad 1) → BN → head:
+    the graph a compensated prune leaves behind a padded Conv, written by hand (``dense``: the map as one
+    [1, K, H, W] constant, as small outputs store it)."""
+    from test_compensate_datafree import with_dead_beta
+
+    from ._build import Net, build
+
+    n = Net(seed)
+    x = n.conv(n.cbr("input", 3, 8), 8, 16)
+    columns, values = n.rng.normal(0, 0.3, (16, 4, 3, 3)), n.rng.normal(0, 1, 4)
+    kernel, (rows, cols) = bias_map_factors(columns, values, {"pads": [1] * 4}, [16, 16], [16, 16])
+    if dense:
+        bias_map = n.param(padded_bias_map(columns, values, {"pads": [1] * 4}, [16, 16], [16, 16])[None])
+    else:
+        half = n.node("MatMul", [n.param(rows, "rows"), n.param(kernel, "taps")])
+        bias_map = n.node("MatMul", [half, n.param(cols.T, "cols")])
+    x = n.node("Add", [x, bias_map])
+    x = n.act(n.bn(x, 16), "Relu")
+    x = n.cbr(x, 16, 12)
+    return with_dead_beta(build(n, [n.head(x, 12)]))
+
+
+def _map_factors(model) -> list[tuple[list[int], ...]]:
+    """The shapes of the constant inputs of every MatMul that reads only constants."""
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    return [
+        tuple(inits[i] for i in node.input)
+        for node in model.graph.node
+        if node.op_type == "MatMul" and all(i in inits for i in node.input[:1])
+    ]
+
+
+def test_loading_keeps_a_factored_map_unfolded_and_folds_other_constant_matmuls():
+    from onnxprune.graph import normalise
+
+    model = _with_factored_map()
+    graph = normalise(model)
+    assert sum(node.op == "MatMul" for node in graph.nodes) == 2
+    not_masks = _with_factored_map()
+    rows = next(t for t in not_masks.graph.initializer if t.name.startswith("rows"))
+    rows.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(rows) * 0.5, rows.name))
+    assert not any(node.op == "MatMul" for node in normalise(not_masks).nodes)  # not a map: folded
+
+
+def test_a_model_with_a_factored_map_is_pruned_through_it_exactly():
+    """The BN after the map scores the Conv's channels; removing one removes its taps (still factored). The
+    Relu(beta) of removed channels into a padded Conv becomes a new map there: one more behind the mapped
+    Conv (Conv → Add(new) → Add(old) → BN) and one behind the last Conv."""
+    import tiny
+
+    from ._build import check_exact, shape_of
+
+    model = _with_factored_map()
+    dead, half = check_exact(model, through="Add")
+    assert dead is not None
+    taps = sorted(shapes[1][0] for shapes in _map_factors(dead.pruned) if len(shapes[1]) == 3)
+    mapped = next(n.output[0] for n in dead.pruned.graph.node if n.name.endswith("/Add"))  # the old Add
+    kept = shape_of(dead.pruned, mapped)[1]
+    assert len(taps) == 3 and taps.count(kept) == 2 and kept < 16, taps  # the old map sliced along K
+    dense = [t for t in dead.pruned.graph.initializer if len(t.dims) >= 3 and t.dims[-1] == 16 == t.dims[-2]]
+    assert not dense, [t.name for t in dense]
+    layers = dead.report["compensation"]["layers"]
+    carrying = [(x["applied"], x["exact"]) for x in layers if x["carrying"]]
+    assert carrying == [("bias map", True)] * 2 + [("bias", True)]  # the head's Gemm folds a bias
+    assert count(dead.pruned).params < count(model).params
+    again = tiny.prune_dead(dead.pruned)  # and once more: nothing dead is left, the model is unchanged
+    assert tiny.removed_channels(again) == 0
+    tiny.assert_exact(model, again.pruned)
+
+
+def test_a_dense_map_is_sliced_with_the_channels_it_shifts():
+    from ._build import check_exact
+
+    model = _with_factored_map(dense=True)
+    dead, _ = check_exact(model, through="Add")
+    assert dead is not None
+    inits = {t.name: list(t.dims) for t in dead.pruned.graph.initializer}
+    mapped = next(n for n in dead.pruned.graph.node if n.name.endswith("/Add"))
+    shape = next(inits[i] for i in mapped.input if i in inits)
+    assert shape[0] == 1 and shape[1] < 16 and shape[2:] == [16, 16], shape
+
+
+def test_a_factored_map_of_one_channel_broadcast_over_all_declines():
+    """taps [1, R, S]: the same map added to every channel, not a slice per channel: declined with why."""
+    from ._build import Net, assert_declines, build
+
+    n = Net(0)
+    x = n.conv(n.cbr("input", 3, 8), 8, 16)
+    kernel, (rows, cols) = bias_map_factors(
+        n.rng.normal(0, 0.3, (1, 4, 3, 3)), np.ones(4), {"pads": [1] * 4}, [16, 16], [16, 16]
+    )
+    half = n.node("MatMul", [n.param(rows, "rows"), n.param(kernel, "taps")])
+    x = n.node("Add", [x, n.node("MatMul", [half, n.param(cols.T, "cols")])])
+    model = build(n, [n.head(n.act(n.bn(x, 16), "Relu"), 16)])
+    assert_declines(model, "Add of a bias map whose channels do not match")
