@@ -6,13 +6,15 @@ bad usage); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -834,6 +836,25 @@ def main() -> None:
     Typer runs on click or, in newer releases, on a vendored copy of it; the two raise different classes,
     so usage errors are recognised by what they carry rather than by class.
     """
+    try:
+        _run()
+    except SystemExit as done:
+        if not isinstance(done.code, int | None):
+            raise  # sys.exit("message"): Python prints it
+        _exit_now(done.code or 0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down: freeing a pruned 100 MB model's objects one by one and
+    unloading every module took 0.2-0.3 s of a 3.5 s ResNet-50 prune (twice a bare load+save's). Output is
+    flushed and the exit handlers (temporary folders, weakref finalizers) run first, as at a normal exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
+def _run() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)

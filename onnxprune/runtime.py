@@ -79,8 +79,9 @@ def ort_session(
 
 
 def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs ``model`` once on ``feed``; returns every graph output by name."""
-    session = ort_session(model, quick=True)
+    """Runs ``model`` once on ``feed``; returns every graph output by name. One thread: a single run gains
+    little from more, and prune's check runs beside the rest of the prune (``PendingCheck``)."""
+    session = ort_session(model, threads=1, quick=True)
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feed)), strict=True))
 
