@@ -10,7 +10,7 @@ the ONNX file and writes it back; "prune" is `api.prune` at --ratio 0.5 without 
 plan, rewrite, checker, shape inference, one ONNX Runtime run for the output-shape check, save); "prune +
 verify" adds the two Polygraphy comparisons. "whole process" rows time the command lines themselves,
 interpreter start-up and imports included: `python -c "onnx.save(onnx.load(A), B)"` against `onnxprune prune
-A -o B --ratio 0.5 --no-verify`, in turns, best of at least 5 each; onnxprune's modules are byte-compiled
+A -o B --ratio 0.5 --no-verify`, in turns, best of at least 7 each; onnxprune's modules are byte-compiled
 first (as an installed package's are). The efficiency table prunes each model with --target-macs 0.5 and times
 original and pruned interleaved on ONNX Runtime (1 thread, at least 5 s each), with the --compensate mode
 given (default bn, prune's: bias-map Adds after padded Convs that lost constant channels). ``--no-speed``
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,12 @@ def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, float]
     return {name: min(seconds) for name, seconds in times.items()}
 
 
+def console_script() -> list[str]:
+    """The installed ``onnxprune`` command next to this Python (what a user runs), else ``python -m``."""
+    script = Path(sys.executable).parent / "onnxprune"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "onnxprune.cli"]
+
+
 def byte_compile() -> None:
     """Compile onnxprune's modules once, as pip does when it installs a package: this checkout is editable
     and the machine may set PYTHONDONTWRITEBYTECODE, so every CLI start would compile them again (0.27 s)."""
@@ -95,8 +102,9 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
-def efficiency(name: str, tmp: Path, compensate: str = "bn") -> tuple[float, float, float]:
-    """(MACs ratio, latency ratio, efficiency) of --target-macs 0.5 on ONNX Runtime CPU."""
+def efficiency(name: str, tmp: Path, compensate: str = "bn", rounds: int = 3) -> tuple[float, list[float]]:
+    """MACs ratio of --target-macs 0.5 and its latency ratio on ONNX Runtime CPU, once per round (each
+    round times both models interleaved for at least 4 s each)."""
     import onnx
     import weights
 
@@ -109,9 +117,11 @@ def efficiency(name: str, tmp: Path, compensate: str = "bn") -> tuple[float, flo
     result = api.prune(src, dst, options, verify=api.VerifyOptions(enabled=False),
                        target=api.Target("macs", 0.5))  # fmt: skip
     macs = result.report["macs"]["after"] / result.report["macs"]["before"]
-    original, pruned = bench([src, dst], BenchOptions(runs=10, warmup=2, threads=1, min_seconds=5.0))
-    latency = pruned.median_ms / original.median_ms
-    return macs, latency, macs / latency
+    ratios = []
+    for _ in range(rounds):
+        original, pruned = bench([src, dst], BenchOptions(runs=10, warmup=2, threads=1, min_seconds=4.0))
+        ratios.append(pruned.median_ms / original.median_ms)
+    return macs, ratios
 
 
 def main() -> None:
@@ -148,17 +158,17 @@ def speed_table(model: str, repeat: int, tmp: Path) -> Any:
     for mode in ("load+save", "prune", "prune+verify"):
         runs = [measure(mode, src, tmp / f"out_{mode}.onnx") for _ in range(repeat)]
         rows[mode] = (min(r["seconds"] for r in runs), max(r["peak_mib"] for r in runs))
-    cli = [sys.executable, "-m", "onnxprune.cli", "prune", str(src), "-o", str(tmp / "cli.onnx")]
+    cli = [*console_script(), "prune", str(src), "-o", str(tmp / "cli.onnx")]
     bare = [sys.executable, "-c", LOAD_SAVE, str(src), str(tmp / "bare.onnx")]
     processes = interleaved(
         {
             "whole process: load+save": bare,
             "whole process: onnxprune prune": [*cli, "--ratio", "0.5", "--no-verify"],
         },
-        max(repeat, 5),
+        max(repeat, 7),
     )
     cores = os.cpu_count()
-    table = Table(title=f"{model} ({size_mib:.0f} MiB of weights), best of {repeat}, {cores} CPU cores")
+    table = Table(title=f"{model} ({size_mib:.0f} MiB of weights), best of {repeat} (processes: of 7), {cores} CPU cores")
     for column in ("step", "seconds", "x load+save", "peak RSS MiB"):
         table.add_column(column, justify="right")
     base = rows["load+save"][0]
@@ -174,12 +184,14 @@ def efficiency_table(names: list[str], tmp: Path, compensate: str) -> Any:
     from rich.table import Table
 
     title = f"--target-macs 0.5 --compensate {compensate}, ONNX Runtime CPU (1 thread): delivered efficiency"
-    table = Table(title=title)
-    for column in ("model", "MACs ratio", "latency ratio", "MACs / latency"):
+    table = Table(title=title, caption="median of 3 rounds (each: both models in turns, >= 4 s each); range")
+    for column in ("model", "MACs ratio", "latency ratio", "MACs / latency", "range"):
         table.add_column(column, justify="right")
     for name in names:
-        macs, latency, eff = efficiency(name, tmp, compensate)
-        table.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{eff:.2f}")
+        macs, ratios = efficiency(name, tmp, compensate)
+        latency = statistics.median(ratios)
+        spread = f"{macs / max(ratios):.2f}-{macs / min(ratios):.2f}"
+        table.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{macs / latency:.2f}", spread)
     return table
 
 
