@@ -168,7 +168,9 @@ def speed_table(model: str, repeat: int, tmp: Path) -> Any:
         max(repeat, 7),
     )
     cores = os.cpu_count()
-    table = Table(title=f"{model} ({size_mib:.0f} MiB of weights), best of {repeat} (processes: of 7), {cores} CPU cores")
+    turns = max(repeat, 7)
+    title = f"{model} ({size_mib:.0f} MiB), best of {repeat} (processes: of {turns}), {cores} CPU cores"
+    table = Table(title=title)
     for column in ("step", "seconds", "x load+save", "peak RSS MiB"):
         table.add_column(column, justify="right")
     base = rows["load+save"][0]
