@@ -31,7 +31,6 @@ from onnxprune.channels.notes import (
     FilterNormNote,
     GammaNote,
     InexactNote,
-    MacsNote,
     MemberNote,
     MustKeepNote,
     Note,
@@ -276,10 +275,6 @@ class Analysis:
             return
         l1, l2 = norms()
         self._notes.append(FilterNormNote(cmap, np.asarray(l1, np.float64), np.asarray(l2, np.float64)))
-
-    def add_macs(self, cmap: ChannelMap | None, macs: int) -> None:
-        if cmap:
-            self._notes.append(MacsNote(cmap, int(macs)))
 
     def keep_where(self, cmap: ChannelMap, mask: np.ndarray, reason: str, node: str) -> None:
         """Channels (per position) that must survive: their constant cannot be folded exactly."""

@@ -37,7 +37,6 @@ class ChannelGroup:
     must_keep: np.ndarray | None = None
     must_keep_reason: Decline | None = None
     inexact: np.ndarray | None = None
-    macs: int = 0
     tie: int = -1
     criterion: str = "gamma"
     score: np.ndarray | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
-from onnxprune.channels.span import ChannelMap, channel_count
+from onnxprune.channels.span import ChannelMap
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,6 @@ class FilterNormNote(Note):
         group, at, idx = piece.group, piece.positions, piece.channels
         group.filter_norm = _fmax_into(group.filter_norm, group.size, idx, self.l1[at])
         group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, self.l2[at])
-
-
-@dataclass(frozen=True)
-class MacsNote(Note):
-    macs: int  # of the whole map; each piece gets its share by channel count
-
-    def record(self, piece: Piece) -> None:
-        piece.group.macs += int(self.macs * piece.length / max(channel_count(self.map), 1))
 
 
 @dataclass(frozen=True)

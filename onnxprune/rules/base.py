@@ -20,7 +20,7 @@ declines the inputs' groups and gives the outputs fixed channels). Along the way
   BN carries (value and spread), ``set_state(..., spread=)`` carries the spread, ``ctx.approximate(node,
   why, tensor)`` records where an estimate is not exact even for gamma = 0 (the report lists it), which
   only ``ctx.allow_approximate`` permits (not with ``--threshold``);
-- ``ctx.member``, ``ctx.add_gamma``, ``ctx.add_filter_norm``, ``ctx.add_macs``, ``ctx.source``: what the
+- ``ctx.member``, ``ctx.add_gamma``, ``ctx.add_filter_norm``, ``ctx.source``: what the
   planner and report need (the group's nodes and producers, scores, MACs, where masking cuts);
 - ``ctx.decline(map, reason, node)``: one group cannot be pruned, with the reason;
 - ``ctx.opset``, ``ctx.outputs`` (graph output names), ``ctx.original_values`` (True on the second pass,

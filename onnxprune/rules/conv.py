@@ -42,12 +42,6 @@ def static_spatial(node: gs.Node) -> bool:
     )
 
 
-def conv_macs(node: gs.Node, weight: np.ndarray) -> int:
-    out = node.outputs[0].shape
-    spatial = int(np.prod([d for d in out[2:] if isinstance(d, int)])) if out is not None else 1
-    return int(weight.size * spatial)
-
-
 def filter_norms(rows: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """L1 and L2 of each output filter, its bias included (a zero filter with a bias is not zero)."""
     flat = rows.reshape(rows.shape[0], -1)
@@ -75,13 +69,12 @@ class ConvRule(Rule):
             decline_node(node, ctx, "Conv whose bias is computed at run time")
             return
         group = int(node.attrs.get("group", 1))
-        macs = conv_macs(node, weight)
         if group == 1:
-            self._dense(node, ctx, state, weight, macs)
+            self._dense(node, ctx, state, weight)
         elif group == c_in and weight.shape[0] == c_in:
-            self._depthwise(node, ctx, state, weight, macs)
+            self._depthwise(node, ctx, state, weight)
         else:
-            self._grouped(node, ctx, state, weight, group, macs)
+            self._grouped(node, ctx, state, weight, group)
 
     def _produce(self, node: gs.Node, ctx: Analysis, weight: np.ndarray, out_map: ChannelMap) -> None:
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
@@ -89,19 +82,17 @@ class ConvRule(Rule):
         ctx.add_filter_norm(out_map, lambda: filter_norms(weight, bias))
         ctx.produce(node.outputs[0], out_map, weight, bias)
 
-    def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int) -> None:
+    def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray) -> None:
         ctx.member(state.map, node.name)
-        ctx.add_macs(state.map, macs)
         padded = has_padding(node)
         # Zero padding sees a removed constant only inside the border: with static spatial shapes that is
         # one exact per-position bias map (compensation only; plain removal keeps such channels).
         bias_map = padded and ctx.compensating and static_spatial(node)
         ctx.consume(node.inputs[0], node.name, not padded or bias_map, "bias map" if padded else "bias")
         out_map = ctx.new_group(weight.shape[0])
-        ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
 
-    def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray, macs: int):
+    def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         b = bias.astype(np.float64) if bias is not None else np.zeros(weight.shape[0])
         value = state.removed_value * weight.reshape(weight.shape[0], -1).sum(1) + b
@@ -113,23 +104,20 @@ class ConvRule(Rule):
             # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
             value = np.where(state.removed_value == 0, b, np.nan)
         ctx.member(state.map, node.name)
-        ctx.add_macs(state.map, macs)
         carry(node, ctx, state, value)
 
-    def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int, macs: int):
+    def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int):
         c_in, c_out = weight.shape[1] * group, weight.shape[0]
         if c_out % group or c_in != len(state.removed_value) or state.map[0].repeat != 1:
             decline_node(node, ctx, f"grouped Conv with {c_in} inputs and {c_out} outputs in {group} groups")
             return
         ctx.member(state.map, node.name)
-        ctx.add_macs(state.map, macs)
         # A removed input constant shifts only its own group's outputs: folded like a dense Conv's (with
         # compensation; plain removal keeps such channels, 0 being the common case).
         padded = has_padding(node)
         foldable = ctx.compensating and (not padded or static_spatial(node))
         ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias")
         out_map = tie_groups(node, ctx, state.map, group, c_out)
-        ctx.add_macs(out_map, macs)
         self._produce(node, ctx, weight, out_map)
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:

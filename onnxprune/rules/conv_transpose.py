@@ -28,12 +28,6 @@ def _filters(weight: np.ndarray, group: int) -> np.ndarray:
     return per_group.reshape(group * b, -1)
 
 
-def _macs(node: gs.Node, weight: np.ndarray) -> int:
-    shape = node.inputs[0].shape
-    spatial = int(np.prod([d for d in shape[2:] if isinstance(d, int)])) if shape is not None else 1
-    return int(weight.size * spatial)
-
-
 @rule("ConvTranspose")
 class ConvTransposeRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
@@ -50,15 +44,12 @@ class ConvTransposeRule(Rule):
         if c_in != len(state.removed_value) or c_in % group or state.map[0].repeat != 1:
             decline_node(node, ctx, f"ConvTranspose with {c_in} inputs in {group} groups")
             return
-        macs = _macs(node, weight)
         ctx.member(state.map, node.name)
-        ctx.add_macs(state.map, macs)
         if group > 1 and group == c_in == c_out:
             self._depthwise(node, ctx, state, const(bias_in) if bias_in is not None else None)
             return
         ctx.consume(node.inputs[0], node.name, foldable=False)
         out_map = tie_groups(node, ctx, state.map, group, c_out) if group > 1 else ctx.new_group(c_out)
-        ctx.add_macs(out_map, macs)
         ctx.member(out_map, node.name, producer=True)
         bias = const(bias_in) if bias_in is not None else None
         filters = _filters(weight, group)

@@ -36,11 +36,9 @@ class GemmRule(Rule):
             decline_node(node, ctx, f"{node.op} with a run-time weight, a transposed or non-2-D input")
             return
         ctx.member(state.map, node.name)
-        ctx.add_macs(state.map, weight.size)
         ctx.consume(node.inputs[0], node.name, foldable=True)
         out_map = ctx.new_group(weight.shape[1])
         ctx.member(out_map, node.name, producer=True)
-        ctx.add_macs(out_map, weight.size)
         bias = self._bias(node)
         ctx.add_filter_norm(out_map, lambda: filter_norms(weight.T, bias))
         ctx.produce(node.outputs[0], out_map, weight.T, bias)
