@@ -508,25 +508,13 @@ def prune(
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
     model = files.read_model(source)
     run = functools.partial(prune_model, model, options, verify, calib, sparsify=sparsify, target=target)
-    # Without verification the ONNX Runtime check runs while the file is written; only its success lets
-    # the file replace anything (ResNet-50: 0.2 s of a 3 s prune overlapped).
     result = run(defer_check=before_save is None)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     if result.pending is not None:
-        try:
-            files.save_model(
-                result.pruned, output, external_data=external_data, serialized=result.serialized,
-                confirm=result.confirm,
-            )  # fmt: skip
-        except OriginalRunError:
-            raise  # the original fails on these inputs: no group is to blame
-        except ValidationError:
-            # A group broke the ONNX Runtime run: prune again checking each trial, which declines it.
-            result = run()
-        else:
-            result.output = output
-            return result
+        result = _save_when_checked(result, output, external_data, run)
+        result.output = output
+        return result
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
@@ -539,6 +527,26 @@ def prune(
             )
     files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     result.output = output
+    return result
+
+
+def _save_when_checked(
+    result: PruneResult, output: Path, external_data: bool | None, rerun: Callable[[], PruneResult]
+) -> PruneResult:
+    """Write the file while the deferred ONNX Runtime check runs (ResNet-50: 0.1 s of a 1.2 s prune); it
+    replaces ``output`` only once the check passed. If a group broke the run, prune again checking each
+    trial, which declines that group, and save the result."""
+    try:
+        files.save_model(
+            result.pruned, output, external_data=external_data, serialized=result.serialized,
+            confirm=result.confirm,
+        )  # fmt: skip
+        return result
+    except OriginalRunError:
+        raise  # the original fails on these inputs: no group is to blame
+    except ValidationError:
+        result = rerun()
+    files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     return result
 
 
