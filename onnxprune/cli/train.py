@@ -73,7 +73,7 @@ def train(
         checkpoint=checkpoint, resume=resume, progress=not as_json,
     )  # fmt: skip
     images = ImageOptions(
-        size=parse_size(image_size) if image_size else None,
+        size=parse_size(image_size, "--image-size") if image_size else None,
         mean=parse_floats(image_mean, "--image-mean") if image_mean else None,
         std=parse_floats(image_std, "--image-std") if image_std else None,
     )
