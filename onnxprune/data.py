@@ -9,7 +9,9 @@ Sources (``--calib``):
   ``size`` (H, W) or the input's static spatial dims, scaled to [0, 1], then ``(x - mean) / std`` per channel.
 
 Bad data is a ``ModelLoadError`` (one line): names, ranks, static dims other than the batch, dtypes, NaNs or
-infinities, an empty folder, an unreadable image. Nothing here writes a file.
+infinities, an empty folder, an unreadable image. Bad image options are a ``UsageError`` naming the flags of
+the command that was run: ``--calib-size/-mean/-std`` by default, ``--image-*`` for ``onnxprune train``
+(``flags``). Nothing here writes a file.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def load_calibration(
     size: tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    flags: str = "--calib",
 ) -> Samples:
     """All calibration samples in ``source`` for ``model``, by input name, batch axis 0.
 
@@ -43,6 +46,8 @@ def load_calibration(
         model: the model whose graph inputs the data must fit (the original, unpruned one).
         size, mean, std: images only: target (H, W), and per-channel normalisation (one value, or one per
             channel); defaults: the input's static spatial dims, mean 0, std 1.
+        flags: the prefix of the command's image options, for messages: ``--calib`` gives
+            ``--calib-size``, ``--calib-mean``, ``--calib-std``.
 
     Raises:
         ModelLoadError: the data is missing, unreadable, or does not fit the model.
@@ -61,12 +66,12 @@ def load_calibration(
         if images and arrays:
             raise ModelLoadError(f"calibration folder {path} mixes .npy files and images; keep one kind")
         if images:
-            samples = _images(images, specs, size, mean, std)
+            samples = _images(images, specs, size, mean, std, flags)
         else:
-            _no_image_options(size, mean, std)
+            _no_image_options(size, mean, std, flags)
             samples = _npy_folder(arrays, specs)
     else:
-        _no_image_options(size, mean, std)
+        _no_image_options(size, mean, std, flags)
         samples = _stacked_feeds(path, specs)
     return _checked(samples, specs, path.name)
 
@@ -108,8 +113,8 @@ def split_holdout(samples: Mapping[str, np.ndarray], fraction: float) -> tuple[S
     return fit, {name: array[total - held :] for name, array in samples.items()}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``--calib-size`` ``HxW`` (or one number for a square)."""
+def parse_size(text: str, option: str = "--calib-size") -> tuple[int, int]:
+    """``--calib-size`` (or ``option``) ``HxW``, or one number for a square."""
     parts = text.lower().split("x")
     try:
         dims = tuple(int(p) for p in parts)
@@ -118,12 +123,12 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(dims) == 1:
         dims = dims * 2
     if len(dims) != 2 or min(dims) < 1:
-        raise UsageError(f"bad --calib-size {text!r}: expected HxW, e.g. 224x224")
+        raise UsageError(f"bad {option} {text!r}: expected HxW, e.g. 224x224")
     return dims[0], dims[1]
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    """``--calib-mean`` / ``--calib-std``: ``m`` or ``m,m,m``."""
+    """``--calib-mean`` / ``--calib-std`` (or ``option``): ``m`` or ``m,m,m``."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -137,9 +142,9 @@ def _free_batch(specs: list) -> list:
     return [s if not s.dims else replace(s, dims=(None, *s.dims[1:])) for s in specs]
 
 
-def _no_image_options(size: object, mean: object, std: object) -> None:
+def _no_image_options(size: object, mean: object, std: object, flags: str) -> None:
     if size is not None or mean is not None or std is not None:
-        raise UsageError("--calib-size/--calib-mean/--calib-std apply to a folder of images only")
+        raise UsageError(f"{flags}-size/{flags}-mean/{flags}-std apply to a folder of images only")
 
 
 def _stacked_feeds(path: Path, specs: list) -> Samples:
@@ -187,14 +192,15 @@ def _images(
     size: tuple[int, int] | None,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
+    flags: str,
 ) -> Samples:
     spec = _image_spec(specs)
     channels = spec.dims[1]
-    size = size or _static_size(spec)
-    shift = _per_channel(mean, channels, "--calib-mean", 0.0)
-    scale = _per_channel(std, channels, "--calib-std", 1.0)
+    size = size or _static_size(spec, flags)
+    shift = _per_channel(mean, channels, f"{flags}-mean", 0.0)
+    scale = _per_channel(std, channels, f"{flags}-std", 1.0)
     if np.any(scale == 0):
-        raise UsageError("--calib-std must not be 0")
+        raise UsageError(f"{flags}-std must not be 0")
     pixels = np.stack([_read_image(file, channels, size) for file in files])
     normalised = (pixels - shift[None, :, None, None]) / scale[None, :, None, None]
     return {spec.name: normalised.astype(spec.dtype)}
@@ -213,10 +219,10 @@ def _image_spec(specs: list):
     return spec
 
 
-def _static_size(spec) -> tuple[int, int]:
+def _static_size(spec, flags: str) -> tuple[int, int]:
     height, width = spec.dims[2], spec.dims[3]
     if not isinstance(height, int) or not isinstance(width, int):
-        raise UsageError(f"input {spec.name!r} has dynamic spatial dims; give --calib-size HxW for images")
+        raise UsageError(f"input {spec.name!r} has dynamic spatial dims; give {flags}-size HxW for images")
     return height, width
 
 

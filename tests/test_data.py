@@ -156,6 +156,26 @@ def test_image_options_need_images(tmp_path):
         data.load_calibration(tmp_path / "c.npz", image_model(), size=(8, 8))
 
 
+@pytest.mark.parametrize("flags", ["--calib", "--image"])
+def test_image_option_errors_name_the_flags_of_the_command_run(tmp_path, flags):
+    image = pytest.importorskip("PIL.Image")
+    image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    np.savez(tmp_path / "c.npz", input=np.zeros((2, 1, 8, 8), np.float32))
+    bad = [
+        (tmp_path, image_model(hw="S"), {}, "give {}-size HxW"),
+        (tmp_path, image_model(), {"mean": (0.1, 0.2)}, "{}-mean has 2 values"),
+        (tmp_path, image_model(), {"std": (0.0,)}, "{}-std must not be 0"),
+        (tmp_path / "c.npz", image_model(), {"size": (8, 8)}, "{0}-size/{0}-mean/{0}-std apply to a folder"),
+    ]
+    for source, model, options, expected in bad:
+        with pytest.raises(UsageError) as err:
+            data.load_calibration(source, model, **options, flags=flags)
+        assert expected.format(flags) in str(err.value)
+        assert str(err.value).count("--") == str(err.value).count(flags)  # no other command's flags
+    with pytest.raises(UsageError, match=f"bad {flags}-size"):
+        data.parse_size("2x", f"{flags}-size")
+
+
 def test_image_folder_needs_size_for_dynamic_input(tmp_path):
     image = pytest.importorskip("PIL.Image")
     image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")

@@ -1,5 +1,5 @@
-"""Imports go one way: CLI → API → stages → rules → primitives. Read from the source, so a function-local
-or TYPE_CHECKING import counts as much as a top-level one."""
+"""Imports go one way: CLI (the onnxprune.cli package) → API → stages → rules → primitives. Read from the
+source, so a function-local or TYPE_CHECKING import counts as much as a top-level one."""
 
 from __future__ import annotations
 
@@ -83,11 +83,36 @@ def test_imports_stand_at_the_top_but_for_the_heavy_optional_ones(path: Path) ->
     assert not late, f"{_module(path)} imports inside a function or TYPE_CHECKING: {late}"
 
 
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _above(name: str) -> tuple[str, ...]:
+    """The layers module ``name`` must not import: the CLI's modules import the API and each other, the API
+    imports no CLI module, and the rest neither."""
+    if _inside(name, "onnxprune.cli"):
+        return ()
+    if _inside(name, "onnxprune.api"):
+        return ("onnxprune.cli",)
+    return ("onnxprune.api", "onnxprune.cli")
+
+
+def _upward(path: Path, name: str) -> set[str]:
+    return {m for m in _imports(path) if any(_inside(m, layer) for layer in _above(name))}
+
+
 @pytest.mark.parametrize("path", _files("."), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_the_cli_imports_the_api_and_nothing_imports_the_cli(path: Path) -> None:
     name = _module(path)
-    above = {"onnxprune.cli": set(), "onnxprune.api": {"onnxprune.cli"}}.get(
-        name, {"onnxprune.api", "onnxprune.cli"}
-    )
-    bad = {m for m in _imports(path) if m in above}
+    bad = _upward(path, name)
     assert not bad, f"{name} imports {sorted(bad)}, which sit above it"
+
+
+def test_the_check_sees_an_import_of_a_cli_module(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from onnxprune.cli.printing import fed_line\nfrom onnxprune import api\n")
+    cli = {"onnxprune.cli.printing", "onnxprune.cli.printing.fed_line"}
+    assert _upward(sample, "onnxprune.verify") == cli | {"onnxprune.api"}
+    assert _upward(sample, "onnxprune.client") == cli | {"onnxprune.api"}  # a name, not the package
+    assert _upward(sample, "onnxprune.api") == cli
+    assert _upward(sample, "onnxprune.cli.prune") == set()

@@ -219,3 +219,16 @@ def test_class_folders_beside_files_are_refused(chain: dict[str, Path], classes:
 def test_image_options_on_an_npz_are_a_usage_error(chain: dict[str, Path]) -> None:
     with pytest.raises(UsageError, match="--image-size"):
         load_samples(chain["data"], onnx.load(chain["model"]), ImageOptions(mean=(0.5,)))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("--image-size", "2x", "bad --image-size '2x'"), ("--image-std", "0", "--image-std must not be 0")],
+)
+def test_bad_image_options_name_trains_flags(
+    chain: dict[str, Path], classes: Path, option: str, value: str, expected: str
+) -> None:
+    args = ["train", str(chain["model"]), "-o", str(classes.parent / "o.onnx"), "--data", str(classes)]
+    result = runner.invoke(app, [*args, option, value])
+    assert result.exit_code == 2 and expected in result.output and "--calib" not in result.output
+    assert not (classes.parent / "o.onnx").exists()

@@ -26,6 +26,10 @@ Samples = dict[str, np.ndarray]
 LABEL_KEY = "y"
 
 
+# The prefix of train's image options (--image-size/-mean/-std), for the messages of the shared loader.
+IMAGE_FLAGS = "--image"
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """How image files become input tensors (as calibration's --calib-size/-mean/-std)."""
@@ -44,7 +48,7 @@ def load_samples(
     if classes:
         return _class_folders(path, classes, model, images)
     if path.suffix != ".npz" or not path.is_file():
-        return load_calibration(path, model, size=images.size, mean=images.mean, std=images.std), None
+        return _load(path, model, images), None
     if images != ImageOptions():
         raise UsageError("--image-size/--image-mean/--image-std apply to folders of images only")
     arrays = _read_npz(path)
@@ -79,13 +83,16 @@ def _class_folders(
     path: Path, classes: list[str], model: onnx.ModelProto, images: ImageOptions
 ) -> tuple[Samples, np.ndarray]:
     """Every class folder read like calibration data, concatenated; label = the folder's sorted index."""
-    parts = [
-        load_calibration(path / name, model, size=images.size, mean=images.mean, std=images.std)
-        for name in classes
-    ]
+    parts = [_load(path / name, model, images) for name in classes]
     samples = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     labels = np.concatenate([np.full(sample_count(part), k, np.int64) for k, part in enumerate(parts)])
     return samples, labels
+
+
+def _load(path: Path, model: onnx.ModelProto, images: ImageOptions) -> Samples:
+    return load_calibration(
+        path, model, size=images.size, mean=images.mean, std=images.std, flags=IMAGE_FLAGS
+    )
 
 
 def load_labels(source: str | Path, count: int) -> np.ndarray:

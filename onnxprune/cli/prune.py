@@ -1,0 +1,229 @@
+"""``onnxprune prune``: remove the least important channels, write the model, verify it, and on request
+compensate, sparsify, build a TensorRT plan, time and plot."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from onnxprune import api
+from onnxprune.cli.printing import print_build, print_sparsity, print_verification
+from onnxprune.cli.shared import (
+    CalibOpt,
+    CalibSamplesOpt,
+    CalibStepsOpt,
+    InputsOpt,
+    IterationsOpt,
+    ModelArg,
+    calib_request,
+    choices,
+    console,
+    one_target,
+    user_errors,
+    warn,
+)
+from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.files import check_output_path, save_json
+from onnxprune.inputs import parse_shapes
+from onnxprune.measure.bench import BenchOptions, bench_record
+from onnxprune.measure.plots import plot_kept
+from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, choice
+from onnxprune.plan import load_plan
+from onnxprune.report import (
+    bench_table,
+    calibration_table,
+    compensation_table,
+    groups_table,
+    prune_table,
+    target_line,
+)
+from onnxprune.sparsity.layers import MIN_CHANNELS
+from onnxprune.tensorrt import build_engine
+
+# The library's default (options.PlanOptions), measured on the MNIST models (README, benchmarks/accuracy.py).
+DEFAULT_MAX_GROUP_RATIO = PlanOptions.max_group_ratio
+
+
+@user_errors
+def prune(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the pruned model.")],
+    ratio: Annotated[
+        float | None, typer.Option(help="Fraction of prunable channels to remove, 0 <= R < 1.")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option(help="Remove channels whose importance is <= T.")] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Apply the kept channels of an earlier --report.")
+    ] = None,
+    round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
+    min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
+    scope: Annotated[
+        str, choices(Scope, "global: one percentile over all groups; layer: per group.")
+    ] = Scope.GLOBAL,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
+    ] = None,
+    criterion: Annotated[
+        str, choices(Criterion, "How channels are ranked (activation needs --calib).")
+    ] = Criterion.AUTO,
+    compensate: Annotated[
+        str | None,
+        choices(
+            Compensate,
+            "What removed channels leave behind, folded into biases "
+            "(default: bn, data-free; calib with --calib).",
+        ),
+    ] = None,
+    max_group_ratio: Annotated[
+        float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
+    ] = DEFAULT_MAX_GROUP_RATIO,
+    calib: CalibOpt = None,
+    calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
+    calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
+    calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
+    calib_samples: CalibSamplesOpt = None,
+    calib_steps: CalibStepsOpt = "refit",
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
+    external_data: Annotated[
+        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check exactness and output change.")
+    ] = True,
+    inputs: InputsOpt = None,
+    iterations: IterationsOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
+    fp16: Annotated[bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).")] = False,
+    save_onnx: Annotated[
+        Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
+    ] = None,
+    target_macs: Annotated[float | None, typer.Option(help="Prune to this fraction of the MACs.")] = None,
+    target_params: Annotated[float | None, typer.Option(help="Prune to this fraction of the params.")] = None,
+    target_latency: Annotated[
+        float | None, typer.Option(help="Prune to this fraction of the ONNX Runtime latency here.")
+    ] = None,
+    bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
+    sparsify: Annotated[
+        bool,
+        typer.Option(
+            "--sparsify", help="Then make eligible layers 2:4 (SparseGPT with --calib, else magnitude)."
+        ),
+    ] = False,
+    min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
+) -> None:
+    """Remove the least important channels and write a smaller, validated, verified model."""
+    _distinct_outputs(
+        model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
+    )
+    target = one_target(target_macs, target_params, target_latency)
+    if target is not None:
+        if ratio is not None or threshold is not None or replay is not None:
+            raise UsageError("give a --target-* or one of --ratio, --threshold and --replay, not both")
+        ratio = 0.0  # where the search starts
+    options = api.PlanOptions(
+        ratio=ratio,
+        threshold=threshold,
+        replay=load_plan(replay) if replay is not None else None,
+        round_to=round_to,
+        min_keep=min_keep,
+        scope=choice(Scope, scope, "--scope"),
+        exclude=tuple(exclude or ()),
+        criterion=choice(Criterion, criterion, "--criterion"),
+        compensate=choice(Compensate, compensate or ("calib" if calib is not None else "bn"), "--compensate"),
+        max_group_ratio=max_group_ratio,
+    )
+    checks = api.VerifyOptions(
+        enabled=verify,
+        inputs=inputs,
+        iterations=iterations,
+        seed=seed,
+        shapes=parse_shapes(shape or []),
+        progress=not as_json,
+    )
+    if min_channels != MIN_CHANNELS and not sparsify:
+        raise UsageError("--min-channels only applies with --sparsify")
+    sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
+    request = calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
+    built: list[Any] = []
+    # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
+    stage = None
+    if plan is not None:
+        stage = functools.partial(
+            _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
+        )
+    result = api.prune(
+        model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
+        calib=request, before_save=stage,
+    )  # fmt: skip
+    if bench:
+        timing = BenchOptions(shapes=checks.shapes, min_seconds=2.0)
+        result.report["bench"] = bench_record([model, output], timing)
+    if plot is not None:
+        plot_kept(result.report, plot)
+    if report is not None:
+        save_json(result.report, report)
+    warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
+    if as_json:
+        print(json.dumps(result.report, indent=2))
+        return
+    _print_report(result.report, f"{model.name} → {output.name}", output, round_to)
+    for engine in built:
+        print_build(engine)
+
+
+def _print_report(report: dict[str, Any], title: str, output: Path, round_to: int) -> None:
+    console.print(groups_table(report))
+    console.print(prune_table(report, title))
+    if "target" in report:
+        console.print(target_line(report["target"]), highlight=False)
+    if report["unaligned"]:
+        first = report["unaligned"][0]
+        console.print(
+            f"[yellow]{len(report['unaligned'])} widths a consumer sees are not multiples of "
+            f"{round_to}[/] (first: {first['width']} at {first['node']}; the report lists them: 'unaligned')",
+            highlight=False,
+        )
+    if "bench" in report:
+        console.print(bench_table(report["bench"]))
+    if report.get("compensation", {}).get("layers"):
+        console.print(compensation_table(report["compensation"]))
+    if "calibration" in report:
+        console.print(calibration_table(report["calibration"]))
+    if "verify" in report:
+        print_verification(report["verify"])
+    if "sparsity" in report:
+        print_sparsity(report["sparsity"], output)
+
+
+def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
+    """No output may overwrite the input or another output (``--report`` equal to ``-o``)."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, [model])
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {option} name the same file {path}; give each its own")
+        seen[resolved] = option
+
+
+def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
+    save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
+    try:
+        engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
+    except CapabilityError as err:
+        # The staged copy is gone once this fails: name the file the user will have.
+        message = str(err).replace(str(staged), str(output))
+        raise CapabilityError(
+            f"{message}; {output} not written either (prune without --plan for it)"
+        ) from None
+    built.append(engine)

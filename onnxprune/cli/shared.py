@@ -1,0 +1,109 @@
+"""What every command module shares: the two consoles, the error wrapper and the common options.
+
+A module of its own rather than the package's ``__init__`` so that the command modules import it without
+importing the package that imports them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from onnxprune import api
+from onnxprune.compensate.calibrate import CalibOptions
+from onnxprune.data import parse_floats, parse_size
+from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.measure.targets import Target
+
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn library errors into one line and an exit code; Ctrl-C into exit 130 without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OnnxPruneError as exc:
+            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def choices(kind: type[Enum], help: str) -> Any:
+    """An option whose values are an enum's: typer lists and completes them, and the library's own check
+    (``options.choice``) refuses others with one line, like every other bad option."""
+    values = [str(m.value) for m in kind]
+    return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+
+
+ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
+InputsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--inputs",
+        "--load-inputs",
+        help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
+    ),
+]
+CalibOpt = Annotated[
+    Path | None, typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images).")
+]
+CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
+CalibStepsOpt = Annotated[str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")]
+IterationsOpt = Annotated[
+    int | None,
+    typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),
+]
+
+
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def one_target(macs: float | None, params: float | None, latency: float | None) -> Any:
+    """The one ``--target-*`` given, or None."""
+    given = [
+        Target(k, v) for k, v in (("macs", macs), ("params", params), ("latency", latency)) if v is not None
+    ]
+    if len(given) > 1:
+        raise UsageError("give at most one of --target-macs, --target-params and --target-latency")
+    return given[0] if given else None
+
+
+def calib_request(
+    source: Path | None,
+    size: str | None,
+    mean: str | None,
+    std: str | None,
+    samples: int | None,
+    steps: str,
+) -> Any:
+    """The ``--calib*`` options as the API's request, or None without ``--calib``."""
+    if source is None:
+        if any(v is not None for v in (size, mean, std, samples)):
+            raise UsageError("--calib-size/--calib-mean/--calib-std/--calib-samples need --calib")
+        return None
+    return api.CalibRequest(
+        source,
+        size=parse_size(size) if size is not None else None,
+        mean=parse_floats(mean, "--calib-mean") if mean is not None else None,
+        std=parse_floats(std, "--calib-std") if std is not None else None,
+        limit=samples,
+        options=CalibOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip())),
+    )
