@@ -330,6 +330,12 @@ class _LayerErrorRun:
     on: str
     feeds: list[dict[str, np.ndarray]] | None = None
 
+    def take_uncompensated(self) -> onnx.ModelProto:
+        """The uncompensated reference, no longer held here: its session is all verification keeps."""
+        model, self.uncompensated = self.uncompensated, None
+        assert model is not None
+        return model
+
 
 def _layer_errors(
     result: PruneResult,
@@ -475,12 +481,12 @@ def verify_pruning(
 
     fed = fed or _feeds(original, options)
     taps: dict[str, list[str]] = {}
-    observers: dict[str, onnx.ModelProto] = {}
+    observers: dict[str, Callable[[], onnx.ModelProto]] = {}
     visit = None
     if layer_errors is not None and layer_errors.errors.found and layer_errors.uncompensated is not None:
         roles = {"original": "target", "masked": "after", "uncompensated": "before"}
         taps = {role: layer_errors.errors.wanted(key) for role, key in roles.items()}
-        observers["uncompensated"], layer_errors.uncompensated = layer_errors.uncompensated, None
+        observers["uncompensated"] = layer_errors.take_uncompensated
         errors = layer_errors.errors
 
         def visit(tapped: dict[str, dict[str, np.ndarray]]) -> None:

@@ -307,7 +307,7 @@ def exact_and_change(
     atol: float = EXACT.atol,
     progress: bool = False,
     taps: Mapping[str, Sequence[str]] | None = None,
-    observers: Mapping[str, Model] | None = None,
+    observers: Mapping[str, Callable[[], onnx.ModelProto]] | None = None,
     visit: Callable[[dict[str, dict[str, np.ndarray]]], None] | None = None,
 ) -> tuple[Comparison, Comparison | None]:
     """Both questions in one pass over ``feeds``: :func:`exactness` (pruned vs masked reference) and, with
@@ -315,25 +315,21 @@ def exact_and_change(
 
     ``taps`` (role -> tensor names) exposes intermediate tensors beside the outputs, never compared: role
     ``"masked"`` in the masked reference's noise-floor run (no graph optimisations, so exposing a tensor
-    changes nothing there), ``"original"`` in the original's, and one per ``observers`` model (run on each
-    feed only for its taps). ``visit(role -> {name: array})`` gets every feed's tapped tensors, valid only
-    during the call. Models given as protos may be tapped; sessions and paths may not.
+    changes nothing there), ``"original"`` in the original's, and one per ``observers`` model (role ->
+    a function making it; run on each feed only for its taps). ``visit(role -> {name: array})`` gets
+    every feed's tapped tensors, valid only during the call. Only protos under 2 GB may be tapped.
     """
     taps, observers = taps or {}, observers or {}
-    masked = _serialized(masked_reference)
-    models: dict[str, tuple[Any, Sequence[str], bool]] = {
-        "reference": (masked, (), True),
-        "candidate": (pruned, (), True),
-        "noise": (masked, taps.get("masked", ()), False),
-    }
+    runners: dict[str, _Run] = {}
+    # Observers first, while least is held: each one's model is made, started and dropped before the next.
+    # They are read only for their taps: unoptimised sessions start sooner and hold no prepacked weights.
+    for role, make in observers.items():
+        runners[role] = _tapping_runner(make(), role, taps.get(role, ()), optimize=False)
     if original is not None:
-        models["original"] = (original, taps.get("original", ()), True)
-    models.update({role: (model, taps.get(role, ()), True) for role, model in observers.items()})
-    runners = {
-        role: _tapping_runner(model, role, tapped, optimize)
-        for role, (model, tapped, optimize) in models.items()
-    }
-    del masked
+        runners["original"] = _tapping_runner(original, "original", taps.get("original", ()), True)
+    runners["noise"] = _tapping_runner(masked_reference, "reference", taps.get("masked", ()), False)
+    runners["reference"] = _tapping_runner(masked_reference, "reference", (), True)
+    runners["candidate"] = _tapping_runner(pruned, "candidate", (), True)
     sessions = {role: run.session for role, run in runners.items()}
     _check_inputs([sessions["reference"], sessions["candidate"]], feeds)
     if original is not None:
@@ -357,39 +353,22 @@ def exact_and_change(
     return result, change.result(len(feeds)) if original is not None else None
 
 
-def _serialized(model: Model) -> Model:
-    """A proto serialised once, so that the sessions made from it (reference, noise floor) share the bytes."""
-    if isinstance(model, onnx.ModelProto) and not files.needs_external_data(model):
-        return _Serialized(model.SerializeToString(), [o.name for o in model.graph.output])
-    return model
-
-
-@dataclass
-class _Serialized:
-    data: bytes
-    outputs: list[str]
-
-
-def _tapping_runner(model: Any, role: str, taps: Sequence[str], optimize: bool) -> _Run:
-    """A run of ``model`` whose session also outputs ``taps``.
-
-    The tensors are added to the serialised model without copying or changing it: protobuf parses a
-    message that appears twice as their merge, repeated fields appended, so the model's bytes followed by
-    a ModelProto holding only the extra graph outputs read as the model with those outputs.
-    """
-    which = "reference" if role in ("noise", "masked") else role
+def _tapping_runner(model: Any, which: str, taps: Sequence[str], optimize: bool) -> _Run:
+    """A run of ``model`` whose session also outputs ``taps`` (a proto's tensors)."""
     if not taps:
-        data = model.data if isinstance(model, _Serialized) else model
-        return _Run(model_session(data, which, optimize=optimize))
-    if isinstance(model, onnx.ModelProto):
-        model = _Serialized(model.SerializeToString(), [o.name for o in model.graph.output])
-    if not isinstance(model, _Serialized):
-        raise TypeError(f"only an ONNX model that can be serialised can expose tensors, not {type(model)}")
-    outputs = set(model.outputs)
-    added = [name for name in dict.fromkeys(taps) if name not in outputs]
-    extra = onnx.ModelProto(graph=onnx.GraphProto(output=[onnx.ValueInfoProto(name=n) for n in added]))
-    session = model_session(model.data + extra.SerializeToString(), which, optimize=optimize)
-    return _Run(session, taps=list(dict.fromkeys(taps)), added=set(added))
+        return _Run(model_session(model, which, optimize=optimize))
+    if not isinstance(model, onnx.ModelProto) or files.needs_external_data(model):
+        raise TypeError(f"only an ONNX model under 2 GB can expose tensors, not {type(model).__name__}")
+    taps = list(dict.fromkeys(taps))
+    outputs = {o.name for o in model.graph.output}
+    added = [name for name in taps if name not in outputs]
+    # Outputs added for as long as it takes to serialise: a copy of the model would cost its weights again.
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in added)
+    try:
+        data = model.SerializeToString()
+    finally:
+        del model.graph.output[len(model.graph.output) - len(added) :]
+    return _Run(model_session(data, which, optimize=optimize), taps=taps, added=set(added))
 
 
 @dataclass
