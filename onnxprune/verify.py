@@ -327,8 +327,7 @@ def exact_and_change(
         runners[role] = _tapping_runner(make(), role, taps.get(role, ()), optimize=False)
     if original is not None:
         runners["original"] = _tapping_runner(original, "original", taps.get("original", ()), True)
-    runners["noise"] = _tapping_runner(masked_reference, "reference", taps.get("masked", ()), False)
-    runners["reference"] = _tapping_runner(masked_reference, "reference", (), True)
+    runners.update(_masked_runs(masked_reference, taps.get("masked", ())))
     runners["candidate"] = _tapping_runner(pruned, "candidate", (), True)
     sessions = {role: run.session for role, run in runners.items()}
     _check_inputs([sessions["reference"], sessions["candidate"]], feeds)
@@ -353,15 +352,31 @@ def exact_and_change(
     return result, change.result(len(feeds)) if original is not None else None
 
 
+def _masked_runs(model: Model, taps: Sequence[str]) -> dict[str, _Run]:
+    """The masked reference, optimised, and its noise-floor run (no optimisations) with ``taps``: a proto
+    is serialised once for both."""
+    if not taps or not isinstance(model, onnx.ModelProto) or files.needs_external_data(model):
+        return {
+            "reference": _tapping_runner(model, "reference", (), True),
+            "noise": _tapping_runner(model, "reference", taps, False),
+        }
+    data = model.SerializeToString()
+    reference = _Run(model_session(data, "reference"))
+    # Protobuf reads a message field that appears twice as the merge of both, repeated fields appended:
+    # the bytes followed by a ModelProto holding only the added outputs are the model with those outputs.
+    taps, added = _added(model, taps)
+    extra = onnx.ModelProto(graph=onnx.GraphProto(output=[onnx.ValueInfoProto(name=n) for n in added]))
+    noise = model_session(data + extra.SerializeToString(), "reference", optimize=False)
+    return {"reference": reference, "noise": _Run(noise, taps=taps, added=set(added))}
+
+
 def _tapping_runner(model: Any, which: str, taps: Sequence[str], optimize: bool) -> _Run:
     """A run of ``model`` whose session also outputs ``taps`` (a proto's tensors)."""
     if not taps:
         return _Run(model_session(model, which, optimize=optimize))
     if not isinstance(model, onnx.ModelProto) or files.needs_external_data(model):
         raise TypeError(f"only an ONNX model under 2 GB can expose tensors, not {type(model).__name__}")
-    taps = list(dict.fromkeys(taps))
-    outputs = {o.name for o in model.graph.output}
-    added = [name for name in taps if name not in outputs]
+    taps, added = _added(model, taps)
     # Outputs added for as long as it takes to serialise: a copy of the model would cost its weights again.
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in added)
     try:
@@ -369,6 +384,13 @@ def _tapping_runner(model: Any, which: str, taps: Sequence[str], optimize: bool)
     finally:
         del model.graph.output[len(model.graph.output) - len(added) :]
     return _Run(model_session(data, which, optimize=optimize), taps=taps, added=set(added))
+
+
+def _added(model: onnx.ModelProto, taps: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``taps`` without repeats, and those of them that are not already graph outputs."""
+    taps = list(dict.fromkeys(taps))
+    outputs = {o.name for o in model.graph.output}
+    return taps, [name for name in taps if name not in outputs]
 
 
 @dataclass
