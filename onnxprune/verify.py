@@ -319,6 +319,8 @@ def exact_and_change(
     a function making it; run on each feed only for its taps). ``visit(role -> {name: array})`` gets
     every feed's tapped tensors, valid only during the call. Only protos under 2 GB may be tapped.
     """
+    if not feeds:
+        raise ValueError("verification needs at least one feed")
     taps, observers = taps or {}, observers or {}
     runners: dict[str, _Run] = {}
     # Observers first, while least is held: each one's model is made, started and dropped before the next.
@@ -340,7 +342,7 @@ def exact_and_change(
 
     def seen(outputs: dict[str, dict[str, np.ndarray]]) -> None:
         if not first:  # the reference's first outputs: input sensitivity needs no second run of them
-            first.update({name: np.array(value) for name, value in outputs["reference"].items()})
+            first.update(outputs["reference"])  # ONNX Runtime returns new arrays each run
         if visit is not None:
             # The masked reference's taps come from its noise-floor run.
             tapped = {role: run.tapped for role, run in runners.items() if run.taps}
