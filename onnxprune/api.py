@@ -26,7 +26,7 @@ from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
-from onnxprune.compensate.layer_error import LayerErrors
+from onnxprune.compensate.layer_error import LayerErrors, layer_errors
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.data import count as count_samples
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
@@ -266,12 +266,11 @@ def prune_model(
     )
     if verify is not None and verify.enabled:
         errors = _layer_errors(result, analysis, feeds, samples, calib)
-        shared = errors if errors is not None and errors.feeds is None else None
         report["verify"] = verify_pruning(
-            model, result.masked, pruned, verify, fed=feeds, serialized=result.serialized, layer_errors=shared
+            model, result.masked, pruned, verify, fed=feeds, serialized=result.serialized, error_run=errors
         )
         if errors is not None:
-            _record_layer_errors(result, errors)
+            _record_layer_errors(result, analysis, errors)
     elif analysis.compensating:
         skipped = "--no-verify: per-layer errors are measured with verification"
         report["compensation"]["error_skipped"] = skipped
@@ -322,12 +321,13 @@ def _calibration_samples(
 
 @dataclass
 class _LayerErrorRun:
-    """The per-layer error measurement of data-free compensation (compensate/layer_error): on the held-out
-    calibration samples (``feeds``) in runs of its own, else (``feeds`` None) in verification's runs."""
+    """The per-layer error measurement of data-free compensation (compensate/layer_error): in
+    verification's runs (``errors`` set, with the uncompensated reference to run beside them), or after
+    verification in runs of its own on held-out calibration samples (``feeds``)."""
 
-    errors: LayerErrors
-    uncompensated: onnx.ModelProto | None
     on: str
+    errors: LayerErrors | None = None
+    uncompensated: onnx.ModelProto | None = None
     feeds: list[dict[str, np.ndarray]] | None = None
 
     def take_uncompensated(self) -> onnx.ModelProto:
@@ -353,26 +353,33 @@ def _layer_errors(
         # Three more runnable copies of the weights (and sessions) would be too much for such a model.
         section["error_skipped"] = "the model is over 2 GB: per-layer errors are not measured"
         return None
-    nodes = list(dict.fromkeys(layer["node"] for layer in section["layers"]))
+    if samples is not None:
+        _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
+        feeds = [take(held, ERROR_SAMPLES)]
+        return _LayerErrorRun(f"{count_samples(feeds[0])} held-out calibration samples", feeds=feeds)
     uncompensated = uncompensated_reference(normalise(result.original), analysis)
+    nodes = _consumers(result)
     errors = LayerErrors(result.original, result.masked, uncompensated, nodes, kept_positions(analysis))
-    if samples is None:
-        return _LayerErrorRun(errors, uncompensated, f"the verification inputs ({fed.description})")
-    _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
-    feeds = [take(held, ERROR_SAMPLES)]
-    return _LayerErrorRun(
-        errors, uncompensated, f"{count_samples(feeds[0])} held-out calibration samples", feeds
-    )
+    return _LayerErrorRun(f"the verification inputs ({fed.description})", errors, uncompensated)
 
 
-def _record_layer_errors(result: PruneResult, run: _LayerErrorRun) -> None:
-    if run.feeds is not None:
-        assert run.uncompensated is not None
-        models = {"target": result.original, "after": result.masked, "before": run.uncompensated}
-        run.errors.measure(models, run.feeds, static_batch(result.original))
+def _consumers(result: PruneResult) -> list[str]:
+    return list(dict.fromkeys(layer["node"] for layer in result.report["compensation"]["layers"]))
+
+
+def _record_layer_errors(result: PruneResult, analysis: Analysis, run: _LayerErrorRun) -> None:
+    """The errors into the report's layers; measured now, after verification, on held-out samples."""
+    if run.errors is not None:
+        errors = run.errors.result()
+    else:
+        assert run.feeds is not None
+        uncompensated = uncompensated_reference(normalise(result.original), analysis)
+        errors = layer_errors(
+            result.original, result.masked, uncompensated, _consumers(result), kept_positions(analysis),
+            run.feeds, static_batch(result.original),
+        )  # fmt: skip
     section = result.report["compensation"]
     section["error_on"] = run.on
-    errors = run.errors.result()
     for layer in section["layers"]:
         layer.update(errors.get(layer["node"], {"rel_mse_before": None, "rel_mse_after": None}))
 
@@ -468,13 +475,13 @@ def verify_pruning(
     options: VerifyOptions,
     fed: Any = None,
     serialized: bytes | None = None,
-    layer_errors: _LayerErrorRun | None = None,
+    error_run: _LayerErrorRun | None = None,
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?
 
     The result also says what was fed (``inputs``: shapes, random or the user's data) and ``warnings``:
     outputs that barely depend on the inputs, random data only. ``fed``: the ``inputs.Feeds`` already
-    made from ``options``; ``serialized``: ``pruned``'s bytes, where made already. ``layer_errors``: its
+    made from ``options``; ``serialized``: ``pruned``'s bytes, where made already. ``error_run``: its
     consumers' outputs are read from the same runs (the original's, the masked reference's noise-floor
     run) and one run of the uncompensated reference, which it then drops.
     """
@@ -483,11 +490,11 @@ def verify_pruning(
     taps: dict[str, list[str]] = {}
     observers: dict[str, Callable[[], onnx.ModelProto]] = {}
     visit = None
-    if layer_errors is not None and layer_errors.errors.found and layer_errors.uncompensated is not None:
+    errors = error_run.errors if error_run is not None else None
+    if error_run is not None and errors is not None and errors.found:
         roles = {"original": "target", "masked": "after", "uncompensated": "before"}
-        taps = {role: layer_errors.errors.wanted(key) for role, key in roles.items()}
-        observers["uncompensated"] = layer_errors.take_uncompensated
-        errors = layer_errors.errors
+        taps = {role: errors.wanted(key) for role, key in roles.items()}
+        observers["uncompensated"] = error_run.take_uncompensated
 
         def visit(tapped: dict[str, dict[str, np.ndarray]]) -> None:
             errors.add({key: tapped[role] for role, key in roles.items()})

@@ -118,9 +118,8 @@ def test_shared_runs_measure_the_layer_errors_their_own_runs_do(monkeypatch: pyt
     layer_errors = api._layer_errors
 
     def own_runs(result, analysis, fed, samples, calib):  # type: ignore[no-untyped-def]
-        run = layer_errors(result, analysis, fed, samples, calib)
-        run.feeds = [dict(f) for f in fed.feeds]
-        return run
+        shared = layer_errors(result, analysis, fed, samples, calib)
+        return api._LayerErrorRun(shared.on, feeds=[dict(f) for f in fed.feeds])
 
     monkeypatch.setattr(api, "_layer_errors", own_runs)
     apart = api.prune_model(model, options, api.VerifyOptions()).report["compensation"]["layers"]
