@@ -109,6 +109,21 @@ def test_one_prune_makes_each_session_once(
     assert (compensate == "bn" and enabled) == any(la.get("rel_mse_before") is not None for la in layers)
 
 
+def test_held_out_samples_get_layer_error_runs_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With calibration samples the per-layer errors are measured on them: three sessions more, each cut
+    to the consumers' outputs (optimised), after verification's four."""
+    from test_compensate_datafree import with_dead_beta
+
+    made = _count_sessions(monkeypatch)
+    x = np.random.default_rng(3).standard_normal((20, 3, 16, 16)).astype(np.float32)
+    options = PlanOptions(threshold=0.0, round_to=1, min_keep=1)
+    result = api.prune_model(
+        with_dead_beta(tiny.chain()), options, api.VerifyOptions(), api.CalibRequest(samples={"input": x})
+    )
+    assert result.report["compensation"]["error_on"] == "2 held-out calibration samples"
+    assert sorted(made) == sorted(["ENABLE_BASIC", "DISABLE_ALL", *["ENABLE_ALL"] * 6]), made
+
+
 def test_shared_runs_measure_the_layer_errors_their_own_runs_do(monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-layer errors read from verification's runs equal those of three runs of their own (the
     compensate/layer_error path that held-out calibration samples take), on the same feed."""
