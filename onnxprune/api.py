@@ -26,7 +26,7 @@ from onnxprune.align import seen_widths, unaligned
 from onnxprune.analyse import analyse
 from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
-from onnxprune.compensate.layer_error import layer_errors
+from onnxprune.compensate.layer_error import LayerErrors, layer_errors
 from onnxprune.compensate.summary import compensation_report
 from onnxprune.data import count as count_samples
 from onnxprune.data import load_calibration, split_holdout, static_batch, take
@@ -265,8 +265,12 @@ def prune_model(
         model, pruned, analysis.groups, report, masked, serialized=trial.serialized, pending=trial.pending
     )
     if verify is not None and verify.enabled:
-        report["verify"] = verify_pruning(model, result.masked, pruned, verify, fed=feeds)
-        _compensation_errors(result, analysis, feeds, samples, calib)
+        errors = _layer_errors(result, analysis, feeds, samples, calib)
+        report["verify"] = verify_pruning(
+            model, result.masked, pruned, verify, fed=feeds, serialized=result.serialized, error_run=errors
+        )
+        if errors is not None:
+            _record_layer_errors(result, analysis, errors)
     elif analysis.compensating:
         skipped = "--no-verify: per-layer errors are measured with verification"
         report["compensation"]["error_skipped"] = skipped
@@ -315,35 +319,67 @@ def _calibration_samples(
     return calib.load(model)
 
 
-def _compensation_errors(
+@dataclass
+class _LayerErrorRun:
+    """The per-layer error measurement of data-free compensation (compensate/layer_error): in
+    verification's runs (``errors`` set, with the uncompensated reference to run beside them), or after
+    verification in runs of its own on held-out calibration samples (``feeds``)."""
+
+    on: str
+    errors: LayerErrors | None = None
+    uncompensated: onnx.ModelProto | None = None
+    feeds: list[dict[str, np.ndarray]] | None = None
+
+    def take_uncompensated(self) -> onnx.ModelProto:
+        """The uncompensated reference, no longer held here: its session is all verification keeps."""
+        model, self.uncompensated = self.uncompensated, None
+        assert model is not None
+        return model
+
+
+def _layer_errors(
     result: PruneResult,
     analysis: Analysis,
     fed: Any,
     samples: dict[str, np.ndarray] | None,
     calib: CalibRequest | None,
-) -> None:
-    """Per consumer: the output error of the pruned model without and with the data-free compensation, on
-    the held-out calibration samples when given, else on what verification fed (compensate/layer_error)."""
+) -> _LayerErrorRun | None:
+    """What to measure per consumer: the output error of the pruned model without and with the data-free
+    compensation; None (and the report says why where it is not obvious) when there is nothing to measure."""
     section = result.report["compensation"]
     if not analysis.compensating or not section["layers"]:
-        return
+        return None
     if files.needs_external_data(result.original):
         # Three more runnable copies of the weights (and sessions) would be too much for such a model.
         section["error_skipped"] = "the model is over 2 GB: per-layer errors are not measured"
-        return
+        return None
     if samples is not None:
         _, held = split_holdout(samples, calib.calib_options().holdout if calib else 0.1)
         feeds = [take(held, ERROR_SAMPLES)]
-        on = f"{count_samples(feeds[0])} held-out calibration samples"
-    else:
-        feeds, on = [dict(f) for f in fed.feeds], f"the verification inputs ({fed.description})"
-    nodes = list(dict.fromkeys(layer["node"] for layer in section["layers"]))
+        return _LayerErrorRun(f"{count_samples(feeds[0])} held-out calibration samples", feeds=feeds)
     uncompensated = uncompensated_reference(normalise(result.original), analysis)
-    errors = layer_errors(
-        result.original, result.masked, uncompensated, nodes, kept_positions(analysis), feeds,
-        static_batch(result.original),
-    )  # fmt: skip
-    section["error_on"] = on
+    nodes = _consumers(result)
+    errors = LayerErrors(result.original, result.masked, uncompensated, nodes, kept_positions(analysis))
+    return _LayerErrorRun(f"the verification inputs ({fed.description})", errors, uncompensated)
+
+
+def _consumers(result: PruneResult) -> list[str]:
+    return list(dict.fromkeys(layer["node"] for layer in result.report["compensation"]["layers"]))
+
+
+def _record_layer_errors(result: PruneResult, analysis: Analysis, run: _LayerErrorRun) -> None:
+    """The errors into the report's layers; measured now, after verification, on held-out samples."""
+    if run.errors is not None:
+        errors = run.errors.result()
+    else:
+        assert run.feeds is not None
+        uncompensated = uncompensated_reference(normalise(result.original), analysis)
+        errors = layer_errors(
+            result.original, result.masked, uncompensated, _consumers(result), kept_positions(analysis),
+            run.feeds, static_batch(result.original),
+        )  # fmt: skip
+    section = result.report["compensation"]
+    section["error_on"] = run.on
     for layer in section["layers"]:
         layer.update(errors.get(layer["node"], {"rel_mse_before": None, "rel_mse_after": None}))
 
@@ -438,21 +474,39 @@ def verify_pruning(
     pruned: onnx.ModelProto,
     options: VerifyOptions,
     fed: Any = None,
+    serialized: bytes | None = None,
+    error_run: _LayerErrorRun | None = None,
 ) -> dict[str, Any]:
     """Question 1: is the surgery exact (pruned vs masked reference)? Question 2: how far did it move?
 
     The result also says what was fed (``inputs``: shapes, random or the user's data) and ``warnings``:
     outputs that barely depend on the inputs, random data only. ``fed``: the ``inputs.Feeds`` already
-    made from ``options``.
+    made from ``options``; ``serialized``: ``pruned``'s bytes, where made already. ``error_run``: its
+    consumers' outputs are read from the same runs (the original's, the masked reference's noise-floor
+    run) and one run of the uncompensated reference, which it then drops.
     """
 
     fed = fed or _feeds(original, options)
+    taps: dict[str, list[str]] = {}
+    observers: dict[str, Callable[[], onnx.ModelProto]] = {}
+    visit = None
+    errors = error_run.errors if error_run is not None else None
+    if error_run is not None and errors is not None and errors.found:
+        roles = {"original": "target", "masked": "after", "uncompensated": "before"}
+        taps = {role: errors.wanted(key) for role, key in roles.items()}
+        observers["uncompensated"] = error_run.take_uncompensated
+
+        def visit(tapped: dict[str, dict[str, np.ndarray]]) -> None:
+            errors.add({key: tapped[role] for role, key in roles.items()})
+
     with original_must_run(original, fed):
-        candidate = verify.model_session(pruned, "candidate")  # one session of the pruned model for both
-        exact = verify.exactness(masked, candidate, feeds=fed.feeds, progress=options.progress)
+        exact, change = verify.exact_and_change(
+            masked, serialized if serialized is not None else pruned, original, feeds=fed.feeds,
+            progress=options.progress, taps=taps, observers=observers, visit=visit,
+        )  # fmt: skip
     if not exact.passed:
         raise _not_exact(exact, fed)
-    change = verify.compare(original, candidate, feeds=fed.feeds, progress=options.progress)
+    assert change is not None
     warnings = fed.notes + warnings_for(exact, fed)
     report = {"inputs": fed.to_dict(), "exact": exact.to_dict(), "change": change.to_dict()}
     return {**report, "warnings": warnings}

@@ -26,12 +26,19 @@ from onnxprune.tolerances import MIN_SENSITIVITY
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def input_sensitivity(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], result: Any) -> None:
+def input_sensitivity(
+    model: Any,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    result: Any,
+    first: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Sets each output's ``sensitivity`` and ``error_per_change`` (max|a-b| over the movement) on the
-    outputs of ``result`` (a verify.Comparison); ``model`` may be a session already made."""
+    outputs of ``result`` (a verify.Comparison); ``model`` may be a session already made. ``first``: its
+    outputs on ``feeds[0]`` where a comparison has just computed them (one run fewer)."""
     session: Any = model if hasattr(model, "get_outputs") else ort_session(model)
     names = [o.name for o in session.get_outputs()]
-    first = dict(zip(names, session.run(names, dict(feeds[0])), strict=True))
+    if not first:
+        first = dict(zip(names, session.run(names, dict(feeds[0])), strict=True))
     second = dict(zip(names, session.run(names, dict(contrast_feed(feeds))), strict=True))
     for out in result.outputs:
         if out.name not in first or out.name not in second or first[out.name].shape != second[out.name].shape:

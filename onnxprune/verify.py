@@ -4,8 +4,12 @@ Two questions, answered apart. :func:`exactness`: is the surgery exact, i.e. doe
 masked reference (the original with the removed channels zeroed)? :func:`compare` (and :func:`check_models`
 behind ``onnxprune check``): how much did pruning change the outputs?
 
-Both stream Polygraphy's ``Comparator`` over two ONNX Runtime runners on the CPU, one iteration at a time, and
-keep running statistics rather than outputs. Feeds come from :func:`make_inputs`: seeded random data, or the
+Both run the models' ONNX Runtime CPU sessions one feed at a time and keep running statistics rather than
+outputs; :func:`exact_and_change` answers both in one pass, each model run once per feed, and can expose
+intermediate tensors beside the outputs for a caller (the per-layer errors of compensation).
+:func:`compare_runners` streams Polygraphy's ``Comparator`` over other runners (TensorRT). Sessions are run
+directly, not as Polygraphy runners: Polygraphy asks of every array whether it is a torch tensor, which
+imports torch wherever it is installed (3 s). Feeds come from :func:`make_inputs`: seeded random data, or the
 user's ``.npz`` / Polygraphy ``--save-inputs`` JSON.
 
 CheckTolerances, with ``a`` the reference and ``b`` the candidate, over all elements of all iterations:
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,6 +41,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from onnxprune import files
 from onnxprune.errors import ModelLoadError, ValidationError, VerificationError, first_line
 from onnxprune.evidence import input_sensitivity, original_must_run
 from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
@@ -285,12 +291,128 @@ def exactness(
     sensitivity (see :mod:`onnxprune.evidence`). ``atol`` only matters for outputs that are (nearly) all
     zero.
     """
-    tol = CheckTolerances(atol, rtol)
-    reference = model_session(masked_reference, "reference")
-    noise = model_session(masked_reference, "reference", optimize=False)
-    result = _compare(reference, pruned, feeds, tol, "scale", progress, noise=noise)
-    input_sensitivity(reference, feeds, result)
-    return result
+    exact, _ = exact_and_change(
+        masked_reference, pruned, None, feeds=feeds, rtol=rtol, atol=atol, progress=progress
+    )
+    return exact
+
+
+def exact_and_change(
+    masked_reference: Model,
+    pruned: Model,
+    original: Model | None,
+    *,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    rtol: float = EXACT.rtol,
+    atol: float = EXACT.atol,
+    progress: bool = False,
+    taps: Mapping[str, Sequence[str]] | None = None,
+    observers: Mapping[str, Callable[[], onnx.ModelProto]] | None = None,
+    visit: Callable[[dict[str, dict[str, np.ndarray]]], None] | None = None,
+) -> tuple[Comparison, Comparison | None]:
+    """Both questions in one pass over ``feeds``: :func:`exactness` (pruned vs masked reference) and, with
+    an ``original``, :func:`compare` (pruned vs original), each model run once per feed.
+
+    ``taps`` (role -> tensor names) exposes intermediate tensors beside the outputs, never compared: role
+    ``"masked"`` in the masked reference's noise-floor run (no graph optimisations, so exposing a tensor
+    changes nothing there), ``"original"`` in the original's, and one per ``observers`` model (role ->
+    a function making it; run on each feed only for its taps). ``visit(role -> {name: array})`` gets
+    every feed's tapped tensors, valid only during the call. Only protos under 2 GB may be tapped.
+    """
+    if not feeds:
+        raise ValueError("verification needs at least one feed")
+    taps, observers = taps or {}, observers or {}
+    runners: dict[str, _Run] = {}
+    # Observers first, while least is held: each one's model is made, started and dropped before the next.
+    # They are read only for their taps: unoptimised sessions start sooner and hold no prepacked weights.
+    for role, make in observers.items():
+        runners[role] = _tapping_runner(make(), role, taps.get(role, ()), optimize=False)
+    if original is not None:
+        runners["original"] = _tapping_runner(original, "original", taps.get("original", ()), True)
+    runners.update(_masked_runs(masked_reference, taps.get("masked", ())))
+    runners["candidate"] = _tapping_runner(pruned, "candidate", (), True)
+    sessions = {role: run.session for role, run in runners.items()}
+    _check_inputs([sessions["reference"], sessions["candidate"]], feeds)
+    if original is not None:
+        _check_inputs([sessions["original"], sessions["candidate"]], feeds)
+    exact = _Question("reference", "candidate", CheckTolerances(atol, rtol), "scale", noise="noise")
+    change = _Question("original", "candidate", CheckTolerances(CHECK.atol, CHECK.rtol), "elementwise")
+    questions = [exact] + ([change] if original is not None else [])
+    first: dict[str, np.ndarray] = {}
+
+    def seen(outputs: dict[str, dict[str, np.ndarray]]) -> None:
+        if not first:  # the reference's first outputs: input sensitivity needs no second run of them
+            first.update(outputs["reference"])  # ONNX Runtime returns new arrays each run
+        if visit is not None:
+            # The masked reference's taps come from its noise-floor run.
+            tapped = {role: run.tapped for role, run in runners.items() if run.taps}
+            visit({"masked" if role == "noise" else role: values for role, values in tapped.items()})
+
+    _stream(runners, feeds, questions, progress, seen)
+    result = exact.result(len(feeds))
+    input_sensitivity(sessions["reference"], feeds, result, first=first)
+    return result, change.result(len(feeds)) if original is not None else None
+
+
+def _masked_runs(model: Model, taps: Sequence[str]) -> dict[str, _Run]:
+    """The masked reference, optimised, and its noise-floor run (no optimisations) with ``taps``: a proto
+    is serialised once for both."""
+    if not taps or not isinstance(model, onnx.ModelProto) or files.needs_external_data(model):
+        return {
+            "reference": _tapping_runner(model, "reference", (), True),
+            "noise": _tapping_runner(model, "reference", taps, False),
+        }
+    data = model.SerializeToString()
+    reference = _Run(model_session(data, "reference"))
+    # Protobuf reads a message field that appears twice as the merge of both, repeated fields appended:
+    # the bytes followed by a ModelProto holding only the added outputs are the model with those outputs.
+    taps, added = _added(model, taps)
+    extra = onnx.ModelProto(graph=onnx.GraphProto(output=[onnx.ValueInfoProto(name=n) for n in added]))
+    noise = model_session(data + extra.SerializeToString(), "reference", optimize=False)
+    return {"reference": reference, "noise": _Run(noise, taps=taps, added=set(added))}
+
+
+def _tapping_runner(model: Any, which: str, taps: Sequence[str], optimize: bool) -> _Run:
+    """A run of ``model`` whose session also outputs ``taps`` (a proto's tensors)."""
+    if not taps:
+        return _Run(model_session(model, which, optimize=optimize))
+    if not isinstance(model, onnx.ModelProto) or files.needs_external_data(model):
+        raise TypeError(f"only an ONNX model under 2 GB can expose tensors, not {type(model).__name__}")
+    taps, added = _added(model, taps)
+    # Outputs added for as long as it takes to serialise: a copy of the model would cost its weights again.
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in added)
+    try:
+        data = model.SerializeToString()
+    finally:
+        del model.graph.output[len(model.graph.output) - len(added) :]
+    return _Run(model_session(data, which, optimize=optimize), taps=taps, added=set(added))
+
+
+def _added(model: onnx.ModelProto, taps: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``taps`` without repeats, and those of them that are not already graph outputs."""
+    taps = list(dict.fromkeys(taps))
+    outputs = {o.name for o in model.graph.output}
+    return taps, [name for name in taps if name not in outputs]
+
+
+@dataclass
+class _Run:
+    """An ONNX Runtime session run on each feed: its outputs, the ``added`` ones kept aside as ``tapped``.
+
+    Run directly rather than as Polygraphy runners: Polygraphy asks of every feed and output whether it is
+    a torch tensor, which imports torch wherever it is installed (3 s of a ResNet-50 verification).
+    """
+
+    session: Any
+    taps: list[str] = field(default_factory=list)
+    added: set[str] = field(default_factory=set)
+    tapped: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [node.name for node in self.session.get_outputs()]
+        values = dict(zip(names, self.session.run(names, dict(feed)), strict=True))
+        self.tapped = {name: values[name] for name in self.taps}
+        return {name: value for name, value in values.items() if name not in self.added}
 
 
 def _compare(
@@ -300,25 +422,15 @@ def _compare(
     tol: CheckTolerances,
     criterion: str,
     progress: bool,
-    noise: Any = None,
 ) -> Comparison:
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-
     if not feeds:
         raise ValueError("compare needs at least one feed")
     sessions = [model_session(reference, "reference"), model_session(candidate, "candidate")]
     _check_inputs(sessions, feeds)
-    runners = [OnnxrtRunner(sessions[0], name="reference"), OnnxrtRunner(sessions[1], name="candidate")]
-    noise_runner = OnnxrtRunner(noise, name="noise") if noise is not None else None
-    return compare_runners(
-        runners[0],
-        runners[1],
-        feeds,
-        tolerances=tol,
-        criterion=criterion,
-        progress=progress,
-        noise=noise_runner,
-    )
+    question = _Question("reference", "candidate", tol, criterion)
+    runs = {"reference": _Run(sessions[0]), "candidate": _Run(sessions[1])}
+    _stream(runs, feeds, [question], progress)
+    return question.result(len(feeds))
 
 
 def compare_runners(
@@ -340,7 +452,7 @@ def compare_runners(
     from polygraphy.comparator import Comparator
 
     tol = tolerances or CheckTolerances(atol, rtol)
-    running: dict[str, _Running] = {}
+    question = _Question(0, 1, tol, criterion, noise=None if noise is None else 2)
     runners = [reference, candidate] + ([noise] if noise is not None else [])
     with (
         quiet_polygraphy(),
@@ -350,19 +462,59 @@ def compare_runners(
     ):
         for single in stream:
             # Consume now: the runners may reuse their output buffers on the next iteration.
-            ref = single[0][1][0]
-            _accumulate(running, ref, single[1][1][0], tol)
-            if noise is not None:
-                again = single[2][1][0]
-                for name, stats in running.items():
-                    if name in ref and name in again:
-                        stats.add_noise(np.asarray(ref[name]), np.asarray(again[name]))
+            question.add({index: results[0] for index, (_, results) in enumerate(single)})
             advance()
-    metrics = [stats.metrics(tol, criterion) for stats in running.values()]
-    return Comparison(
-        metrics, atol=float(tol.atol), rtol=float(tol.rtol), criterion=criterion, iterations=len(feeds),
-        mode=tol.mode, per_output={n: list(tol.of(n)) for n in {*tol.atol_by_output, *tol.rtol_by_output}},
-    )  # fmt: skip
+    return question.result(len(feeds))
+
+
+@dataclass
+class _Question:
+    """One comparison scored while the feeds stream: ``candidate`` against ``reference`` (runner keys),
+    with the float32 noise floor from ``noise``, a rerun of the reference, where given."""
+
+    reference: int | str
+    candidate: int | str
+    tol: CheckTolerances
+    criterion: str
+    noise: int | str | None = None
+    running: dict[str, _Running] = field(default_factory=dict)
+
+    def add(self, outputs: Mapping[Any, Mapping[str, Any]]) -> None:
+        ref = outputs[self.reference]
+        _accumulate(self.running, ref, outputs[self.candidate], self.tol)
+        if self.noise is not None:
+            again = outputs[self.noise]
+            for name, stats in self.running.items():
+                if name in ref and name in again:
+                    stats.add_noise(np.asarray(ref[name]), np.asarray(again[name]))
+
+    def result(self, iterations: int) -> Comparison:
+        tol = self.tol
+        metrics = [stats.metrics(tol, self.criterion) for stats in self.running.values()]
+        return Comparison(
+            metrics, atol=float(tol.atol), rtol=float(tol.rtol), criterion=self.criterion,
+            iterations=iterations, mode=tol.mode,
+            per_output={n: list(tol.of(n)) for n in {*tol.atol_by_output, *tol.rtol_by_output}},
+        )  # fmt: skip
+
+
+def _stream(
+    runs: Mapping[str, _Run],
+    feeds: Sequence[Mapping[str, Any]],
+    questions: Sequence[_Question],
+    progress: bool,
+    seen: Callable[[dict[str, dict[str, np.ndarray]]], None] | None = None,
+) -> None:
+    """Every run on each feed in turn; each question scores the feed's outputs (by run name), then
+    ``seen`` gets them. No feed's outputs outlive the next feed."""
+    with _runtime_errors("inference failed"), _progress(progress, len(feeds)) as advance:
+        for feed in feeds:
+            outputs = {name: run(feed) for name, run in runs.items()}
+            for question in questions:
+                question.add(outputs)
+            if seen is not None:
+                seen(outputs)
+            advance()
 
 
 def model_session(model: Model, which: str, optimize: bool = True) -> onnxruntime.InferenceSession:
@@ -370,8 +522,14 @@ def model_session(model: Model, which: str, optimize: bool = True) -> onnxruntim
     if hasattr(model, "get_inputs"):
         return model  # type: ignore[return-value]
     # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
-    with quiet_polygraphy(), _runtime_errors(f"cannot load the {which} model"):
-        return ort_session(model, optimize=optimize)
+    # Each session runs once per feed, one after another: threads past the cores this process may use only
+    # contend, and spinning between runs burns what the next session needs (ResNet-50 on 2 cores: a run
+    # takes 0.17 s with 2 sleeping threads, 0.48 s with 4 spinning ones).
+    with _runtime_errors(f"cannot load the {which} model"):
+        return ort_session(model, threads=_THREADS, optimize=optimize, spin=False)
+
+
+_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _check_inputs(sessions: list[Any], feeds: Sequence[Mapping[str, Any]]) -> None:

@@ -48,6 +48,63 @@ class _Sums:
         return float(f"{float(np.sum(self.sse[key])) / sst:.4g}")
 
 
+class LayerErrors:
+    """The three models' consumer outputs, accumulated batch by batch into each layer's errors.
+
+    Roles: ``target`` (the original), ``after`` (the compensated reference), ``before`` (the
+    uncompensated one). :meth:`wanted` says which tensors to expose in each; verification exposes them in
+    the runs it makes anyway (api.verify_pruning), :func:`layer_errors` in runs of its own.
+    """
+
+    def __init__(
+        self,
+        original: onnx.ModelProto,
+        compensated: onnx.ModelProto,
+        uncompensated: onnx.ModelProto,
+        nodes: Sequence[str],
+        kept: dict[str, np.ndarray],
+    ) -> None:
+        models = {"target": original, "after": compensated, "before": uncompensated}
+        self.outputs = {key: _outputs(m, nodes) for key, m in models.items()}
+        self.found = [n for n in nodes if all(n in o for o in self.outputs.values())]
+        self.ops = {n.name: n.op_type for n in original.graph.node if n.name in set(self.found)}
+        self.kept = kept
+        self.sums = {name: _Sums() for name in self.found}
+
+    def wanted(self, role: str) -> list[str]:
+        """The tensors to expose in the model of ``role``."""
+        return [self.outputs[role][n] for n in self.found]
+
+    def add(self, tensors: dict[str, dict[str, np.ndarray]]) -> None:
+        """One batch: role -> {tensor name: value}, the same samples in all three."""
+        for name in self.found:
+            keep = self.kept.get(self.outputs["target"][name])
+            rows = {
+                role: _rows(tensors[role][self.outputs[role][name]], self.ops[name], keep)
+                for role in ("target", "after", "before")
+            }
+            self.sums[name].add(rows.pop("target"), rows)
+
+    def measure(
+        self, models: dict[str, onnx.ModelProto], feeds: Sequence[Samples], static_batch: int | None
+    ) -> None:
+        """Runs of their own: each role's model cut to its wanted tensors, over ``feeds``."""
+        if not self.found:
+            return
+        runners = {role: Runner(m, self.wanted(role), static_batch) for role, m in models.items()}
+        for feed in feeds:
+            # Same tensors, same shapes: the three runners cut the feed into the same batches.
+            passes = zip(*(runner.run(feed) for runner in runners.values()), strict=True)
+            for batch in passes:
+                self.add({role: outputs for role, (_, _, outputs) in zip(runners, batch, strict=True)})
+
+    def result(self) -> dict[str, dict[str, float | None]]:
+        return {
+            name: {"rel_mse_before": s.rel_mse("before"), "rel_mse_after": s.rel_mse("after")}
+            for name, s in self.sums.items()
+        }
+
+
 def layer_errors(
     original: onnx.ModelProto,
     compensated: onnx.ModelProto,
@@ -59,29 +116,9 @@ def layer_errors(
 ) -> dict[str, dict[str, float | None]]:
     """Node name -> ``rel_mse_before`` (no compensation), ``rel_mse_after`` (with it), for the consumer
     ``nodes`` found in all three models; ``kept``: tensor name -> kept channel positions (cut tensors)."""
-    models = {"target": original, "after": compensated, "before": uncompensated}
-    outputs = {key: _outputs(m, nodes) for key, m in models.items()}
-    found = [n for n in nodes if all(n in o for o in outputs.values())]
-    ops = {n.name: n.op_type for n in original.graph.node}
-    sums = {name: _Sums() for name in found}
-    if not found:
-        return {}
-    runners = {key: Runner(m, [outputs[key][n] for n in found], static_batch) for key, m in models.items()}
-    for feed in feeds:
-        # Same tensors, same shapes: the three runners cut the feed into the same batches.
-        passes = zip(*(runners[k].run(feed) for k in models), strict=True)
-        for (_, _, target), (_, _, after), (_, _, before) in passes:
-            for name in found:
-                keep = kept.get(outputs["target"][name])
-                rows = {
-                    key: _rows(values[outputs[key][name]], ops[name], keep)
-                    for key, values in (("target", target), ("after", after), ("before", before))
-                }
-                sums[name].add(rows.pop("target"), rows)
-    return {
-        name: {"rel_mse_before": s.rel_mse("before"), "rel_mse_after": s.rel_mse("after")}
-        for name, s in sums.items()
-    }
+    errors = LayerErrors(original, compensated, uncompensated, nodes, kept)
+    errors.measure({"target": original, "after": compensated, "before": uncompensated}, feeds, static_batch)
+    return errors.result()
 
 
 def _outputs(model: onnx.ModelProto, nodes: Sequence[str]) -> dict[str, str]:
