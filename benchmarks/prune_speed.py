@@ -8,7 +8,7 @@ usage: python benchmarks/prune_speed.py [--model resnet50] [--repeat 3] [--effic
 Each measurement runs in a fresh subprocess so that its peak RSS (VmHWM) is its own. "load+save" reads
 the ONNX file and writes it back; "prune" is `api.prune` at --ratio 0.5 without verification (load, analyse,
 plan, rewrite, checker, shape inference, one ONNX Runtime run for the output-shape check, save); "prune +
-verify" adds the two Polygraphy comparisons. "whole process" rows time the command lines themselves,
+verify" adds verification (both questions, the per-layer errors). "whole process" rows time the commands,
 interpreter start-up and imports included: `python -c "onnx.save(onnx.load(A), B)"` against `onnxprune prune
 A -o B --ratio 0.5 --no-verify`, in turns, best of at least 7 each; onnxprune's modules are byte-compiled
 first (as an installed package's are). The efficiency table prunes each model with --target-macs 0.5 and times

@@ -14,7 +14,7 @@ precision it runs in, so an FP16 engine needs an FP16 ONNX. :func:`convert_to_fp
 
 Weights are converted offline; a weight that float32 ops read too is kept twice rather than cast at run time.
 Float ``Constant`` nodes become initializers. Subgraphs (If, Loop, Scan) stay float32, as do the outer tensors
-they read. :func:`verify_fp16` runs both models on ONNX Runtime through Polygraphy and fails unless
+they read. :func:`verify_fp16` runs both models on ONNX Runtime and fails unless
 every output agrees (a cosine similarity of at least 0.999, and a guard on the scale-relative error:
 ``tolerances.REDUCED_PRECISION``, which says why). On the CPU, ONNX Runtime computes most
 float16 ops in float32 behind casts of its own, so that check covers the graph and the rounding of weights
@@ -146,7 +146,7 @@ def verify_fp16(
     rtol: float = REDUCED_PRECISION.rtol,
     atol: float = REDUCED_PRECISION.atol,
 ) -> Comparison:
-    """Runs both models on seeded random feeds (ONNX Runtime, CPU, through Polygraphy) and compares outputs.
+    """Runs both models on seeded random feeds (ONNX Runtime, CPU) and compares outputs.
 
     An output passes if its cosine similarity is at least ``min_cosine`` (the fidelity criterion) and
     ``max|a - b| <= atol + rtol * max|a|`` (``a`` the float32 output; by default 10 % of its scale: a guard

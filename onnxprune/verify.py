@@ -121,6 +121,9 @@ class OutputMetrics:
     allowed: float | None = None
     sensitivity: float | None = None
     error_per_change: float | None = None
+    # The least cosine over the channels (axis 1) of a feature map that carry at least CHANNEL_ENERGY of the
+    # mean channel's energy: a whole output's cosine barely notices one channel negated or zeroed of many.
+    channel_cosine: float | None = None
 
 
 @dataclass
@@ -173,6 +176,7 @@ class _Running:
     agree: int = 0
     rows: int = 0
     noise: float = 0.0
+    channels: np.ndarray | None = None  # per channel (axis 1): dot, |a|^2, |b|^2
 
     def add_noise(self, ref: np.ndarray, again: np.ndarray) -> None:
         if ref.shape == again.shape and ref.size:
@@ -199,6 +203,28 @@ class _Running:
         if ref.ndim == 2 and ref.shape[1] >= 2:
             self.agree += int(np.count_nonzero(ref.argmax(-1) == cand.argmax(-1)))
             self.rows += ref.shape[0]
+        self._add_channels(ref, cand)
+
+    def _add_channels(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        # Feature maps only: a class score is one number per sample, whose "cosine" is just its sign.
+        if ref.ndim < 3 or ref.shape[1] < 2 or ref.size // ref.shape[1] < CHANNEL_VALUES:
+            return
+        a = np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1).astype(np.float64)
+        b = np.moveaxis(cand, 1, 0).reshape(ref.shape[1], -1).astype(np.float64)
+        sums = np.stack([(a * b).sum(1), (a * a).sum(1), (b * b).sum(1)])
+        if self.channels is None or self.channels.shape != sums.shape:
+            self.channels = np.zeros_like(sums)
+        self.channels += sums
+
+    def channel_cosine(self) -> float | None:
+        if self.channels is None:
+            return None
+        dot, ref_sq, cand_sq = self.channels
+        checked = ref_sq >= CHANNEL_ENERGY * ref_sq.mean()
+        if not checked.any() or ref_sq.mean() == 0:
+            return None
+        cosines = dot[checked] / np.sqrt(ref_sq[checked] * np.maximum(cand_sq[checked], _TINY))
+        return float(np.clip(cosines.min(), -1.0, 1.0))
 
     def metrics(self, tol: CheckTolerances, criterion: str) -> OutputMetrics:
         atol, rtol = tol.of(self.name)
@@ -221,7 +247,7 @@ class _Running:
         cosine = _cosine(self.dot, self.ref_sq, self.cand_sq)
         return OutputMetrics(
             self.name, *self.shapes, self.max_abs, rel, cosine, top1, passed, None if passed else reason,
-            noise=noise, allowed=allowed,
+            noise=noise, allowed=allowed, channel_cosine=self.channel_cosine(),
         )  # fmt: skip
 
 
@@ -232,12 +258,28 @@ def _cosine(dot: float, ref_sq: float, cand_sq: float) -> float:
     return float(np.clip(dot / (math.sqrt(ref_sq) * math.sqrt(cand_sq)), -1.0, 1.0))
 
 
+# Checked channel by channel: outputs of at least this many values per channel and feed (N, C, spatial).
+CHANNEL_VALUES = 16
+# Channels below this share of the mean channel's energy (1% of its RMS) are not checked on their own: at
+# reduced precision a near-zero channel may flip sign and change nothing.
+CHANNEL_ENERGY = 1e-4
+# A channel negated (-1), zeroed (0) or scrambled fails; FP16 keeps a checked channel's cosine near 1.
+MIN_CHANNEL_COSINE = 0.9
+
+
 def cosine_floor(output: OutputMetrics, min_cosine: float | None) -> OutputMetrics:
-    """Fail a passing output whose cosine similarity is below ``min_cosine`` (None: no floor)."""
+    """Fail a passing output whose cosine similarity is below ``min_cosine`` (None: no floor), or one of
+    whose channels points elsewhere (cosine below MIN_CHANNEL_COSINE, see OutputMetrics.channel_cosine)."""
     # Written so that a NaN cosine fails.
-    if min_cosine is None or not output.passed or (output.cosine is not None and output.cosine >= min_cosine):
+    if min_cosine is None or not output.passed:
         return output
-    return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
+    if not (output.cosine is not None and output.cosine >= min_cosine):
+        return replace(output, passed=False, reason=f"cosine similarity {output.cosine:.6f} < {min_cosine}")
+    worst = output.channel_cosine
+    if worst is not None and not worst >= MIN_CHANNEL_COSINE:
+        reason = f"a channel's cosine {worst:.4f} < {MIN_CHANNEL_COSINE} (the output's {output.cosine:.6f})"
+        return replace(output, passed=False, reason=reason)
+    return output
 
 
 def _accumulate(running: dict[str, _Running], ref: Any, cand: Any, tol: CheckTolerances) -> None:

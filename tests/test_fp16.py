@@ -439,3 +439,39 @@ def test_a_broken_conversion_of_a_real_topology_fails_the_criterion(name):
             inits[node.input[1]].CopyFrom(numpy_helper.from_array(value, node.input[1]))
         with pytest.raises(VerificationError, match="disagrees with the float32 one"):
             verify_fp16(original, broken)
+
+
+QUIET = 7  # the wide Conv's channel at 5 % of the others' scale
+
+
+def _wide_conv(channels: int = 2048) -> onnx.ModelProto:
+    """input [1, 8, 4, 4] -> 1x1 Conv to ``channels``, one of them (QUIET) at 5 % of the others' scale."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((channels, 8, 1, 1)).astype(np.float32)
+    values[QUIET] *= 0.05
+    weight = numpy_helper.from_array(values, "w")
+    node = helper.make_node("Conv", ["input", "w"], ["out"], name="wide")
+    graph = helper.make_graph(
+        [node], "wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, channels, 4, 4])],
+        initializer=[weight],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_one_channel_negated_among_many_fails_though_the_output_cosine_passes():
+    """Negating a quiet channel (5 % of the others' scale, so within the 10 % max-error guard) among 2048
+    leaves the whole output's cosine near 1: the check also asks every channel of real energy (at least
+    1 % of the mean channel's RMS) to point where the float32 one does."""
+    original = _wide_conv()
+    converted = convert_to_fp16(original)
+    assert verify_fp16(original, converted).passed
+    broken = onnx.ModelProto()
+    broken.CopyFrom(converted)
+    weight = next(t for t in broken.graph.initializer if t.name == "w")
+    value = numpy_helper.to_array(weight).copy()
+    value[QUIET] *= -1
+    weight.CopyFrom(numpy_helper.from_array(value, "w"))
+    with pytest.raises(VerificationError, match="a channel's cosine"):
+        verify_fp16(original, broken)

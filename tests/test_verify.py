@@ -247,6 +247,7 @@ def test_to_dict_is_plain_json():
         "allowed",
         "sensitivity",
         "error_per_change",
+        "channel_cosine",
     }
 
 
