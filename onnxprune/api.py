@@ -566,9 +566,11 @@ def prune(
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
     if result.pending is not None:
-        result = _save_when_checked(result, output, external_data, run)
-        result.output = output
-        return result
+        if _saved_when_checked(result, output, external_data):
+            result.output = output
+            return result
+        # A group broke the ONNX Runtime run: prune again checking each trial, which declines that group.
+        result = run()
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(
@@ -584,24 +586,19 @@ def prune(
     return result
 
 
-def _save_when_checked(
-    result: PruneResult, output: Path, external_data: bool | None, rerun: Callable[[], PruneResult]
-) -> PruneResult:
+def _saved_when_checked(result: PruneResult, output: Path, external_data: bool | None) -> bool:
     """Write the file while the deferred ONNX Runtime check runs (ResNet-50: 0.1 s of a 1.2 s prune); it
-    replaces ``output`` only once the check passed. If a group broke the run, prune again checking each
-    trial, which declines that group, and save the result."""
+    replaces ``output`` only once the check passed. False (nothing written) where a group broke the run."""
     try:
         files.save_model(
             result.pruned, output, external_data=external_data, serialized=result.serialized,
             confirm=result.confirm,
         )  # fmt: skip
-        return result
     except OriginalRunError:
         raise  # the original fails on these inputs: no group is to blame
     except ValidationError:
-        result = rerun()
-    files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
-    return result
+        return False
+    return True
 
 
 def _not_evaluation_data(calib: str | Path | None, inputs: str | Path | None) -> None:

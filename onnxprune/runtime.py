@@ -78,12 +78,17 @@ def ort_session(
     return session
 
 
-def run_model(model: Model, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs ``model`` once on ``feed``; returns every graph output by name. One thread: a single run gains
-    little from more, and prune's check runs beside the rest of the prune (``PendingCheck``)."""
-    session = ort_session(model, threads=1, quick=True)
+def run_model(model: Model, feed: Mapping[str, np.ndarray], threads: int = 4) -> dict[str, np.ndarray]:
+    """Runs ``model`` once on ``feed`` (a session that starts fast: ``quick``); returns every graph output
+    by name."""
+    session = ort_session(model, threads=threads, quick=True)
     names = [output.name for output in session.get_outputs()]
     return dict(zip(names, session.run(names, dict(feed)), strict=True))
+
+
+# One thread for the check's single run of batch 1: it gains little from more, and runs beside the rest of
+# the prune (``PendingCheck``).
+CHECK_THREADS = 1
 
 
 def check_runs(
@@ -102,13 +107,13 @@ def check_runs(
     original_error = None
     if want is None:
         try:
-            want = {name: value.shape for name, value in run_model(original, feed).items()}
+            want = {name: value.shape for name, value in run_model(original, feed, CHECK_THREADS).items()}
         except CapabilityError:
             raise
         except Exception as exc:
             original_error = exc  # nothing to compare shapes against; the pruned model must still run
     try:
-        after = run_model(serialized if serialized is not None else pruned, feed)
+        after = run_model(serialized if serialized is not None else pruned, feed, CHECK_THREADS)
     except CapabilityError:
         raise
     except Exception as exc:
@@ -146,7 +151,7 @@ class PendingCheck:
 
 def _run_error(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> Exception | None:
     try:
-        run_model(model, feed)
+        run_model(model, feed, CHECK_THREADS)
     except CapabilityError:
         raise
     except Exception as exc:

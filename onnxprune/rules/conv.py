@@ -126,6 +126,7 @@ class ConvRule(Rule):
             return
         group = int(node.attrs.get("group", 1))
         keep_in, keep_out = rw.kept(node.inputs[0]), rw.kept(node.outputs[0])
+        sliced = keep_in is not None or keep_out is not None
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         c_in = channels(node.inputs[0]) or weight.shape[1] * group
         if group == 1 and keep_in is not None:
@@ -144,7 +145,7 @@ class ConvRule(Rule):
         if keep_out is not None:
             weight = weight[keep_out]
             bias = bias[keep_out] if bias is not None else None
-        if keep_in is not None or rw.kept(node.outputs[0]) is not None:
+        if sliced:
             rw.set_param(node, 1, weight)
             self._set_bias(node, rw, bias)
 
