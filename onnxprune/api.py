@@ -544,12 +544,15 @@ def prune(
     sparsify: SparsifyOptions | None = None,
     calib: CalibRequest | None = None,
     before_save: Callable[[Path], object] | None = None,
+    on_pruned: Callable[[PruneResult], object] | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
     ``external_data``: weights in a side file; ``None`` keeps the input's layout (and is forced past 2 GB).
     ``before_save(path)`` runs on a temporary copy of the pruned model before ``output`` is written (e.g.
-    building a TensorRT plan): if it raises, nothing is written.
+    building a TensorRT plan): if it raises, nothing is written. ``on_pruned(result)`` runs once the result
+    is known (its report final), before it is saved and while the deferred ONNX Runtime check still runs
+    (the CLI renders its tables then); again for the new result where a failed check prunes again.
     """
     verify = verify if verify is not None else VerifyOptions()
     if target is not None:
@@ -565,12 +568,16 @@ def prune(
     result = run(defer_check=before_save is None)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway
+    if on_pruned is not None:
+        on_pruned(result)
     if result.pending is not None:
         if _saved_when_checked(result, output, external_data):
             result.output = output
             return result
         # A group broke the ONNX Runtime run: prune again checking each trial, which declines that group.
         result = run()
+        if on_pruned is not None:
+            on_pruned(result)
     if before_save is not None:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
             before_save(

@@ -283,18 +283,22 @@ def _raw_bytes(tensor: onnx.TensorProto) -> bytes | None:
 
 
 def _copy_fields(src, dst, skip: tuple[str, ...]):
-    """Copy every set field of one protobuf message into another, except ``skip``."""
-    for field, value in src.ListFields():
+    """Copy every set field of one protobuf message into another, except ``skip``.
+
+    Fields are walked by descriptor, not ListFields: that hands back every set value, so stubbing a tensor
+    would copy its raw_data out only to skip it (12 ms of a 17 ms ResNet-50 skeleton)."""
+    for field in src.DESCRIPTOR.fields:
         if field.name in skip:
             continue
-        target = getattr(dst, field.name)
         # protobuf >= 5.28 has is_repeated; older ones only the label, which newer ones dropped.
         if getattr(field, "is_repeated", None) or getattr(field, "label", 0) == field.LABEL_REPEATED:
-            target.extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            target.CopyFrom(value)
-        else:
-            setattr(dst, field.name, value)
+            if len(value := getattr(src, field.name)):
+                getattr(dst, field.name).extend(value)
+        elif src.HasField(field.name):
+            if field.type == field.TYPE_MESSAGE:
+                getattr(dst, field.name).CopyFrom(getattr(src, field.name))
+            else:
+                setattr(dst, field.name, getattr(src, field.name))
     return dst
 
 

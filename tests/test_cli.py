@@ -234,3 +234,33 @@ def test_prune_compensate_option(sample: Path, tmp_path: Path) -> None:
         saved = json.loads(report.read_text())
         assert saved["options"]["compensate"] == mode and saved["compensation"]["mode"] == mode
     assert "compensation (bn)" in result.output
+
+
+@pytest.mark.parametrize("command", ["prune", "inspect", "sweep", "train"])
+def test_the_one_command_parser_says_what_the_full_app_says(command: str, sample: Path) -> None:
+    """The console script builds only the command named (typer's parser for all eight costs 50 ms at
+    each start): help, usage errors and a run must read the same as through the full app."""
+    from onnxprune.cli import COMMANDS, app_for
+
+    one, full = app_for(["onnxprune", command]), app_for(["onnxprune"])
+    assert _names(one) == [command] and _names(full) == list(COMMANDS)
+    for args in (["--help"], ["--bogus"], [str(sample), "--ratio", "abc"]):
+        ours = runner.invoke(one, [command, *args], prog_name="onnxprune")
+        theirs = runner.invoke(full, [command, *args], prog_name="onnxprune")
+        assert (ours.exit_code, ours.output) == (theirs.exit_code, theirs.output)
+    assert "Usage: onnxprune" in runner.invoke(one, [command, "--help"], prog_name="onnxprune").output
+
+
+def test_a_bare_or_unknown_command_gets_the_full_app() -> None:
+    from onnxprune.cli import COMMANDS, app_for
+
+    for argv in (["onnxprune"], ["onnxprune", "--help"], ["onnxprune", "prunee"]):
+        assert _names(app_for(argv)) == list(COMMANDS)
+    listed = runner.invoke(app_for(["onnxprune", "--help"]), ["--help"], prog_name="onnxprune").output
+    assert all(name in listed for name in COMMANDS)
+
+
+def _names(app) -> list[str]:
+    import typer
+
+    return list(typer.main.get_command(app).commands)

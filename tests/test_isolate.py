@@ -92,9 +92,11 @@ def test_without_verification_the_check_runs_beside_the_save_and_a_failure_publi
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(deep_chain(), src)
     out.write_bytes(b"old")
-    result = api.prune(src, out, OPTIONS, verify=api.VerifyOptions(enabled=False))
+    announced: list[api.PruneResult] = []
+    result = api.prune(src, out, OPTIONS, verify=api.VerifyOptions(enabled=False), on_pruned=announced.append)
     assert calls == [True, False], "deferred first, then once in the caller's thread"
     assert result.output == out and result.pending is None
+    assert len(announced) == 2 and announced[-1] is result, "each result is announced, the saved one last"
     check(onnx.load(src), onnx.load(out))  # what was published is the second run's, and it runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "o.onnx"]
     plain = api.prune(src, out, OPTIONS, verify=api.VerifyOptions(enabled=False))

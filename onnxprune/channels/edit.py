@@ -8,8 +8,6 @@ nothing of rules, so rules may import it.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -24,8 +22,8 @@ class Rewrite:
     def __init__(self, graph: gs.Graph, analysis: Analysis) -> None:
         self.graph = graph
         self.analysis = analysis
-        self._sliced: dict[tuple[str, str], gs.Constant] = {}
-        self._sliced_names: set[str] = set()  # the first halves of those keys
+        self._sliced: dict[tuple[str, tuple[int, ...], str], list[gs.Constant]] = {}  # by name, shape, dtype
+        self._sliced_names: set[str] = set()  # the names in those keys
         # One pool for tensors and nodes: a node added to a model pruned before must not take the name of
         # one that an earlier rewrite added.
         used = [t.name for t in graph.tensors().values()] + [n.name for n in graph.nodes if n.name]
@@ -53,34 +51,36 @@ class Rewrite:
 
     def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
-        state = self.analysis.states[tensor.name]
-        keep = self.analysis.kept_positions(state.map)
-        gone = np.setdiff1d(np.arange(len(state.removed_value)), keep)
-        return gone, state.removed_value[gone]
+        gone = self.analysis.removed_positions(tensor.name)
+        return gone, self.analysis.states[tensor.name].removed_value[gone]
 
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give one node a new value for one parameter input without touching other users of it."""
         old = node.inputs[index]
-        # No copy beyond the slice itself: astype and the hash read the array in place (ResNet-50's weights
-        # would otherwise be copied three more times).
+        # No copy beyond the slice itself: astype reads the array in place (ResNet-50's weights would
+        # otherwise be copied three more times).
         values = np.ascontiguousarray(
             values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype, copy=False)
         )
-        digest = hashlib.sha1(values.reshape(-1).view(np.uint8).data)
-        digest.update(str(values.shape).encode())
-        key = (old.name, digest.hexdigest())
-        if key not in self._sliced:
-            users = (
-                [n for n in old.outputs if n is not node]
-                if isinstance(old, gs.Variable | gs.Constant)
-                else []
-            )
-            name = old.name if not users and old.name not in self._sliced_names else self.fresh_name(old.name)
-            self._sliced[key] = gs.Constant(name, values)
-            self._sliced_names.add(old.name)
-            if name == old.name:
-                old.name = self.fresh_name(old.name + "_orig")
-        node.inputs[index] = self._sliced[key]
+        node.inputs[index] = self._same_slice(old, values) or self._new_slice(node, old, values)
+
+    def _same_slice(self, old: gs.Tensor, values: np.ndarray) -> gs.Constant | None:
+        """The constant made earlier from ``old`` with these very values (users of a shared weight that
+        lose the same channels share its slice). Compared only among slices of one name, shape and dtype:
+        almost every weight is sliced once, so nothing is compared (hashing every slice took 20 ms)."""
+        candidates = self._sliced.get((old.name, values.shape, values.dtype.str), [])
+        return next((c for c in candidates if np.array_equal(c.values, values)), None)
+
+    def _new_slice(self, node: gs.Node, old: gs.Tensor, values: np.ndarray) -> gs.Constant:
+        key = (old.name, values.shape, values.dtype.str)
+        shared = isinstance(old, gs.Variable | gs.Constant) and any(n is not node for n in old.outputs)
+        name = old.name if not shared and old.name not in self._sliced_names else self.fresh_name(old.name)
+        sliced = gs.Constant(name, values)
+        self._sliced.setdefault(key, []).append(sliced)
+        self._sliced_names.add(old.name)
+        if name == old.name:
+            old.name = self.fresh_name(old.name + "_orig")
+        return sliced
 
     def add_param(self, node: gs.Node, name_hint: str, values: np.ndarray) -> None:
         """Append a new parameter input to one node (a bias it did not have)."""

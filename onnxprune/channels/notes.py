@@ -8,11 +8,12 @@ tensor's channel axis; a piece says which of those positions and which of the gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.channels.group import ChannelGroup, Decline
+from onnxprune.channels.group import ChannelGroup, Decline, fmax_into
 from onnxprune.channels.span import ChannelMap
 
 
@@ -59,18 +60,15 @@ class GammaNote(Note):
 
     def record(self, piece: Piece) -> None:
         group = piece.group
-        group.gamma = _fmax_into(group.gamma, group.size, piece.channels, self.gamma[piece.positions])
+        group.gamma = fmax_into(group.gamma, group.size, piece.channels, self.gamma[piece.positions])
 
 
 @dataclass(frozen=True)
 class FilterNormNote(Note):
-    l1: np.ndarray
-    l2: np.ndarray
+    norms: Callable[[], tuple[np.ndarray, np.ndarray]]  # (L1, L2) per position, computed once when asked
 
     def record(self, piece: Piece) -> None:
-        group, at, idx = piece.group, piece.positions, piece.channels
-        group.filter_norm = _fmax_into(group.filter_norm, group.size, idx, self.l1[at])
-        group.filter_norm_l2 = _fmax_into(group.filter_norm_l2, group.size, idx, self.l2[at])
+        piece.group.norm_sources.append((self.norms, piece.channels, piece.positions))
 
 
 @dataclass(frozen=True)
@@ -95,9 +93,3 @@ class MustKeepNote(Note):
         keep[piece.channels] |= self.mask[piece.positions]
         group.must_keep = keep
         group.must_keep_reason = self.decline
-
-
-def _fmax_into(current: np.ndarray | None, size: int, idx: slice, values: np.ndarray) -> np.ndarray:
-    out = current if current is not None else np.full(size, np.nan)
-    out[idx] = np.fmax(out[idx], values)
-    return out

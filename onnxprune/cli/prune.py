@@ -159,9 +159,11 @@ def prune(
         stage = functools.partial(
             _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
         )
+    title = f"{model.name} → {output.name}"
+    tables = _Tables(title, output, round_to) if not (as_json or bench) else None
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
-        calib=request, before_save=stage,
+        calib=request, before_save=stage, on_pruned=tables,
     )  # fmt: skip
     if bench:
         timing = BenchOptions(shapes=checks.shapes, min_seconds=2.0)
@@ -174,9 +176,28 @@ def prune(
     if as_json:
         print(json.dumps(result.report, indent=2))
         return
-    _print_report(result.report, f"{model.name} → {output.name}", output, round_to)
+    if tables is not None and tables.result is result:
+        console.file.write(tables.text)
+    else:
+        _print_report(result.report, title, output, round_to)
     for engine in built:
         print_build(engine)
+
+
+class _Tables:
+    """The report's tables, rendered as soon as the result is known: a prune without verification renders
+    them while ONNX Runtime checks the model in its thread (ResNet-50: 0.05-0.1 s that were spent after the
+    wait); they are printed once the file is written."""
+
+    def __init__(self, title: str, output: Path, round_to: int) -> None:
+        self.title, self.output, self.round_to = title, output, round_to
+        self.result: api.PruneResult | None = None
+        self.text = ""
+
+    def __call__(self, result: api.PruneResult) -> None:
+        with console.capture() as captured:
+            _print_report(result.report, self.title, self.output, self.round_to)
+        self.result, self.text = result, captured.get()
 
 
 def _print_report(report: dict[str, Any], title: str, output: Path, round_to: int) -> None:

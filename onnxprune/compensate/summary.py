@@ -21,7 +21,7 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
     layers = []
     for name, node, how in analysis.consumers:
         state = analysis.states[name]
-        removed = np.setdiff1d(np.arange(len(state.removed_value)), analysis.kept_positions(state.map))
+        removed = analysis.removed_positions(name)
         if removed.size == 0:
             continue
         values = state.removed_value[removed]
@@ -48,11 +48,6 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
     return {"mode": mode, "layers": layers, "approximations": approximations, "fell_back_to_zero": disabled}
 
 
-def _exact(analysis: Analysis, cmap, positions: np.ndarray) -> bool | None:
-    """No removed position changes the original's value (None where that was not checked)."""
-    return not _inexact(analysis, cmap, positions).any() if analysis.exactness_known else None
-
-
 def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
     """Per position: removal changes the original's value there (the analysis' second pass says so)."""
     flags = np.zeros(sum(s.width for s in analysis.resolve(cmap)), dtype=bool)
@@ -66,7 +61,6 @@ def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
 
 def _removed_at(analysis: Analysis, name: str, among: np.ndarray | None) -> np.ndarray:
     """Per position of a tensor: removed by the plan (and in ``among``)."""
-    state = analysis.states[name]
-    removed = np.ones(len(state.removed_value), dtype=bool)
-    removed[analysis.kept_positions(state.map)] = False
+    removed = np.zeros(len(analysis.states[name].removed_value), dtype=bool)
+    removed[analysis.removed_positions(name)] = True
     return removed if among is None else removed & among

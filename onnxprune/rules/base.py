@@ -10,7 +10,8 @@ either give each channel-carrying output a state (``ctx.set_state``) or decline 
 declines the inputs' groups and gives the outputs fixed channels). Along the way it may call:
 
 - ``ctx.new_group(n)``: new channels (a producer's output); ``ctx.produce(out, map, rows, bias)`` marks
-  them as born here (removed channels are cut at this tensor);
+  them as born here (removed channels are cut at this tensor; ``rows()`` gives the filters, read only on
+  the original-values pass);
 - ``ctx.unify(node, maps)``: tie several tensors' channels index by index (residual Add);
   ``ctx.cut(map, bounds)`` and ``ctx.tie(maps, node)`` for grouped convolutions;
 - ``ctx.consume(t, node, foldable, how)``: the op reduces over the channel axis; a removed channel's
@@ -35,7 +36,8 @@ a consumer must fold), ``rw.width(t)``, ``rw.tracked(t)``, ``rw.opset``; it chan
 ``rw.add_node`` and ``rw.fresh_name``. Most ops have nothing to slice.
 
 An op type with no rule (or in another domain, or with a subgraph) gets ``NO_RULE``, which declines every
-group that touches it. Rules read parameters with ``const`` (never through graphsurgeon's caches).
+group that touches it. Rules read parameters with ``const`` (never through graphsurgeon's caches), and
+only where they need the values (``const_shape`` for the shape): each read copies the stored bytes.
 """
 
 from __future__ import annotations
@@ -189,6 +191,14 @@ def const(tensor: gs.Tensor | None) -> np.ndarray | None:
         return numpy_helper.to_array(lazy.tensor)
     # A copy shares the unloaded values; reading them through it leaves the original's cache empty.
     return np.asarray(tensor.copy().values)
+
+
+def const_shape(tensor: gs.Tensor | None) -> tuple[int, ...] | None:
+    """A parameter's shape without reading its values (None where it is not a constant): a dense Conv's
+    analysis needs no more of its weight."""
+    if not isinstance(tensor, gs.Constant):
+        return None
+    return tuple(int(d) for d in tensor.shape)
 
 
 def _numpy_dtype(proto: onnx.TensorProto) -> np.dtype | None:

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.analysis import Analysis, TensorState
 from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import ChannelMap
-from onnxprune.rules.base import Rule, carry, channels, const, decline_node, rule
+from onnxprune.rules.base import Rule, carry, channels, const, const_shape, decline_node, rule
 from onnxprune.rules.grouped import dense_columns, grouped_columns, tie_groups
 from onnxprune.rules.padmap import insert_bias_map
 
@@ -56,10 +56,10 @@ def filter_norms(rows: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray,
 @rule("Conv")
 class ConvRule(Rule):
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
-        weight = const(node.inputs[1]) if len(node.inputs) > 1 else None
+        shape = const_shape(node.inputs[1]) if len(node.inputs) > 1 else None
         state = ctx.state(node.inputs[0])
         c_in = channels(node.inputs[0]) or (len(state.removed_value) if state is not None else None)
-        if weight is None or weight.ndim < 3:
+        if shape is None or len(shape) < 3:
             decline_node(node, ctx, "Conv whose weight is not a constant")
             return
         if state is None or c_in is None:
@@ -70,27 +70,30 @@ class ConvRule(Rule):
             return
         group = int(node.attrs.get("group", 1))
         if group == 1:
-            self._dense(node, ctx, state, weight)
-        elif group == c_in and weight.shape[0] == c_in:
-            self._depthwise(node, ctx, state, weight)
+            self._dense(node, ctx, state, shape[0])
+        elif group == c_in and shape[0] == c_in:
+            self._depthwise(node, ctx, state, _read(node.inputs[1]))
         else:
-            self._grouped(node, ctx, state, weight, group)
+            self._grouped(node, ctx, state, shape, group)
 
-    def _produce(self, node: gs.Node, ctx: Analysis, weight: np.ndarray, out_map: ChannelMap) -> None:
+    def _produce(self, node: gs.Node, ctx: Analysis, out_map: ChannelMap) -> None:
+        # The weight is read only where its values are asked for (filter norms, dead filters on the
+        # original-values pass): a dense Conv's analysis needs its shape alone. The tensor, not the node's
+        # input slot, is held: a rewrite gives the node a new one and leaves this one as it was.
+        weight_tensor = node.inputs[1]
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         ctx.member(out_map, node.name, producer=True)
-        ctx.add_filter_norm(out_map, lambda: filter_norms(weight, bias))
-        ctx.produce(node.outputs[0], out_map, weight, bias)
+        ctx.add_filter_norm(out_map, lambda: filter_norms(_read(weight_tensor), bias))
+        ctx.produce(node.outputs[0], out_map, lambda: _read(weight_tensor), bias)
 
-    def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray) -> None:
+    def _dense(self, node: gs.Node, ctx: Analysis, state: TensorState, c_out: int) -> None:
         ctx.member(state.map, node.name)
         padded = has_padding(node)
         # Zero padding sees a removed constant only inside the border: with static spatial shapes that is
         # one exact per-position bias map (compensation only; plain removal keeps such channels).
         bias_map = padded and ctx.compensating and static_spatial(node)
         ctx.consume(node.inputs[0], node.name, not padded or bias_map, "bias map" if padded else "bias")
-        out_map = ctx.new_group(weight.shape[0])
-        self._produce(node, ctx, weight, out_map)
+        self._produce(node, ctx, ctx.new_group(c_out))
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray):
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
@@ -106,8 +109,8 @@ class ConvRule(Rule):
         ctx.member(state.map, node.name)
         carry(node, ctx, state, value)
 
-    def _grouped(self, node, ctx: Analysis, state: TensorState, weight: np.ndarray, group: int):
-        c_in, c_out = weight.shape[1] * group, weight.shape[0]
+    def _grouped(self, node, ctx: Analysis, state: TensorState, shape: tuple[int, ...], group: int):
+        c_in, c_out = shape[1] * group, shape[0]
         if c_out % group or c_in != len(state.removed_value) or state.map[0].repeat != 1:
             decline_node(node, ctx, f"grouped Conv with {c_in} inputs and {c_out} outputs in {group} groups")
             return
@@ -117,16 +120,15 @@ class ConvRule(Rule):
         padded = has_padding(node)
         foldable = ctx.compensating and (not padded or static_spatial(node))
         ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias")
-        out_map = tie_groups(node, ctx, state.map, group, c_out)
-        self._produce(node, ctx, weight, out_map)
+        self._produce(node, ctx, tie_groups(node, ctx, state.map, group, c_out))
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:
-        weight = const(node.inputs[1])
-        if weight is None:
-            return
-        group = int(node.attrs.get("group", 1))
         keep_in, keep_out = rw.kept(node.inputs[0]), rw.kept(node.outputs[0])
         sliced = keep_in is not None or keep_out is not None
+        weight = const(node.inputs[1]) if sliced else None
+        if weight is None:
+            return  # nothing to slice, or declined in analysis
+        group = int(node.attrs.get("group", 1))
         bias = const(node.inputs[2]) if len(node.inputs) > 2 else None
         c_in = channels(node.inputs[0]) or weight.shape[1] * group
         if group == 1 and keep_in is not None:
@@ -181,6 +183,13 @@ class ConvRule(Rule):
                 rw.add_param(node, f"{node.name or 'conv'}_bias", bias)
             else:
                 node.inputs[2] = gs.Constant(rw.fresh_name(f"{node.name or 'conv'}_bias"), bias)
+
+
+def _read(weight: gs.Tensor) -> np.ndarray:
+    values = const(weight)
+    if values is None:  # propagate checked that it is a constant
+        raise AssertionError(f"Conv weight {weight.name!r} is not a constant")
+    return values
 
 
 def _tap_sums(weight: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ class ConvTransposeRule(Rule):
         bias = const(bias_in) if bias_in is not None else None
         filters = _filters(weight, group)
         ctx.add_filter_norm(out_map, lambda: filter_norms(filters, bias))
-        ctx.produce(node.outputs[0], out_map, filters, bias)
+        ctx.produce(node.outputs[0], out_map, lambda: filters, bias)
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, bias: np.ndarray | None) -> None:
         b = bias.astype(np.float64) if bias is not None else np.zeros(len(state.removed_value))

@@ -41,7 +41,7 @@ class GemmRule(Rule):
         ctx.member(out_map, node.name, producer=True)
         bias = self._bias(node)
         ctx.add_filter_norm(out_map, lambda: filter_norms(weight.T, bias))
-        ctx.produce(node.outputs[0], out_map, weight.T, bias)
+        ctx.produce(node.outputs[0], out_map, lambda: weight.T, bias)
 
     def _bias(self, node: gs.Node) -> np.ndarray | None:
         if node.op != "Gemm" or len(node.inputs) < 3 or node.inputs[2].is_empty():
