@@ -3,7 +3,7 @@
 delivered efficiency of --target-macs 0.5 (MACs ratio / ONNX Runtime CPU latency ratio).
 
 usage: python benchmarks/prune_speed.py [--model resnet50] [--repeat 3] [--efficiency resnet50,mobilenet_v2]
-                                       [--compensate bn] [--no-speed]
+                                       [--compensate bn] [--round-to auto] [--no-speed]
 
 Each measurement runs in a fresh subprocess so that its peak RSS (VmHWM) is its own. "load+save" reads
 the ONNX file and writes it back; "prune" is `api.prune` at --ratio 0.5 without verification (load, analyse,
@@ -13,7 +13,8 @@ interpreter start-up and imports included: `python -c "onnx.save(onnx.load(A), B
 A -o B --ratio 0.5 --no-verify`, in turns, best of at least 7 each; onnxprune's modules are byte-compiled
 first (as an installed package's are). The efficiency table prunes each model with --target-macs 0.5 and times
 original and pruned interleaved on ONNX Runtime (1 thread, at least 5 s each), with the --compensate mode
-given (default bn, prune's: bias-map Adds after padded Convs that lost constant channels). ``--no-speed``
+given (default bn, prune's: bias-map Adds after padded Convs that lost constant channels) and the --round-to
+given (default auto, prune's: 8, or 16 where ONNX Runtime's CPU convolutions use blocks of 16). ``--no-speed``
 skips the prune timing for the efficiency table alone. Prints the tables.
 """
 
@@ -102,9 +103,11 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
-def efficiency(name: str, tmp: Path, compensate: str = "bn", rounds: int = 3) -> tuple[float, list[float]]:
+def efficiency(
+    name: str, tmp: Path, compensate: str = "bn", round_to: str = "auto", rounds: int = 3
+) -> tuple[float, list[float], int]:
     """MACs ratio of --target-macs 0.5 and its latency ratio on ONNX Runtime CPU, once per round (each
-    round times both models interleaved for at least 4 s each)."""
+    round times both models interleaved for at least 4 s each), and the width step the plan used."""
     import onnx
     import weights
 
@@ -113,7 +116,7 @@ def efficiency(name: str, tmp: Path, compensate: str = "bn", rounds: int = 3) ->
 
     src, dst = tmp / f"{name}.onnx", tmp / f"{name}.m50.onnx"
     onnx.save(weights.load(name, seed=0), src)
-    options = api.PlanOptions(ratio=0.0, compensate=compensate)
+    options = api.PlanOptions(ratio=0.0, compensate=compensate, round_to=round_to)
     result = api.prune(src, dst, options, verify=api.VerifyOptions(enabled=False),
                        target=api.Target("macs", 0.5))  # fmt: skip
     macs = result.report["macs"]["after"] / result.report["macs"]["before"]
@@ -121,7 +124,7 @@ def efficiency(name: str, tmp: Path, compensate: str = "bn", rounds: int = 3) ->
     for _ in range(rounds):
         original, pruned = bench([src, dst], BenchOptions(runs=10, warmup=2, threads=1, min_seconds=4.0))
         ratios.append(pruned.median_ms / original.median_ms)
-    return macs, ratios
+    return macs, ratios, result.report["options"]["width_step"]
 
 
 def main() -> None:
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--efficiency", default="resnet50,mobilenet_v2", help="topologies ('' for none)")
     parser.add_argument("--compensate", default="bn", help="what the efficiency prunes leave: none | bn")
+    parser.add_argument("--round-to", default="auto", help="the efficiency prunes' --round-to (auto | N)")
     parser.add_argument("--no-speed", action="store_true", help="only the efficiency table")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
@@ -143,7 +147,7 @@ def main() -> None:
             console.print(speed_table(args.model, args.repeat, Path(tmp)))
         names = [n for n in args.efficiency.split(",") if n]
         if names:
-            console.print(efficiency_table(names, Path(tmp), args.compensate))
+            console.print(efficiency_table(names, Path(tmp), args.compensate, args.round_to))
 
 
 def speed_table(model: str, repeat: int, tmp: Path) -> Any:
@@ -182,18 +186,21 @@ def speed_table(model: str, repeat: int, tmp: Path) -> Any:
     return table
 
 
-def efficiency_table(names: list[str], tmp: Path, compensate: str) -> Any:
+def efficiency_table(names: list[str], tmp: Path, compensate: str, round_to: str) -> Any:
     from rich.table import Table
 
-    title = f"--target-macs 0.5 --compensate {compensate}, ONNX Runtime CPU (1 thread): delivered efficiency"
+    title = (
+        f"--target-macs 0.5 --compensate {compensate} --round-to {round_to}, ONNX Runtime CPU (1 thread): "
+        "delivered efficiency"
+    )
     table = Table(title=title, caption="median of 3 rounds (each: both models in turns, >= 4 s each); range")
-    for column in ("model", "MACs ratio", "latency ratio", "MACs / latency", "range"):
+    for column in ("model", "widths", "MACs ratio", "latency ratio", "MACs / latency", "range"):
         table.add_column(column, justify="right")
     for name in names:
-        macs, ratios = efficiency(name, tmp, compensate)
+        macs, ratios, step = efficiency(name, tmp, compensate, round_to)
         latency = statistics.median(ratios)
         spread = f"{macs / max(ratios):.2f}-{macs / min(ratios):.2f}"
-        table.add_row(name, f"{macs:.3f}", f"{latency:.3f}", f"{macs / latency:.2f}", spread)
+        table.add_row(name, f"x{step}", f"{macs:.3f}", f"{latency:.3f}", f"{macs / latency:.2f}", spread)
     return table
 
 

@@ -38,6 +38,7 @@ from onnxprune.inputs import prepare_feeds
 from onnxprune.isolate import Trial, decline_breaking_groups
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
+from onnxprune.measure.layout import prefetch as prefetch_channel_block
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
@@ -253,7 +254,7 @@ def prune_model(
         f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"
         for p in unmatched_excludes(analysis.groups, options.exclude)
     ]
-    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.round_to)
+    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.width_step)
     if target is not None:
         report["target"] = target_record(reached, target, before, after)
     report["compensation"] = compensation_report(analysis, options.compensate)
@@ -563,6 +564,8 @@ def prune(
         calib.calib_options()
         _not_evaluation_data(calib.source, verify.inputs)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
+    if options.round_to == "auto":
+        prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
     run = functools.partial(prune_model, model, options, verify, calib, sparsify=sparsify, target=target)
     result = run(defer_check=before_save is None)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from onnxprune.errors import UsageError
+from onnxprune.measure.layout import auto_round_to
 
 E = TypeVar("E", bound=Enum)
+AUTO = "auto"
 
 
 class Criterion(StrEnum):
@@ -61,7 +63,8 @@ class PlanOptions:
 
     ratio: float | None = None
     threshold: float | None = None
-    round_to: int = 8
+    # "auto": 8 for Tensor Cores, or ONNX Runtime's CPU channel block here where larger (measure/layout.py).
+    round_to: int | str = AUTO
     min_keep: int = 8
     scope: Scope = Scope.GLOBAL
     exclude: tuple[str, ...] = ()
@@ -85,12 +88,18 @@ class PlanOptions:
             raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.threshold is not None and (self.threshold < 0 or not math.isfinite(self.threshold)):
             raise UsageError(f"--threshold must be a finite number >= 0, got {self.threshold}")
-        if self.round_to < 1 or self.min_keep < 1:
-            raise UsageError("--round-to and --min-keep must be at least 1")
+        set_(self, "round_to", round_to_value(self.round_to))
+        if self.min_keep < 1:
+            raise UsageError("--min-keep must be at least 1")
         if not 0.0 < self.max_group_ratio <= 1.0:
             raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
         if self.replay is not None:
             self._check_replay()
+
+    @property
+    def width_step(self) -> int:
+        """The multiple every kept width is rounded to: ``round_to``, with auto resolved on this machine."""
+        return auto_round_to() if self.round_to == AUTO else int(self.round_to)
 
     def _check_replay(self) -> None:
         """A replayed plan fixes every kept channel: options that shape a new plan would be ignored."""
@@ -107,8 +116,11 @@ class PlanOptions:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """What a report records of these options: every field but those marked ``report: False``."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("report", True)}
+        """What a report records of these options: every field but those marked ``report: False``, and the
+        width step auto resolved to."""
+        kept = [f.name for f in fields(self) if f.metadata.get("report", True)]
+        recorded = {name: _plain(getattr(self, name)) for name in kept}
+        return dict(recorded, width_step=self.width_step)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +137,19 @@ class VerifyOptions:
     def __post_init__(self) -> None:
         if self.iterations is not None and self.iterations < 1:
             raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+
+
+def round_to_value(value: object) -> int | str:
+    """``--round-to`` as given: a whole number >= 1 (also as a string, from the command line) or "auto"."""
+    if value == AUTO:
+        return AUTO
+    try:
+        number = int(str(value), 10) if not isinstance(value, bool) else 0
+    except ValueError:
+        number = 0
+    if number < 1 or (not isinstance(value, str) and number != value):
+        raise UsageError(f"--round-to must be a whole number >= 1 or auto, got {value!r}")
+    return number
 
 
 def _strings(values: object, flag: str) -> tuple[str, ...]:

@@ -68,7 +68,7 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
         group.must_keep[index] = True
         _assign(groups, options)
     # Rounding groups is not enough where a Split or Concat shows consumers parts of groups (align.py).
-    align(analysis, options.round_to, down=options.threshold is None)
+    align(analysis, options.width_step, down=options.threshold is None)
 
 
 def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:
@@ -146,7 +146,7 @@ def _must(group: ChannelGroup) -> int:
 
 
 def _round(group: ChannelGroup, keep: int, options: PlanOptions, step: int | None = None) -> int:
-    step = step or options.round_to
+    step = step or options.width_step
     keep = max(keep, _must(group), min(options.min_keep, group.size), 1)
     keep = int(math.ceil(keep / step) * step)
     return min(keep, group.size)
@@ -183,7 +183,7 @@ def _tie_targets(groups: list[ChannelGroup], wanted: dict[int, int], options: Pl
     targets = {}
     for members in ties.values():
         n, size = len(members), min(g.size for g in members)
-        step = options.round_to // math.gcd(options.round_to, n)
+        step = options.width_step // math.gcd(options.width_step, n)
         counts = [wanted[g.id] for g in members]
         keep = max(counts) if options.threshold is not None else round(sum(counts) / n)
         floor = math.ceil(min(options.min_keep, size * n) / n)

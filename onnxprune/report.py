@@ -8,6 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from onnxprune.channels.group import ChannelGroup
+from onnxprune.measure.layout import auto_reason
 from onnxprune.text import count, number
 
 
@@ -84,11 +85,23 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     table.add_row("channels in pruned groups", str(ch_before), str(ch_after), change)
     pruned = sum(g["channels_after"] < g["channels_before"] for g in groups)
     table.add_row("groups pruned / declined", str(pruned), str(len(report["declined"])), "")
+    captions = [_widths_caption(report.get("options", {}))]
     if report.get("counted_at"):
-        table.caption = "counted at " + ", ".join(
+        captions.append("counted at " + ", ".join(
             f"{name} {'x'.join(str(d) for d in dims)}" for name, dims in report["counted_at"].items()
-        )
+        ))  # fmt: skip
+    table.caption = "\n".join(c for c in captions if c)
     return table
+
+
+def _widths_caption(options: dict[str, Any]) -> str:
+    """Which multiple the widths were rounded to, and why where auto chose it."""
+    step = options.get("width_step")
+    if step is None or step == 1:
+        return ""
+    if options.get("round_to") == "auto":
+        return f"widths: multiples of {step} ({auto_reason()})"
+    return f"widths: multiples of {step}"
 
 
 def groups_table(report: dict[str, Any], limit: int = 40) -> Table:

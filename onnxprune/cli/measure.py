@@ -16,6 +16,7 @@ from onnxprune.cli.shared import (
     CalibSamplesOpt,
     CalibStepsOpt,
     ModelArg,
+    RoundToOpt,
     calib_request,
     console,
     errors,
@@ -78,7 +79,7 @@ def sweep_command(
         bool, typer.Option("--bench/--no-bench", help="Time every point on ONNX Runtime.")
     ] = True,
     runs: Annotated[int, typer.Option(help="Timed runs per point.")] = 10,
-    round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
+    round_to: RoundToOpt = "auto",
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[str, typer.Option(help="global | layer")] = "global",
     criterion: Annotated[str, typer.Option(help="auto | gamma | l1 | l2")] = "auto",

@@ -19,6 +19,7 @@ from onnxprune.cli.shared import (
     InputsOpt,
     IterationsOpt,
     ModelArg,
+    RoundToOpt,
     calib_request,
     choices,
     console,
@@ -59,7 +60,7 @@ def prune(
     replay: Annotated[
         Path | None, typer.Option(help="Apply the kept channels of an earlier --report.")
     ] = None,
-    round_to: Annotated[int, typer.Option(help="Round kept counts up to a multiple of N (1: off).")] = 8,
+    round_to: RoundToOpt = "auto",
     min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
     scope: Annotated[
         str, choices(Scope, "global: one percentile over all groups; layer: per group.")
@@ -160,7 +161,7 @@ def prune(
             _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
         )
     title = f"{model.name} → {output.name}"
-    tables = _Tables(title, output, round_to) if not (as_json or bench) else None
+    tables = _Tables(title, output) if not (as_json or bench) else None
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
         calib=request, before_save=stage, on_pruned=tables,
@@ -179,7 +180,7 @@ def prune(
     if tables is not None and tables.result is result:
         console.file.write(tables.text)
     else:
-        _print_report(result.report, title, output, round_to)
+        _print_report(result.report, title, output)
     for engine in built:
         print_build(engine)
 
@@ -189,18 +190,18 @@ class _Tables:
     them while ONNX Runtime checks the model in its thread (ResNet-50: 0.05-0.1 s that were spent after the
     wait); they are printed once the file is written."""
 
-    def __init__(self, title: str, output: Path, round_to: int) -> None:
-        self.title, self.output, self.round_to = title, output, round_to
+    def __init__(self, title: str, output: Path) -> None:
+        self.title, self.output = title, output
         self.result: api.PruneResult | None = None
         self.text = ""
 
     def __call__(self, result: api.PruneResult) -> None:
         with console.capture() as captured:
-            _print_report(result.report, self.title, self.output, self.round_to)
+            _print_report(result.report, self.title, self.output)
         self.result, self.text = result, captured.get()
 
 
-def _print_report(report: dict[str, Any], title: str, output: Path, round_to: int) -> None:
+def _print_report(report: dict[str, Any], title: str, output: Path) -> None:
     console.print(groups_table(report))
     console.print(prune_table(report, title))
     if "target" in report:
@@ -209,7 +210,8 @@ def _print_report(report: dict[str, Any], title: str, output: Path, round_to: in
         first = report["unaligned"][0]
         console.print(
             f"[yellow]{len(report['unaligned'])} widths a consumer sees are not multiples of "
-            f"{round_to}[/] (first: {first['width']} at {first['node']}; the report lists them: 'unaligned')",
+            f"{report['options']['width_step']}[/] (first: {first['width']} at {first['node']}; "
+            "the report lists them: 'unaligned')",
             highlight=False,
         )
     if "bench" in report:

@@ -63,6 +63,13 @@ InputsOpt = Annotated[
 CalibOpt = Annotated[
     Path | None, typer.Option(help="Calibration data (.npz, Polygraphy JSON, folder of .npy or images).")
 ]
+RoundToOpt = Annotated[
+    str,
+    typer.Option(
+        help="Round kept counts up to a multiple of N (1: off). auto: 8, or the channel block ONNX Runtime's "
+        "CPU convolutions use here where larger (16 with AVX-512)."
+    ),
+]
 CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
 CalibStepsOpt = Annotated[str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")]
 IterationsOpt = Annotated[

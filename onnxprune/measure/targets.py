@@ -162,7 +162,7 @@ def _refine(
 
     groups = [g for g in analysis.groups if g.prunable and g.score is not None and g.tie < 0]
     now = current()
-    for _ in range(sum(g.size for g in groups) // max(options.round_to, 1) + 1):
+    for _ in range(sum(g.size for g in groups) // max(options.width_step, 1) + 1):
         if abs(now / value - 1) <= TOLERANCE:
             break
         best: tuple[float, Any, np.ndarray] | None = None
@@ -188,7 +188,7 @@ def _step(group: Any, options: PlanOptions, up: bool) -> int | None:
     floor = max(
         min(options.min_keep, group.size), int(group.must_keep.sum()) if group.must_keep is not None else 0, 1
     )
-    new = min(kept + options.round_to, group.size) if up else max(kept - options.round_to, floor)
+    new = min(kept + options.width_step, group.size) if up else max(kept - options.width_step, floor)
     return None if new == kept else new
 
 

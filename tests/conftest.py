@@ -1,0 +1,17 @@
+"""Shared by every test: the width step of ``--round-to auto`` pinned to 8.
+
+Auto asks ONNX Runtime for its CPU channel block (measure/layout.py): 16 on an AVX-512 machine, 8 on AVX2.
+Tests that count kept channels must not depend on which machine runs them, so here the block is 1 (auto = 8,
+the Tensor Core multiple); tests/measure/test_layout.py asks the real ONNX Runtime and pins other blocks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxprune.measure import layout
+
+
+@pytest.fixture(autouse=True)
+def _auto_round_to_is_8(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "cpu_channel_block", lambda: 1)
