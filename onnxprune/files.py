@@ -25,7 +25,9 @@ from typing import IO, Any
 
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_model
 
+from onnxprune import readahead
 from onnxprune.errors import ModelLoadError, ModelSaveError, UsageError, first_line
 
 __all__ = [
@@ -59,7 +61,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path}: file is empty")
     try:
-        model = onnx.load(str(path))
+        model = _load(path)
     except Exception as exc:  # protobuf raises several unrelated types for garbage input
         raise ModelLoadError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not model.graph.node:
@@ -70,6 +72,17 @@ def read_model(path: str | Path) -> onnx.ModelProto:
         onnx.checker.check_model(checkable(without_weights(model)))
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
+    return model
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """``onnx.load``, from the bytes the console script read ahead where it did (readahead.py)."""
+    data = readahead.take(path)
+    if data is None:
+        return onnx.load(str(path))
+    model = onnx.load_model_from_string(data)
+    del data  # the parsed model holds its own copy
+    load_external_data_for_model(model, str(path.parent))
     return model
 
 
