@@ -39,12 +39,12 @@ def start(path: str) -> None:
     except (OSError, ValueError):
         return
     if os.path.isfile(path) and _MIN_BYTES <= stat.st_size <= _MAX_BYTES:
-        _reads[os.path.abspath(path)] = _Read(path, stat)
+        _reads[os.path.realpath(path)] = _Read(path, stat)
 
 
 def take(path: str | os.PathLike[str]) -> bytes | None:
     """The bytes read ahead for ``path`` (once), or None where none were, or the file changed since."""
-    read = _reads.pop(os.path.abspath(path), None)
+    read = _reads.pop(os.path.realpath(path), None)
     if read is None:
         return None
     read.thread.join()

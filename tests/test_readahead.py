@@ -103,3 +103,12 @@ def test_the_installed_script_is_the_launcher() -> None:
         pytest.skip("no console script next to this Python (not installed with pip install -e .)")
     assert "onnxprune.launch" in script.read_text(), "reinstall: pip install -e . (pyproject's entry point)"
     assert os.access(script, os.X_OK)
+
+
+def test_a_link_and_its_target_are_the_same_read(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    _big_model(path)
+    link = tmp_path / "link.onnx"
+    link.symlink_to(path)
+    readahead.start(str(link))  # what the command line said
+    assert readahead.take(path.resolve()) == path.read_bytes()  # what the command resolved

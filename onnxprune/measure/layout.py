@@ -62,14 +62,16 @@ def _ask_onnxruntime() -> int:
         import onnxruntime as ort
     except ImportError:
         return 1
-    with tempfile.TemporaryDirectory() as folder:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
-        options.log_severity_level = 3  # not the warning that the saved graph is machine-specific: we know
-        ort.InferenceSession(_probe().SerializeToString(), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath)
-    return _block_of(optimized)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+            options.log_severity_level = 3  # not the warning that the saved graph is machine-specific
+            ort.InferenceSession(_probe().SerializeToString(), options, providers=["CPUExecutionProvider"])
+            return _block_of(onnx.load(options.optimized_model_filepath))
+    except Exception:  # an ONNX Runtime build that cannot save its graph, no temporary folder: no answer
+        return 1  # auto is then 8, what it was before there was a question
 
 
 def _block_of(optimized: onnx.ModelProto) -> int:

@@ -43,6 +43,16 @@ def test_onnx_runtime_answers_with_a_block_auto_can_use() -> None:
     assert math.lcm(8, block) % 8 == 0
 
 
+def test_no_answer_from_onnx_runtime_leaves_auto_at_8(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("this build saves no optimised graphs")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    assert layout._ask_onnxruntime() == 1
+
+
 @pytest.mark.parametrize(("block", "step"), [(1, 8), (8, 8), (16, 16)])
 def test_auto_is_8_or_the_larger_cpu_block(monkeypatch: pytest.MonkeyPatch, block: int, step: int) -> None:
     monkeypatch.setattr(layout, "cpu_channel_block", lambda: block)
