@@ -254,7 +254,7 @@ def prune_model(
         f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"
         for p in unmatched_excludes(analysis.groups, options.exclude)
     ]
-    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.width_step)
+    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.aligned_to)
     if target is not None:
         report["target"] = target_record(reached, target, before, after)
     report["compensation"] = compensation_report(analysis, options.compensate)

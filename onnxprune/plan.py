@@ -68,7 +68,11 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
         group.must_keep[index] = True
         _assign(groups, options)
     # Rounding groups is not enough where a Split or Concat shows consumers parts of groups (align.py).
-    align(analysis, options.width_step, down=options.threshold is None)
+    left = align(analysis, options.width_step, down=options.threshold is None)
+    if left and options.aligned_to < options.width_step:
+        # Auto's CPU block where it fits, at least the promised 8 where it does not (ShuffleNet's halves of
+        # 58 at --ratio 0.5: 22 widths off 16 after the first pass, 7 off 8 after this one, as with 8 alone).
+        align(analysis, options.aligned_to, down=options.threshold is None)
 
 
 def _emptied_piece(analysis: Analysis) -> tuple[ChannelGroup, int] | None:
@@ -174,8 +178,8 @@ def _decline_broken_ties(groups: list[ChannelGroup]) -> None:
 
 def _tie_targets(groups: list[ChannelGroup], wanted: dict[int, int], options: PlanOptions) -> dict[int, int]:
     """The chunks of one grouped Conv keep one count, rounded up so that their total (what the GPU kernel
-    sees) is a multiple of round_to and at least min_keep. A threshold is a promise about every channel
-    above it, so the chunk that wants most sets the count; a ratio is a budget, so the mean does."""
+    sees) is a multiple of options.aligned_to and at least min_keep. A threshold is a promise about every
+    channel above it, so the chunk that wants most sets the count; a ratio is a budget, so the mean does."""
     ties: dict[int, list[ChannelGroup]] = {}
     for g in groups:
         if g.tie >= 0:
@@ -183,7 +187,7 @@ def _tie_targets(groups: list[ChannelGroup], wanted: dict[int, int], options: Pl
     targets = {}
     for members in ties.values():
         n, size = len(members), min(g.size for g in members)
-        step = options.width_step // math.gcd(options.width_step, n)
+        step = options.aligned_to // math.gcd(options.aligned_to, n)
         counts = [wanted[g.id] for g in members]
         keep = max(counts) if options.threshold is not None else round(sum(counts) / n)
         floor = math.ceil(min(options.min_keep, size * n) / n)

@@ -79,3 +79,19 @@ def test_impossible_widths_are_explained_and_reported(tmp_path):
     assert "cannot be a multiple of 8 (3 fixed channels)" in explained.output
     pruned = CliRunner().invoke(app, ["prune", str(path), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5"])
     assert pruned.exit_code == 0 and "not multiples of 8" in pruned.output
+
+
+@pytest.mark.slow
+def test_auto_on_a_16_block_falls_back_to_8_where_16_cannot_be_had(monkeypatch):
+    # ShuffleNet's halves of 58 at block 16: the first pass leaves 22 widths off 16; the second, at the
+    # promised 8, leaves only those 8 cannot fix either. Without it: 22 widths reported.
+    from onnxprune.measure import layout
+
+    monkeypatch.setattr(layout, "cpu_channel_block", lambda: 16)
+    model = weights.load("shufflenet_v2_x1_0")
+    checks = api.VerifyOptions(enabled=False)
+    auto = api.prune_model(model, api.PlanOptions(ratio=0.5), checks).report
+    eight = api.prune_model(model, api.PlanOptions(ratio=0.5, round_to=8), checks).report
+    assert auto["options"]["width_step"] == 16 and auto["options"]["aligned_to"] == 8
+    assert 0 < len(auto["unaligned"]) <= len(eight["unaligned"])
+    assert all(w["width"] % 8 for w in auto["unaligned"])

@@ -210,7 +210,7 @@ def _print_report(report: dict[str, Any], title: str, output: Path) -> None:
         first = report["unaligned"][0]
         console.print(
             f"[yellow]{len(report['unaligned'])} widths a consumer sees are not multiples of "
-            f"{report['options']['width_step']}[/] (first: {first['width']} at {first['node']}; "
+            f"{report['options']['aligned_to']}[/] (first: {first['width']} at {first['node']}; "
             "the report lists them: 'unaligned')",
             highlight=False,
         )

@@ -105,3 +105,30 @@ def sample_path(tmp_path: Path) -> Path:
     path = tmp_path / "residual.onnx"
     onnx.save(tiny.residual(), path)
     return path
+
+
+def _grouped_model() -> onnx.ModelProto:
+    """A grouped Conv of 6 chunks 8 wide (RegNet's shape): only a total multiple of 8 leaves them prunable."""
+    n = tiny.Net(0, dead=0.0)
+    h = n.cbr(n.cbr(n.cbr("input", 3, 64), 64, 48), 48, 48, group=6)
+    return n.model([n.head(n.cbr(h, 48, 64), 64)])
+
+
+def _grouped_widths(result: api.PruneResult) -> list[int]:
+    return [g["channels_after"] for g in result.report["groups"] if g["channels_before"] == 8]
+
+
+def test_auto_rounds_grouped_chunks_to_8_where_the_block_would_freeze_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(layout, "cpu_channel_block", lambda: 16)
+    checks = api.VerifyOptions(enabled=False)
+    auto = api.prune_model(_grouped_model(), api.PlanOptions(ratio=0.5), checks)
+    sixteen = api.prune_model(_grouped_model(), api.PlanOptions(ratio=0.5, round_to=16), checks)
+    # Two ties of 6 chunks: the grouped Conv's input and its output.
+    assert len(_grouped_widths(auto)) == 12 and sum(_grouped_widths(auto)[:6]) % 8 == 0
+    assert sum(_grouped_widths(auto)) < 96  # pruned, each tie's total 8-aligned
+    assert sum(_grouped_widths(sixteen)) == 96  # 16 asked for: 6 chunks of 8 cannot make a multiple of 16
+    assert auto.report["options"]["aligned_to"] == 8 and auto.report["unaligned"] == []
+    dense = [g for g in auto.report["groups"] if g["channels_before"] == 64 and g["channels_after"] < 64]
+    assert dense and all(g["channels_after"] % 16 == 0 for g in dense)  # the block where a group is free
