@@ -43,6 +43,10 @@ def find_layers(
     inits = {t.name: t for t in pruned.graph.initializer}
     users = _users(pruned.graph)
     producers = {name: n for n in pruned.graph.node for name in n.output}
+    earlier = (
+        {t.name: t for t in original.graph.initializer},
+        {name: n for n in original.graph.node for name in n.output},
+    )
     layers = []
     for node in pruned.graph.node:
         if node.op_type not in CONSUMERS or not node.input or node.input[0] not in kept:
@@ -50,7 +54,7 @@ def find_layers(
         source = originals.get(node.name)
         if source is None or source.op_type != node.op_type:
             continue  # renamed or new: nothing in the original to reproduce
-        layers.append(_layer(node, source, inits, users, kept, originals, producers))
+        layers.append(_layer(node, source, inits, users, kept, originals, producers, earlier))
     return layers
 
 
@@ -70,6 +74,7 @@ def _layer(
     kept: dict[str, np.ndarray],
     originals: dict[str, onnx.NodeProto],
     producers: dict[str, onnx.NodeProto],
+    earlier: tuple[dict[str, onnx.TensorProto], dict[str, onnx.NodeProto]],
 ) -> Layer:
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     weight = _const(inits, node.input[1]) if len(node.input) > 1 else None
@@ -88,7 +93,7 @@ def _layer(
     else:
         _matmul(layer, weight, inits, users, originals)
     if layer.decline is None:
-        _offset(layer, inits, users, originals, producers)
+        _offset(layer, inits, users, originals, producers, earlier)
     if layer.kept_out is None:
         # A folded bias map took over the Conv's output name: the analysis knows the channels by it.
         layer.kept_out = kept.get(layer.output)
@@ -159,19 +164,32 @@ def _offset(
     users: dict[str, list],
     originals: dict[str, onnx.NodeProto],
     producers: dict[str, onnx.NodeProto],
+    earlier: tuple[dict[str, onnx.TensorProto], dict[str, onnx.NodeProto]],
 ) -> None:
     """A constant map that pruning added right after a Conv (data-free folding of a padded constant): kept
-    as is, and the refit fits what is left, so the map's exact border values survive."""
+    as is, and the refit fits what is left, so the map's exact border values survive. Where the Add is an
+    earlier prune's (in the original too), this prune's offset is only what it summed into that map
+    (rules/padmap.py): the original's Conv output, the target, comes before the earlier map."""
     if layer.op != "Conv":
         return
     after = users.get(layer.output, [])
-    if len(after) != 1 or after[0].op_type != "Add" or after[0].name in originals:
+    if len(after) != 1 or after[0].op_type != "Add":
         return
     other = [n for n in after[0].input if n != layer.output]
     value = _folded(other[0], inits, producers) if len(other) == 1 else None
-    if value is not None and value.ndim >= 3 and value.shape[-3] == layer.weight.shape[0]:
-        layer.offset = value.reshape(value.shape[-3:])
-        layer.output = after[0].output[0]
+    if value is None or value.ndim < 3 or value.shape[-3] != layer.weight.shape[0]:
+        return
+    value = value.reshape(value.shape[-3:])
+    if after[0].name not in originals:
+        layer.offset, layer.output = value, after[0].output[0]
+        return
+    old = _folded(other[0], *earlier)
+    if old is None or old.ndim < 3:
+        return
+    old = old.reshape(old.shape[-3:])
+    old = old[layer.kept_out] if layer.kept_out is not None else old
+    if old.shape == value.shape and not np.array_equal(old, value):
+        layer.offset = value - old
 
 
 def _folded(
