@@ -28,8 +28,8 @@ from onnxprune.channels import Analysis, ChannelGroup
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
 from onnxprune.compensate.layer_error import LayerErrors, layer_errors
 from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import check_samples, load_calibration, split_holdout, static_batch, take
 from onnxprune.data import count as count_samples
-from onnxprune.data import load_calibration, split_holdout, static_batch, take
 from onnxprune.errors import OriginalRunError, UsageError, ValidationError, VerificationError
 from onnxprune.evidence import original_must_run, warnings_for
 from onnxprune.graph import normalise, to_model
@@ -170,10 +170,10 @@ class CalibRequest:
     def load(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         if self.samples is None and self.source is None:
             raise UsageError("calibration needs data: --calib FILE or DIR")
-        samples = self.samples
-        if samples is None:
-            assert self.source is not None
-            samples = load_calibration(self.source, model, size=self.size, mean=self.mean, std=self.std)
+        if self.samples is not None:
+            return take(check_samples(self.samples, model), self.limit)
+        assert self.source is not None
+        samples = load_calibration(self.source, model, size=self.size, mean=self.mean, std=self.std)
         return take(samples, self.limit)
 
     def calib_options(self) -> Any:

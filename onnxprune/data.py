@@ -76,6 +76,15 @@ def load_calibration(
     return _checked(samples, specs, path.name)
 
 
+def check_samples(
+    samples: Mapping[str, np.ndarray], model: onnx.ModelProto, where: str = "calibration samples"
+) -> Samples:
+    """Samples given as arrays (the API's ``CalibRequest(samples=...)``), checked and cast to the inputs'
+    types as a file's are: numpy's float64 for a float32 input is no mistake."""
+    specs = _free_batch(_inputs._graph_inputs(model))
+    return _checked(_inputs._check_feed(samples, specs, where), specs, where)
+
+
 def batches(samples: Mapping[str, np.ndarray], batch_size: int) -> Iterator[Samples]:
     """Consecutive feeds of at most ``batch_size`` samples (the last may be smaller)."""
     if batch_size < 1:

@@ -183,3 +183,17 @@ def test_image_folder_needs_size_for_dynamic_input(tmp_path):
         data.load_calibration(tmp_path, image_model(hw="S"))
     with pytest.raises(UsageError, match="--calib-mean has 2 values"):
         data.load_calibration(tmp_path, image_model(), mean=(0.1, 0.2))
+
+
+def test_samples_given_as_arrays_are_checked_and_cast_as_a_files_are() -> None:
+    import tiny
+
+    model = tiny.chain()
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    cast = data.check_samples({name: np.zeros((5, *shape[1:]))}, model)  # float64, numpy's default
+    assert cast[name].dtype == np.float32 and cast[name].shape == (5, *shape[1:])
+    with pytest.raises(ModelLoadError, match="has shape"):
+        data.check_samples({name: np.zeros((5, 1, 2, 2), np.float32)}, model)
+    with pytest.raises(ModelLoadError, match="is not an input of the model"):
+        data.check_samples({"nope": np.zeros((5, *shape[1:]), np.float32)}, model)

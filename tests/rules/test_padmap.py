@@ -181,7 +181,7 @@ def test_calibration_refits_only_its_own_part_of_a_summed_map():
 
     model = _with_factored_map()
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    drawn = np.random.default_rng(3).normal(size=(64, *shape[1:])).astype(np.float32)
+    drawn = np.random.default_rng(3).normal(size=(64, *shape[1:]))  # float64, numpy's default: cast
     samples = {model.graph.input[0].name: drawn}
     options = PlanOptions(threshold=0.0, round_to=1, min_keep=1, compensate="calib")
     result = api.prune_model(model, options, None, api.CalibRequest(samples=samples))
