@@ -66,8 +66,9 @@ CalibOpt = Annotated[
 RoundToOpt = Annotated[
     str,
     typer.Option(
+        metavar="N|auto",
         help="Round kept counts up to a multiple of N (1: off). auto: 8, or the channel block ONNX Runtime's "
-        "CPU convolutions use here where larger (16 with AVX-512)."
+        "CPU convolutions use here where larger (16 with AVX-512).",
     ),
 ]
 CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
