@@ -232,3 +232,21 @@ def test_bad_image_options_name_trains_flags(
     result = runner.invoke(app, [*args, option, value])
     assert result.exit_code == 2 and expected in result.output and "--calib" not in result.output
     assert not (classes.parent / "o.onnx").exists()
+
+
+def test_the_teachers_outputs_come_from_one_session_over_all_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxprune.train.run as run
+    from onnxprune.runtime import ort_session
+
+    model = dynamic(tiny.chain())
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    samples = {name: np.random.default_rng(0).normal(size=(600, *shape[1:])).astype(np.float32)}
+    made: list[object] = []
+    monkeypatch.setattr(run, "ort_session", lambda m: made.append(m) or ort_session(m))
+    targets = run._teacher_targets(model, model, samples, "auto")
+    assert len(made) == 1  # 600 samples are 3 batches of at most 256
+    (output,) = [o.name for o in model.graph.output]
+    assert targets.teacher[output].shape[0] == 600
+    alone = run_model(model, {name: samples[name][:5]})[output]
+    np.testing.assert_allclose(targets.teacher[output][:5], alone, rtol=1e-5, atol=1e-6)

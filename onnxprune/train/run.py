@@ -17,7 +17,7 @@ import onnx
 from onnxprune import files as graphs
 from onnxprune.data import static_batch
 from onnxprune.errors import CapabilityError, ModelLoadError, OnnxPruneError, UsageError
-from onnxprune.runtime import run_model
+from onnxprune.runtime import ort_session
 from onnxprune.train.dataset import (
     ImageOptions,
     Samples,
@@ -178,9 +178,10 @@ def _teacher_targets(
     if [o.name for o in teacher.graph.output] != names:
         raise ModelLoadError(f"--teacher: its outputs must be the student's ({', '.join(names)})")
     count, chunks = sample_count(samples), []
+    session = ort_session(teacher)  # one session for every batch, not one per 256 samples
     for start in range(0, count, 256):
         feed = {k: v[start : start + 256] for k, v in samples.items()}
-        chunks.append(run_model(teacher, feed))
+        chunks.append(dict(zip(names, session.run(names, feed), strict=True)))
     outputs = {n: np.concatenate([c[n] for c in chunks]).astype(np.float32) for n in names}
     classifier = _is_classifier(names, outputs)
     if distill == "kl" and not classifier:
