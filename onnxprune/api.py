@@ -41,7 +41,7 @@ from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.layout import prefetch as prefetch_channel_block
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
-from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.options import AUTO, Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
 from onnxprune.rewrite import (
     apply_plan,
@@ -564,7 +564,7 @@ def prune(
         calib.calib_options()
         _not_evaluation_data(calib.source, verify.inputs)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
-    if options.round_to == "auto":
+    if options.round_to == AUTO:
         prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
     run = functools.partial(prune_model, model, options, verify, calib, sparsify=sparsify, target=target)

@@ -155,10 +155,10 @@ def round_to_value(value: object) -> int | str:
     if value == AUTO:
         return AUTO
     try:
-        number = int(str(value), 10) if not isinstance(value, bool) else 0
+        number = int(str(value), 10) if not isinstance(value, bool) else 0  # 2.5 and "8.0" do not parse
     except ValueError:
         number = 0
-    if number < 1 or (not isinstance(value, str) and number != value):
+    if number < 1:
         raise UsageError(f"--round-to must be a whole number >= 1 or auto, got {value!r}")
     return number
 

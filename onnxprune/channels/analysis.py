@@ -424,13 +424,17 @@ class Analysis:
             kept.append(pos.reshape(-1))
         return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
 
-    def removed_positions(self, name: str) -> np.ndarray:
-        """Positions of a tracked tensor's channel axis that the plan removes, in order (a mask, not
-        np.setdiff1d: that sorts through a hash table, 0.1 s over ResNet-50's consumers)."""
+    def removed_mask(self, name: str) -> np.ndarray:
+        """Per position of a tracked tensor's channel axis: whether the plan removes it."""
         state = self.states[name]
         removed = np.ones(len(state.removed_value), dtype=bool)
         removed[self.kept_positions(state.map)] = False
-        return np.flatnonzero(removed)
+        return removed
+
+    def removed_positions(self, name: str) -> np.ndarray:
+        """Positions of a tracked tensor's channel axis that the plan removes, in order (from the mask, not
+        np.setdiff1d: that sorts through a hash table, 0.1 s over ResNet-50's consumers)."""
+        return np.flatnonzero(self.removed_mask(name))
 
 
 def _boundaries(cmap: ChannelMap) -> set[int]:

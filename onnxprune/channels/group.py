@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,22 +50,21 @@ class ChannelGroup:
     @property
     def filter_norm(self) -> np.ndarray | None:
         """L1 norm of the filter that produces each channel (max over producers; nan where none does)."""
-        return self._filter_norms()[0]
+        return self._filter_norms[0]
 
     @property
     def filter_norm_l2(self) -> np.ndarray | None:
-        return self._filter_norms()[1]
+        return self._filter_norms[1]
 
+    @functools.cached_property
     def _filter_norms(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         # Computed at first use: groups ranked by gamma never need them (0.05 s of ResNet-50's analysis).
-        if "_norms" not in self.__dict__:
-            l1 = l2 = None
-            for norms, channels, positions in self.norm_sources:
-                a, b = norms()
-                l1 = fmax_into(l1, self.size, channels, a[positions])
-                l2 = fmax_into(l2, self.size, channels, b[positions])
-            self.__dict__["_norms"] = (l1, l2)
-        return self.__dict__["_norms"]
+        l1 = l2 = None
+        for norms, channels, positions in self.norm_sources:
+            a, b = norms()
+            l1 = fmax_into(l1, self.size, channels, a[positions])
+            l2 = fmax_into(l2, self.size, channels, b[positions])
+        return l1, l2
 
     @property
     def prunable(self) -> bool:

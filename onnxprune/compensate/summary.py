@@ -61,6 +61,5 @@ def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
 
 def _removed_at(analysis: Analysis, name: str, among: np.ndarray | None) -> np.ndarray:
     """Per position of a tensor: removed by the plan (and in ``among``)."""
-    removed = np.zeros(len(analysis.states[name].removed_value), dtype=bool)
-    removed[analysis.removed_positions(name)] = True
+    removed = analysis.removed_mask(name)
     return removed if among is None else removed & among

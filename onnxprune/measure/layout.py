@@ -4,8 +4,8 @@ ONNX Runtime's CPU convolutions work in MLAS's NCHWc layout: channels in blocks 
 (AVX-512), a width that is not a multiple of the block padded up to one, so a layer of 40 channels costs what
 one of 48 does on AVX-512. The block is asked of ONNX Runtime itself, not guessed from CPU flags: a Conv of
 72 channels is optimised and the weight it is given back shows the padding (72 or 80 filters). Measured on
-an AVX-512 machine, ResNet-50 at --target-macs 0.5 (``benchmarks/prune_speed.py``): delivered efficiency 0.915
-with 8-aligned widths, 0.955 with 16-aligned ones.
+an AVX-512 machine, ResNet-50 at --target-macs 0.5 (``benchmarks/prune_speed.py``, --round-to 8 against
+auto): delivered efficiency 0.89 with 8-aligned widths, 0.93 with 16-aligned ones.
 """
 
 from __future__ import annotations
