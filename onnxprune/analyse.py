@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.align import CONSUMERS
-from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.analysis import WIDTH_CONSUMERS, Analysis
 from onnxprune.rules import rule_for
 from onnxprune.rules.base import channels
 
@@ -62,7 +61,7 @@ def _walk(
             ctx.set_state(tensor, ctx.fixed_map(size, f"channels of graph input {tensor.name!r}"))
     for node in graph.nodes:
         rule_for(node).propagate(node, ctx)
-        if node.op in CONSUMERS and node.inputs and node.outputs:
+        if node.op in WIDTH_CONSUMERS and node.inputs and node.outputs:
             # The widths these ops compute with: the planner aligns them (align.py) after the graph is gone.
             ctx.consumer_widths.extend((node.name, t.name) for t in (node.inputs[0], node.outputs[0]))
     for tensor in graph.outputs:

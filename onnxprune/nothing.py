@@ -8,7 +8,7 @@ import collections
 
 import onnx_graphsurgeon as gs
 
-from onnxprune.channels import ChannelGroup
+from onnxprune.channels import ChannelGroup, Plan
 from onnxprune.errors import NothingToPruneError
 
 BN_HINT = (
@@ -17,16 +17,17 @@ BN_HINT = (
 )
 
 
-def refuse_nothing_to_prune(groups: list[ChannelGroup], graph: gs.Graph, criterion: str) -> None:
-    """Raises ``NothingToPruneError`` when no group of the model can be pruned."""
+def refuse_nothing_to_prune(groups: list[ChannelGroup], plan: Plan, graph: gs.Graph, criterion: str) -> None:
+    """Raises ``NothingToPruneError`` when no group of the model can be pruned (the plan's own declines,
+    such as ``--exclude``, count)."""
     named = [g for g in groups if g.nodes]
-    if any(g.prunable for g in named):
+    if any(plan.prunable(g) for g in named):
         return
     if not named:
         raise NothingToPruneError(
             "nothing to prune: the model has no channel groups (no Conv, Gemm or MatMul)"
         )
-    reasons = collections.Counter(g.declines[0].reason for g in named if g.declines)
+    reasons = collections.Counter(plan.declines(g)[0].reason for g in named if plan.declines(g))
     shown = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(3))
     more = f"; {len(reasons) - 3} other reasons (inspect --explain)" if len(reasons) > 3 else ""
     message = f"nothing to prune: {len(named)} groups, all declined ({shown}{more})"

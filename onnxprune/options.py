@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from onnxprune.errors import UsageError
-from onnxprune.measure.layout import TENSOR_CORES, auto_round_to
+from onnxprune.measure.layout import TENSOR_CORES, auto_reason, auto_round_to
 
 E = TypeVar("E", bound=Enum)
 AUTO = "auto"
@@ -41,8 +41,10 @@ class Scope(StrEnum):
 
 class Compensate(StrEnum):
     """What removed channels leave behind (see compensate/datafree.py): nothing, their BN's expected output
-    (data-free), or their mean on calibration data."""
+    (data-free), or their mean on calibration data and the consumers refitted; auto: calib when calibration
+    data is given, else bn."""
 
+    AUTO = "auto"
     NONE = "none"
     BN = "bn"
     CALIB = "calib"
@@ -71,7 +73,7 @@ class PlanOptions:
     criterion: Criterion = Criterion.AUTO
     # An earlier report whose kept indices are applied (plan.load_plan); not echoed into new reports.
     replay: Mapping[str, Any] | None = field(default=None, metadata={"report": False})
-    compensate: Compensate = Compensate.BN
+    compensate: Compensate = Compensate.AUTO
     # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
     # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
     max_group_ratio: float = 0.85
@@ -95,6 +97,21 @@ class PlanOptions:
             raise UsageError(f"--max-group-ratio must be in (0, 1], got {self.max_group_ratio}")
         if self.replay is not None:
             self._check_replay()
+
+    def resolved(self, calibrating: bool) -> PlanOptions:
+        """These options with ``compensate=auto`` decided: calib when calibration data is given, else bn.
+        Every driver resolves once, here, before it prepares the model."""
+        if self.compensate != Compensate.AUTO:
+            return self
+        return replace(self, compensate=Compensate.CALIB if calibrating else Compensate.BN)
+
+    @property
+    def analysis_mode(self) -> str:
+        """The analysis a mode prunes with: calibration starts from the data-free ``bn`` folding and
+        refits what that leaves."""
+        if self.compensate == Compensate.AUTO:
+            raise AssertionError("compensate=auto must be resolved before the model is analysed")
+        return "none" if self.compensate == Compensate.NONE else "bn"
 
     @property
     def width_step(self) -> int:
@@ -128,10 +145,11 @@ class PlanOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """What a report records of these options: every field but those marked ``report: False``, the
-        width step auto resolved to and the alignment promised."""
+        width step auto resolved to (and why) and the alignment promised."""
         kept = [f.name for f in fields(self) if f.metadata.get("report", True)]
         recorded = {name: _plain(getattr(self, name)) for name in kept}
-        return dict(recorded, width_step=self.width_step, aligned_to=self.aligned_to)
+        reason = auto_reason() if self.round_to == AUTO else None
+        return dict(recorded, width_step=self.width_step, aligned_to=self.aligned_to, width_reason=reason)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,6 @@ import numpy as np
 from rich.table import Table
 
 from onnxprune.channels.group import ChannelGroup
-from onnxprune.measure.layout import auto_reason
 from onnxprune.text import count, number
 
 
@@ -99,8 +98,8 @@ def _widths_caption(options: dict[str, Any]) -> str:
     step = options.get("width_step")
     if step is None or step == 1:
         return ""
-    if options.get("round_to") == "auto":
-        return f"widths: multiples of {step} ({auto_reason()})"
+    if options.get("width_reason"):
+        return f"widths: multiples of {step} ({options['width_reason']})"
     return f"widths: multiples of {step}"
 
 

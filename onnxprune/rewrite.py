@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
+from onnxprune.channels.plan import Plan
 from onnxprune.channels.span import width
 from onnxprune.errors import ValidationError, first_line
 from onnxprune.files import checkable, without_weights
@@ -27,9 +28,9 @@ __all__ = [
 ]
 
 
-def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
-    """Slice every node to the plan held by the analysis' groups, in place."""
-    rw = Rewrite(graph, analysis)
+def apply_plan(graph: gs.Graph, analysis: Analysis, plan: Plan) -> gs.Graph:
+    """Slice every node to ``plan``, in place."""
+    rw = Rewrite(graph, analysis, plan)
     for node in list(graph.nodes):
         rule_for(node).apply(node, rw)
     io = {id(t) for t in graph.inputs + graph.outputs}
@@ -40,11 +41,11 @@ def apply_plan(graph: gs.Graph, analysis: Analysis) -> gs.Graph:
     return graph
 
 
-def kept_positions(analysis: Analysis) -> dict[str, np.ndarray]:
+def kept_positions(analysis: Analysis, plan: Plan) -> dict[str, np.ndarray]:
     """Tensor name -> kept positions of its channel axis, for every tensor that loses channels."""
     kept = {}
     for name, state in analysis.states.items():
-        positions = analysis.kept_positions(state.map)
+        positions = analysis.kept_positions(state.map, plan)
         if len(positions) < width(state.map):
             kept[name] = positions
     return kept
@@ -68,7 +69,7 @@ def validate(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+def masked_reference(graph: gs.Graph, analysis: Analysis, plan: Plan) -> onnx.ModelProto:
     """The original model with exactly the removed channels zeroed where they are cut, shapes unchanged.
 
     A Mul by a 0/1 mask goes after every source (a producer's output, a scoring BN's output). Downstream,
@@ -80,12 +81,12 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
     a point value, so the reference sets them where they are used instead (see _compensated_reference).
     """
     if analysis.compensating:
-        return _compensated_reference(graph, analysis)
+        return _compensated_reference(graph, analysis, plan)
     tensors = graph.tensors()
     for name, positions in analysis.sources:
         state = analysis.states[name]
         removed = positions.copy()
-        removed[analysis.kept_positions(state.map)] = False
+        removed[analysis.kept_positions(state.map, plan)] = False
         tensor = tensors.get(name)
         if not removed.any() or not isinstance(tensor, gs.Variable) or not tensor.inputs:
             continue
@@ -100,13 +101,15 @@ def masked_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
     return gs.export_onnx(graph, do_type_check=False)
 
 
-def uncompensated_reference(graph: gs.Graph, analysis: Analysis) -> onnx.ModelProto:
+def uncompensated_reference(graph: gs.Graph, analysis: Analysis, plan: Plan) -> onnx.ModelProto:
     """The compensated reference with 0 in place of every folded constant: what the same plan computes
     without compensation (removed channels leave only through consumers, where plain removal means 0)."""
-    return _compensated_reference(graph, analysis, zero=True)
+    return _compensated_reference(graph, analysis, plan, zero=True)
 
 
-def _compensated_reference(graph: gs.Graph, analysis: Analysis, zero: bool = False) -> onnx.ModelProto:
+def _compensated_reference(
+    graph: gs.Graph, analysis: Analysis, plan: Plan, zero: bool = False
+) -> onnx.ModelProto:
     """The original model in which every consumer (a Conv, Gemm, MatMul reducing over channels) sees each
     removed channel replaced by exactly the constant the pruned model folds for it: ``x * mask + c``.
 
@@ -121,7 +124,7 @@ def _compensated_reference(graph: gs.Graph, analysis: Analysis, zero: bool = Fal
     for name, node_names in readers.items():
         state, tensor = analysis.states[name], tensors.get(name)
         removed = np.ones(len(state.removed_value), dtype=bool)
-        removed[analysis.kept_positions(state.map)] = False
+        removed[analysis.kept_positions(state.map, plan)] = False
         if not removed.any() or not isinstance(tensor, gs.Variable):
             continue
         users = [n for n in tensor.outputs if n.name in node_names and n.inputs and n.inputs[0] is tensor]

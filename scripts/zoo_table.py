@@ -27,7 +27,7 @@ import weights  # noqa: E402
 
 from onnxprune import api  # noqa: E402
 from onnxprune.errors import NothingToPruneError  # noqa: E402
-from onnxprune.plan import PlanOptions  # noqa: E402
+from onnxprune.options import PlanOptions  # noqa: E402
 from onnxprune.verify import max_relative_error  # noqa: E402
 
 # Declines every model has: its input's and its logits' channels.

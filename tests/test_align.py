@@ -8,7 +8,7 @@ import tiny
 import weights
 from typer.testing import CliRunner
 
-import onnxprune.plan
+import onnxprune.planning.make
 from onnxprune import api
 from onnxprune.cli import app
 
@@ -40,7 +40,7 @@ def test_split_pieces_are_aligned_and_the_surgery_stays_exact(ratio):
 
 def test_without_alignment_the_same_plans_are_misaligned(monkeypatch):
     # The test above can fail: with per-group rounding only, a half of the split keeps an odd count.
-    monkeypatch.setattr(onnxprune.plan, "align", lambda *args, **kwargs: [])
+    monkeypatch.setattr(onnxprune.planning.make, "align", lambda *args, **kwargs: [])
     found = [api.prune_model(_split_model(s), api.PlanOptions(ratio=0.5), api.VerifyOptions(enabled=False))
              for s in range(4)]  # fmt: skip
     assert any(r.report["unaligned"] for r in found)

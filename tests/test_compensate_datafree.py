@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from onnxprune import api
 from onnxprune.errors import UsageError
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 from onnxprune.rules import moments
 
 MU = np.array([-4.0, -2.5, -1.0, -0.3, 0.0, 0.4, 1.2, 2.9, 5.0])
@@ -155,7 +155,7 @@ def test_zoo_constant_channels_removed_exactly(name: str) -> None:
 
 
 def test_compensate_option_is_validated() -> None:
-    with pytest.raises(UsageError, match="--compensate must be one of none, bn, calib"):
+    with pytest.raises(UsageError, match="--compensate must be one of auto, none, bn, calib"):
         PlanOptions(ratio=0.5, compensate="mean")
     with pytest.raises(UsageError, match="calibration data"):
         api.prune_model(tiny.REGISTRY[sorted(tiny.REGISTRY)[0]](), PlanOptions(ratio=0.5, compensate="calib"))

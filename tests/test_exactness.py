@@ -7,7 +7,7 @@ import pytest
 import tiny
 
 from onnxprune import api
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 
 
 @pytest.mark.parametrize("name", sorted(tiny.REGISTRY))

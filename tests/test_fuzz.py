@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, note, settings
 
 from onnxprune import api
 from onnxprune.errors import NothingToPruneError
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 
 EXAMPLES = int(os.environ.get("ONNXPRUNE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -61,9 +61,10 @@ def test_threshold_zero_is_exact(graph: fuzz_graphs.FuzzGraph) -> None:
     tiny.assert_exact(graph.model, result.pruned)
     tiny.assert_exact(result.masked, result.pruned)
     for group in result.groups:
-        if group.prunable and group.keep is not None and group.score is not None:
+        keep = result.plan.keep(group)
+        if result.plan.prunable(group) and keep is not None and group.score is not None:
             alive = np.flatnonzero(np.asarray(group.score) > 0)
-            assert np.isin(alive, group.keep).all(), f"group {group.id} lost a live channel"
+            assert np.isin(alive, keep).all(), f"group {group.id} lost a live channel"
 
 
 @FUZZ
@@ -80,29 +81,30 @@ def test_any_plan_is_valid_and_matches_its_masked_reference(graph: fuzz_graphs.F
     assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
     assert result.masked is not None
     tiny.assert_exact(result.masked, result.pruned)
-    check_counts(result.groups, options)
+    check_counts(result.groups, result.plan, options)
 
 
-def check_counts(groups, options: PlanOptions) -> None:
+def check_counts(groups, plan, options: PlanOptions) -> None:
     """Kept counts: never zero, the channels the analysis must keep are kept, and a multiple of round_to
     (or the whole group) that is at least min(min_keep, size). The chunks of a grouped Conv (a tie) keep
     one count, and round_to and min_keep hold for their total, which is what the kernel sees."""
     ties: dict[int, list] = {}
     for g in groups:
-        if g.keep is None:
+        keep = plan.keep(g)
+        if keep is None:
             continue
-        kept = len(g.keep)
+        kept = len(keep)
         assert 1 <= kept <= g.size, (g.id, kept, g.size)
-        assert len(np.unique(g.keep)) == kept and (np.diff(g.keep) > 0).all()
+        assert len(np.unique(keep)) == kept and (np.diff(keep) > 0).all()
         if g.must_keep is not None:
-            assert np.isin(np.flatnonzero(g.must_keep), g.keep).all(), f"group {g.id} lost a must-keep"
+            assert np.isin(np.flatnonzero(g.must_keep), keep).all(), f"group {g.id} lost a must-keep"
         if g.tie >= 0:
             ties.setdefault(g.tie, []).append(g)
         else:
             assert kept % options.round_to == 0 or kept == g.size, (g.id, kept, g.size)
             assert kept >= min(options.min_keep, g.size), (g.id, kept, g.size)
     for members in ties.values():
-        counts = {len(g.keep) for g in members}
+        counts = {plan.kept_count(g) for g in members}
         assert len(counts) == 1, f"tied groups keep different counts {counts}"
         kept, size = counts.pop(), sum(g.size for g in members)
         total = kept * len(members)
@@ -170,5 +172,6 @@ def test_split_piece_is_never_pruned_to_zero_channels(cut: str) -> None:
     node = next(n.name for n in model.graph.node if n.op_type == op)
     group = next(g for g in result.groups if node in g.nodes)
     assert group.prunable, f"the {op} was declined: {[str(d) for d in group.declines]}"
-    assert group.keep is not None and list(group.keep) == [0, 1]
+    keep = result.plan.keep(group)
+    assert keep is not None and list(keep) == [0, 1]
     assert any(n.op_type == op for n in result.pruned.graph.node)

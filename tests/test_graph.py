@@ -95,7 +95,7 @@ def test_models_past_2gb_are_checked_on_their_skeleton(
     """Past protobuf's limit the checker and strict shape inference see stubs, not weights: the same path,
     forced here on a small model."""
     from onnxprune import api
-    from onnxprune.plan import PlanOptions
+    from onnxprune.options import PlanOptions
 
     for module in (files, graphs):  # the load's shape inference and the save
         monkeypatch.setattr(module, "needs_external_data", lambda model: True)
@@ -117,7 +117,7 @@ def test_models_past_2gb_are_checked_on_their_skeleton(
 
 def test_an_input_with_external_data_keeps_it(tmp_path: Path) -> None:
     from onnxprune import api
-    from onnxprune.plan import PlanOptions
+    from onnxprune.options import PlanOptions
 
     source = tmp_path / "m.onnx"
     onnx.save(
@@ -141,7 +141,7 @@ def test_an_input_with_external_data_keeps_it(tmp_path: Path) -> None:
 def test_a_file_with_constant_node_weights_loads_and_prunes(tmp_path: Path) -> None:
     """PaddlePaddle's layout on disk: the load check runs on a skeleton whose Constant nodes are stubs."""
     from onnxprune import api
-    from onnxprune.plan import PlanOptions
+    from onnxprune.options import PlanOptions
 
     source = tmp_path / "paddle.onnx"
     onnx.save(as_constant_nodes(tiny.residual()), source)

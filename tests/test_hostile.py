@@ -25,7 +25,7 @@ from onnxprune import api
 from onnxprune import files as onnxfiles
 from onnxprune import graph as graphs
 from onnxprune.cli import app
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 
 runner = CliRunner()
 PRUNE = ("--ratio", "0.5", "--round-to", "1", "--min-keep", "1")

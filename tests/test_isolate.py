@@ -13,10 +13,11 @@ import pytest
 import tiny
 from typer.testing import CliRunner
 
-from onnxprune import api, isolate
+from onnxprune import api
 from onnxprune.cli import app
 from onnxprune.errors import NothingToPruneError
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
+from onnxprune.pipeline import isolate
 from onnxprune.rules.conv import ConvRule
 
 runner = CliRunner()
@@ -88,7 +89,9 @@ def test_without_verification_the_check_runs_beside_the_save_and_a_failure_publi
         return check(*args, **kwargs)
 
     monkeypatch.setattr(runtime, "check_runs", failing_in_a_thread)
-    monkeypatch.setattr(api, "check_runs", failing_in_a_thread)
+    from onnxprune.pipeline import rewrite
+
+    monkeypatch.setattr(rewrite, "check_runs", failing_in_a_thread)
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(deep_chain(), src)
     out.write_bytes(b"old")
@@ -137,21 +140,24 @@ def test_two_breaking_groups_are_both_found(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_bisection_takes_few_trials() -> None:
     """16 planned groups, one culprit: about log2(16) + 2 rewrites, not one per group."""
-    from onnxprune.channels import ChannelGroup
+    from onnxprune.channels import ChannelGroup, Plan
 
-    groups = [ChannelGroup(i, 4, nodes=[f"n{i}"], producers=[f"n{i}"], keep=np.arange(2)) for i in range(16)]
+    groups = [ChannelGroup(i, 4, nodes=[f"n{i}"], producers=[f"n{i}"]) for i in range(16)]
     calls: list[set[int]] = []
 
     def attempt(plan):
-        calls.append(set(plan))
-        error = api.ValidationError("broken at n11") if 11 in plan else None
-        return isolate.Trial(type("A", (), {"groups": groups})(), None if error else object(), error)
+        cut = set(plan.cuts(groups))
+        calls.append(cut)
+        error = api.ValidationError("broken at n11") if 11 in cut else None
+        return isolate.Trial(plan, None if error else object(), error)
 
-    trial = isolate.decline_breaking_groups(groups, attempt)
+    trial = isolate.decline_breaking_groups(groups, Plan({g.id: np.arange(2) for g in groups}), attempt)
     assert trial.error is None and len(calls) <= 7
-    assert [str(d) for d in groups[11].declines] == [
+    assert [str(d) for d in trial.plan.declines(groups[11])] == [
         "pruning it breaks the rewritten model: broken at n11 (node 'n11')"
     ]
+    assert not groups[11].declines, "the groups never change: the plan carries the decline"
+    assert set(trial.plan.cuts(groups)) == set(range(16)) - {11}
 
 
 # ---- nothing to prune -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import tiny
 
 from onnxprune import api
 from onnxprune.errors import VerificationError
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 from onnxprune.rules.conv import ConvRule
 
 
@@ -116,7 +116,7 @@ def test_held_out_samples_get_layer_error_runs_of_their_own(monkeypatch: pytest.
 
     made = _count_sessions(monkeypatch)
     x = np.random.default_rng(3).standard_normal((20, 3, 16, 16)).astype(np.float32)
-    options = PlanOptions(threshold=0.0, round_to=1, min_keep=1)
+    options = PlanOptions(threshold=0.0, round_to=1, min_keep=1, compensate="bn")
     result = api.prune_model(
         with_dead_beta(tiny.chain()), options, api.VerifyOptions(), api.CalibRequest(samples={"input": x})
     )
@@ -130,13 +130,15 @@ def test_shared_runs_measure_the_layer_errors_their_own_runs_do(monkeypatch: pyt
     model = tiny.residual()
     options = PlanOptions(ratio=0.5, round_to=1, min_keep=1)  # live channels: both errors are real
     shared = api.prune_model(model, options, api.VerifyOptions()).report["compensation"]["layers"]
-    layer_errors = api._layer_errors
+    from onnxprune.pipeline import layer_errors, run
 
-    def own_runs(result, analysis, fed, samples, calib):  # type: ignore[no-untyped-def]
-        shared = layer_errors(result, analysis, fed, samples, calib)
-        return api._LayerErrorRun(shared.on, feeds=[dict(f) for f in fed.feeds])
+    planned = layer_errors.plan_layer_errors
 
-    monkeypatch.setattr(api, "_layer_errors", own_runs)
+    def own_runs(*args):  # type: ignore[no-untyped-def]
+        shared, fed = planned(*args), args[5]
+        return layer_errors.LayerErrorRun(shared.on, feeds=[dict(f) for f in fed.feeds])
+
+    monkeypatch.setattr(run, "plan_layer_errors", own_runs)
     apart = api.prune_model(model, options, api.VerifyOptions()).report["compensation"]["layers"]
     measured = [la for la in shared if la["rel_mse_before"] is not None]
     assert measured and [la["node"] for la in shared] == [la["node"] for la in apart]

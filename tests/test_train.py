@@ -281,7 +281,7 @@ def test_resume_refuses_another_models_checkpoint(files: dict[str, Path], tmp_pa
 @needs_torch
 def test_trained_model_replays_an_earlier_prune_report(files: dict[str, Path], tmp_path: Path) -> None:
     from onnxprune import api
-    from onnxprune.plan import load_plan
+    from onnxprune.planning import load_plan
 
     pruned = api.prune(
         files["model"], tmp_path / "p.onnx", api.PlanOptions(ratio=0.5, round_to=1, min_keep=1)

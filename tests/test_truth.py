@@ -16,7 +16,7 @@ from onnxprune import api, verify
 from onnxprune.cli import app
 from onnxprune.errors import UsageError
 from onnxprune.inputs import contrast_feed, make_inputs, prepare_feeds
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 from onnxprune.tolerances import EXACT, CheckTolerances, parse_tolerances
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import api, runtime
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 from onnxprune.verify import max_relative_error
 
 

@@ -37,8 +37,12 @@ from onnxprune.channels.notes import (
     Note,
     Piece,
 )
+from onnxprune.channels.plan import Plan
 from onnxprune.channels.span import ChannelMap, Span, channel_count, width
 from onnxprune.tolerances import VALUE_ATOL, VALUE_RTOL
+
+# The ops whose channel widths the planner aligns (planning/align.py): the walk records what they see.
+WIDTH_CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass
@@ -413,28 +417,29 @@ class Analysis:
             for p in members:
                 p[0][0].tie = tie_id
 
-    # ---- after planning --------------------------------------------------------------------------
-    def kept_positions(self, cmap: ChannelMap) -> np.ndarray:
+    # ---- with a plan ------------------------------------------------------------------------------
+    def kept_positions(self, cmap: ChannelMap, plan: Plan) -> np.ndarray:
         """Positions of a tensor's channel axis that survive the plan, in order."""
         kept: list[np.ndarray] = []
         for group, span, offset in self.pieces(cmap):
-            keep = group.keep if group.keep is not None else np.arange(group.size)
+            keep = plan.kept.get(group.id)
+            keep = keep if keep is not None else np.arange(group.size)
             local = keep[(keep >= span.start) & (keep < span.start + span.length)] - span.start
             pos = offset + local[:, None] * span.repeat + np.arange(span.repeat)[None, :]
             kept.append(pos.reshape(-1))
         return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
 
-    def removed_mask(self, name: str) -> np.ndarray:
+    def removed_mask(self, name: str, plan: Plan) -> np.ndarray:
         """Per position of a tracked tensor's channel axis: whether the plan removes it."""
         state = self.states[name]
         removed = np.ones(len(state.removed_value), dtype=bool)
-        removed[self.kept_positions(state.map)] = False
+        removed[self.kept_positions(state.map, plan)] = False
         return removed
 
-    def removed_positions(self, name: str) -> np.ndarray:
+    def removed_positions(self, name: str, plan: Plan) -> np.ndarray:
         """Positions of a tracked tensor's channel axis that the plan removes, in order (from the mask, not
-        np.setdiff1d: that sorts through a hash table, 0.1 s over ResNet-50's consumers)."""
-        return np.flatnonzero(self.removed_mask(name))
+        np.setdiff1d, which sorts through a hash table)."""
+        return np.flatnonzero(self.removed_mask(name, plan))
 
 
 def _boundaries(cmap: ChannelMap) -> set[int]:

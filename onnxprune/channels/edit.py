@@ -12,16 +12,18 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.plan import Plan
 from onnxprune.names import FreshNames
 
 
 class Rewrite:
     """What a rule's ``apply`` may read (kept positions, removed values) and do (replace parameters, add
-    nodes) while the plan held by the analysis' groups is applied to ``graph``."""
+    nodes) while ``plan`` is applied to ``graph``."""
 
-    def __init__(self, graph: gs.Graph, analysis: Analysis) -> None:
+    def __init__(self, graph: gs.Graph, analysis: Analysis, plan: Plan) -> None:
         self.graph = graph
         self.analysis = analysis
+        self.plan = plan
         self._sliced: dict[tuple[str, tuple[int, ...], str], list[gs.Constant]] = {}  # by name, shape, dtype
         self._sliced_names: set[str] = set()  # the names in those keys
         # One pool for tensors and nodes: a node added to a model pruned before must not take the name of
@@ -46,12 +48,12 @@ class Rewrite:
         state = self.analysis.states.get(tensor.name)
         if state is None:
             return None
-        keep = self.analysis.kept_positions(state.map)
+        keep = self.analysis.kept_positions(state.map, self.plan)
         return None if len(keep) == len(state.removed_value) else keep
 
     def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
-        gone = self.analysis.removed_positions(tensor.name)
+        gone = self.analysis.removed_positions(tensor.name, self.plan)
         return gone, self.analysis.states[tensor.name].removed_value[gone]
 
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:

@@ -30,6 +30,8 @@ class ChannelGroup:
 
     Every tensor that carries these channels holds them in the same order, so one list of kept indices
     serves all of them. ``tie`` names groups that must keep the same count (the groups of a grouped Conv).
+    The analysis finds a group and the scoring ranks it, both while the model is prepared; after that a
+    group never changes: which channels a prune keeps is a ``Plan`` (channels/plan.py).
     """
 
     id: int
@@ -45,7 +47,6 @@ class ChannelGroup:
     tie: int = -1
     criterion: str = "gamma"
     score: np.ndarray | None = None
-    keep: np.ndarray | None = None
 
     @property
     def filter_norm(self) -> np.ndarray | None:
@@ -69,10 +70,6 @@ class ChannelGroup:
     @property
     def prunable(self) -> bool:
         return not self.declines
-
-    @property
-    def kept(self) -> int:
-        return self.size if self.keep is None else len(self.keep)
 
 
 def fmax_into(current: np.ndarray | None, size: int, idx: slice, values: np.ndarray) -> np.ndarray:

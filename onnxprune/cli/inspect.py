@@ -11,13 +11,13 @@ import typer
 from rich.markup import escape
 
 from onnxprune import api
-from onnxprune.align import impossible
 from onnxprune.cli.shared import ModelArg, choices, console, errors, one_target, user_errors
 from onnxprune.errors import UsageError
 from onnxprune.files import check_output_path, read_model
 from onnxprune.inputs import parse_shapes
-from onnxprune.measure.plots import plot_inspection
 from onnxprune.options import Criterion
+from onnxprune.planning.align import impossible
+from onnxprune.plots import plot_inspection
 from onnxprune.report import counted_at, group_summary, inspect_table
 from onnxprune.sparsity import SparsifyOptions, survey
 from onnxprune.sparsity.layers import MIN_CHANNELS

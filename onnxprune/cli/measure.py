@@ -26,10 +26,10 @@ from onnxprune.errors import UsageError
 from onnxprune.files import check_output_path, read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
-from onnxprune.measure.plots import plot_sweep
-from onnxprune.measure.sweep import SweepOptions, sweep
 from onnxprune.options import Criterion, Scope, choice
+from onnxprune.plots import plot_sweep
 from onnxprune.report import bench_table, sweep_table
+from onnxprune.search.sweep import SweepOptions, sweep
 
 
 @user_errors

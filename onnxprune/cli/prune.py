@@ -31,9 +31,9 @@ from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
-from onnxprune.measure.plots import plot_kept
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, choice
-from onnxprune.plan import load_plan
+from onnxprune.planning import load_plan
+from onnxprune.plots import plot_kept
 from onnxprune.report import (
     bench_table,
     calibration_table,
@@ -138,7 +138,7 @@ def prune(
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),
         criterion=choice(Criterion, criterion, "--criterion"),
-        compensate=choice(Compensate, compensate or ("calib" if calib is not None else "bn"), "--compensate"),
+        compensate=choice(Compensate, compensate or Compensate.AUTO, "--compensate"),
         max_group_ratio=max_group_ratio,
     )
     checks = api.VerifyOptions(

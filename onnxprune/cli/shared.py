@@ -20,7 +20,7 @@ from onnxprune import api
 from onnxprune.compensate.calibrate import CalibOptions
 from onnxprune.data import parse_floats, parse_size
 from onnxprune.errors import OnnxPruneError, UsageError
-from onnxprune.measure.targets import Target
+from onnxprune.search.targets import Target
 
 console = Console()
 errors = Console(stderr=True)

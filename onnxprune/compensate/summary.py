@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.plan import Plan
 
 
-def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
+def compensation_report(analysis: Analysis, plan: Plan, mode: str) -> dict[str, Any]:
     """Per consumer (Conv, Gemm, MatMul) that lost input channels: how their constants were folded.
 
     ``applied``: "bias" (an unpadded consumer's bias, exact), "bias map" (a zero-padded Conv's per-position
@@ -21,7 +22,7 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
     layers = []
     for name, node, how in analysis.consumers:
         state = analysis.states[name]
-        removed = analysis.removed_positions(name)
+        removed = analysis.removed_positions(name, plan)
         if removed.size == 0:
             continue
         values = state.removed_value[removed]
@@ -39,11 +40,11 @@ def compensation_report(analysis: Analysis, mode: str) -> dict[str, Any]:
                 "estimate": [float(f"{v:.6g}") for v in values[carrying]],
             }
         )
-    disabled = sum(int(_removed_at(analysis, n, cut).sum()) for n, cut in analysis.disabled.items())
+    disabled = sum(int(_removed_at(analysis, plan, n, cut).sum()) for n, cut in analysis.disabled.items())
     approximations = [
         {"node": node, "why": why}
         for node, why, name in dict.fromkeys(analysis.approximations)
-        if (analysis.states[name].removed_value[_removed_at(analysis, name, None)] != 0).any()
+        if (analysis.states[name].removed_value[_removed_at(analysis, plan, name, None)] != 0).any()
     ]
     return {"mode": mode, "layers": layers, "approximations": approximations, "fell_back_to_zero": disabled}
 
@@ -59,7 +60,7 @@ def _inexact(analysis: Analysis, cmap, positions: np.ndarray) -> np.ndarray:
     return flags[positions]
 
 
-def _removed_at(analysis: Analysis, name: str, among: np.ndarray | None) -> np.ndarray:
+def _removed_at(analysis: Analysis, plan: Plan, name: str, among: np.ndarray | None) -> np.ndarray:
     """Per position of a tensor: removed by the plan (and in ``among``)."""
-    removed = analysis.removed_mask(name)
+    removed = analysis.removed_mask(name, plan)
     return removed if among is None else removed & among

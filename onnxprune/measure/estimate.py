@@ -18,6 +18,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
+from onnxprune.channels.plan import Plan
 from onnxprune.channels.span import width
 from onnxprune.measure.counter import COUNTED_OPS, Counts
 from onnxprune.rules.padmap import bias_map_size
@@ -30,7 +31,7 @@ class _Term:
 
 
 class Estimator:
-    """MACs and params of the plan the analysis' groups hold now, as fractions of the original's."""
+    """MACs and params of a plan, as fractions of the original's."""
 
     def __init__(self, graph: gs.Graph, analysis: Analysis, counts: Counts) -> None:
         self.analysis = analysis
@@ -75,7 +76,7 @@ class Estimator:
             (tensor, node.outputs[0].name, int(shape[1]), list(weight.shape[2:]), list(shape[2:]))
         )
 
-    def _maps(self) -> float:
+    def _maps(self, plan: Plan) -> float:
         """Parameters of the bias maps the plan adds: where a removed input channel carries a constant."""
         total = 0.0
         for tensor, out, channels, taps, out_size in self.map_terms:
@@ -83,11 +84,11 @@ class Estimator:
             if state is None:
                 continue
             gone = np.ones(width(state.map), dtype=bool)
-            gone[self.analysis.kept_positions(state.map)] = False
+            gone[self.analysis.kept_positions(state.map, plan)] = False
             if np.any(np.nan_to_num(state.removed_value[gone], nan=1.0) != 0):
                 out_state = self.analysis.states.get(out)
                 if out_state is not None:
-                    channels = len(self.analysis.kept_positions(out_state.map))
+                    channels = len(self.analysis.kept_positions(out_state.map, plan))
                 total += bias_map_size(channels, taps, out_size)
         return total
 
@@ -106,11 +107,13 @@ class Estimator:
             return
         self.param_terms[tensor.name] = _Term(int(np.prod(tensor.shape, dtype=np.int64)), widths)
 
-    def fractions(self) -> tuple[float, float]:
-        """(params, MACs) of the current plan, each a fraction of the unpruned model's."""
+    def fractions(self, plan: Plan) -> tuple[float, float]:
+        """(params, MACs) of ``plan``, each a fraction of the unpruned model's."""
         kept: dict[str, float] = {}
-        macs = sum(t.size * self._factor(t, kept) for t in self.mac_terms)
-        params = sum(t.size * self._factor(t, kept) for t in self.param_terms.values()) + self._maps()
+        macs = sum(t.size * self._factor(t, kept, plan) for t in self.mac_terms)
+        params = sum(t.size * self._factor(t, kept, plan) for t in self.param_terms.values()) + self._maps(
+            plan
+        )
         return params / max(self.full_params, 1), macs / max(self.full_macs, 1)
 
     def group_macs(self) -> dict[int, int]:
@@ -138,13 +141,14 @@ class Estimator:
             found[group.id] = found.get(group.id, 0.0) + span.width / full
         return found
 
-    def _factor(self, term: _Term, kept: dict[str, float]) -> float:
+    def _factor(self, term: _Term, kept: dict[str, float], plan: Plan) -> float:
         factor = 1.0
         for name in term.tensors:
             if name not in kept:
                 state = self.analysis.states.get(name)
                 full = width(state.map) if state is not None else 0
-                kept[name] = len(self.analysis.kept_positions(state.map)) / full if state and full else 1.0
+                positions = self.analysis.kept_positions(state.map, plan) if state and full else None
+                kept[name] = len(positions) / full if positions is not None else 1.0
             factor *= kept[name]
         return factor
 

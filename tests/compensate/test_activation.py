@@ -33,7 +33,7 @@ def test_constant_channel_scores_zero_and_is_removed_then_folded():
     (group,) = [g for g in result.groups if g.prunable]
     assert group.criterion == "activation" and group.score[1] == pytest.approx(0.0, abs=1e-6)
     assert group.score[0] > 0 and group.score[2] > 0
-    assert group.keep.tolist() == [0, 2]
+    assert result.plan.keep(group).tolist() == [0, 2]
     feed = samples(3, seed=9)
     want, got = run(original, feed)["y"], run(result.pruned, feed)["y"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -11,7 +11,7 @@ import tiny
 from test_compensate_datafree import with_dead_beta
 
 from onnxprune import api
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 from onnxprune.report import compensation_table
 
 MNIST = Path(__file__).parents[2] / "models" / "mnist"

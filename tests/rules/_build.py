@@ -16,7 +16,7 @@ import tiny
 from onnx import TensorProto, helper
 
 from onnxprune import api
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 
 Net = tiny.Net
 HALF = PlanOptions(ratio=0.5, round_to=4, min_keep=4)

@@ -6,7 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxprune import api
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
 
 from ._build import Net, assert_declines, build, check_exact, shape_of, tiny
 

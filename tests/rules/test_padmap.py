@@ -177,7 +177,7 @@ def test_calibration_refits_only_its_own_part_of_a_summed_map():
     import tiny
 
     from onnxprune import api
-    from onnxprune.plan import PlanOptions
+    from onnxprune.options import PlanOptions
 
     model = _with_factored_map()
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from onnxprune import api
 from onnxprune.cli import app
-from onnxprune.measure import count, targets
-from onnxprune.measure.targets import Target, TargetError
+from onnxprune.measure import count
+from onnxprune.search import targets
+from onnxprune.search.targets import Target, TargetError
 
 MNIST = Path(__file__).parents[2] / "models" / "mnist" / "mnist_vgg.l1.onnx"
 runner = CliRunner()
@@ -63,8 +64,8 @@ def test_latency_search_corrects_the_macs_goal_by_what_it_measures(monkeypatch):
     analysis = analyse(normalised)
     score_groups(analysis.groups)
     estimator = Estimator(normalised, analysis, count(model))
-    clock = lambda: 0.2 + 0.8 * estimator.fractions()[1]  # noqa: E731
-    found = targets.search_latency(analysis, api.PlanOptions(ratio=0.0), 0.5, estimator.fractions, clock)
+    clock = lambda plan: 0.2 + 0.8 * estimator.fractions(plan)[1]  # noqa: E731
+    found, _ = targets.search_latency(analysis, api.PlanOptions(ratio=0.0), 0.5, estimator.fractions, clock)
     assert abs(found.latency / 0.5 - 1) <= 0.02
     assert found.macs == pytest.approx(0.375, abs=0.02) and found.steps > 1
 

@@ -14,14 +14,15 @@ by the planner already and left alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.group import ChannelGroup
+from onnxprune.planning.draft import Draft
 
-CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 REPAIR_BUDGET = 200
 
 
@@ -49,8 +50,9 @@ def seen_widths(analysis: Analysis) -> list[Seen]:
     return seen
 
 
-def align(analysis: Analysis, step: int, down: bool = True) -> list[dict[str, object]]:
-    """Round every pruned atom (see ``atoms``) to a multiple of ``step``; the widths still unaligned.
+def align(analysis: Analysis, draft: Draft, step: int, down: bool = True) -> list[dict[str, object]]:
+    """Round every pruned atom (see ``atoms``) of the draft to a multiple of ``step``; the widths still
+    unaligned.
 
     Up, adding back its best removed channels; where that would pass the atom's size and ``down`` allows
     (a ratio is a budget, a threshold a promise about every channel above it), down instead.
@@ -59,21 +61,21 @@ def align(analysis: Analysis, step: int, down: bool = True) -> list[dict[str, ob
         return []
     seen = seen_widths(analysis)
     for group in analysis.groups:
-        if group.keep is None or group.tie >= 0 or len(group.keep) >= group.size:
+        keep = draft.kept.get(group.id)
+        if keep is None or group.tie >= 0 or len(keep) >= group.size:
             continue
         for atom in atoms(analysis, seen).get(group.id, []):
-            _round_atom(group, atom, step, down)
-    left = unaligned(analysis, seen, step)
+            _round_atom(draft, group, atom, step, down)
+    left = unaligned(analysis, seen, step, draft.kept)
     if left:
-        left = _repair(analysis, seen, step, down, left)
+        left = _repair(analysis, draft, seen, step, down, left)
     return left
 
 
-def _repair(analysis: Analysis, seen: list[Seen], step: int, down: bool, left: list) -> list:
+def _repair(analysis: Analysis, draft: Draft, seen: list[Seen], step: int, down: bool, left: list) -> list:
     """Atoms smaller than ``step`` (ShuffleNet halves a group at every shuffle and split) cannot be rounded
     on their own: move single atoms of a misaligned width by what it lacks (or, ``down``, has too much)
     while that leaves fewer widths misaligned."""
-    by_id = {g.id: g for g in analysis.groups}
     found = atoms(analysis, seen)
     touching: dict[int, list[Seen]] = {}
     for width in seen:
@@ -82,35 +84,35 @@ def _repair(analysis: Analysis, seen: list[Seen], step: int, down: bool, left: l
     budget = REPAIR_BUDGET  # trial plans: bounded, so a target search calling this often stays fast
     for _ in range(2 * len(left)):
         best: tuple[int, ChannelGroup, np.ndarray] | None = None
-        for group, keep in _moves(left[0], by_id, found, step, down):
+        for group, keep in _moves(left[0], draft, found, step, down):
             if budget == 0:
                 break
             budget -= 1
             near = touching[group.id]  # only the widths this group is part of can change
-            before = len(unaligned(analysis, near, step))
-            old, group.keep = group.keep, keep
-            gain = before - len(unaligned(analysis, near, step))
-            group.keep = old
+            before = len(unaligned(analysis, near, step, draft.kept))
+            gain = before - len(unaligned(analysis, near, step, {**draft.kept, group.id: keep}))
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, group, keep)
         if best is None:
             return left
-        best[1].keep = best[2]
-        left = unaligned(analysis, seen, step)
+        draft.kept[best[1].id] = best[2]
+        left = unaligned(analysis, seen, step, draft.kept)
         if not left:
             return left
     return left
 
 
-def _moves(width: dict, by_id: dict, found: dict, step: int, down: bool):
+def _moves(
+    width: dict, draft: Draft, found: dict, step: int, down: bool
+) -> Iterator[tuple[ChannelGroup, np.ndarray]]:
     """Kept sets that change one atom of the width's groups by its shortfall (or its excess)."""
     short, extra = (-int(width["width"])) % step, int(width["width"]) % step
     for gid in width["groups"]:
-        group = by_id[gid]
-        if group.keep is None or group.tie >= 0 or group.score is None:
+        group = draft.by_id[gid]
+        if gid not in draft.kept or group.tie >= 0 or group.score is None:
             continue
         keep = np.zeros(group.size, bool)
-        keep[np.asarray(group.keep)] = True
+        keep[draft.kept[gid]] = True
         score = np.asarray(group.score, dtype=np.float64)
         for atom in found.get(gid, [np.arange(group.size)]):
             removed, kept = atom[~keep[atom]], atom[keep[atom]]
@@ -118,8 +120,7 @@ def _moves(width: dict, by_id: dict, found: dict, step: int, down: bool):
                 add = keep.copy()
                 add[removed[np.argsort(-score[removed], kind="stable")][:short]] = True
                 yield group, np.flatnonzero(add)
-            must = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
-            free = kept[~must[kept]]
+            free = kept[~draft.must_mask(group)[kept]]
             if down and len(kept) - extra >= 1 and len(free) >= extra:
                 cut = keep.copy()
                 cut[free[np.argsort(score[free], kind="stable")][:extra]] = False
@@ -152,14 +153,14 @@ def atoms(analysis: Analysis, seen: list[Seen]) -> dict[int, list[np.ndarray]]:
     return found
 
 
-def _round_atom(group: ChannelGroup, atom: np.ndarray, step: int, down: bool) -> None:
+def _round_atom(draft: Draft, group: ChannelGroup, atom: np.ndarray, step: int, down: bool) -> None:
     keep = np.zeros(group.size, bool)
-    keep[np.asarray(group.keep)] = True
+    keep[draft.kept[group.id]] = True
     kept = int(keep[atom].sum())
     if kept == len(atom) or kept % step == 0:
         return
     want = math.ceil(kept / step) * step
-    must = group.must_keep[atom] if group.must_keep is not None else np.zeros(len(atom), bool)
+    must = draft.must_mask(group)[atom]
     lower = kept // step * step
     if want > len(atom) and down and lower >= max(step, int(must.sum())):
         kept_here = atom[keep[atom] & ~must]
@@ -170,34 +171,37 @@ def _round_atom(group: ChannelGroup, atom: np.ndarray, step: int, down: bool) ->
         score = np.asarray(group.score if group.score is not None else np.zeros(group.size), np.float64)
         removed = atom[~keep[atom]]
         keep[removed[np.argsort(-score[removed], kind="stable")][: min(want, len(atom)) - kept]] = True
-    group.keep = np.flatnonzero(keep)
+    draft.kept[group.id] = np.flatnonzero(keep)
 
 
-def unaligned(analysis: Analysis, seen: list[Seen], step: int) -> list[dict[str, object]]:
-    """Widths that lost channels and are not a multiple of ``step``, with the consumer that sees them."""
+def unaligned(
+    analysis: Analysis, seen: list[Seen], step: int, kept: Mapping[int, np.ndarray]
+) -> list[dict[str, object]]:
+    """Widths that lost channels and are not a multiple of ``step``, with the consumer that sees them
+    (``kept``: a plan's kept indices by group id)."""
     by_id = {g.id: g for g in analysis.groups}
     prefix: dict[int, np.ndarray] = {}  # kept channels before each index: a piece's count in O(1)
     found = []
     for width in seen:
         full = sum(length for _, _, length in width.pieces)
-        kept = 0
+        left = 0
         for gid, start, length in width.pieces:
             if gid not in prefix:
-                prefix[gid] = _kept_prefix(by_id[gid])
-            kept += int(prefix[gid][start + length] - prefix[gid][start])
-        if kept < full and kept % step:
+                prefix[gid] = _kept_prefix(by_id[gid], kept.get(gid))
+            left += int(prefix[gid][start + length] - prefix[gid][start])
+        if left < full and left % step:
             groups = sorted({gid for gid, _, _ in width.pieces})
             found.append(
-                {"node": width.node, "tensor": width.tensor, "width": kept, "of": full, "groups": groups}
+                {"node": width.node, "tensor": width.tensor, "width": left, "of": full, "groups": groups}
             )
     return found
 
 
-def _kept_prefix(group: ChannelGroup) -> np.ndarray:
+def _kept_prefix(group: ChannelGroup, keep: np.ndarray | None) -> np.ndarray:
     mask = np.ones(group.size, np.int64)
-    if group.keep is not None:
+    if keep is not None:
         mask[:] = 0
-        mask[np.asarray(group.keep)] = 1
+        mask[keep] = 1
     return np.concatenate([[0], np.cumsum(mask)])
 
 

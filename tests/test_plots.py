@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from onnxprune.cli import app
 
 pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
-MNIST = Path(__file__).parents[2] / "models" / "mnist" / "mnist_vgg.l1.onnx"
+MNIST = Path(__file__).parents[1] / "models" / "mnist" / "mnist_vgg.l1.onnx"
 PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
 

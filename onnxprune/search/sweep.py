@@ -1,13 +1,13 @@
 """Sweep: prune one model to a ladder of targets and measure each point against the original.
 
-One analysis serves every point: the model is loaded, analysed, scored and counted once (analysed once per
-compensation mode: ``none`` walks without the BN estimates, ``bn`` with them, and ``calib`` starts from the
-``bn`` point of the same target, its search and rewrite shared, then fits it on the calibration data as
-``prune --calib`` does). Each point plans (``targets.search``), rewrites a copy of the graph, and is
-counted, timed (ONNX Runtime, interleaved with the original) and compared with the original on the same
-feeds: cosine similarity and top-1 agreement of the first output, and accuracy where labelled data is given
-(an ``.npz`` with ``x`` or the input's name, and ``y``; never the calibration file). A point the model
-cannot reach is recorded with its reason; the sweep goes on.
+The model is prepared once per analysis mode (``none`` walks without the BN estimates; ``bn`` with them,
+and ``calib`` starts from it). Each point is what ``prune --target-KIND value`` writes: the same target
+search (``targets.plan_to_target``) and the same pipeline (``pipeline.execute``: rewrite, isolation of
+groups that break the model, calibration in mode calib). It is counted, timed (ONNX Runtime, interleaved
+with the original) and compared with the original on the same feeds: cosine similarity and top-1 agreement
+of the first output, and accuracy where labelled data is given (an ``.npz`` with ``x`` or the input's name,
+and ``y``; never the calibration file). A point the model cannot reach is recorded with its reason; the
+sweep goes on.
 """
 
 from __future__ import annotations
@@ -21,23 +21,17 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from onnxprune import graph as graphs
-from onnxprune.analyse import analyse
-from onnxprune.channels import Analysis
-from onnxprune.compensate.calibrate import CalibOptions, calibrate
-from onnxprune.data import static_batch
+from onnxprune.channels import Plan
+from onnxprune.compensate.calibrate import CalibOptions
 from onnxprune.errors import ModelLoadError, UsageError, first_line
 from onnxprune.files import same_file
-from onnxprune.importance import score_groups
 from onnxprune.inputs import _graph_inputs, make_inputs
 from onnxprune.measure.bench import BenchOptions, bench
 from onnxprune.measure.counter import Counts, count
-from onnxprune.measure.estimate import Estimator
-from onnxprune.measure.targets import Target, TargetError, search
-from onnxprune.options import Compensate, choice
-from onnxprune.plan import PlanOptions
-from onnxprune.rewrite import apply_plan, kept_positions, validate
+from onnxprune.options import Compensate, PlanOptions, VerifyOptions, choice
+from onnxprune.pipeline import Execution, Prepared, execute, prepare
 from onnxprune.runtime import ort_session
+from onnxprune.search.targets import Target, TargetError, plan_to_target
 from onnxprune.verify import compare
 
 LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
@@ -71,7 +65,10 @@ class SweepOptions:
     def modes(self) -> tuple[Compensate, ...]:
         if self.compensate is None:
             return (Compensate.BN, Compensate.CALIB) if self.calib is not None else (Compensate.BN,)
-        return tuple(choice(Compensate, m, "--compensate") for m in self.compensate)
+        # auto is what prune would choose: calib where calibration data is given.
+        auto = Compensate.CALIB if self.calib is not None else Compensate.BN
+        chosen = (choice(Compensate, m, "--compensate") for m in self.compensate)
+        return tuple(auto if m == Compensate.AUTO else m for m in chosen)
 
     def check(self) -> None:
 
@@ -103,15 +100,15 @@ class SweepOptions:
 
 @dataclass
 class _Sweep:
-    """What every point shares: the model, one analysis per compensation mode, the feeds and the data."""
+    """What every point shares: the model, one prepared analysis per compensation mode, the feeds and the
+    data."""
 
     model: onnx.ModelProto
-    graph: Any
     options: SweepOptions
     before: Counts
     feeds: list
     labelled: tuple | None
-    analyses: dict[str, tuple[Analysis, Estimator]]
+    prepared: dict[str, Prepared]  # by the analysis' mode: none or bn (which calib starts from)
     samples: dict[str, np.ndarray] | None
 
 
@@ -136,23 +133,17 @@ def sweep(
 
 
 def _prepare(model: onnx.ModelProto, options: SweepOptions) -> _Sweep:
-    graph = graphs.normalise(model)
-    before = count(model, options.shapes)
+    samples = options.calib.load(model) if options.calib is not None else None
+    holdout = options.calib.calib_options().holdout if options.calib is not None else 0.1
+    prepared: dict[str, Prepared] = {}
+    for mode in options.modes():
+        plan = replace(options.plan, compensate=mode)
+        if plan.analysis_mode not in prepared:
+            prepared[plan.analysis_mode] = prepare(model, plan, options.shapes, samples, holdout)
+    before = next(iter(prepared.values())).before
     feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
     labelled = _labelled(options.labels, model) if options.labels is not None else None
-    samples = options.calib.load(model) if options.calib is not None else None
-    analyses = {}
-    for base in dict.fromkeys(_base(m) for m in options.modes()):
-        # As prune analyses: bn (which calib starts from) with the original-values pass.
-        analysis = analyse(graph, exactness=base == "bn", compensate=base)
-        score_groups(analysis.groups, options.plan.criterion)
-        analyses[base] = (analysis, Estimator(graph, analysis, before))
-    return _Sweep(model, graph, options, before, feeds, labelled, analyses, samples)
-
-
-def _base(mode: str) -> str:
-    """The analysis a mode prunes with: calibration starts from the data-free bn folding."""
-    return "none" if mode == Compensate.NONE else "bn"
+    return _Sweep(model, options, before, feeds, labelled, prepared, samples)
 
 
 def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed: bool) -> dict[str, Any]:
@@ -163,39 +154,41 @@ def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed
 
 
 def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
-    """One row per mode at one target; bn and calib share the search and the rewrite."""
-    modes = state.options.modes()
+    """One row per mode at one target: the model ``prune --target-KIND value`` writes with that mode
+    (bn and calib share the analysis and the search)."""
     rows: dict[str, dict[str, Any]] = {}
-    for base, (analysis, estimator) in state.analyses.items():
+    searched: dict[str, Plan | TargetError] = {}
+    for mode in state.options.modes():
         start = time.perf_counter()
-        plan = replace(state.options.plan, ratio=0.0, threshold=None, replay=None)
-        try:
-            search(analysis, plan, state.options.kind, value, estimator.fractions)
-        except TargetError as err:
-            for mode in (m for m in modes if _base(m) == base):
-                rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(err)}
+        options = replace(state.options.plan, compensate=mode)
+        prepared = state.prepared[options.analysis_mode]
+        if options.analysis_mode not in searched:
+            searched[options.analysis_mode] = _search(prepared, state.options.kind, value)
+        plan = searched[options.analysis_mode]
+        if isinstance(plan, TargetError):
+            rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(plan)}
             continue
-        pruned = validate(graphs.to_model(apply_plan(state.graph.copy(), analysis), state.model))
-        if base in modes:
-            rows[base] = _measure(state, pruned, value, base, start)
-        if base == "bn" and Compensate.CALIB in modes:
-            start = time.perf_counter()
-            rows["calib"] = _measure(state, _calibrated(state, pruned, analysis), value, "calib", start)
-    return [rows[str(m)] for m in modes]
+        pruned = execute(replace(prepared, options=options), plan, _execution(state, options)).pruned
+        rows[mode] = _measure(state, pruned, value, str(mode), start)
+    return [rows[m] for m in state.options.modes()]
 
 
-def _calibrated(state: _Sweep, pruned: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
-    """The bn point fitted back to the original on the calibration data, as ``prune --calib`` does."""
-    assert state.options.calib is not None and state.samples is not None
-    done = calibrate(
-        state.model,
-        pruned,  # measured already: refitted in place
-        kept_positions(analysis),
-        state.samples,
-        state.options.calib.calib_options(),
-        static_batch=static_batch(state.model),
+def _search(prepared: Prepared, kind: str, value: float) -> Plan | TargetError:
+    try:
+        return plan_to_target(prepared, prepared.options, Target(kind, value))[1]
+    except TargetError as err:
+        return err
+
+
+def _execution(state: _Sweep, options: PlanOptions) -> Execution:
+    """As ``prune --target-*`` runs the pipeline without verification: checked by one ONNX Runtime run,
+    fitted on the calibration data in mode calib."""
+    calib = state.options.calib
+    if options.compensate != Compensate.CALIB or calib is None:
+        return Execution(VerifyOptions(enabled=False, shapes=state.options.shapes))
+    return Execution(
+        VerifyOptions(enabled=False, shapes=state.options.shapes), state.samples, calib.calib_options()
     )
-    return validate(done.model)
 
 
 def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, start: float) -> dict[str, Any]:

@@ -19,17 +19,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
 
-from onnxprune.channels.analysis import Analysis
+from onnxprune.channels import Analysis, ChannelGroup, Plan
 from onnxprune.errors import OnnxPruneError, UsageError
-from onnxprune.graph import to_model
 from onnxprune.measure.bench import BenchOptions, bench
 from onnxprune.measure.counter import Counts
-from onnxprune.measure.estimate import Estimator
-from onnxprune.plan import PlanOptions, _top, make_plan
-from onnxprune.rewrite import apply_plan
+from onnxprune.options import PlanOptions
+from onnxprune.pipeline.prepare import Prepared
+from onnxprune.pipeline.rewrite import rewritten
+from onnxprune.planning import Draft, make_plan
 
 KINDS = ("macs", "params", "latency")
 TOLERANCE = 0.02
@@ -93,36 +91,25 @@ def search(
     options: PlanOptions,
     kind: str,
     value: float,
-    estimate: Callable[[], tuple[float, float]],
-) -> Reached:
-    """Plan the groups of ``analysis`` for the ratio whose estimated ``kind`` fraction is nearest ``value``.
+    estimate: Callable[[Plan], tuple[float, float]],
+) -> tuple[Reached, Plan]:
+    """The plan of ``analysis`` for the ratio whose estimated ``kind`` fraction is nearest ``value``.
 
-    Leaves that plan in the groups. ``estimate`` gives (params, MACs) fractions of the current plan.
+    ``estimate(plan)`` gives (params, MACs) fractions of a plan.
     """
-    # Planning keeps the best channel of a Split piece it would empty (must_keep); one step's must not
-    # carry into the next, so every step starts from what the analysis said.
-    saved = [(g, None if g.must_keep is None else g.must_keep.copy()) for g in analysis.groups]
-
-    def plan(opts: PlanOptions) -> None:
-        for group, must in saved:
-            group.must_keep = None if must is None else must.copy()
-        make_plan(analysis.groups, opts, analysis)
-
-    first = replace(options, ratio=0.0)
-    plan(first)  # applies --exclude once
-    quiet = replace(first, exclude=())
-    cache: dict[float, Reached] = {}
+    cache: dict[float, tuple[Reached, Plan]] = {}
 
     def at(ratio: float) -> Reached:
         if ratio not in cache:
-            plan(replace(quiet, ratio=ratio))
-            params, macs = estimate()
-            cache[ratio] = Reached(ratio, params, macs, steps=len(cache) + 1)
-        return cache[ratio]
+            plan = make_plan(analysis.groups, replace(options, ratio=ratio), analysis)
+            params, macs = estimate(plan)
+            cache[ratio] = (Reached(ratio, params, macs, steps=len(cache) + 1), plan)
+        return cache[ratio][0]
 
-    def settle(ratio: float) -> Reached:
-        plan(replace(quiet, ratio=ratio))  # leaves this plan in the groups
-        return replace(at(ratio), steps=len(cache))
+    def settle(ratio: float) -> tuple[Reached, Plan]:
+        at(ratio)
+        reached, plan = cache[ratio]
+        return replace(reached, steps=len(cache)), plan
 
     lo, hi = 0.0, MAX_RATIO
     if at(lo).value(kind) <= value:
@@ -140,10 +127,10 @@ def search(
             hi = mid
         if hi - lo < 1e-4 or abs(at(hi).value(kind) / value - 1) < TOLERANCE / 4:
             break
-    found = settle(min((lo, hi), key=lambda r: abs(at(r).value(kind) - value)))
+    found, plan = settle(min((lo, hi), key=lambda r: abs(at(r).value(kind) - value)))
     if abs(found.value(kind) / value - 1) > TOLERANCE:
-        found = _refine(analysis, options, kind, value, estimate, found)
-    return found
+        found, plan = _refine(analysis, options, kind, value, estimate, found, plan)
+    return found, plan
 
 
 def _refine(
@@ -151,43 +138,44 @@ def _refine(
     options: PlanOptions,
     kind: str,
     value: float,
-    estimate: Callable[[], tuple[float, float]],
+    estimate: Callable[[Plan], tuple[float, float]],
     found: Reached,
-) -> Reached:
+    plan: Plan,
+) -> tuple[Reached, Plan]:
     """Where one ratio for all cannot land near enough (few, small groups), move single groups by one
     --round-to step at a time, each time the one that brings the estimate nearest the target."""
+    draft = Draft(analysis.groups, {gid: list(d) for gid, d in plan.declined.items()})
+    draft.kept = dict(plan.kept)
 
-    def current() -> float:
-        return dict(zip(("params", "macs"), estimate(), strict=True))[kind]
+    def current(kept: dict[int, np.ndarray]) -> float:
+        return dict(zip(("params", "macs"), estimate(plan.with_kept(kept)), strict=True))[kind]
 
-    groups = [g for g in analysis.groups if g.prunable and g.score is not None and g.tie < 0]
-    now = current()
+    groups = [g for g in analysis.groups if draft.prunable(g) and g.score is not None and g.tie < 0]
+    now = current(draft.kept)
     for _ in range(sum(g.size for g in groups) // max(options.width_step, 1) + 1):
         if abs(now / value - 1) <= TOLERANCE:
             break
-        best: tuple[float, Any, np.ndarray] | None = None
+        best: tuple[float, int, np.ndarray] | None = None
         for group in groups:
-            keep = _step(group, options, up=now < value)
+            keep = _step(draft, group, options, up=now < value)
             if keep is None:
                 continue
-            old, group.keep = group.keep, _top(group, keep)
-            candidate = (current(), group, group.keep)
-            group.keep = old
+            moved = draft.top(group, keep)
+            candidate = (current({**draft.kept, group.id: moved}), group.id, moved)
             if best is None or abs(candidate[0] - value) < abs(best[0] - value):
                 best = candidate
         if best is None or abs(best[0] - value) >= abs(now - value):
             break
-        now, best[1].keep = best[0], best[2]
-    params, macs = estimate()
-    return Reached(found.ratio, params, macs, steps=found.steps)
+        now, draft.kept[best[1]] = best[0], best[2]
+    refined = draft.freeze()
+    params, macs = estimate(refined)
+    return Reached(found.ratio, params, macs, steps=found.steps), refined
 
 
-def _step(group: Any, options: PlanOptions, up: bool) -> int | None:
+def _step(draft: Draft, group: ChannelGroup, options: PlanOptions, up: bool) -> int | None:
     """The kept count one --round-to step up or down from the group's, or None where it cannot move."""
-    kept = group.kept
-    floor = max(
-        min(options.min_keep, group.size), int(group.must_keep.sum()) if group.must_keep is not None else 0, 1
-    )
+    kept = draft.kept_count(group)
+    floor = max(min(options.min_keep, group.size), draft.must_count(group), 1)
     new = min(kept + options.width_step, group.size) if up else max(kept - options.width_step, floor)
     return None if new == kept else new
 
@@ -206,48 +194,40 @@ def search_latency(
     analysis: Analysis,
     options: PlanOptions,
     value: float,
-    estimate: Callable[[], tuple[float, float]],
-    measure: Callable[[], float],
-) -> Reached:
-    """Plan for a latency fraction: ``measure`` times the current plan (a fraction of the original's)."""
-    macs_goal, best = value, None
+    estimate: Callable[[Plan], tuple[float, float]],
+    measure: Callable[[Plan], float],
+) -> tuple[Reached, Plan]:
+    """Plan for a latency fraction: ``measure(plan)`` times a plan (a fraction of the original's)."""
+    macs_goal = value
+    best: tuple[Reached, Plan] | None = None
     for step in range(1, LATENCY_STEPS + 1):
-        found = search(analysis, options, "macs", macs_goal, estimate)
-        found.latency, found.steps = measure(), step
-        if best is None or abs(found.latency - value) < abs(best.latency - value):  # type: ignore[operator]
-            best = found
+        found, plan = search(analysis, options, "macs", macs_goal, estimate)
+        found.latency, found.steps = measure(plan), step
+        if best is None or abs(found.latency - value) < abs(best[0].latency - value):  # type: ignore[operator]
+            best = (found, plan)
         if abs(found.latency / value - 1) <= TOLERANCE or found.ratio >= MAX_RATIO:
             break
         macs_goal = min(1.0, macs_goal * value / max(found.latency, 1e-6))
     assert best is not None
-    if best is not found:
-        best = replace(search(analysis, options, "macs", best.macs, estimate), latency=best.latency)
     return best
 
 
 def plan_to_target(
-    graph: gs.Graph,
-    analysis: Analysis,
-    options: PlanOptions,
-    target: Target,
-    counts: Counts,
-    model: onnx.ModelProto,
-    bench_options: BenchOptions | None = None,
-) -> Reached:
-    """Leave in the analysis' groups the plan nearest ``target``; latency is timed on rewritten copies."""
-
-    estimator = Estimator(graph, analysis, counts)
+    prepared: Prepared, options: PlanOptions, target: Target, bench_options: BenchOptions | None = None
+) -> tuple[Reached, Plan]:
+    """The plan nearest ``target``; a latency target times rewritten copies with ONNX Runtime."""
+    estimate = prepared.estimator.fractions
+    options = replace(options, ratio=0.0, threshold=None, replay=None)
     if target.kind != "latency":
-        return search(analysis, options, target.kind, target.value, estimator.fractions)
+        return search(prepared.analysis, options, target.kind, target.value, estimate)
+    timing = bench_options or BenchOptions(runs=20, warmup=3, shapes=prepared.before.inputs)
 
-    timing = bench_options or BenchOptions(runs=20, warmup=3, shapes=counts.inputs)
-
-    def measure() -> float:
-        pruned = to_model(apply_plan(graph.copy(), analysis), model)
-        original, candidate = bench([model, pruned], timing)
+    def measure(plan: Plan) -> float:
+        pruned = rewritten(prepared, plan)
+        original, candidate = bench([prepared.model, pruned], timing)
         return candidate.median_ms / original.median_ms
 
-    return search_latency(analysis, options, target.value, estimator.fractions, measure)
+    return search_latency(prepared.analysis, options, target.value, estimate, measure)
 
 
 def target_record(reached: Reached, target: Target, before: Counts, after: Counts) -> dict[str, Any]:

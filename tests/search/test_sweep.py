@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 import onnxprune.analyse
-import onnxprune.measure.sweep
+import onnxprune.search.sweep
 from onnxprune.cli import app
-from onnxprune.measure.sweep import SweepOptions, sweep
+from onnxprune.search.sweep import SweepOptions, sweep
 
 MNIST = Path(__file__).parents[2] / "models" / "mnist"
 VGG, TEST = MNIST / "mnist_vgg.l1.onnx", MNIST / "mnist5k_test.npz"
@@ -23,8 +23,8 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_one_analysis_serves_every_point(monkeypatch):
     calls = []
-    real = onnxprune.measure.sweep.analyse  # the name sweep calls (imported at its module top)
-    monkeypatch.setattr(onnxprune.measure.sweep, "analyse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = onnxprune.search.sweep.prepare  # the name sweep calls (imported at its module top)
+    monkeypatch.setattr(onnxprune.search.sweep, "prepare", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = sweep(onnx.load(VGG), SweepOptions(targets=[0.8, 0.5, 0.3], bench=None, iterations=2))
     assert len(calls) == 1
     original, *points = result["points"]
@@ -75,12 +75,14 @@ def test_one_row_per_mode_and_calib_shares_the_bn_search(monkeypatch):
     from onnxprune import api
 
     analyses, searches = [], []
-    real_analyse, real_search = onnxprune.measure.sweep.analyse, onnxprune.measure.sweep.search
+    real_prepare, real_search = onnxprune.search.sweep.prepare, onnxprune.search.sweep.plan_to_target
     monkeypatch.setattr(
-        onnxprune.measure.sweep, "analyse", lambda *a, **k: analyses.append(k) or real_analyse(*a, **k)
+        onnxprune.search.sweep,
+        "prepare",
+        lambda *a, **k: analyses.append(a[1].analysis_mode) or real_prepare(*a, **k),
     )
     monkeypatch.setattr(
-        onnxprune.measure.sweep, "search", lambda *a, **k: searches.append(1) or real_search(*a, **k)
+        onnxprune.search.sweep, "plan_to_target", lambda *a, **k: searches.append(1) or real_search(*a, **k)
     )
     calib = api.CalibRequest(CALIB, limit=128)
     options = SweepOptions(
@@ -88,7 +90,7 @@ def test_one_row_per_mode_and_calib_shares_the_bn_search(monkeypatch):
     )
     result = sweep(onnx.load(PLAIN), options)
     assert result["compensate"] == ["none", "bn", "calib"]
-    assert [k["compensate"] for k in analyses] == ["none", "bn"] and len(searches) == 2
+    assert analyses == ["none", "bn"] and len(searches) == 2
     original, none, bn, calibrated = result["points"]
     assert [p["compensate"] for p in (original, none, bn, calibrated)] == [None, "none", "bn", "calib"]
     assert none["macs"] == bn["macs"] == calibrated["macs"]  # one plan; calibration refits weights only
@@ -123,7 +125,7 @@ def test_cli_modes_default_to_bn_and_add_calib_with_calib_data():
         (["--compensate", "bn,calib"], "--compensate calib and --calib go together"),
         (["--compensate", "none", "--calib", str(CALIB)], "--compensate calib and --calib go together"),
         (["--compensate", "bn,bn"], "distinct modes"),
-        (["--compensate", "zero"], "--compensate must be one of none, bn, calib"),
+        (["--compensate", "zero"], "--compensate must be one of auto, none, bn, calib"),
         (["--calib-samples", "10"], "need --calib"),
     ],
 )
@@ -131,3 +133,24 @@ def test_bad_modes_and_calibration_on_the_labels_are_usage_errors(extra, message
     result = runner.invoke(app, ["sweep", str(VGG), "--targets", "0.5", "--no-bench", *extra])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("mode", ["bn", "calib"])
+def test_a_sweep_point_is_the_model_prune_writes_at_that_target(monkeypatch, mode):
+    """Sweep and prune run the one pipeline: at the same target and mode, the very same model."""
+    from onnxprune import api
+
+    made: list[api.PruneResult] = []
+    real = onnxprune.search.sweep.execute
+    monkeypatch.setattr(
+        onnxprune.search.sweep, "execute", lambda *a, **k: made.append(r := real(*a, **k)) or r
+    )
+    calib = api.CalibRequest(CALIB, limit=64) if mode == "calib" else None
+    options = SweepOptions(targets=[0.6], bench=None, iterations=1, compensate=[mode], calib=calib)
+    sweep(onnx.load(PLAIN), options)
+    pruned = api.prune_model(
+        onnx.load(PLAIN), api.PlanOptions(ratio=0.0, compensate=mode), api.VerifyOptions(enabled=False),
+        calib, target=api.Target("macs", 0.6),
+    )  # fmt: skip
+    (point,) = made
+    assert point.pruned.SerializeToString() == pruned.pruned.SerializeToString()

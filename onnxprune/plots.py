@@ -19,8 +19,8 @@ import numpy as np
 from onnxprune.channels.group import ChannelGroup
 from onnxprune.errors import CapabilityError
 from onnxprune.files import write_atomically
-from onnxprune.measure.targets import search
-from onnxprune.plan import PlanOptions
+from onnxprune.options import PlanOptions
+from onnxprune.search.targets import search
 
 
 def _pyplot() -> Any:
@@ -60,7 +60,9 @@ def plot_inspection(
     _pyplot()  # before any search: a missing extra is one line, at once
     if target is not None:
         target.check()
-        ratio = search(analysis, PlanOptions(ratio=0.0), target.kind, target.value, estimator.fractions).ratio
+        ratio = search(analysis, PlanOptions(ratio=0.0), target.kind, target.value, estimator.fractions)[
+            0
+        ].ratio
         title = title or f"threshold for {target.kind} {target.value:g} (global ratio {ratio:.3f})"
     elif ratio is not None:
         title = title or f"threshold of --ratio {ratio:g}"

@@ -1,0 +1,199 @@
+"""The pipeline after planning: (prepared, plan) -> rewrite (isolating groups that break the model) ->
+report -> verify -> compensate with data (calibration) -> 2:4. Every driver that writes or measures a
+pruned model goes through ``execute``; drivers differ only in how they choose the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from onnxprune import verify
+from onnxprune.channels import Analysis, ChannelGroup, Plan
+from onnxprune.compensate.calibrate import CalibOptions, calibrate
+from onnxprune.compensate.summary import compensation_report
+from onnxprune.data import Samples, static_batch
+from onnxprune.graph import normalise
+from onnxprune.measure.counter import Counts, count
+from onnxprune.options import Compensate, VerifyOptions
+from onnxprune.pipeline.layer_errors import held_out_part, plan_layer_errors, record_layer_errors
+from onnxprune.pipeline.prepare import Prepared
+from onnxprune.pipeline.report import build_report
+from onnxprune.pipeline.rewrite import rewrite
+from onnxprune.pipeline.verification import feeds_for, verify_pruning
+from onnxprune.planning import unmatched_excludes
+from onnxprune.planning.align import seen_widths, unaligned
+from onnxprune.rewrite import kept_positions, masked_reference, validate
+from onnxprune.runtime import PendingCheck, check_runs
+from onnxprune.sparsity import SparsifyOptions, sparsify_model
+
+
+@dataclass
+class PruneResult:
+    original: onnx.ModelProto
+    pruned: onnx.ModelProto
+    groups: list[ChannelGroup]
+    report: dict[str, Any]
+    make_masked: Callable[[], onnx.ModelProto]
+    plan: Plan = dataclasses.field(default_factory=Plan)
+    analysis: Analysis | None = None
+    output: Any = None  # the path written, once written
+    # ``pruned`` serialised for its ONNX Runtime check; None once anything changes it (calibration, 2:4).
+    serialized: bytes | None = None
+    pending: PendingCheck | None = None  # that check, still running (``defer_check``): see ``confirm``
+
+    def confirm(self) -> None:
+        """Wait for a deferred ONNX Runtime check; raises the ValidationError it found."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.wait()
+
+    @functools.cached_property
+    def masked(self) -> onnx.ModelProto:
+        """The original with exactly the removed channels zeroed (see rewrite.masked_reference)."""
+        return self.make_masked()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the pipeline runs after planning. ``samples``: calibration data (fitted on with compensate
+    calib, the held-out tail judging); ``sparsify``: then 2:4; ``defer_check``: see ``execute``."""
+
+    verify: VerifyOptions | None = None
+    samples: Samples | None = None
+    calib: CalibOptions | None = None
+    sparsify: SparsifyOptions | None = None
+    defer_check: bool = False
+    # A target search's record of what it reached, from the counts before and after (it raises where the
+    # pruned model misses the target): checked before anything is verified.
+    target_record: Callable[[Counts, Counts], dict[str, Any]] | None = None
+
+    @property
+    def verifying(self) -> bool:
+        return self.verify is not None and self.verify.enabled
+
+    @property
+    def holdout(self) -> float:
+        return (self.calib or CalibOptions()).holdout
+
+
+def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
+    """The pruned model of ``plan``, its report, verified and compensated as ``run`` says.
+
+    The result's ``pruned`` has passed onnx.checker, shape inference and an ONNX Runtime run with the
+    original's output shapes. ``run.defer_check`` (without verification, calibration or 2:4, which need the
+    check's answer first): the run goes on in a thread; ``result.confirm()`` waits for it and raises its
+    ValidationError (the groups to blame are then not isolated: execute again without deferring).
+    """
+    options, model = prepared.options, prepared.model
+    calibrating = options.compensate == Compensate.CALIB and run.samples is not None
+    defer = run.defer_check and not run.verifying and run.sparsify is None and not calibrating
+    feeds = feeds_for(model, run.verify or VerifyOptions())
+    trial = rewrite(prepared, plan, feeds, defer=defer)
+    plan, pruned = trial.plan, trial.pruned
+    if pruned is None:
+        raise AssertionError("the bisection over groups ended without a model")
+    analysis, groups = prepared.analysis, prepared.groups
+    report = _report(prepared, plan, pruned, run)
+    masked = functools.partial(_masked, model, analysis, plan)
+    result = PruneResult(model, pruned, groups, report, masked, plan, analysis, None, trial.serialized,
+                         trial.pending)  # fmt: skip
+    if run.verifying:
+        _verify(result, analysis, feeds, run)
+    elif analysis.compensating:
+        report["compensation"]["error_skipped"] = (
+            "--no-verify: per-layer errors are measured with verification"
+        )
+    if calibrating:
+        assert run.samples is not None
+        result.serialized = None
+        _calibrate(result, analysis, run.samples, run)
+    if run.sparsify is not None:
+        result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
+        _sparsify(result, _sparsify_options(run.sparsify, run), run.verify)
+    return result
+
+
+def _report(prepared: Prepared, plan: Plan, pruned: onnx.ModelProto, run: Execution) -> dict[str, Any]:
+    options, analysis = prepared.options, prepared.analysis
+    after = count(pruned, run.verify.shapes if run.verify is not None else {})
+    report = build_report(prepared.before, after, prepared.groups, plan, options)
+    if run.target_record is not None:
+        report["target"] = run.target_record(prepared.before, after)
+    report["warnings"] = [
+        f"--exclude {p!r} matches no node of any channel group; nothing was excluded by it"
+        for p in unmatched_excludes(prepared.groups, options.exclude)
+    ]
+    report["unaligned"] = unaligned(analysis, seen_widths(analysis), options.aligned_to, plan.kept)
+    report["compensation"] = compensation_report(analysis, plan, options.compensate)
+    return report
+
+
+def _verify(result: PruneResult, analysis: Analysis, feeds: Any, run: Execution) -> None:
+    assert run.verify is not None
+    section = result.report["compensation"]
+    held = held_out_part(run.samples, run.holdout)
+    errors = plan_layer_errors(result.original, result.masked, analysis, result.plan, section, feeds, held)
+    result.report["verify"] = verify_pruning(
+        result.original, result.masked, result.pruned, run.verify, fed=feeds, serialized=result.serialized,
+        error_run=errors,
+    )  # fmt: skip
+    if errors is not None:
+        record_layer_errors(result.original, result.masked, analysis, result.plan, section, errors)
+
+
+def _masked(model: onnx.ModelProto, analysis: Analysis, plan: Plan) -> onnx.ModelProto:
+    # Built on demand from the input, normalised again (same names): a copy of the graph kept just in case
+    # would hold a second copy of every weight.
+    return masked_reference(normalise(model), analysis, plan)
+
+
+def _calibrate(result: PruneResult, analysis: Analysis, samples: Samples, run: Execution) -> None:
+    """Fit the (verified exact) pruned model back to the original; question 2 is then asked again."""
+    done = calibrate(
+        result.original,
+        result.pruned,
+        kept_positions(analysis, result.plan),
+        samples,
+        run.calib or CalibOptions(),
+        static_batch=static_batch(result.original),
+    )
+    result.pruned = validate(done.model)
+    result.report["calibration"] = done.report
+    after = count(result.pruned, run.verify.shapes if run.verify is not None else {})
+    result.report["params"]["after"], result.report["macs"]["after"] = after.params, after.macs
+    _measure_change_again(result, run.verify, "change_before_calibration")
+    if "verify" not in result.report:
+        check_runs(result.original, result.pruned)
+
+
+def _sparsify_options(options: SparsifyOptions, run: Execution) -> SparsifyOptions:
+    """prune's 2:4 is calibrated on prune's own calibration samples (loaded once), unless it was given its
+    own; it never fits on the tail that calibration held out (the same tail, at least as long)."""
+    if run.samples is None or options.calib is not None:
+        return options
+    return dataclasses.replace(options, calib=run.samples, holdout=max(options.holdout, run.holdout))
+
+
+def _sparsify(result: PruneResult, options: SparsifyOptions, checks: VerifyOptions | None) -> None:
+    """2:4 on the pruned model (its own activations); the original-to-final change is measured again."""
+    sparse = sparsify_model(result.pruned, options)
+    result.pruned = sparse.model
+    result.report["sparsity"] = sparse.report
+    if sparse.report["sparsified"]:
+        _measure_change_again(result, checks, "change_before_sparsity")
+
+
+def _measure_change_again(result: PruneResult, checks: VerifyOptions | None, keep_as: str) -> None:
+    """Question 2 asked again of a model changed after verification; the earlier answer kept aside."""
+    if "verify" not in result.report or checks is None:
+        return
+    feeds = feeds_for(result.original, checks).feeds
+    change = verify.compare(result.original, result.pruned, feeds=feeds, progress=checks.progress)
+    result.report["verify"][keep_as] = result.report["verify"]["change"]
+    result.report["verify"]["change"] = change.to_dict()
