@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxprune.capture import Runner
 from onnxprune.channels.analysis import Analysis
-from onnxprune.compensate.capture import Runner
 
 CONSUMERS = ("Conv", "Gemm", "MatMul")
 

@@ -14,41 +14,87 @@ instead: ``--threshold 0`` keeps it, a ratio still ranks it first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError
 from onnxprune.options import Criterion, choice
 
-CRITERIA = tuple(c.value for c in Criterion)
+
+@dataclass(frozen=True)
+class Scorer:
+    """One way to rank a group's channels: ``score(group)`` is one number per channel (higher is more
+    important), or None where the group has nothing to rank it by (``missing`` says what)."""
+
+    name: str
+    score: Callable[[ChannelGroup], np.ndarray | None]
+    missing: str
+
+
+# Every criterion, by name: adding one is a function and a decorator. ``auto`` and ``activation`` are not
+# here: auto tries gamma then l1; activation ranks on calibration data (activation.py).
+SCORERS: dict[str, Scorer] = {}
+AUTO_ORDER = ("gamma", "l1")
+
+
+def scorer(name: str, missing: str) -> Callable[[Callable], Callable]:
+    def register(score: Callable[[ChannelGroup], np.ndarray | None]) -> Callable:
+        SCORERS[name] = Scorer(name, score, missing)
+        return score
+
+    return register
+
+
+@scorer("gamma", "no BatchNormalization scores it")
+def _gamma(group: ChannelGroup) -> np.ndarray | None:
+    return _complete(group.gamma)
+
+
+@scorer("l1", "no producer filters to rank")
+def _l1(group: ChannelGroup) -> np.ndarray | None:
+    return _complete(group.filter_norm)
+
+
+@scorer("l2", "no producer filters to rank")
+def _l2(group: ChannelGroup) -> np.ndarray | None:
+    return _complete(group.filter_norm_l2)
+
+
+def _complete(values: np.ndarray | None) -> np.ndarray | None:
+    """Scores only where every channel has one: a group half scored cannot be ranked."""
+    return None if values is None or np.isnan(values).any() else values
 
 
 def score_groups(groups: list[ChannelGroup], criterion: Criterion | str = Criterion.AUTO) -> None:
-    """Fill ``group.score`` and ``group.criterion``; a group with no usable score is declined."""
+    """Fill ``group.score`` and ``group.criterion`` (once, while the model is prepared); a group with no
+    usable score is declined."""
     criterion = choice(Criterion, criterion, "--criterion")
     if criterion == Criterion.ACTIVATION:
         # Scored on data by activation.activation_scores; without data there is nothing to rank with.
         raise UsageError("--criterion activation ranks channels on calibration data: use prune with --calib")
+    order = AUTO_ORDER if criterion == Criterion.AUTO else (str(criterion),)
     for group in groups:
-        chosen, score = _pick(group, criterion)
+        chosen, score = _first_score(group, order)
         if score is not None and group.inexact is not None:
             # Scoring exactly 0 is a promise that removing the channel changes nothing (--threshold 0).
             score = np.where((score == 0) & group.inexact, np.nextafter(0.0, 1.0), score)
         group.criterion, group.score = chosen, score
         if score is None and group.prunable:
-            why = "no BatchNormalization scores it" if criterion == "gamma" else "no producer filters to rank"
+            why = SCORERS[chosen].missing
             group.declines.append(Decline(f"cannot rank its channels: {why}", ""))
 
 
-def _pick(group: ChannelGroup, criterion: str) -> tuple[str, np.ndarray | None]:
-    gamma_ok = group.gamma is not None and not np.isnan(group.gamma).any()
-    if criterion == "gamma" or (criterion == "auto" and gamma_ok):
-        return "gamma", group.gamma if gamma_ok else None
-    norms = group.filter_norm_l2 if criterion == "l2" else group.filter_norm
-    name = "l2" if criterion == "l2" else "l1"
-    if norms is None or np.isnan(norms).any():
-        return name, None
-    return name, norms
+def _first_score(group: ChannelGroup, order: tuple[str, ...]) -> tuple[str, np.ndarray | None]:
+    """The first criterion of ``order`` that scores every channel of the group (the last one tried, and
+    None, where none does)."""
+    for name in order:
+        score = SCORERS[name].score(group)
+        if score is not None:
+            return name, score
+    return order[-1], None
 
 
 # Network Slimming's L1 penalty drives most unneeded gammas to ~0; a model trained without it keeps them

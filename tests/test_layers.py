@@ -123,3 +123,46 @@ def test_the_check_sees_an_import_of_a_cli_module(tmp_path: Path) -> None:
     assert _upward(sample, "onnxprune.client") == cli | {"onnxprune.api"}  # a name, not the package
     assert _upward(sample, "onnxprune.api") == cli
     assert _upward(sample, "onnxprune.cli.prune") == set()
+
+
+# The pipeline's stages, lowest first: a stage may import the stages before it, never one after it. Drivers
+# (search) sit above the pipeline, the API above them, the CLI on top.
+STAGES = (
+    "onnxprune.channels",
+    "onnxprune.rules",
+    "onnxprune.graph",
+    "onnxprune.analyse",
+    "onnxprune.planning",
+    "onnxprune.rewrite",
+    "onnxprune.compensate",
+    "onnxprune.verify",
+    "onnxprune.pipeline",
+    "onnxprune.search",
+    "onnxprune.api",
+    "onnxprune.cli",
+)
+
+
+def _stage(module: str) -> int | None:
+    return next((i for i, stage in enumerate(STAGES) if _inside(module, stage)), None)
+
+
+def _later_stages(path: Path, name: str | None = None) -> set[str]:
+    mine = _stage(name or _module(path))
+    if mine is None:
+        return set()
+    return {m for m in _imports(path) if (theirs := _stage(m)) is not None and theirs > mine}
+
+
+@pytest.mark.parametrize("path", _files("."), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_stage_imports_no_later_stage(path: Path) -> None:
+    bad = _later_stages(path)
+    assert not bad, f"{_module(path)} imports {sorted(bad)}, a later stage of the pipeline"
+
+
+def test_the_stage_check_sees_an_import_of_a_later_stage(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from onnxprune.pipeline.run import execute\nfrom onnxprune.channels import Plan\n")
+    later = {"onnxprune.pipeline.run", "onnxprune.pipeline.run.execute"}
+    assert _later_stages(sample, "onnxprune.planning.make") == later
+    assert _later_stages(sample, "onnxprune.search.targets") == set()

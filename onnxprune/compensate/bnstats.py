@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.compensate.capture import Runner
+from onnxprune.capture import Runner
 from onnxprune.data import Samples
 
 MIN_OPSET = 14

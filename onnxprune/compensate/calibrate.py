@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.capture import Runner, for_each_batch
 from onnxprune.compensate import bnstats
-from onnxprune.compensate.capture import Runner, for_each_batch
 from onnxprune.compensate.layers import Layer, find_layers
 from onnxprune.compensate.refit import LayerFit, gather_target, output_positions
 from onnxprune.data import Samples, count, split_holdout

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxprune.compensate.capture import Runner
+from onnxprune.capture import Runner
 from onnxprune.data import Samples
 
 CHANNEL_LAST = ("Gemm", "MatMul")

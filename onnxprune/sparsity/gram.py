@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune.compensate.capture import subset
+from onnxprune.capture import subset
 from onnxprune.errors import UsageError, first_line
 from onnxprune.runtime import ort_session
 from onnxprune.sparsity.layers import SparseLayer

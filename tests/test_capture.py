@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.compensate.capture import Runner, subset
+from onnxprune.capture import Runner, subset
 
 
 def _baked_batch_model():
