@@ -35,13 +35,24 @@ from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.layout import prefetch as prefetch_channel_block
 from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
-from onnxprune.options import AUTO, Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
+from onnxprune.options import (
+    AUTO,
+    Allocate,
+    Compensate,
+    Criterion,
+    PlanOptions,
+    Scope,
+    VerifyOptions,
+    choice,
+)
 from onnxprune.pipeline import Execution, Prepared, PruneResult, execute, prepare
 from onnxprune.planning import make_plan
-from onnxprune.search.targets import Target, plan_to_target, target_options, target_record
+from onnxprune.search.budget import Budget, SearchData, SearchOptions
+from onnxprune.search.targets import Target, target_options, target_record
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify
 
 __all__ = [
+    "Allocate",
     "CalibRequest",
     "Criterion",
     "Inspection",
@@ -49,6 +60,7 @@ __all__ = [
     "PlanOptions",
     "PruneResult",
     "Scope",
+    "SearchOptions",
     "SparsifyOptions",
     "SparsifyResult",
     "Target",
@@ -154,6 +166,7 @@ def prune_model(
     sparsify: SparsifyOptions | None = None,
     target: Target | None = None,
     defer_check: bool = False,
+    search: SearchOptions | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker, shape inference and an
     ONNX Runtime run with the original's output shapes.
@@ -166,33 +179,46 @@ def prune_model(
     the report gains how far pruning moved each output from the original. ``sparsify``: then make the
     pruned model's eligible layers 2:4 (``report["sparsity"]``; nothing eligible is reported, not an error),
     by SparseGPT on ``calib``'s samples when given. With a ``target`` (a fraction of the original's MACs,
-    params or latency) the plan is searched for; the report says what was asked and what was reached. MACs
-    and parameters are counted before and after at the verification's shapes. A group whose pruning breaks
-    those checks is found and declined with the reason (see :mod:`onnxprune.pipeline.isolate`); the rest
-    is pruned. A model with no prunable group is a ``NothingToPruneError``.
+    params or latency) the plan is searched for, its budget allocated as ``options.allocate`` says (by
+    measured sensitivity where data is given: ``calib``'s samples or ``search.eval_cmd``); the report says
+    what was asked, what was reached and how it was allocated. MACs and parameters are counted before and
+    after at the verification's shapes. A group whose pruning breaks those checks is found and declined
+    with the reason (see :mod:`onnxprune.pipeline.isolate`); the rest is pruned. A model with no prunable
+    group is a ``NothingToPruneError``; one whose outputs lose the original's behaviour on the user's data
+    (the verdict, ``verify.min_fidelity``) a ``FidelityError``.
     """
+    search = search or SearchOptions()
     options = options.resolved(calibrating=calib is not None)
     samples = _calibration_samples(model, options, calib)
     if target is not None:
         options = target_options(options, target)
+    elif options.allocate == Allocate.SENSITIVITY:
+        raise UsageError("--allocate sensitivity shares a target's budget: give a --target-*")
     calib_options = calib.calib_options() if calib is not None else None
     holdout = (calib_options or CalibOptions()).holdout
     prepared = prepare(model, options, verify.shapes if verify is not None else {}, samples, holdout)
-    plan, record = choose_plan(prepared, target)
+    data = search.data(samples, holdout)
+    plan, record, allocation = choose_plan(prepared, target, data)
     refuse_nothing_to_prune(prepared.groups, plan, prepared.graph, options.criterion)
-    run = Execution(verify, samples, calib_options, sparsify, defer_check, record)
-    return execute(prepared, plan, run)
+    result = execute(prepared, plan, Execution(verify, samples, calib_options, sparsify, defer_check, record))
+    if allocation is not None:
+        result.report["allocation"] = allocation
+    if data.eval_cmd is not None:
+        command = data.eval_cmd
+        scores = {"original": command.score(model), "pruned": command.score(result.pruned)}
+        result.report["score"] = {"command": command.template, **scores}
+    return result
 
 
 def choose_plan(
-    prepared: Prepared, target: Target | None
-) -> tuple[Plan, Callable[[Counts, Counts], dict[str, Any]] | None]:
-    """The plan of the prepared model's options, or the one a target search finds (with the record of what
-    it reached, for the report)."""
+    prepared: Prepared, target: Target | None, data: SearchData
+) -> tuple[Plan, Callable[[Counts, Counts], dict[str, Any]] | None, dict[str, Any] | None]:
+    """The plan of the prepared model's options, or the one a target's budget allocates (with the record
+    of what it reached, and how it was allocated, for the report)."""
     if target is None:
-        return make_plan(prepared.groups, prepared.options, prepared.analysis), None
-    reached, plan = plan_to_target(prepared, prepared.options, target)
-    return plan, functools.partial(target_record, reached, target)
+        return make_plan(prepared.groups, prepared.options, prepared.analysis), None, None
+    reached, plan, allocation = Budget(prepared, data).plan(target)
+    return plan, functools.partial(target_record, reached, target), allocation
 
 
 def _calibration_samples(

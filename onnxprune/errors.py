@@ -46,3 +46,11 @@ def first_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (libraries raise multi-page ones), or its type's name."""
     lines = str(err).strip().splitlines()
     return lines[0][:limit] if lines else type(err).__name__
+
+
+class FidelityError(OnnxPruneError):
+    """The pruned model lost too much of the original's behaviour on the user's data (--min-fidelity)."""
+
+
+class EvalCommandError(OnnxPruneError):
+    """The user's --eval-cmd failed, or printed no number."""

@@ -103,16 +103,29 @@ SLIM_SHARE = 0.05
 SLIM_LOW = 1e-2  # "near zero": below this fraction of the 95th percentile of |gamma|
 
 
-def slimming_warning(groups: list[ChannelGroup]) -> str | None:
-    """A warning when |gamma| over the prunable groups is not bimodal (no mass near zero)."""
+def near_zero_share(groups: list[ChannelGroup]) -> tuple[float, int] | None:
+    """(share of |gamma| near zero, channels) over the prunable groups; None with too few gammas."""
     gammas = [g.gamma[~np.isnan(g.gamma)] for g in groups if g.prunable and g.gamma is not None]
     values = np.abs(np.concatenate(gammas)) if gammas else np.zeros(0)
     if values.size < 16:
         return None
-    share = float(np.mean(values < SLIM_LOW * np.percentile(values, 95)))
-    if share >= SLIM_SHARE:
+    return float(np.mean(values < SLIM_LOW * np.percentile(values, 95))), int(values.size)
+
+
+def trained_for_slimming(groups: list[ChannelGroup]) -> bool:
+    """|gamma| is bimodal: an L1 penalty drove the unneeded channels to zero, so gammas compare across
+    layers (Network Slimming's global threshold means something)."""
+    found = near_zero_share(groups)
+    return found is not None and found[0] >= SLIM_SHARE
+
+
+def slimming_warning(groups: list[ChannelGroup]) -> str | None:
+    """A warning when |gamma| over the prunable groups is not bimodal (no mass near zero)."""
+    found = near_zero_share(groups)
+    if found is None or found[0] >= SLIM_SHARE:
         return None
+    share, channels = found
     return (
-        f"|gamma| is not bimodal ({100 * share:.1f}% of {values.size} channels near zero): the model was not "
+        f"|gamma| is not bimodal ({100 * share:.1f}% of {channels} channels near zero): the model was not "
         "trained for slimming, so pruning will lose accuracy; pass --calib to recalibrate and refit"
     )

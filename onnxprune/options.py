@@ -20,6 +20,9 @@ from onnxprune.measure.layout import TENSOR_CORES, auto_reason, auto_round_to
 
 E = TypeVar("E", bound=Enum)
 AUTO = "auto"
+# A collapsed model (one class always, a recognizer of blanks only) scores about 0; a prune that keeps the
+# task scores near 1. Half way catches the collapse without refusing a model that lost a few points.
+MIN_FIDELITY = 0.5
 
 
 class Criterion(StrEnum):
@@ -37,6 +40,18 @@ class Scope(StrEnum):
 
     GLOBAL = "global"
     LAYER = "layer"
+
+
+class Allocate(StrEnum):
+    """How a target's budget is shared among the groups (search/budget.py): one global ranking of the
+    scores (Network Slimming's, meaningful for models trained with an L1 penalty on gamma), one ratio for
+    every group, or widths chosen by measured sensitivity on data. auto: sensitivity when data is given,
+    else global for a model trained for slimming, else layer."""
+
+    AUTO = "auto"
+    GLOBAL = "global"
+    LAYER = "layer"
+    SENSITIVITY = "sensitivity"
 
 
 class Compensate(StrEnum):
@@ -77,12 +92,14 @@ class PlanOptions:
     # A ratio removes at most this fraction of any one group (global scope): one layer is never cut to its
     # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
     max_group_ratio: float = 0.85
+    allocate: Allocate = Allocate.AUTO
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "scope", choice(Scope, self.scope, "--scope"))
         set_(self, "compensate", choice(Compensate, self.compensate, "--compensate"))
         set_(self, "criterion", choice(Criterion, self.criterion, "--criterion"))
+        set_(self, "allocate", choice(Allocate, self.allocate, "--allocate"))
         set_(self, "exclude", _strings(self.exclude, "--exclude"))
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
             raise UsageError("give exactly one of --ratio, --threshold and --replay")
@@ -162,10 +179,15 @@ class VerifyOptions:
     seed: int = 0
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     progress: bool = False
+    # The verdict: on the user's data (held-out calibration samples or --inputs) every output must keep at
+    # least this fidelity (fidelity.py), else nothing is written. 0 accepts anything.
+    min_fidelity: float = MIN_FIDELITY
 
     def __post_init__(self) -> None:
         if self.iterations is not None and self.iterations < 1:
             raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+        if not (math.isfinite(self.min_fidelity) and -1.0 <= self.min_fidelity <= 1.0):
+            raise UsageError(f"--min-fidelity must be in [-1, 1], got {self.min_fidelity}")
 
 
 def round_to_value(value: object) -> int | str:

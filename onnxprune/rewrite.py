@@ -6,6 +6,8 @@ this module is the driver above the rules.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -117,11 +119,8 @@ def _compensated_reference(
     output is never removed), so a correct surgery matches this model to float rounding; how far the
     constants are from what the channels really carried is compensation's error, not the surgery's.
     """
-    readers: dict[str, set[str]] = {}
-    for name, node_name, _ in analysis.consumers:
-        readers.setdefault(name, set()).add(node_name)
     tensors = graph.tensors()
-    for name, node_names in readers.items():
+    for name, node_names in _readers(analysis).items():
         state, tensor = analysis.states[name], tensors.get(name)
         removed = np.ones(len(state.removed_value), dtype=bool)
         removed[analysis.kept_positions(state.map, plan)] = False
@@ -136,6 +135,61 @@ def _compensated_reference(
     return gs.export_onnx(graph, do_type_check=False)
 
 
+@dataclass(frozen=True)
+class CutPoint:
+    """Where a plan's removed channels leave the model: a consumer's channel input, replaced by
+    ``x * mask + fill`` with ``mask`` and ``fill`` (graph inputs of ``shape``) set per plan."""
+
+    tensor: str
+    mask: str
+    fill: str
+    shape: tuple[int, ...]
+
+
+def reference_with_cut_inputs(graph: gs.Graph, analysis: Analysis) -> tuple[onnx.ModelProto, list[CutPoint]]:
+    """The original with a mask and a fill input at every consumer a plan can cut: one model, one ONNX
+    Runtime session, computes what the pruned model of any plan computes (the compensated reference,
+    with the plan's masks and constants fed instead of built in), without rewriting anything."""
+    points = []
+    tensors = graph.tensors()
+    for name, node_names in _readers(analysis).items():
+        tensor = tensors.get(name)
+        if not isinstance(tensor, gs.Variable):
+            continue
+        users = [n for n in tensor.outputs if n.name in node_names and n.inputs and n.inputs[0] is tensor]
+        if not users:
+            continue
+        rank = len(tensor.shape) if tensor.shape is not None else 4
+        shape = (len(analysis.states[name].removed_value),) + (1,) * max(rank - 2, 0)
+        dtype = tensor.dtype or np.float32
+        mask = gs.Variable(f"{name}__cut_mask", dtype=dtype, shape=shape)
+        fill = gs.Variable(f"{name}__cut_fill", dtype=dtype, shape=shape)
+        filled = _mask_and_fill(graph, tensor, mask, fill)
+        for node in users:
+            node.inputs[0] = filled
+        graph.inputs.extend([mask, fill])
+        points.append(CutPoint(name, mask.name, fill.name, shape))
+    graph.cleanup().toposort()
+    return gs.export_onnx(graph, do_type_check=False), points
+
+
+def _readers(analysis: Analysis) -> dict[str, set[str]]:
+    """Tensor name -> the consumers (Conv, Gemm, MatMul reducing over its channels) that read it."""
+    readers: dict[str, set[str]] = {}
+    for name, node_name, _ in analysis.consumers:
+        readers.setdefault(name, set()).add(node_name)
+    return readers
+
+
+def _mask_and_fill(graph: gs.Graph, tensor: gs.Variable, mask: gs.Tensor, fill: gs.Tensor) -> gs.Variable:
+    name = tensor.name
+    masked = gs.Variable(f"{name}__masked", dtype=tensor.dtype)
+    filled = gs.Variable(f"{name}__filled", dtype=tensor.dtype)
+    graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[tensor, mask], outputs=[masked]))
+    graph.nodes.append(gs.Node("Add", f"{name}__fill_add", inputs=[masked, fill], outputs=[filled]))
+    return filled
+
+
 def _filled(graph: gs.Graph, tensor: gs.Variable, removed: np.ndarray, value: np.ndarray) -> gs.Variable:
     """``tensor * mask + c``: removed channels replaced by their constants, the others untouched."""
     rank = len(tensor.shape) if tensor.shape is not None else 4
@@ -144,8 +198,4 @@ def _filled(graph: gs.Graph, tensor: gs.Variable, removed: np.ndarray, value: np
     name = tensor.name
     mask = gs.Constant(f"{name}__mask", (~removed).astype(dtype).reshape(shape))
     fill = gs.Constant(f"{name}__fill", np.where(removed, value, 0.0).astype(dtype).reshape(shape))
-    masked = gs.Variable(f"{name}__masked", dtype=tensor.dtype)
-    filled = gs.Variable(f"{name}__filled", dtype=tensor.dtype)
-    graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[tensor, mask], outputs=[masked]))
-    graph.nodes.append(gs.Node("Add", f"{name}__fill_add", inputs=[masked, fill], outputs=[filled]))
-    return filled
+    return _mask_and_fill(graph, tensor, mask, fill)

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune import fidelity
 from onnxprune.capture import Runner, for_each_batch
 from onnxprune.compensate import bnstats
 from onnxprune.compensate.layers import Layer, find_layers
@@ -92,6 +93,8 @@ def calibrate(
     began = time.perf_counter()
     fit, held = split_holdout(samples, options.holdout)
     used_before = _used(pruned)
+    uncalibrated = onnx.ModelProto()
+    uncalibrated.CopyFrom(pruned)  # what a fit that does worse on the held-out samples falls back to
     layers = find_layers(original, pruned, kept)
     state = _Targets(layers, count(fit), options)
     held_reference = state.capture(
@@ -126,6 +129,14 @@ def calibrate(
         fidelity={"before": before, "after": after},
         seconds=round(time.perf_counter() - began, 2),
     )
+    if _damage(after) > _damage(before):
+        # The fit moved the held-out outputs further from the original than it found them: keep the model
+        # as it was. A refit can only be trusted as far as samples it never saw agree.
+        report["reverted"] = (
+            f"the held-out damage rose from {_damage(before):.4g} to {_damage(after):.4g}: "
+            "the calibrated weights were dropped"
+        )
+        return Calibration(uncalibrated, report)
     return Calibration(pruned, report)
 
 
@@ -360,15 +371,22 @@ def _fidelity(
             parts[name].append(values[name])
     out: dict[str, Any] = {}
     for name in names:
+        found = np.concatenate(parts[name])
         ref = reference[name].reshape(len(reference[name]), -1).astype(np.float64)
-        got = np.concatenate(parts[name]).reshape(len(ref), -1).astype(np.float64)
+        got = found.reshape(len(ref), -1).astype(np.float64)
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
         cosine = float(np.mean((ref * got).sum(axis=1) / np.maximum(norms, 1e-30)))
         entry: dict[str, Any] = {"cosine": _round(cosine)}
         if reference[name].ndim == 2 and ref.shape[1] > 1:
             entry["top1_agreement"] = _round(float(np.mean(ref.argmax(1) == got.argmax(1))))
+        measured = fidelity.measure(name, reference[name], found)
+        entry.update(fidelity=measured.to_dict()["fidelity"], damage=measured.to_dict()["damage"])
         out[name] = entry
     return out
+
+
+def _damage(found: dict[str, Any]) -> float:
+    return float(sum(entry["damage"] for entry in found.values()))
 
 
 def _used(model: onnx.ModelProto) -> set[str]:

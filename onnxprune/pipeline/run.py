@@ -25,6 +25,7 @@ from onnxprune.pipeline.layer_errors import held_out_part, plan_layer_errors, re
 from onnxprune.pipeline.prepare import Prepared
 from onnxprune.pipeline.report import build_report
 from onnxprune.pipeline.rewrite import rewrite
+from onnxprune.pipeline.verdict import judge
 from onnxprune.pipeline.verification import feeds_for, verify_pruning
 from onnxprune.planning import unmatched_excludes
 from onnxprune.planning.align import seen_widths, unaligned
@@ -92,7 +93,8 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
     """
     options, model = prepared.options, prepared.model
     calibrating = options.compensate == Compensate.CALIB and run.samples is not None
-    defer = run.defer_check and not run.verifying and run.sparsify is None and not calibrating
+    # The deferred check answers after the save began: only where nothing else needs the model run first.
+    defer = run.defer_check and not run.verifying and run.sparsify is None and run.samples is None
     feeds = feeds_for(model, run.verify or VerifyOptions())
     trial = rewrite(prepared, plan, feeds, defer=defer)
     plan, pruned = trial.plan, trial.pruned
@@ -116,6 +118,10 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
     if run.sparsify is not None:
         result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
         _sparsify(result, _sparsify_options(run.sparsify, run), run.verify)
+    if run.verifying or run.samples is not None:
+        held = held_out_part(run.samples, run.holdout)
+        checks = run.verify or VerifyOptions()
+        report["verdict"] = judge(model, result.pruned, held, feeds, checks.min_fidelity)
     return result
 
 

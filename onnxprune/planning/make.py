@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -43,8 +43,16 @@ def unmatched_excludes(groups: list[ChannelGroup], patterns: Iterable[str]) -> l
     return [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
 
 
-def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analysis | None = None) -> Plan:
+def make_plan(
+    groups: list[ChannelGroup],
+    options: PlanOptions,
+    analysis: Analysis | None = None,
+    counts: Mapping[int, int] | None = None,
+) -> Plan:
     """The kept indices of every prunable group (others keep everything), as a ``Plan``.
+
+    How many each group keeps: ``counts`` (group id -> kept count, from an allocation; groups absent keep
+    all), else the options' ratio or threshold; rounded as the options say either way.
 
     With the ``analysis``, no tensor is left without channels: a Split piece whose channels all scored low
     would be (its group as a whole keeps its count, but not in that piece). Its best channel is then kept
@@ -55,7 +63,7 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
     if options.replay is not None:
         return replay_plan(groups, options.replay, draft.declined)
     _decline_broken_ties(draft)
-    _assign(draft, options)
+    _assign(draft, options, counts)
     if analysis is None:
         return draft.freeze()
     for _ in range(len(analysis.states)):
@@ -65,7 +73,7 @@ def make_plan(groups: list[ChannelGroup], options: PlanOptions, analysis: Analys
         group, index = emptied
         draft.must[group.id] = draft.must_mask(group).copy()
         draft.must[group.id][index] = True
-        _assign(draft, options)
+        _assign(draft, options, counts)
     # Rounding groups is not enough where a Split or Concat shows consumers parts of groups (align.py).
     left = align(analysis, draft, options.width_step, down=options.threshold is None)
     if left and options.aligned_to < options.width_step:
@@ -94,10 +102,13 @@ def _emptied_piece(analysis: Analysis, draft: Draft) -> tuple[ChannelGroup, int]
     return None
 
 
-def _assign(draft: Draft, options: PlanOptions) -> None:
+def _assign(draft: Draft, options: PlanOptions, counts: Mapping[int, int] | None) -> None:
     candidates = [g for g in draft.groups if draft.prunable(g) and g.score is not None]
-    removals = _removal_counts(draft, candidates, options)
-    wanted = {g.id: g.size - removals.get(g.id, 0) for g in candidates}
+    if counts is not None:
+        wanted = {g.id: int(counts.get(g.id, g.size)) for g in candidates}
+    else:
+        removals = _removal_counts(draft, candidates, options)
+        wanted = {g.id: g.size - removals.get(g.id, 0) for g in candidates}
     targets = {g.id: _round(draft, g, wanted[g.id], options) for g in candidates if g.tie < 0}
     targets.update(_tie_targets(draft, candidates, wanted, options))
     draft.kept = {gid: draft.top(draft.by_id[gid], count) for gid, count in targets.items()}

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from onnxprune.channels import Plan
 from onnxprune.compensate.calibrate import CalibOptions
 from onnxprune.errors import ModelLoadError, UsageError, first_line
 from onnxprune.files import same_file
@@ -31,7 +30,9 @@ from onnxprune.measure.counter import Counts, count
 from onnxprune.options import Compensate, PlanOptions, VerifyOptions, choice
 from onnxprune.pipeline import Execution, Prepared, execute, prepare
 from onnxprune.runtime import ort_session
-from onnxprune.search.targets import Target, TargetError, plan_to_target
+from onnxprune.search.budget import Budget, SearchOptions
+from onnxprune.search.score import EvalCommand
+from onnxprune.search.targets import Target, TargetError
 from onnxprune.verify import compare
 
 LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
@@ -61,6 +62,7 @@ class SweepOptions:
     # Compensation modes, one row each per target; None: bn, and calib too when calibration data is given.
     compensate: Sequence[str] | None = None
     calib: CalibSource | None = None
+    search: SearchOptions = field(default_factory=SearchOptions)  # --eval-cmd, the sensitivity scan
 
     def modes(self) -> tuple[Compensate, ...]:
         if self.compensate is None:
@@ -110,6 +112,8 @@ class _Sweep:
     labelled: tuple | None
     prepared: dict[str, Prepared]  # by the analysis' mode: none or bn (which calib starts from)
     samples: dict[str, np.ndarray] | None
+    budgets: dict[str, Budget]  # by compensation mode: each allocates with what its mode carries
+    holdout: float
 
 
 def sweep(
@@ -123,6 +127,7 @@ def sweep(
     state = _prepare(model, options)
     setup = time.perf_counter() - start
     points = [_original(model, state.before, state.labelled, timed=options.bench is not None)]
+    points[0]["score"] = _score(state, model)
     for value in options.targets:
         if progress is not None:
             progress(f"{options.kind} {value:g}")
@@ -143,7 +148,12 @@ def _prepare(model: onnx.ModelProto, options: SweepOptions) -> _Sweep:
     before = next(iter(prepared.values())).before
     feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
     labelled = _labelled(options.labels, model) if options.labels is not None else None
-    return _Sweep(model, options, before, feeds, labelled, prepared, samples)
+    data = options.search.data(samples, holdout)
+    budgets = {}
+    for mode in options.modes():
+        plan = replace(options.plan, compensate=mode)
+        budgets[str(mode)] = Budget(replace(prepared[plan.analysis_mode], options=plan), data)
+    return _Sweep(model, options, before, feeds, labelled, prepared, samples, budgets, holdout)
 
 
 def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed: bool) -> dict[str, Any]:
@@ -154,41 +164,36 @@ def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed
 
 
 def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
-    """One row per mode at one target: the model ``prune --target-KIND value`` writes with that mode
-    (bn and calib share the analysis and the search)."""
+    """One row per mode at one target: the model ``prune --target-KIND value`` writes with that mode."""
     rows: dict[str, dict[str, Any]] = {}
-    searched: dict[str, Plan | TargetError] = {}
     for mode in state.options.modes():
         start = time.perf_counter()
-        options = replace(state.options.plan, compensate=mode)
-        prepared = state.prepared[options.analysis_mode]
-        if options.analysis_mode not in searched:
-            searched[options.analysis_mode] = _search(prepared, state.options.kind, value)
-        plan = searched[options.analysis_mode]
-        if isinstance(plan, TargetError):
-            rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(plan)}
+        budget = state.budgets[str(mode)]
+        try:
+            _, plan, _ = budget.plan(Target(state.options.kind, value))
+        except TargetError as err:
+            rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(err)}
             continue
-        pruned = execute(replace(prepared, options=options), plan, _execution(state, options)).pruned
-        rows[mode] = _measure(state, pruned, value, str(mode), start)
+        result = execute(budget.prepared, plan, _execution(state))
+        rows[mode] = _measure(state, result.pruned, value, str(mode), start)
+        rows[mode]["fidelity"] = result.report.get("verdict", {}).get("fidelity")
+        rows[mode]["score"] = _score(state, result.pruned)
+        rows[mode]["allocation"] = str(budget.how)
     return [rows[m] for m in state.options.modes()]
 
 
-def _search(prepared: Prepared, kind: str, value: float) -> Plan | TargetError:
-    try:
-        return plan_to_target(prepared, prepared.options, Target(kind, value))[1]
-    except TargetError as err:
-        return err
+def _score(state: _Sweep, model: onnx.ModelProto) -> float | None:
+    """The user's --eval-cmd score of a point's model, where one is given."""
+    command = state.options.search.eval_cmd
+    return EvalCommand(command).score(model) if command is not None else None
 
 
-def _execution(state: _Sweep, options: PlanOptions) -> Execution:
-    """As ``prune --target-*`` runs the pipeline without verification: checked by one ONNX Runtime run,
-    fitted on the calibration data in mode calib."""
+def _execution(state: _Sweep) -> Execution:
+    """As ``prune --target-* --no-verify`` runs the pipeline: checked by one ONNX Runtime run, fitted on
+    the calibration data in mode calib; its verdict on the held-out samples is recorded, never refused."""
+    checks = VerifyOptions(enabled=False, shapes=state.options.shapes, min_fidelity=-1.0)
     calib = state.options.calib
-    if options.compensate != Compensate.CALIB or calib is None:
-        return Execution(VerifyOptions(enabled=False, shapes=state.options.shapes))
-    return Execution(
-        VerifyOptions(enabled=False, shapes=state.options.shapes), state.samples, calib.calib_options()
-    )
+    return Execution(checks, state.samples, calib.calib_options() if calib is not None else None)
 
 
 def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, start: float) -> dict[str, Any]:

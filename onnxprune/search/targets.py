@@ -191,17 +191,16 @@ def _unreachable(analysis: Analysis, kind: str, value: float, floor: float) -> s
 
 
 def search_latency(
-    analysis: Analysis,
-    options: PlanOptions,
+    plan_for_macs: Callable[[float], tuple[Reached, Plan]],
     value: float,
-    estimate: Callable[[Plan], tuple[float, float]],
     measure: Callable[[Plan], float],
 ) -> tuple[Reached, Plan]:
-    """Plan for a latency fraction: ``measure(plan)`` times a plan (a fraction of the original's)."""
+    """Plan for a latency fraction: ``plan_for_macs(fraction)`` plans for a MACs fraction, ``measure(plan)``
+    times a plan (a fraction of the original's latency)."""
     macs_goal = value
     best: tuple[Reached, Plan] | None = None
     for step in range(1, LATENCY_STEPS + 1):
-        found, plan = search(analysis, options, "macs", macs_goal, estimate)
+        found, plan = plan_for_macs(macs_goal)
         found.latency, found.steps = measure(plan), step
         if best is None or abs(found.latency - value) < abs(best[0].latency - value):  # type: ignore[operator]
             best = (found, plan)
@@ -215,11 +214,27 @@ def search_latency(
 def plan_to_target(
     prepared: Prepared, options: PlanOptions, target: Target, bench_options: BenchOptions | None = None
 ) -> tuple[Reached, Plan]:
-    """The plan nearest ``target``; a latency target times rewritten copies with ONNX Runtime."""
+    """The plan nearest ``target`` by one ratio (global or per group, as ``options.scope`` says); a latency
+    target times rewritten copies with ONNX Runtime."""
     estimate = prepared.estimator.fractions
     options = replace(options, ratio=0.0, threshold=None, replay=None)
+
+    def plan_for(kind: str, value: float) -> tuple[Reached, Plan]:
+        return search(prepared.analysis, options, kind, value, estimate)
+
+    return to_target(prepared, target, plan_for, bench_options)
+
+
+def to_target(
+    prepared: Prepared,
+    target: Target,
+    plan_for: Callable[[str, float], tuple[Reached, Plan]],
+    bench_options: BenchOptions | None = None,
+) -> tuple[Reached, Plan]:
+    """``plan_for(kind, fraction)`` for a MACs or params target; for latency, corrected by timing the
+    plans it makes (rewritten copies, ONNX Runtime, interleaved with the original)."""
     if target.kind != "latency":
-        return search(prepared.analysis, options, target.kind, target.value, estimate)
+        return plan_for(target.kind, target.value)
     timing = bench_options or BenchOptions(runs=20, warmup=3, shapes=prepared.before.inputs)
 
     def measure(plan: Plan) -> float:
@@ -227,7 +242,7 @@ def plan_to_target(
         original, candidate = bench([prepared.model, pruned], timing)
         return candidate.median_ms / original.median_ms
 
-    return search_latency(prepared.analysis, options, target.value, estimate, measure)
+    return search_latency(lambda macs: plan_for("macs", macs), target.value, measure)
 
 
 def target_record(reached: Reached, target: Target, before: Counts, after: Counts) -> dict[str, Any]:

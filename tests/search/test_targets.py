@@ -65,7 +65,9 @@ def test_latency_search_corrects_the_macs_goal_by_what_it_measures(monkeypatch):
     score_groups(analysis.groups)
     estimator = Estimator(normalised, analysis, count(model))
     clock = lambda plan: 0.2 + 0.8 * estimator.fractions(plan)[1]  # noqa: E731
-    found, _ = targets.search_latency(analysis, api.PlanOptions(ratio=0.0), 0.5, estimator.fractions, clock)
+    options = api.PlanOptions(ratio=0.0)
+    plan_for_macs = lambda macs: targets.search(analysis, options, "macs", macs, estimator.fractions)  # noqa: E731
+    found, _ = targets.search_latency(plan_for_macs, 0.5, clock)
     assert abs(found.latency / 0.5 - 1) <= 0.02
     assert found.macs == pytest.approx(0.375, abs=0.02) and found.steps > 1
 

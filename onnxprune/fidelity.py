@@ -1,0 +1,135 @@
+"""Fidelity: how much of the original's behaviour a pruned model keeps on real inputs, per output kind.
+
+Each output is read as one of three kinds, from its shape and values:
+
+- ``classes``: ``[N, K]`` scores, K >= 2 (logits or probabilities);
+- ``sequence``: ``[N, T, K]`` whose last axis holds probabilities (sums to 1): a CTC recognizer's frames;
+- ``map``: anything else (feature or probability maps, boxes, regressions).
+
+Two numbers per output:
+
+- ``fidelity`` (the verdict; 1 = the original's behaviour, near 0 = lost): for classes and sequences,
+  Cohen's kappa between the original's and the pruned model's argmax labels (over samples, or over every
+  frame). Agreement above chance: a model that always answers the same class, or a recognizer that outputs
+  only the CTC blank, scores about 0 however often that answer is right by itself (77% of a recognizer's
+  frames are blank anyway). Plain agreement where the original itself never varies. For maps, the cosine
+  similarity of the whole output.
+- ``damage`` (what a search minimises; 0 = identical, smooth in small changes): the mean KL divergence of
+  the pruned model's class distribution from the original's (per sample or frame), or for maps the
+  relative squared error ``|a - b|^2 / |a|^2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# A last axis whose values are probabilities sums to 1 within this (float32 softmax).
+PROBABILITY_SUM = 1e-3
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    name: str
+    kind: str
+    fidelity: float
+    damage: float
+    agreement: float | None = None  # argmax agreement (classes, sequences)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {"kind": self.kind, "fidelity": _round(self.fidelity), "damage": _round(self.damage)}
+        if self.agreement is not None:
+            record["agreement"] = _round(self.agreement)
+        return record
+
+
+def output_kind(values: np.ndarray) -> str:
+    """classes, sequence or map (see the module docstring)."""
+    if values.ndim == 2 and values.shape[1] >= 2:
+        return "classes"
+    if values.ndim == 3 and values.shape[-1] >= 2 and _probabilities(values):
+        return "sequence"
+    return "map"
+
+
+def measure(name: str, original: np.ndarray, pruned: np.ndarray) -> OutputFidelity:
+    """Fidelity and damage of one output, over every sample stacked on axis 0."""
+    if original.shape != pruned.shape:
+        raise ValueError(f"output {name!r}: shapes differ, {original.shape} vs {pruned.shape}")
+    kind = output_kind(original)
+    if kind == "map":
+        a, b = original.astype(np.float64).ravel(), pruned.astype(np.float64).ravel()
+        return OutputFidelity(name, kind, _cosine(a, b), _relative_error(a, b))
+    rows_a = original.reshape(-1, original.shape[-1]).astype(np.float64)
+    rows_b = pruned.reshape(-1, pruned.shape[-1]).astype(np.float64)
+    labels_a, labels_b = rows_a.argmax(1), rows_b.argmax(1)
+    agreement = float(np.mean(labels_a == labels_b))
+    damage = _mean_kl(_distribution(rows_a, kind), _distribution(rows_b, kind))
+    return OutputFidelity(name, kind, kappa(labels_a, labels_b), damage, agreement)
+
+
+def measure_all(
+    original: Mapping[str, np.ndarray], pruned: Mapping[str, np.ndarray]
+) -> dict[str, OutputFidelity]:
+    return {name: measure(name, original[name], pruned[name]) for name in original}
+
+
+def total_damage(found: Mapping[str, OutputFidelity]) -> float:
+    return float(sum(f.damage for f in found.values()))
+
+
+def worst_fidelity(found: Mapping[str, OutputFidelity]) -> float:
+    return float(min((f.fidelity for f in found.values()), default=1.0))
+
+
+def kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two labelings: agreement beyond what their label frequencies give by chance. Where
+    the first labeling never varies there is no chance level to beat: plain agreement."""
+    observed = float(np.mean(a == b))
+    labels = np.union1d(a, b)
+    freq_a = np.array([np.mean(a == k) for k in labels])
+    freq_b = np.array([np.mean(b == k) for k in labels])
+    chance = float(freq_a @ freq_b)
+    if freq_a.max() == 1.0 or chance >= 1.0 - 1e-9:
+        return observed
+    return (observed - chance) / (1.0 - chance)
+
+
+def _probabilities(values: np.ndarray) -> bool:
+    sums = values.reshape(-1, values.shape[-1]).astype(np.float64).sum(axis=1)
+    return bool(np.all(values >= 0) and np.all(np.abs(sums - 1.0) <= PROBABILITY_SUM))
+
+
+def _distribution(rows: np.ndarray, kind: str) -> np.ndarray:
+    """Rows as probability distributions: as they are where they are probabilities, else a softmax."""
+    if kind == "sequence" or (np.all(rows >= 0) and np.allclose(rows.sum(1), 1.0, atol=PROBABILITY_SUM)):
+        return np.clip(rows, _EPS, None) / np.clip(rows, _EPS, None).sum(1, keepdims=True)
+    shifted = rows - rows.max(1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(1, keepdims=True)
+
+
+def _mean_kl(p: np.ndarray, q: np.ndarray) -> float:
+    p, q = np.clip(p, _EPS, None), np.clip(q, _EPS, None)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if norms == 0.0:
+        return 1.0 if not a.any() and not b.any() else 0.0
+    return float(np.clip(a @ b / norms, -1.0, 1.0))
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    scale = float(a @ a)
+    diff = float((a - b) @ (a - b))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")

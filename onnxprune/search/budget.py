@@ -1,0 +1,175 @@
+"""Budget: the plan for a target (a fraction of the MACs, params or latency), allocated as ``--allocate``
+says: by measured sensitivity where data is given, else by one data-free rule that does not compare
+scores across layers where they mean different things.
+
+- ``global``: one ranking of every group's scores (Network Slimming). Right for a model trained with an
+  L1 penalty on gamma, whose near-zero gammas mark what it does not need; wrong elsewhere (a filter's norm,
+  or a BN's gamma, is of a different size in every layer).
+- ``layer``: every group keeps the same fraction.
+- ``sensitivity``: every group cut alone to a few widths on the calibration data (or scored by the user's
+  ``--eval-cmd``), then the widths that meet the budget at the least measured damage (allocate.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from onnxprune.channels import Plan
+from onnxprune.data import Samples, count, split_holdout, take
+from onnxprune.errors import UsageError
+from onnxprune.fidelity import total_damage, worst_fidelity
+from onnxprune.importance import trained_for_slimming
+from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
+from onnxprune.pipeline import Prepared
+from onnxprune.search.allocate import allocate
+from onnxprune.search.evaluate import PlanEvaluator, channel_means
+from onnxprune.search.score import EvalCommand
+from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, measure_sensitivity
+from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class SearchData:
+    """What a search may measure plans on: calibration samples (only the part calibration fits on; the
+    held-out tail judges the result) and the user's score command."""
+
+    samples: Samples | None = None
+    holdout: float = 0.1
+    eval_cmd: EvalCommand | None = None
+    sensitivity: SensitivityOptions = SensitivityOptions()
+    progress: Progress | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.samples is not None or self.eval_cmd is not None
+
+    def fit_samples(self) -> Samples | None:
+        """The first ``sensitivity.samples`` samples of the fitting part."""
+        if self.samples is None:
+            return None
+        fit, _ = split_holdout(self.samples, self.holdout)
+        return take(fit, min(self.sensitivity.samples, count(fit)))
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a target search may measure plans, beyond the calibration data: the user's score command
+    (``--eval-cmd``), the sensitivity scan's widths and samples, a progress callback (done, total, what)."""
+
+    eval_cmd: str | None = None
+    sensitivity: SensitivityOptions = SensitivityOptions()
+    progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_cmd is not None:
+            EvalCommand(self.eval_cmd)  # a bad template is a usage error before any work
+
+    def data(self, samples: Samples | None, holdout: float) -> SearchData:
+        command = EvalCommand(self.eval_cmd) if self.eval_cmd is not None else None
+        return SearchData(samples, holdout, command, self.sensitivity, self.progress)
+
+
+def resolve_allocation(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Allocate, str]:
+    """The allocation ``auto`` stands for here, and why (for the report)."""
+    if options.allocate == Allocate.SENSITIVITY and not data.given:
+        raise UsageError("--allocate sensitivity measures on data: pass --calib DATA or --eval-cmd")
+    if options.allocate != Allocate.AUTO:
+        return options.allocate, "asked for"
+    if options.scope == Scope.LAYER:
+        return Allocate.LAYER, "--scope layer"
+    if data.given:
+        return Allocate.SENSITIVITY, "measured on the data given"
+    if trained_for_slimming(prepared.groups):
+        return Allocate.GLOBAL, "|gamma| is bimodal: trained for slimming, so gammas compare across layers"
+    return Allocate.LAYER, (
+        "no data: every group keeps the same fraction, since scores do not compare across layers of a model "
+        "not trained for slimming; pass --calib DATA to allocate by measured sensitivity"
+    )
+
+
+class Budget:
+    """Plans for targets of one prepared model, allocated one way; a sensitivity scan is measured once, at
+    the first target that needs it, and serves every later one (a sweep's ladder)."""
+
+    def __init__(self, prepared: Prepared, data: SearchData) -> None:
+        self.prepared, self.options, self.data = prepared, prepared.options, data
+        self.how, self.why = resolve_allocation(prepared, self.options, data)
+        self._scan: tuple[Sensitivity, Callable[[Plan], tuple[float, float]]] | None = None
+
+    def plan(self, target: Target) -> tuple[Reached, Plan, dict[str, Any]]:
+        """The plan nearest ``target``, and the report's ``allocation`` record."""
+        record: dict[str, Any] = {"method": str(self.how), "why": self.why}
+        if self.how != Allocate.SENSITIVITY:
+            scope = Scope.LAYER if self.how == Allocate.LAYER else Scope.GLOBAL
+            reached, plan = plan_to_target(self.prepared, replace(self.options, scope=scope), target)
+            return reached, plan, record
+        if self._scan is None:
+            self._scan = measure(self.prepared, self.options, self.data)
+        sensitivity, evaluate = self._scan
+        reached, plan, chosen = _allocated(self.prepared, sensitivity, self.options, target)
+        record.update(chosen, sensitivity=sensitivity.to_dict())
+        record["measured_damage"], record["measured_fidelity"] = evaluate(plan)
+        return reached, plan, record
+
+
+def measure(
+    prepared: Prepared, options: PlanOptions, data: SearchData
+) -> tuple[Sensitivity, Callable[[Plan], tuple[float, float]]]:
+    """Every unit's sensitivity curve, and the evaluation it was measured with (damage, worst fidelity)."""
+    evaluate, on = evaluation(prepared, options, data)
+    found = measure_sensitivity(prepared, evaluate, options, data.sensitivity, on, data.progress)
+    return found, evaluate
+
+
+def evaluation(
+    prepared: Prepared, options: PlanOptions, data: SearchData
+) -> tuple[Callable[[Plan], tuple[float, float]], str]:
+    """plan -> (damage, worst output fidelity), and what it measures on."""
+    samples = data.fit_samples()
+    if data.eval_cmd is not None:
+        return _command_evaluation(prepared, options, samples, data.eval_cmd)
+    assert samples is not None
+    fills = channel_means(prepared, samples) if options.compensate == Compensate.CALIB else None
+    evaluator = PlanEvaluator(prepared, samples, fills)
+
+    def evaluate(plan: Plan) -> tuple[float, float]:
+        found = evaluator.fidelity(plan)
+        return total_damage(found), worst_fidelity(found)
+
+    return evaluate, f"{count(samples)} calibration samples (of the fitting part)"
+
+
+def _command_evaluation(
+    prepared: Prepared, options: PlanOptions, samples: Samples | None, command: EvalCommand
+) -> tuple[Callable[[Plan], tuple[float, float]], str]:
+    """Damage = the original's score minus the plan's, scored by the user's command on a model computing
+    what the pruned one does (the original with the plan's cuts fed as constants)."""
+    fills = None
+    if samples is not None and options.compensate == Compensate.CALIB:
+        fills = channel_means(prepared, samples)
+    evaluator = PlanEvaluator(prepared, samples or {}, fills, run=False)
+    original = command.score(prepared.model)
+
+    def evaluate(plan: Plan) -> tuple[float, float]:
+        score = command.score(evaluator.model_for(plan))
+        return original - score, score
+
+    return evaluate, f"--eval-cmd {command.template!r} (original: {original:g})"
+
+
+def _allocated(
+    prepared: Prepared, sensitivity: Sensitivity, options: PlanOptions, target: Target
+) -> tuple[Reached, Plan, dict[str, Any]]:
+    records: dict[int, dict[str, Any]] = {}  # by id of the plan each allocation made
+
+    def plan_for(kind: str, value: float) -> tuple[Reached, Plan]:
+        reached, plan, record = allocate(prepared, sensitivity, options, kind, value)
+        records[id(plan)] = record
+        return reached, plan
+
+    reached, plan = to_target(prepared, target, plan_for)
+    return reached, plan, records[id(plan)]
