@@ -21,6 +21,7 @@ import onnx
 from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import make_inputs, resolve_shapes
+from onnxprune.runtime import quiet_onnxruntime, quiet_options
 from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
 Shape = tuple[int, ...]
@@ -136,7 +137,7 @@ def _runner(model: onnx.ModelProto | str | Path, options: BenchOptions) -> Calla
 
 def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> Any:
     try:
-        import onnxruntime as ort
+        ort = quiet_onnxruntime()
     except ImportError:
         raise CapabilityError("ONNX Runtime is not installed: pip install 'onnxprune[cpu]'") from None
     provider = _PROVIDERS[options.backend]
@@ -144,8 +145,7 @@ def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> 
         raise CapabilityError(
             f"backend {options.backend!r} needs onnxruntime-gpu ('onnxprune[gpu]') and a CUDA device"
         )
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = quiet_options(ort)
     if options.threads is not None:
         so.intra_op_num_threads = options.threads
     source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
