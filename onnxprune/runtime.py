@@ -184,7 +184,7 @@ def _static_output_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]] 
     shapes = {}
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
-        if not dims or not all(d.HasField("dim_value") for d in dims):
+        if not dims or not all(d.dim_value > 0 for d in dims):  # -1 or 0: a dynamic dim in older exports
             return None
         shapes[value.name] = tuple(d.dim_value for d in dims)
     return shapes

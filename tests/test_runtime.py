@@ -94,3 +94,27 @@ def test_prune_and_bench_commands_print_no_onnxruntime_line(
     timed = runner.invoke(app, ["bench", str(noisy), "--runs", "1", "--min-seconds", "0", "--warmup", "0"])
     assert timed.exit_code == 0, timed.output
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+def _with_minus_one_batch() -> onnx.ModelProto:
+    """What older exporters (PaddlePaddle's) write for a dynamic batch: ``dim_value: -1``."""
+    model = tiny.residual()
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = -1
+    return model
+
+
+def test_minus_one_is_not_a_static_output_size() -> None:
+    assert runtime._static_output_shapes(_with_minus_one_batch()) is None
+    assert runtime._static_output_shapes(tiny.residual()) == {"/gemm30/Gemm_out0": (1, 10)}
+
+
+def test_a_model_with_minus_one_dims_prunes_and_keeps_a_dynamic_batch(tmp_path: Path) -> None:
+    source, out = tmp_path / "paddle.onnx", tmp_path / "pruned.onnx"
+    onnx.save(_with_minus_one_batch(), source)
+    result = CliRunner().invoke(app, ["prune", str(source), "-o", str(out), "--ratio", "0.5"])
+    assert result.exit_code == 0, result.output
+    pruned = onnx.load(out)
+    batch = pruned.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not batch.HasField("dim_value"), "the input's batch stays dynamic"
+    assert np.isfinite(runtime.run_model(pruned, make_inputs(pruned)[0])["/gemm30/Gemm_out0"]).all()
