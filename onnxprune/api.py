@@ -234,7 +234,8 @@ def prune_model(
     if target is None:
         make_plan(analysis.groups, options, analysis)
     else:
-        reached = plan_to_target(graph, analysis, options, target, before, model)
+        shown = verify is not None and verify.progress
+        reached = plan_to_target(graph, analysis, options, target, before, model, progress=shown)
     refuse_nothing_to_prune(analysis.groups, graph, options.criterion)
     feeds = _feeds(model, verify or VerifyOptions())
     defer_check = defer_check and not (verify is not None and verify.enabled) and sparsify is None

@@ -52,6 +52,7 @@ from onnxprune.inputs import (  # make_inputs: re-exported for callers of verify
     prepare_feeds,
     quiet_polygraphy,
 )
+from onnxprune.progress import steps as progress_steps
 from onnxprune.runtime import ort_session
 from onnxprune.text import number
 from onnxprune.tolerances import (  # noqa: F401 - the noise constants are part of verify's vocabulary
@@ -627,16 +628,10 @@ def _runtime_errors(what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    # stderr, so that `check --json` keeps stdout clean.
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("comparing", total=total)
-        yield lambda: bar.advance(task)
+    # stderr, so that `check --json` keeps stdout clean; only on a terminal.
+    with progress_steps("comparing", total=total, enabled=enabled) as step:
+        step("")
+        yield lambda: step("")
 
 
 def check_models(

@@ -29,6 +29,7 @@ from onnxprune.measure.bench import BenchOptions, bench
 from onnxprune.measure.counter import Counts
 from onnxprune.measure.estimate import Estimator
 from onnxprune.plan import PlanOptions, _top, make_plan
+from onnxprune.progress import steps
 from onnxprune.rewrite import apply_plan
 
 KINDS = ("macs", "params", "latency")
@@ -208,10 +209,14 @@ def search_latency(
     value: float,
     estimate: Callable[[], tuple[float, float]],
     measure: Callable[[], float],
+    progress: Callable[[str], None] | None = None,
 ) -> Reached:
-    """Plan for a latency fraction: ``measure`` times the current plan (a fraction of the original's)."""
+    """Plan for a latency fraction: ``measure`` times the current plan (a fraction of the original's);
+    ``progress(step)`` is told each timing round as it starts."""
     macs_goal, best = value, None
     for step in range(1, LATENCY_STEPS + 1):
+        if progress is not None:
+            progress(f"round {step} of at most {LATENCY_STEPS}, MACs {macs_goal:.3f}")
         found = search(analysis, options, "macs", macs_goal, estimate)
         found.latency, found.steps = measure(), step
         if best is None or abs(found.latency - value) < abs(best.latency - value):  # type: ignore[operator]
@@ -233,8 +238,10 @@ def plan_to_target(
     counts: Counts,
     model: onnx.ModelProto,
     bench_options: BenchOptions | None = None,
+    progress: bool = False,
 ) -> Reached:
-    """Leave in the analysis' groups the plan nearest ``target``; latency is timed on rewritten copies."""
+    """Leave in the analysis' groups the plan nearest ``target``; latency is timed on rewritten copies
+    (``progress``: with a progress line on stderr where it is a terminal)."""
 
     estimator = Estimator(graph, analysis, counts)
     if target.kind != "latency":
@@ -247,7 +254,8 @@ def plan_to_target(
         original, candidate = bench([model, pruned], timing)
         return candidate.median_ms / original.median_ms
 
-    return search_latency(analysis, options, target.value, estimator.fractions, measure)
+    with steps(f"searching latency {target.value:g}", total=LATENCY_STEPS, enabled=progress) as say:
+        return search_latency(analysis, options, target.value, estimator.fractions, measure, say)
 
 
 def target_record(reached: Reached, target: Target, before: Counts, after: Counts) -> dict[str, Any]:
