@@ -40,7 +40,7 @@ from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.layout import prefetch as prefetch_channel_block
 from onnxprune.measure.targets import Target, plan_to_target, target_options, target_record
-from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
+from onnxprune.nothing import bn_hint, refuse_nothing_to_prune
 from onnxprune.options import AUTO, Compensate, Criterion, PlanOptions, Scope, VerifyOptions, choice
 from onnxprune.plan import make_plan, unmatched_excludes
 from onnxprune.rewrite import (
@@ -144,7 +144,7 @@ def inspect(
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
-    found.hints = [BN_HINT] if folded_bn(graph) else []
+    found.hints = [hint] if (hint := bn_hint(graph)) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
     found.group_macs = found.estimator.group_macs()

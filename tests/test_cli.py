@@ -43,6 +43,15 @@ def test_inspect_json_is_json_only(sample: Path) -> None:
     assert group["gamma"]["min"] <= group["gamma"]["median"] <= group["gamma"]["max"]
 
 
+def test_inspect_json_says_its_warnings_on_stderr(tmp_path: Path) -> None:
+    dense = tmp_path / "dense.onnx"
+    onnx.save(tiny.chain(dead=0.0), dense)  # not trained for slimming: inspect warns
+    result = invoke("inspect", dense, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"]
+    assert result.stderr.startswith("warning: |gamma| is not bimodal")
+
+
 def test_prune_writes_model_and_report(sample: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "pruned.onnx", tmp_path / "report.json"
     result = invoke(
@@ -264,3 +273,15 @@ def _names(app) -> list[str]:
     import typer
 
     return list(typer.main.get_command(app).commands)
+
+
+def test_check_says_what_it_compares_with() -> None:
+    shown = invoke("check", "--help").output
+    assert "in ONNX Runtime" in shown and "with Polygraphy" not in shown
+
+
+def test_inspect_offers_only_the_criteria_it_can_rank_by(sample: Path) -> None:
+    shown = invoke("inspect", "--help").output
+    assert "[auto|gamma|l1|l2]" in shown and "l2|activation" not in shown
+    refused = invoke("inspect", sample, "--criterion", "activation")
+    assert refused.exit_code == 2 and "use prune with --calib" in refused.output

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from onnxprune import api
 from onnxprune.align import impossible
-from onnxprune.cli.shared import ModelArg, choices, console, errors, one_target, user_errors
+from onnxprune.cli.shared import ModelArg, choices, console, one_target, user_errors, warn
 from onnxprune.errors import UsageError
 from onnxprune.files import check_output_path, read_model
 from onnxprune.inputs import parse_shapes
@@ -23,13 +22,23 @@ from onnxprune.sparsity import SparsifyOptions, survey
 from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.sparsity.tables import survey_table
 
+# activation ranks on calibration data, which only prune takes.
+RANKED_WITHOUT_DATA = tuple(str(c.value) for c in Criterion if c != Criterion.ACTIVATION)
+
 
 @user_errors
 def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[str, choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[
+        str,
+        choices(
+            Criterion,
+            "How channels are ranked (by activation: prune --calib --criterion activation).",
+            RANKED_WITHOUT_DATA,
+        ),
+    ] = Criterion.AUTO,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224: count at this shape.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw the score histogram and strips into this PNG.")
@@ -77,6 +86,7 @@ def inspect(
             "warnings": found.warnings,
         }
         print(json.dumps(payload, indent=2))
+        warn(found.warnings)  # on stderr, as prune --json says them
         return
     _print_inspection(model, found, groups, explain)
 
@@ -91,8 +101,7 @@ def _print_inspection(model: Path, found: api.Inspection, groups: list[dict], ex
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
-    for warning in found.warnings:
-        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    warn(found.warnings)
     if explain:
         _print_declines(found, groups)
     else:

@@ -44,10 +44,11 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def choices(kind: type[Enum], help: str) -> Any:
-    """An option whose values are an enum's: typer lists and completes them, and the library's own check
-    (``options.choice``) refuses others with one line, like every other bad option."""
-    values = [str(m.value) for m in kind]
+def choices(kind: type[Enum], help: str, offered: tuple[str, ...] | None = None) -> Any:
+    """An option whose values are an enum's (or the ``offered`` of them where a command takes fewer):
+    typer lists and completes them, and the library's own check (``options.choice``) refuses others with
+    one line, like every other bad option."""
+    values = [str(m.value) for m in kind if offered is None or m.value in offered]
     return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
 
 
