@@ -285,3 +285,31 @@ def test_inspect_offers_only_the_criteria_it_can_rank_by(sample: Path) -> None:
     assert "[auto|gamma|l1|l2]" in shown and "l2|activation" not in shown
     refused = invoke("inspect", sample, "--criterion", "activation")
     assert refused.exit_code == 2 and "use prune with --calib" in refused.output
+
+
+def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) -> None:
+    """SIGINT at several moments of a console-script start (imports, parser, reading the model): one line
+    and exit 130 each time, never a traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).parent / "onnxprune"
+    if not script.exists():
+        pytest.skip("the onnxprune console script is not installed beside this Python")
+    model = Path(__file__).parent / "data" / "resnet50.graph.onnx"
+    args = [str(script), "inspect", str(model)]
+    interrupted = 0
+    # From 0.25 s on: Python's own start-up (before onnxprune's first line runs) is over even on a busy
+    # machine; the imports, the parser and the read of ResNet-50 take over a second.
+    for delay in (0.25, 0.35, 0.5, 0.7, 0.9):
+        started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        started.send_signal(signal.SIGINT)
+        _, err = started.communicate(timeout=60)
+        assert "Traceback" not in err, f"after {delay} s:\n{err}"
+        if started.returncode == 130:
+            assert err.strip().endswith("interrupted"), err
+            interrupted += 1
+    assert interrupted >= 2, "the signals landed during start-up and were handled"
