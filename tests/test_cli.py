@@ -313,3 +313,17 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) ->
             assert err.strip().endswith("interrupted"), err
             interrupted += 1
     assert interrupted >= 2, "the signals landed during start-up and were handled"
+
+
+def test_inputs_take_the_labelled_x_y_layout(sample: Path, tmp_path: Path) -> None:
+    """An .npz of x (samples) and y (labels), as sweep --labels and train take it, feeds a single-input
+    model named otherwise; y feeds nothing."""
+    labelled = tmp_path / "labelled.npz"
+    rng = np.random.default_rng(0)
+    np.savez(labelled, x=rng.standard_normal((4, 3, 16, 16)).astype(np.float32), y=np.arange(4))
+    out = tmp_path / "pruned.onnx"
+    result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--inputs", labelled, "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 feed(s) from labelled.npz" in result.output
+    checked = invoke("check", sample, out, "--inputs", labelled, "--iterations", "4", "--atol", "10")
+    assert checked.exit_code == 0, checked.output

@@ -59,7 +59,7 @@ def inspect(
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     if sparsity:
-        _inspect_sparsity(model, min_channels, as_json)
+        _inspect_sparsity(model, min_channels, parse_shapes(shape or []), as_json)
         return
     target = one_target(target_macs, target_params, None)
     if (ratio is not None or target is not None) and plot is None:
@@ -124,8 +124,8 @@ def _print_declines(found: api.Inspection, groups: list[dict]) -> None:
             console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
-def _inspect_sparsity(model: Path, min_channels: int, as_json: bool) -> None:
-    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels))
+def _inspect_sparsity(model: Path, min_channels: int, shapes: dict, as_json: bool) -> None:
+    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels, shapes=shapes))
     rows = [layer.to_dict(total) for layer in layers]
     if as_json:
         print(json.dumps({"model": str(model), "macs": total, "sparsity": rows}, indent=2))

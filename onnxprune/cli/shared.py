@@ -58,7 +58,8 @@ InputsOpt = Annotated[
     typer.Option(
         "--inputs",
         "--load-inputs",
-        help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
+        help="Data to verify on: .npz keyed by input name (or x, y), or Polygraphy JSON "
+        "(polygraphy --save-inputs).",
     ),
 ]
 CalibOpt = Annotated[

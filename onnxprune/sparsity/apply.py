@@ -54,7 +54,7 @@ def survey(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> tu
 
 def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph, list[SparseLayer], int]:
     graph = gs.import_onnx(graphs.infer_shapes(model))
-    counts = count(model)  # the one counter, at the default input shapes
+    counts = count(model, options.shapes)  # the one counter, at the shapes given (else the defaults)
     found = find_layers(graph, min_channels=options.min_channels, layers=options.layers,
                         exclude=options.exclude, macs=counts.nodes)  # fmt: skip
     return graph, found, counts.macs
@@ -75,7 +75,7 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     post_check(sparse, [layer.name for layer in chosen])
     report = _report(layers, records, total, options)
     if chosen:
-        report["fidelity"] = measure.fidelity(model, sparse, held, options.batch)
+        report["fidelity"] = measure.fidelity(model, sparse, held, options.batch, options.shapes)
     return SparsifyResult(model, sparse, layers, report)
 
 
@@ -168,7 +168,8 @@ def _report(
         "method": options.method,
         "options": {"min_channels": options.min_channels, "layers": list(options.layers),
                     "exclude": list(options.exclude), "damp": options.damp, "holdout": options.holdout,
-                    "selection": options.selection, "sequential": options.sequential},
+                    "selection": options.selection, "sequential": options.sequential,
+                    "shapes": {name: list(dims) for name, dims in options.shapes.items()}},
         "grams": _grams_from(options) if any(row.get("output_error") is not None for row in done) else None,
         "candidates": len(rows),
         "sparsified": len(done),
