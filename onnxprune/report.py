@@ -294,7 +294,7 @@ def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
 def history_table(history: list[dict[str, Any]], title: str) -> Table:
     """Per training epoch: loss, eval accuracy, share of small gammas, seconds (train.TrainResult.history)."""
     table = Table(title=title)
-    for column in ("epoch", "loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
+    for column in ("epoch", "mean loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
         table.add_column(column, justify="right")
     for r in history:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
