@@ -13,9 +13,9 @@ from onnxprune import api
 from onnxprune.align import impossible
 from onnxprune.cli.shared import ModelArg, choices, console, one_target, user_errors, warn
 from onnxprune.errors import UsageError
-from onnxprune.files import check_output_path, read_model
+from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
-from onnxprune.measure.plots import plot_inspection
+from onnxprune.measure.plots import check_plot_path, plot_inspection
 from onnxprune.options import Criterion
 from onnxprune.report import counted_at, group_summary, inspect_table
 from onnxprune.sparsity import SparsifyOptions, survey
@@ -69,7 +69,7 @@ def inspect(
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     if plot is not None:
-        check_output_path(plot, [model])
+        check_plot_path(plot, [model])
     found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)

@@ -21,10 +21,10 @@ from onnxprune.cli.shared import (
     user_errors,
 )
 from onnxprune.errors import UsageError
-from onnxprune.files import check_output_path, read_model
+from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
-from onnxprune.measure.plots import plot_sweep
+from onnxprune.measure.plots import check_plot_path, plot_sweep
 from onnxprune.measure.sweep import SweepOptions, sweep
 from onnxprune.options import Criterion, Scope, choice
 from onnxprune.progress import steps
@@ -110,7 +110,7 @@ def sweep_command(
     options.check()
     timing.check() if timing is not None else None
     if plot is not None:
-        check_output_path(plot, [model])
+        check_plot_path(plot, [model])
     with steps("sweeping", total=len(ladder), enabled=not as_json) as step:
         result = sweep(read_model(model), options, progress=step)
     if plot is not None:

@@ -56,9 +56,9 @@ def sparsify(
         min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection,
         sequential=sequential, shapes=parse_shapes(shape or []),
     )  # fmt: skip
-    result = run_sparsify(model, output, options, external_data=external_data)
-    if report is not None:
-        save_json(result.report, report)
+    # The report first: where it cannot be written, neither is the model.
+    write_report = (lambda done: save_json(done.report, report)) if report is not None else None
+    result = run_sparsify(model, output, options, external_data=external_data, before_save=write_report)
     if as_json:
         print(json.dumps(result.report, indent=2))
         return

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup
-from onnxprune.errors import CapabilityError
-from onnxprune.files import write_atomically
+from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.files import check_output_path, write_atomically
 from onnxprune.measure.targets import search
 from onnxprune.plan import PlanOptions
 
@@ -32,6 +32,20 @@ def _pyplot() -> Any:
     except ImportError:
         raise CapabilityError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
     return plt
+
+
+def check_plot_path(path: str | Path, inputs: list[Path]) -> Path:
+    """Refuse, before any work, a plot that could not be written: matplotlib missing, a format it does not
+    write, or a path ``check_output_path`` refuses."""
+    path = check_output_path(path, inputs)
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = path.suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind not in known:
+        raise UsageError(f"--plot {path}: matplotlib writes {', '.join(sorted(known))}, not {kind!r}")
+    return path
 
 
 def _save(figure: Any, path: str | Path) -> Path:

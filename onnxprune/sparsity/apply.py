@@ -11,6 +11,7 @@ After writing, every claimed layer is read back and must satisfy the pattern.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,11 @@ def sparsify(
     options: SparsifyOptions | None = None,
     *,
     external_data: bool | None = None,
+    before_save: Callable[[SparsifyResult], object] | None = None,
 ) -> SparsifyResult:
-    """Sparsify a file into another. Nothing is written when no layer is eligible (NothingToSparsify)."""
+    """Sparsify a file into another. Nothing is written when no layer is eligible (NothingToSparsify).
+    ``before_save(result)`` runs before the model is written (the CLI writes the report then): if it
+    raises, the model is not written."""
     options = options or SparsifyOptions()
     options.check()
     output = files.check_output_path(output, [source])
@@ -216,6 +220,8 @@ def sparsify(
         raise NothingToSparsify(nothing_eligible(result.layers, str(source)) + "; nothing written")
     if external_data is None and files.uses_external_data(source):
         external_data = True
+    if before_save is not None:
+        before_save(result)
     files.save_model(result.model, output, external_data=external_data)
     result.output = output
     return result
