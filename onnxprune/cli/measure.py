@@ -114,7 +114,7 @@ def sweep_command(
     with steps("sweeping", total=len(ladder), enabled=not as_json) as step:
         result = sweep(read_model(model), options, progress=step)
     if plot is not None:
-        plot_sweep(result, plot)
+        plot_sweep(result, plot, model.name)
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -271,7 +271,7 @@ class _Extras:
             with steps("timing", enabled=asked["progress"]) as step:
                 result.report["bench"] = bench_record([self.model, staged], timing, progress=step)
         if asked["plot"] is not None:
-            plot_kept(result.report, asked["plot"])
+            plot_kept(result.report, asked["plot"], f"{self.model.name} → {self.output.name}")
         if asked["report"] is not None:
             save_json(result.report, asked["report"])
 
