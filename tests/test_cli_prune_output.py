@@ -3,6 +3,7 @@ groups, and nothing written at all when any of its outputs fails."""
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -101,3 +102,30 @@ def test_the_report_and_model_are_both_written_and_agree(sample: Path, tmp_path:
     assert [row["name"] for row in saved["bench"]["models"]] == [sample.name, out.name]
     kept = {g["id"]: g["channels_after"] for g in saved["groups"]}
     assert out.exists() and kept and all(n > 0 for n in kept.values())
+
+
+@pytest.mark.slow
+def test_at_80_columns_numbers_are_never_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI logs and `| cat` are 80 columns wide: node names fold, numbers stay whole on one line (ResNet-18's
+    long node names and the float32 noise of an exact prune: 1.23e-13)."""
+    from rich.cells import cell_len
+
+    from onnxprune.cli import shared
+    from onnxprune.text import number
+
+    monkeypatch.setattr(shared.console, "width", 80)
+    source, report = tmp_path / "resnet18.onnx", tmp_path / "report.json"
+    onnx.save(weights.load("resnet18", dead=0.3), source)
+    args = ["--threshold", "0", "--round-to", "1", "--min-keep", "1", "--report", report, "-v"]
+    result = prune(source, "-o", tmp_path / "pruned.onnx", *args)
+    assert result.exit_code == 0, result.output
+    assert all(cell_len(line) <= 80 for line in result.stdout.splitlines())
+    saved = json.loads(report.read_text())
+    layers = sorted(saved["compensation"]["layers"], key=lambda layer: -(layer["rel_mse_after"] or 0.0))
+    shown = [number(layer[k]) for layer in layers[:12] for k in ("rel_mse_before", "rel_mse_after")]
+    outputs = saved["verify"]["change"]["outputs"]
+    shown += [number(o[k]) for o in outputs for k in ("max_abs_err", "max_rel_err")]
+    shown += [number(o["cosine"], ".5f") for o in outputs]
+    assert len(shown) >= 5 and any("e-" in s for s in shown), "long numbers among them"
+    for value, times in collections.Counter(shown).items():
+        assert result.stdout.count(value) >= times, f"{value} is split or missing"
