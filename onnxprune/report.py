@@ -93,7 +93,7 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     table.add_row("channels in pruned groups", str(ch_before), str(ch_after), change)
     pruned = sum(g["channels_after"] < g["channels_before"] for g in groups)
     table.add_row("groups pruned / declined", str(pruned), str(len(report["declined"])), "")
-    captions = [_widths_caption(report.get("options", {}))]
+    captions = [widths_caption(report.get("options", {}))]
     if report.get("counted_at"):
         captions.append("counted at " + ", ".join(
             f"{name} {'x'.join(str(d) for d in dims)}" for name, dims in report["counted_at"].items()
@@ -102,7 +102,7 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     return table
 
 
-def _widths_caption(options: dict[str, Any]) -> str:
+def widths_caption(options: dict[str, Any]) -> str:
     """Which multiple the widths were rounded to, and why where auto chose it."""
     step = options.get("width_step")
     if step is None or step == 1:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from onnxprune.cli.printing import print_sparsity_line, print_verification
 from onnxprune.cli.shared import console
-from onnxprune.report import target_line
+from onnxprune.report import target_line, widths_caption
 from onnxprune.text import count
 
 
@@ -50,11 +50,7 @@ def asked(report: dict[str, Any]) -> str:
         what = f"--ratio {options['ratio']:g}"
     else:
         what = "--replay"
-    parts = [what, f"{options.get('scope', 'global')} scope", f"criterion {options.get('criterion', 'auto')}"]
-    step = options.get("width_step")
-    if step and step > 1:
-        parts.append(f"widths multiples of {step}")
-    return ", ".join(parts)
+    return f"{what}, {options.get('scope', 'global')} scope, criterion {options.get('criterion', 'auto')}"
 
 
 def _sizes(report: dict[str, Any]) -> list[str]:
@@ -71,6 +67,9 @@ def _sizes(report: dict[str, Any]) -> list[str]:
         f"  channels  {before} → {after} in {pruned} pruned groups; {len(report['declined'])} groups "
         "declined (inspect --explain says why)"
     )
+    widths = widths_caption(report["options"])
+    if widths:
+        lines.append(f"  {widths}")
     if "bench" in report:
         rows = report["bench"]["models"]
         lines.append(
