@@ -64,8 +64,8 @@ def _sizes(report: dict[str, Any]) -> list[str]:
     before = sum(g["channels_before"] for g in groups)
     after = sum(g["channels_after"] for g in groups)
     lines.append(
-        f"  channels  {before} → {after} in {pruned} pruned groups; {len(report['declined'])} groups "
-        "declined (inspect --explain says why)"
+        f"  channels  {before} → {after} in {pruned} pruned groups; {len(report['declined'])} declined "
+        "(inspect --explain)"
     )
     widths = widths_caption(report["options"])
     if widths:
