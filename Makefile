@@ -5,14 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: setup demo test lint typecheck fuzz zoo bench plan slimming bench-train clean
+.PHONY: setup demo test lint typecheck docs docs-check fuzz zoo bench plan slimming bench-train clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images]'
+	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images,docs]'
 	# What pip does for an installed package: the CLI then starts without compiling every module (0.27 s).
 	$(PY) -m compileall -q onnxprune
 	touch $(STAMP)
@@ -36,7 +36,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy onnxprune
 
-test: lint typecheck
+# The reference (docs/) as a static site in site/.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+# What CI checks of the docs: the strict build (a broken link or anchor between pages fails), into a
+# temporary folder.
+docs-check: $(STAMP)
+	tmp=$$(mktemp -d) && $(VENV)/bin/mkdocs build --strict --site-dir "$$tmp"; status=$$?; rm -rf "$$tmp"; exit $$status
+
+test: lint typecheck docs-check
 	$(PY) -m pytest -q
 
 fuzz: $(STAMP)
@@ -62,4 +71,4 @@ bench-train: $(STAMP)
 	$(PY) benchmarks/train.py --out $(OUT)/bench-train
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(OUT) site .pytest_cache .ruff_cache .mypy_cache

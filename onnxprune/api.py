@@ -34,7 +34,7 @@ from onnxprune.importance import score_groups, slimming_warning
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.layout import prefetch as prefetch_channel_block
-from onnxprune.nothing import BN_HINT, folded_bn, refuse_nothing_to_prune
+from onnxprune.nothing import bn_hint, refuse_nothing_to_prune
 from onnxprune.options import (
     AUTO,
     Allocate,
@@ -119,7 +119,7 @@ def inspect(
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
-    found.hints = [BN_HINT] if folded_bn(graph) else []
+    found.hints = [hint] if (hint := bn_hint(graph)) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)
     found.group_macs = found.estimator.group_macs()
@@ -187,7 +187,7 @@ def prune_model(
     group is a ``NothingToPruneError``; one whose outputs lose the original's behaviour on the user's data
     (the verdict, ``verify.min_fidelity``) a ``FidelityError``.
     """
-    search = search or SearchOptions()
+    search = search or SearchOptions(progress=verify is not None and verify.progress)
     options = options.resolved(calibrating=calib is not None)
     samples = _calibration_samples(model, options, calib)
     if target is not None:

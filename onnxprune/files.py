@@ -40,13 +40,13 @@ __all__ = [
     "save_json",
     "save_model",
     "tensor_bytes",
+    "unfix_non_positive_dims",
     "uses_external_data",
     "without_weights",
     "write_atomically",
     "write_bytes",
 ]
 
-# Models over protobuf's 2 GB limit must keep their weights in external data files.
 # Models over protobuf's 2 GB limit must keep their weights in external data files.
 PROTOBUF_LIMIT = 2**31 - 1
 
@@ -67,12 +67,28 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     if not model.graph.node:
         raise ModelLoadError(f"{path}: not an ONNX model (the graph has no nodes)")
     _check_versions(model, path)
+    unfix_non_positive_dims(model)
     try:
         # On the skeleton: the checker would serialise a copy of every weight, and checks none of them.
         onnx.checker.check_model(checkable(without_weights(model)))
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     return model
+
+
+def unfix_non_positive_dims(model: onnx.ModelProto) -> None:
+    """Make every ``dim_value`` <= 0 of the graph's inputs, outputs and value infos a dynamic dim, in place.
+
+    Older exporters (PaddlePaddle's among them) write ``dim_value: -1`` for a dynamic batch; ONNX Runtime
+    and TensorRT read it as dynamic, but every reader of a shape would take it for a size. Cleared once
+    here, no later stage meets it.
+    """
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        if not value.type.tensor_type.HasField("shape"):
+            continue
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -21,6 +21,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from onnxprune.files import needs_external_data, without_weights
 from onnxprune.rules.padmap import is_map_factor
+from onnxprune.runtime import quiet_onnxruntime
 
 
 def normalise(model: onnx.ModelProto) -> gs.Graph:
@@ -107,6 +108,7 @@ def _fold_constants(graph: gs.Graph) -> None:
     G_LOGGER.severity = G_LOGGER.ERROR  # folding reports every node it cannot evaluate; none is an error
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     try:
+        quiet_onnxruntime()  # graphsurgeon's sessions log to the process-wide logger
         graph.fold_constants(
             size_threshold=64 << 20,
             should_exclude_node=lambda node: node.op in NOT_FOLDED or is_map_factor(node),

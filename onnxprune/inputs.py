@@ -159,11 +159,12 @@ def make_inputs(
     coins. Dynamic dims come from ``shapes`` (full shapes by input name), else ``DEFAULT_BATCH`` for axis 0,
     ``DEFAULT_SPATIAL`` for the other dynamic axes of a rank >= 3 input, ``DEFAULT_OTHER`` for the rest.
 
-    A data file decides the feeds (``seed`` and ``shapes`` are ignored): an ``.npz`` keyed by input name is
-    one feed; a ``.json`` from ``polygraphy run --save-inputs`` is a list of feeds (or one). With
-    ``iterations`` given, the first ``iterations`` feeds are used, and a single feed holding many samples is
-    split along the batch axis into that many feeds (see :func:`prepare_feeds`, which also says so). Each
-    array must fit its input (name, rank, static dims, dtype kind) and is cast to its dtype.
+    A data file decides the feeds (``seed`` and ``shapes`` are ignored): an ``.npz`` keyed by input name (or
+    ``x``, with labels ``y``, for a single-input model) is one feed; a ``.json`` from ``polygraphy run
+    --save-inputs`` is a list of feeds (or one). With ``iterations`` given, the first ``iterations`` feeds
+    are used, and a single feed holding many samples is split along the batch axis into that many feeds
+    (see :func:`prepare_feeds`, which also says so). Each array must fit its input (name, rank, static
+    dims, dtype kind) and is cast to its dtype.
     """
     return prepare_feeds(
         model, iterations=iterations, seed=seed, shapes=shapes, inputs_path=inputs_path
@@ -214,7 +215,8 @@ def prepare_feeds(
         raise UsageError(f"iterations must be at least 1, got {iterations}")
     if inputs_path is not None:
         path = Path(inputs_path)
-        loaded, notes = _take_samples(_load_feeds(path), specs, iterations, path.name)
+        named = [_labelled_layout(feed, specs) for feed in _load_feeds(path)]
+        loaded, notes = _take_samples(named, specs, iterations, path.name)
         feeds = [_check_feed(feed, specs, f"{path.name}, feed {i}") for i, feed in enumerate(loaded)]
         return Feeds(feeds, "file", f"{len(feeds)} feed(s) from {path.name}", notes, [])
     given = shapes or {}
@@ -313,7 +315,17 @@ def _load_feeds(path: Path) -> list[Mapping[str, Any]]:
     return feeds
 
 
+def _labelled_layout(feed: Mapping[str, Any], specs: list[_InputSpec]) -> Mapping[str, Any]:
+    """The common (x, y) layout of a labelled set, as ``sweep --labels`` and ``train`` take it: ``x`` feeds
+    a single-input model of another name, and ``y`` (its labels) feeds nothing."""
+    names = [s.name for s in specs]
+    if len(names) == 1 and names[0] not in feed and "x" in feed and set(feed) <= {"x", "y"}:
+        return {names[0]: feed["x"]}
+    return feed
+
+
 def _check_feed(feed: Mapping[str, Any], specs: list[_InputSpec], where: str) -> Feed:
+    feed = _labelled_layout(feed, specs)
     names = [s.name for s in specs]
     for name in feed:
         if name not in names:

@@ -4,6 +4,7 @@ imports onnx, which is what the read overlaps."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from onnxprune import readahead
@@ -15,8 +16,13 @@ READS_A_MODEL = ("prune", "inspect", "sweep", "sparsify", "bench", "build")
 def main() -> None:
     argv = sys.argv[1:]
     names_a_model = len(argv) >= 2 and argv[0] in READS_A_MODEL and not argv[1].startswith("-")
-    if names_a_model and not {"-h", "--help"} & set(argv):
-        readahead.start(argv[1])
-    from onnxprune.cli import main as cli_main
-
+    try:
+        if names_a_model and not {"-h", "--help"} & set(argv):
+            readahead.start(argv[1])
+        from onnxprune.cli import main as cli_main
+    except KeyboardInterrupt:
+        # Ctrl-C while the imports run (a second or so on a cold cache), before the CLI's own handling.
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
     cli_main()

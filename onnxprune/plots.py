@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 
 from onnxprune.channels.group import ChannelGroup
-from onnxprune.errors import CapabilityError
-from onnxprune.files import write_atomically
+from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.files import check_output_path, write_atomically
 from onnxprune.options import PlanOptions
 from onnxprune.search.targets import search
+
+# Readable when printed or shown at 100%: matplotlib's smallest default text is 8 pt.
+LABEL_POINTS = 8
 
 
 def _pyplot() -> Any:
@@ -32,6 +35,20 @@ def _pyplot() -> Any:
     except ImportError:
         raise CapabilityError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
     return plt
+
+
+def check_plot_path(path: str | Path, inputs: list[Path]) -> Path:
+    """Refuse, before any work, a plot that could not be written: matplotlib missing, a format it does not
+    write, or a path ``check_output_path`` refuses."""
+    path = check_output_path(path, inputs)
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = path.suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind not in known:
+        raise UsageError(f"--plot {path}: matplotlib writes {', '.join(sorted(known))}, not {kind!r}")
+    return path
 
 
 def _save(figure: Any, path: str | Path) -> Path:
@@ -76,7 +93,7 @@ def plot_gammas(groups: list[ChannelGroup], path: str | Path, threshold: float |
     scored = [g for g in groups if g.prunable and g.score is not None]
     if not scored:
         raise CapabilityError("nothing to plot: no prunable group has scores")
-    figure, (hist, strips) = plt.subplots(2, 1, figsize=(9, 3 + 0.12 * len(scored)),
+    figure, (hist, strips) = plt.subplots(2, 1, figsize=(9, 3 + 0.16 * len(scored)),
                                           gridspec_kw={"height_ratios": [1, 2]})  # fmt: skip
     values = np.concatenate([np.asarray(g.score, dtype=float) for g in scored])
     floor = values[values > 0].min() / 2 if (values > 0).any() else 1e-6
@@ -90,7 +107,7 @@ def plot_gammas(groups: list[ChannelGroup], path: str | Path, threshold: float |
         score = np.maximum(np.asarray(group.score, dtype=float), floor)
         strips.scatter(score, np.full(len(score), i), s=4, marker="|", color="tab:gray")
     strips.set_xscale("log")
-    strips.set_yticks(range(len(scored)), [_label(g) for g in scored], fontsize=6)
+    strips.set_yticks(range(len(scored)), [_label(g) for g in scored], fontsize=LABEL_POINTS)
     strips.invert_yaxis()
     strips.set_xlabel(f"{scored[0].criterion} score (zeros at the left edge)")
     for axis in (hist, strips):
@@ -102,41 +119,49 @@ def plot_gammas(groups: list[ChannelGroup], path: str | Path, threshold: float |
 
 
 def _label(group: ChannelGroup) -> str:
-    name = (group.producers or group.nodes or [f"group {group.id}"])[0]
-    return name if len(name) <= 32 else "…" + name[-31:]
+    return _short((group.producers or group.nodes or [f"group {group.id}"])[0])
 
 
-def plot_kept(report: dict[str, Any], path: str | Path) -> Path:
-    """Bars of channels before (light) and after (dark) for every prunable group, in network order."""
+def plot_kept(report: dict[str, Any], path: str | Path, name: str = "") -> Path:
+    """Bars of channels before (light) and after (dark) for every prunable group, in network order;
+    ``name`` (the model, or "original → pruned") heads the title."""
     plt = _pyplot()
     groups = report["groups"]
     if not groups:
         raise CapabilityError("nothing to plot: the report has no pruned groups")
     x = np.arange(len(groups))
-    figure, axis = plt.subplots(figsize=(max(6, 0.18 * len(groups)), 3.5))
+    # Wide enough for one rotated label per bar at LABEL_POINTS; constrained layout keeps them inside.
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.22 * len(groups)), 4.5), layout="constrained")
     axis.bar(x, [g["channels_before"] for g in groups], color="tab:blue", alpha=0.3, label="before")
     axis.bar(x, [g["channels_after"] for g in groups], color="tab:blue", label="after")
-    axis.set_xticks(x, [(g["producers"] or g["nodes"])[0][-24:] for g in groups], rotation=90, fontsize=5)
+    labels = [_short((g["producers"] or g["nodes"])[0]) for g in groups]
+    axis.set_xticks(x, labels, rotation=90, fontsize=LABEL_POINTS)
+    axis.set_xlim(-0.6, len(groups) - 0.4)
     axis.set_ylabel("channels")
     macs = report["macs"]
-    axis.set_title(
-        f"kept channels per group: MACs {macs['after'] / max(macs['before'], 1):.0%} of the original"
-    )
+    title = f"kept channels per group, MACs {macs['after'] / max(macs['before'], 1):.0%} of the original"
+    axis.set_title(f"{name}\n{title}" if name else title)
     axis.legend()
     return _save(figure, path)
 
 
-def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
+def _short(name: str, width: int = 32) -> str:
+    """A node name of at most ``width`` characters: its end, which tells layers apart, behind an ellipsis."""
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def plot_sweep(result: dict[str, Any], path: str | Path, name: str = "") -> Path:
     """Fidelity and latency against the MACs reached: one line per compensation mode, each starting at the
-    original; cosine solid, top-1 agreement dotted, accuracy dashed."""
+    original; cosine solid, top-1 agreement dotted, accuracy dashed. ``name`` (the model) heads it."""
     plt = _pyplot()
     original, *rest = [p for p in result["points"] if "error" not in p]
     base = original["macs"]
-    figure, (fidelity, speed) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (fidelity, speed) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    figure.suptitle(f"{name}: sweep over {result['kind']}" if name else f"sweep over {result['kind']}")
     styles = (
         ("cosine", "cosine", "-"),
         ("top1_agreement", "top-1 agreement", ":"),
-        ("accuracy", "accuracy", "--"),
+        ("accuracy", "accuracy (labels)", "--"),
     )
     modes = result.get("compensate") or [None]
     for index, mode in enumerate(modes):
@@ -151,7 +176,8 @@ def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
         if all(v is not None for v in latency):
             speed.plot(macs, latency, marker="o", color=color, label=f"{prefix}ONNX Runtime latency")
     fidelity.set_xlabel("MACs (fraction of the original)")
-    fidelity.set_ylabel("agreement with the original")
+    labelled = any(p.get("accuracy") is not None for p in result["points"])
+    fidelity.set_ylabel("fidelity to the original" + ("; accuracy on the labels" if labelled else ""))
     fidelity.invert_xaxis()
     # Below the axes: with a line per mode and metric, a legend inside would cover the points.
     fidelity.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(modes))

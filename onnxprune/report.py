@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,16 @@ from rich.table import Table
 
 from onnxprune.channels.group import ChannelGroup
 from onnxprune.text import count, number
+
+
+def add_columns(table: Table, names: Iterable[str], numeric: Collection[str] = ()) -> None:
+    """Text columns fold (node names are long); ``numeric`` ones are right-aligned and never wrap: at 80
+    columns (CI logs, ``| cat``) a number split over two lines reads as two numbers, so text gives way."""
+    for name in names:
+        if name in numeric:
+            table.add_column(name, justify="right", no_wrap=True)
+        else:
+            table.add_column(name, overflow="fold")
 
 
 def counted_at(params: int, macs: int, shapes: dict[str, Any]) -> str:
@@ -47,8 +58,8 @@ def group_summary(group: ChannelGroup, total_macs: int, macs: int) -> dict[str, 
 
 def inspect_table(groups: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, show_lines=False)
-    for column in ("group", "nodes", "ch", "|gamma| min/med/max", "MACs", "status"):
-        table.add_column(column, overflow="fold")
+    add_columns(table, ("group", "nodes", "ch", "|gamma| min/med/max", "MACs", "status"),
+                numeric=("group", "ch", "|gamma| min/med/max", "MACs"))  # fmt: skip
     for g in groups:
         gamma = g["gamma"]
         span = "-" if gamma["min"] is None else "/".join(number(gamma[k]) for k in ("min", "median", "max"))
@@ -69,10 +80,7 @@ def _share(group: dict[str, Any]) -> str:
 
 def prune_table(report: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
-    table.add_column("")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    table.add_column("change", justify="right")
+    add_columns(table, ("", "before", "after", "change"), numeric=("before", "after", "change"))
     for key in ("params", "macs"):
         before, after = report[key]["before"], report[key]["after"]
         change = f"{(after - before) / before:+.1%}" if before else "-"
@@ -84,7 +92,7 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     table.add_row("channels in pruned groups", str(ch_before), str(ch_after), change)
     pruned = sum(g["channels_after"] < g["channels_before"] for g in groups)
     table.add_row("groups pruned / declined", str(pruned), str(len(report["declined"])), "")
-    captions = [_widths_caption(report.get("options", {}))]
+    captions = [widths_caption(report.get("options", {}))]
     if report.get("counted_at"):
         captions.append("counted at " + ", ".join(
             f"{name} {'x'.join(str(d) for d in dims)}" for name, dims in report["counted_at"].items()
@@ -93,7 +101,7 @@ def prune_table(report: dict[str, Any], title: str) -> Table:
     return table
 
 
-def _widths_caption(options: dict[str, Any]) -> str:
+def widths_caption(options: dict[str, Any]) -> str:
     """Which multiple the widths were rounded to, and why where auto chose it."""
     step = options.get("width_step")
     if step is None or step == 1:
@@ -105,8 +113,8 @@ def _widths_caption(options: dict[str, Any]) -> str:
 
 def groups_table(report: dict[str, Any], limit: int = 40) -> Table:
     table = Table(title="pruned groups")
-    for column in ("group", "producers", "criterion", "before", "after"):
-        table.add_column(column, overflow="fold")
+    add_columns(table, ("group", "producers", "criterion", "before", "after"),
+                numeric=("group", "before", "after"))  # fmt: skip
     changed = [g for g in report["groups"] if g["channels_after"] < g["channels_before"]]
     for g in changed[:limit]:
         producers = _nodes(g["producers"] or g["nodes"])
@@ -135,8 +143,7 @@ def bench_table(bench: dict[str, Any], title: str = "") -> Table:
     table = Table(
         title=title or f"latency on {rows[0]['backend']} ({bench['runs']} runs, threads {threads}, {fed})"
     )
-    for column in ("model", "median ms", "p90 ms", "ratio"):
-        table.add_column(column, justify="right")
+    add_columns(table, ("model", "median ms", "p90 ms", "ratio"), numeric=("median ms", "p90 ms", "ratio"))
     base = rows[0]["median_ms"]
     for r in rows:
         table.add_row(
@@ -148,20 +155,10 @@ def bench_table(bench: dict[str, Any], title: str = "") -> Table:
 def sweep_table(result: dict[str, Any], name: str) -> Table:
     """One row per target: what it reached and what it cost."""
     fed = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["inputs"].items())
-    table = Table(title=f"{name}: sweep over {result['kind']} (counted at {fed})", min_width=96)
-    for column in (
-        "target",
-        "compensate",
-        "reached",
-        "MACs",
-        "params",
-        "latency",
-        "cosine",
-        "top-1 agree",
-        "accuracy",
-        "s",
-    ):
-        table.add_column(column, justify="right")
+    table = Table(title=f"{name}: sweep over {result['kind']} (counted at {fed})")
+    columns = ("target", "compensate", "reached", "MACs", "params", "latency", "cosine", "top-1 agree",
+               "accuracy", "s")  # fmt: skip
+    add_columns(table, columns, numeric=[c for c in columns if c != "compensate"])
     for p in result["points"]:
         if "error" in p:
             row = (f"{p['target']:g}", p.get("compensate") or "", "[yellow]unreachable[/]", p["error"])
@@ -200,8 +197,8 @@ def calibration_table(calibration: dict[str, Any]) -> Table:
         f"{calibration['seconds']:.1f} s); on {held} held-out samples: " + "; ".join(parts)
     )
     table = Table(title=title, show_lines=False)
-    for column in ("layer", "op", "applied", "rel. MSE before", "after"):
-        table.add_column(column, overflow="fold")
+    add_columns(table, ("layer", "op", "applied", "rel. MSE before", "after"),
+                numeric=("rel. MSE before", "after"))  # fmt: skip
     for layer in calibration["layers"]:
         applied = layer["applied"] + (f" ({layer['refit_declined']})" if "refit_declined" in layer else "")
         table.add_row(
@@ -226,11 +223,11 @@ def compensation_table(section: dict[str, Any], limit: int = 12) -> Table:
     ``limit`` with the largest error after folding (or largest estimate, unmeasured), in network order; the
     JSON report has all (ResNet-50 has 53, which took a screen and 0.1 s to print)."""
     table = Table(title=f"compensation ({section['mode']})")
-    columns = ["consumer", "removed", "carrying", "folded as", "exact", "estimate |c| max"]
+    # Two-line headers: a number column is as wide as its header's longest line.
+    columns = ["consumer", "re-\nmoved", "carry-\ning", "folded as", "exact", "estimate\n|c| max"]
     measured = "error_on" in section
-    columns += ["rel. MSE none", "with"] if measured else []
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    columns += ["rel. MSE\nnone", "rel. MSE\nwith"] if measured else []
+    add_columns(table, columns, numeric=columns[1:2] + columns[2:3] + columns[5:])
     layers = _worst_layers(section["layers"], limit, measured)
     for layer in layers:
         biggest = max((abs(v) for v in layer["estimate"]), default=0.0)
@@ -240,7 +237,7 @@ def compensation_table(section: dict[str, Any], limit: int = 12) -> Table:
             str(layer["removed"]),
             str(layer["carrying"]),
             layer["applied"],
-            {True: "yes", False: "[yellow]estimate[/]", None: "-"}[layer["exact"]],
+            {True: "yes", False: "[yellow]est.[/]", None: "-"}[layer["exact"]],
             f"{biggest:.3g}",
             *errors,
         )
@@ -280,8 +277,8 @@ def _error(value: float | None) -> str:
 def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
     """Per output: how far a changed model is from the original (verify.OutputMetrics records)."""
     table = Table(title=title)
-    for column in ("output", "max abs", "max rel", "cosine", "top-1 agree"):
-        table.add_column(column, justify="right")
+    add_columns(table, ("output", "max abs", "max rel", "cosine", "top-1 agree"),
+                numeric=("max abs", "max rel", "cosine", "top-1 agree"))  # fmt: skip
     for o in outputs:
         top1 = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
         table.add_row(
@@ -293,8 +290,8 @@ def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
 def history_table(history: list[dict[str, Any]], title: str) -> Table:
     """Per training epoch: loss, eval accuracy, share of small gammas, seconds (train.TrainResult.history)."""
     table = Table(title=title)
-    for column in ("epoch", "loss", "eval accuracy", "|gamma| < 1e-2", "seconds"):
-        table.add_column(column, justify="right")
+    columns = ("epoch", "mean loss", "eval accuracy", "|gamma| < 1e-2", "seconds")
+    add_columns(table, columns, numeric=columns)
     for r in history:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"

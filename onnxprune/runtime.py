@@ -33,6 +33,31 @@ def require_onnxruntime() -> None:
         raise CapabilityError(ORT_MISSING)
 
 
+# Only fatal messages: ONNX Runtime warns about e.g. unused initializers in exported and rewritten graphs
+# ([W:onnxruntime ...] on stderr), and logs every failed run as an error line too, though the run also raises
+# (that exception becomes onnxprune's one line).
+FATAL_ONLY = 4
+
+
+def quiet_onnxruntime() -> Any:
+    """Import ONNX Runtime (ImportError where it is missing) with its process-wide logger at fatal only.
+
+    The process-wide logger is what a session without a severity of its own logs to (graphsurgeon's
+    constant folding and Polygraphy make such sessions), and what logs before a session's own is set up.
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(FATAL_ONLY)
+    return ort
+
+
+def quiet_options(ort: Any) -> Any:
+    """``SessionOptions`` that log fatal messages only; every session onnxprune makes starts from these."""
+    options = ort.SessionOptions()
+    options.log_severity_level = FATAL_ONLY
+    return options
+
+
 def ort_session(
     model: Model, threads: int = 4, optimize: bool = True, spin: bool = True, quick: bool = False
 ) -> onnxruntime.InferenceSession:
@@ -46,17 +71,12 @@ def ort_session(
     extended ones only re-lay the same math out for speed (ResNet-50: 0.14 s to start and run, 0.23 s).
     """
     try:
-        import onnxruntime as ort
+        ort = quiet_onnxruntime()
     except ImportError:
         raise CapabilityError(ORT_MISSING) from None
 
-    options = ort.SessionOptions()
+    options = quiet_options(ort)
     options.intra_op_num_threads = threads
-    # ORT warns about e.g. unused initializers in rewritten graphs ([W:onnxruntime ...] on stderr), and logs
-    # every failed run as an error line too, though the run also raises: that exception becomes onnxprune's
-    # one line. So only fatal messages. Some come from the process-wide logger, before the session's own.
-    options.log_severity_level = 4
-    ort.set_default_logger_severity(4)
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
@@ -164,7 +184,7 @@ def _static_output_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]] 
     shapes = {}
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
-        if not dims or not all(d.HasField("dim_value") for d in dims):
+        if not dims or not all(d.dim_value > 0 for d in dims):  # -1 or 0: a dynamic dim in older exports
             return None
         shapes[value.name] = tuple(d.dim_value for d in dims)
     return shapes

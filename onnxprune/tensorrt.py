@@ -34,6 +34,7 @@ from onnxprune import files, verify
 from onnxprune.errors import CapabilityError, UsageError, VerificationError, first_line
 from onnxprune.fp16 import convert_to_fp16, verify_fp16
 from onnxprune.inputs import make_inputs
+from onnxprune.runtime import quiet_onnxruntime
 from onnxprune.sparsity import holds_24
 from onnxprune.tolerances import REDUCED_PRECISION
 from onnxprune.verify import Comparison, cosine_floor
@@ -314,6 +315,7 @@ def _compare_engine(plan: bytes, reference: Path, feeds: list[dict[str, np.ndarr
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.exception import PolygraphyException
 
+    quiet_onnxruntime()  # Polygraphy's session logs to ONNX Runtime's process-wide logger
     reference_runner = OnnxrtRunner(SessionFromOnnx(str(reference), providers=["cpu"]), name="onnxruntime")
     engine_runner = TrtRunner(EngineFromBytes(plan), name="tensorrt")
     try:

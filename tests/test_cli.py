@@ -43,6 +43,15 @@ def test_inspect_json_is_json_only(sample: Path) -> None:
     assert group["gamma"]["min"] <= group["gamma"]["median"] <= group["gamma"]["max"]
 
 
+def test_inspect_json_says_its_warnings_on_stderr(tmp_path: Path) -> None:
+    dense = tmp_path / "dense.onnx"
+    onnx.save(tiny.chain(dead=0.0), dense)  # not trained for slimming: inspect warns
+    result = invoke("inspect", dense, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"]
+    assert result.stderr.startswith("warning: |gamma| is not bimodal")
+
+
 def test_prune_writes_model_and_report(sample: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "pruned.onnx", tmp_path / "report.json"
     result = invoke(
@@ -264,3 +273,57 @@ def _names(app) -> list[str]:
     import typer
 
     return list(typer.main.get_command(app).commands)
+
+
+def test_check_says_what_it_compares_with() -> None:
+    shown = invoke("check", "--help").output
+    assert "in ONNX Runtime" in shown and "with Polygraphy" not in shown
+
+
+def test_inspect_offers_only_the_criteria_it_can_rank_by(sample: Path) -> None:
+    shown = invoke("inspect", "--help").output
+    assert "[auto|gamma|l1|l2]" in shown and "l2|activation" not in shown
+    refused = invoke("inspect", sample, "--criterion", "activation")
+    assert refused.exit_code == 2 and "use prune with --calib" in refused.output
+
+
+def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) -> None:
+    """SIGINT at several moments of a console-script start (imports, parser, reading the model): one line
+    and exit 130 each time, never a traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = Path(sys.executable).parent / "onnxprune"
+    if not script.exists():
+        pytest.skip("the onnxprune console script is not installed beside this Python")
+    model = Path(__file__).parent / "data" / "resnet50.graph.onnx"
+    args = [str(script), "inspect", str(model)]
+    interrupted = 0
+    # From 0.25 s on: Python's own start-up (before onnxprune's first line runs) is over even on a busy
+    # machine; the imports, the parser and the read of ResNet-50 take over a second.
+    for delay in (0.25, 0.35, 0.5, 0.7, 0.9):
+        started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        started.send_signal(signal.SIGINT)
+        _, err = started.communicate(timeout=60)
+        assert "Traceback" not in err, f"after {delay} s:\n{err}"
+        if started.returncode == 130:
+            assert err.strip().endswith("interrupted"), err
+            interrupted += 1
+    assert interrupted >= 2, "the signals landed during start-up and were handled"
+
+
+def test_inputs_take_the_labelled_x_y_layout(sample: Path, tmp_path: Path) -> None:
+    """An .npz of x (samples) and y (labels), as sweep --labels and train take it, feeds a single-input
+    model named otherwise; y feeds nothing."""
+    labelled = tmp_path / "labelled.npz"
+    rng = np.random.default_rng(0)
+    np.savez(labelled, x=rng.standard_normal((4, 3, 16, 16)).astype(np.float32), y=np.arange(4))
+    out = tmp_path / "pruned.onnx"
+    result = invoke("prune", sample, "-o", out, "--ratio", "0.5", "--inputs", labelled, "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 feed(s) from labelled.npz" in result.output
+    checked = invoke("check", sample, out, "--inputs", labelled, "--iterations", "4", "--atol", "10")
+    assert checked.exit_code == 0, checked.output

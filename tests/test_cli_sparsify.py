@@ -129,3 +129,18 @@ def test_build_turns_sparse_weights_on_for_a_24_model(model: Path, tmp_path: Pat
     assert dense.exit_code == 1 and "trtexec" in dense.output and "--sparsity=enable" not in dense.output
     off = runner.invoke(app, ["build", str(sparse), "-o", str(tmp_path / "s.plan"), "--no-sparse-weights"])
     assert "--sparsity=enable" not in off.output
+
+
+def test_sparsify_counts_and_feeds_at_the_shape_given(model: Path, tmp_path: Path) -> None:
+    reports = {}
+    for batch in (1, 4):
+        out, report = tmp_path / f"b{batch}.onnx", tmp_path / f"b{batch}.json"
+        args = ["sparsify", str(model), "-o", str(out), "--min-channels", "16", "--report", str(report)]
+        result = runner.invoke(app, [*args, "--shape", f"input:{batch}x16x8x8"])
+        assert result.exit_code == 0, result.output
+        reports[batch] = json.loads(report.read_text())
+    conv = {b: next(row for row in r["layers"] if row["node"] == "/a/Conv") for b, r in reports.items()}
+    assert conv[4]["macs"] == 4 * conv[1]["macs"] > 0
+    assert reports[4]["options"]["shapes"] == {"input": [4, 16, 8, 8]}
+    bad = runner.invoke(app, ["sparsify", str(model), "-o", str(tmp_path / "x.onnx"), "--shape", "input:1x3"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

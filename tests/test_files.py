@@ -6,7 +6,9 @@ import ast
 import json
 from pathlib import Path
 
+import onnx
 import pytest
+import tiny
 
 from onnxprune import files
 from onnxprune.errors import ModelSaveError
@@ -86,3 +88,16 @@ def test_the_writer_check_sees_a_writer(tmp_path: Path) -> None:
     sample = tmp_path / "w.py"
     sample.write_text("import os\nos.replace('a', 'b')\nopen('x', 'wb')\n")
     assert len(_writes_files(sample)) == 2
+
+
+def test_non_positive_dims_are_read_as_dynamic(tmp_path: Path) -> None:
+    model = tiny.residual()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 0
+    path = tmp_path / "old_export.onnx"
+    onnx.save(model, path)
+    read = files.read_model(path)
+    for value in (read.graph.input[0], read.graph.output[0]):
+        batch = value.type.tensor_type.shape.dim[0]
+        assert not batch.HasField("dim_value") and not batch.HasField("dim_param"), value.name
+    assert [d.dim_value for d in read.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 16, 16]

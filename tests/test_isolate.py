@@ -200,3 +200,27 @@ def test_inspect_of_a_model_without_bn_hints_at_the_export(tmp_path: Path) -> No
     with_bn = tmp_path / "bn.onnx"
     onnx.save(tiny.chain(), with_bn)
     assert json.loads(runner.invoke(app, ["inspect", str(with_bn), "--json"]).stdout)["hints"] == []
+
+
+def tf_blocked() -> onnx.ModelProto:
+    """A tf2onnx export without BN whose one Conv group is blocked by a ReduceSum over channels."""
+    n = tiny.Net(seed=5)
+    x = n.node("Relu", [n.conv("input", 3, 16, bias=True)])
+    total = n.node("ReduceSum", [x, n.param(np.array([1], np.int64), "axes")], keepdims=1)
+    x = n.node("Sub", [x, n.node("Expand", [total, n.param(np.array([1, 16, 16, 16], np.int64), "shape")])])
+    model = n.model([n.head(x, 16)])
+    model.producer_name = "tf2onnx"
+    return model
+
+
+def test_blockers_other_than_bn_get_no_bn_hint() -> None:
+    with pytest.raises(NothingToPruneError, match="ReduceSum reduces over") as refused:
+        api.prune_model(tf_blocked(), PlanOptions(ratio=0.5))
+    assert "BatchNormalization" not in str(refused.value) and "torch" not in str(refused.value)
+
+
+def test_inspect_of_a_tensorflow_export_without_bn_does_not_give_the_pytorch_recipe(tmp_path: Path) -> None:
+    src = tmp_path / "tf.onnx"
+    onnx.save(tf_blocked(), src)
+    hints = json.loads(runner.invoke(app, ["inspect", str(src), "--json"]).stdout)["hints"]
+    assert len(hints) == 1 and "tf2onnx folded it" in hints[0] and "torch" not in hints[0]

@@ -270,10 +270,11 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_continues_exactly(
 
 @needs_torch
 def test_resume_refuses_another_models_checkpoint(files: dict[str, Path], tmp_path: Path) -> None:
-    train(files["model"], tmp_path / "o.onnx", files["data"], options=quick())
+    kept = tmp_path / "kept.ckpt"  # one named by the user stays after the run
+    train(files["model"], tmp_path / "o.onnx", files["data"], options=quick(checkpoint=kept))
     other = tmp_path / "other.onnx"
     onnx.save(dynamic(tiny.concat(seed=1, dead=0.0)), other)
-    opts = quick(resume=True, checkpoint=tmp_path / "o.onnx.ckpt")
+    opts = quick(resume=True, checkpoint=kept)
     with pytest.raises(UsageError, match="another model"):
         train(other, tmp_path / "p.onnx", files["unlabelled"], teacher=other, options=opts)
 
@@ -301,6 +302,8 @@ def test_cli_trains_with_eval_and_prints_the_table(files: dict[str, Path], tmp_p
                                  "--eval", str(files["data"]), "--batch", "8", "--epochs", "1"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "eval accuracy" in result.output and "BatchNormalization kept" in result.output and out.exists()
+    assert "mean loss" in result.output, "the epoch's mean, not the last batch's loss"
+    assert not (tmp_path / "o.onnx.ckpt").exists(), "the default checkpoint goes once the run succeeded"
     bad = runner.invoke(app, ["train", str(files["model"]), "-o", str(out), "--data", str(files["data"]),
                               "--epochs", "0"])  # fmt: skip
     assert bad.exit_code == 2 and "--epochs" in bad.output

@@ -88,6 +88,9 @@ def main() -> None:
         if not isinstance(done.code, int | None):
             raise  # sys.exit("message"): Python prints it
         _exit_now(done.code or 0)
+    except KeyboardInterrupt:  # while the parser is built, before a command runs
+        errors.print("interrupted", markup=False)
+        _exit_now(130)
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -50,7 +50,7 @@ def check(
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
-    """Compare two models on the same inputs with Polygraphy; exit 1 if any output is out of tolerance."""
+    """Compare two models on the same inputs in ONNX Runtime; exit 1 if any output is out of tolerance."""
     tolerances = parse_tolerances(atol or [], rtol or [], str(tolerance_rule))
     result = check_models(
         original, other, inputs=inputs, iterations=iterations, seed=seed, tolerances=tolerances,

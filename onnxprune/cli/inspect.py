@@ -8,20 +8,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from onnxprune import api
-from onnxprune.cli.shared import ModelArg, choices, console, errors, one_target, user_errors
+from onnxprune.cli.shared import ModelArg, choices, console, one_target, user_errors, warn
 from onnxprune.errors import UsageError
-from onnxprune.files import check_output_path, read_model
+from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.options import Criterion
 from onnxprune.planning.align import impossible
-from onnxprune.plots import plot_inspection
+from onnxprune.plots import check_plot_path, plot_inspection
 from onnxprune.report import counted_at, group_summary, inspect_table
 from onnxprune.sparsity import SparsifyOptions, survey
 from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.sparsity.tables import survey_table
+
+# activation ranks on calibration data, which only prune takes.
+RANKED_WITHOUT_DATA = tuple(str(c.value) for c in Criterion if c != Criterion.ACTIVATION)
 
 
 @user_errors
@@ -29,7 +31,14 @@ def inspect(
     model: ModelArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="List every decline with its node.")] = False,
-    criterion: Annotated[str, choices(Criterion, "How channels are ranked.")] = Criterion.AUTO,
+    criterion: Annotated[
+        str,
+        choices(
+            Criterion,
+            "How channels are ranked (by activation: prune --calib --criterion activation).",
+            RANKED_WITHOUT_DATA,
+        ),
+    ] = Criterion.AUTO,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224: count at this shape.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw the score histogram and strips into this PNG.")
@@ -50,7 +59,7 @@ def inspect(
 ) -> None:
     """Show every channel group: its nodes, |gamma| spread, share of MACs, and prunable or why not."""
     if sparsity:
-        _inspect_sparsity(model, min_channels, as_json)
+        _inspect_sparsity(model, min_channels, parse_shapes(shape or []), as_json)
         return
     target = one_target(target_macs, target_params, None)
     if (ratio is not None or target is not None) and plot is None:
@@ -60,7 +69,7 @@ def inspect(
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     if plot is not None:
-        check_output_path(plot, [model])
+        check_plot_path(plot, [model])
     found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
     if plot is not None:
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
@@ -77,6 +86,7 @@ def inspect(
             "warnings": found.warnings,
         }
         print(json.dumps(payload, indent=2))
+        warn(found.warnings)  # on stderr, as prune --json says them
         return
     _print_inspection(model, found, groups, explain)
 
@@ -91,8 +101,7 @@ def _print_inspection(model: Path, found: api.Inspection, groups: list[dict], ex
     convs = sum(p["producer_op"] == "Conv" for p in found.pairs)
     others = len(found.pairs) - convs
     console.print(f"{convs} Conv→BatchNormalization pairs, {others} BatchNormalizations after other ops")
-    for warning in found.warnings:
-        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    warn(found.warnings)
     if explain:
         _print_declines(found, groups)
     else:
@@ -115,8 +124,8 @@ def _print_declines(found: api.Inspection, groups: list[dict]) -> None:
             console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
-def _inspect_sparsity(model: Path, min_channels: int, as_json: bool) -> None:
-    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels))
+def _inspect_sparsity(model: Path, min_channels: int, shapes: dict, as_json: bool) -> None:
+    layers, total = survey(read_model(model), SparsifyOptions(min_channels=min_channels, shapes=shapes))
     rows = [layer.to_dict(total) for layer in layers]
     if as_json:
         print(json.dumps({"model": str(model), "macs": total, "sparsity": rows}, indent=2))

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from onnxprune import api
 from onnxprune.cli.shared import (
@@ -19,15 +18,15 @@ from onnxprune.cli.shared import (
     RoundToOpt,
     calib_request,
     console,
-    errors,
     user_errors,
 )
 from onnxprune.errors import UsageError
-from onnxprune.files import check_output_path, read_model
+from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
 from onnxprune.options import Criterion, Scope, choice
-from onnxprune.plots import plot_sweep
+from onnxprune.plots import check_plot_path, plot_sweep
+from onnxprune.progress import steps
 from onnxprune.report import bench_table, sweep_table
 from onnxprune.search.sweep import SweepOptions, sweep
 
@@ -50,7 +49,8 @@ def bench_command(
 
     options = BenchOptions(runs, warmup, threads, backend, parse_shapes(shape or []), min_seconds=min_seconds)
     options.check()
-    record = bench_record([model] + ([other] if other is not None else []), options)
+    with steps("timing", enabled=not as_json) as step:
+        record = bench_record([model] + ([other] if other is not None else []), options, progress=step)
     if as_json:
         print(json.dumps(record, indent=2))
     else:
@@ -110,12 +110,11 @@ def sweep_command(
     options.check()
     timing.check() if timing is not None else None
     if plot is not None:
-        check_output_path(plot, [model])
-    show = errors if not as_json else Console(stderr=True, quiet=True)
-    with show.status("sweeping") as status:
-        result = sweep(read_model(model), options, progress=lambda s: status.update(f"sweeping: {s}"))
+        check_plot_path(plot, [model])
+    with steps("sweeping", total=len(ladder), enabled=not as_json) as step:
+        result = sweep(read_model(model), options, progress=step)
     if plot is not None:
-        plot_sweep(result, plot)
+        plot_sweep(result, plot, model.name)
     if as_json:
         print(json.dumps(result, indent=2))
         return

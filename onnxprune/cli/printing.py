@@ -76,6 +76,20 @@ def print_sparsity(report: dict[str, Any], output: Path) -> None:
         console.print(fidelity_table(report["fidelity"]))
 
 
+def print_sparsity_line(report: dict[str, Any], output: Path) -> None:
+    """The 2:4 step in one line (``print_sparsity`` has its tables)."""
+    if not report["sparsified"]:
+        console.print("no layer eligible for 2:4; `onnxprune inspect --sparsity` lists the reasons")
+        return
+    method = "SparseGPT, calibrated" if report["method"] == "sparsegpt" else "magnitude"
+    console.print(
+        f"2:4: {report['sparsified']} of {report['candidates']} layers of {output.name} ({method}), "
+        f"{report['macs_share']:.1%} of MACs; every one checked to hold the pattern",
+        highlight=False,
+        markup=False,
+    )
+
+
 def print_build(result: Any) -> None:
     console.print(
         f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "

@@ -23,17 +23,20 @@ from onnxprune.cli.shared import (
     calib_request,
     choices,
     console,
+    in_panel,
     one_target,
     user_errors,
     warn,
 )
+from onnxprune.cli.summary import print_summary
 from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
 from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, choice
 from onnxprune.planning import load_plan
-from onnxprune.plots import plot_kept
+from onnxprune.plots import check_plot_path, plot_kept
+from onnxprune.progress import steps
 from onnxprune.report import (
     bench_table,
     calibration_table,
@@ -49,81 +52,153 @@ from onnxprune.tensorrt import build_engine
 DEFAULT_MAX_GROUP_RATIO = PlanOptions.max_group_ratio
 
 
+# --help groups the options by what they decide, as Polygraphy's tools do.
+PLAN, COMPENSATION, VERIFICATION, OUTPUTS, DEPLOY = (
+    "What to remove",
+    "Compensation and calibration",
+    "Verification",
+    "Output and report",
+    "Timing, TensorRT and 2:4",
+)
+
+
 @user_errors
 def prune(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the pruned model.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Where to write the pruned model.", rich_help_panel=OUTPUTS)
+    ],
     ratio: Annotated[
-        float | None, typer.Option(help="Fraction of prunable channels to remove, 0 <= R < 1.")
+        float | None,
+        typer.Option(help="Fraction of prunable channels to remove, 0 <= R < 1.", rich_help_panel=PLAN),
     ] = None,
-    threshold: Annotated[float | None, typer.Option(help="Remove channels whose importance is <= T.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Remove channels whose importance is <= T.", rich_help_panel=PLAN)
+    ] = None,
+    target_macs: Annotated[
+        float | None, typer.Option(help="Prune to this fraction of the MACs.", rich_help_panel=PLAN)
+    ] = None,
+    target_params: Annotated[
+        float | None, typer.Option(help="Prune to this fraction of the params.", rich_help_panel=PLAN)
+    ] = None,
+    target_latency: Annotated[
+        float | None,
+        typer.Option(help="Prune to this fraction of the ONNX Runtime latency here.", rich_help_panel=PLAN),
+    ] = None,
     replay: Annotated[
-        Path | None, typer.Option(help="Apply the kept channels of an earlier --report.")
+        Path | None,
+        typer.Option(help="Apply the kept channels of an earlier --report.", rich_help_panel=PLAN),
     ] = None,
-    round_to: RoundToOpt = "auto",
-    min_keep: Annotated[int, typer.Option(help="Never keep fewer channels in a group.")] = 8,
+    round_to: Annotated[str, in_panel(RoundToOpt, PLAN)] = "auto",
+    min_keep: Annotated[
+        int, typer.Option(help="Never keep fewer channels in a group.", rich_help_panel=PLAN)
+    ] = 8,
     scope: Annotated[
-        str, choices(Scope, "global: one percentile over all groups; layer: per group.")
+        str,
+        choices(Scope, "global: one percentile over all groups; layer: per group.", panel=PLAN),
     ] = Scope.GLOBAL,
     exclude: Annotated[
-        list[str] | None, typer.Option(help="Node-name glob whose channels stay untouched.")
+        list[str] | None,
+        typer.Option(help="Node-name glob whose channels stay untouched.", rich_help_panel=PLAN),
     ] = None,
     criterion: Annotated[
-        str, choices(Criterion, "How channels are ranked (activation needs --calib).")
+        str, choices(Criterion, "How channels are ranked (activation needs --calib).", panel=PLAN)
     ] = Criterion.AUTO,
+    max_group_ratio: Annotated[
+        float,
+        typer.Option(help="With --ratio: remove at most this share of any one group.", rich_help_panel=PLAN),
+    ] = DEFAULT_MAX_GROUP_RATIO,
     compensate: Annotated[
         str | None,
         choices(
             Compensate,
             "What removed channels leave behind, folded into biases "
             "(default: bn, data-free; calib with --calib).",
+            panel=COMPENSATION,
         ),
     ] = None,
-    max_group_ratio: Annotated[
-        float, typer.Option(help="With --ratio: remove at most this fraction of any one group.")
-    ] = DEFAULT_MAX_GROUP_RATIO,
-    calib: CalibOpt = None,
-    calib_size: Annotated[str | None, typer.Option(help="Images: resize to HxW.")] = None,
-    calib_mean: Annotated[str | None, typer.Option(help="Images: mean per channel, m or m,m,m.")] = None,
-    calib_std: Annotated[str | None, typer.Option(help="Images: std per channel, s or s,s,s.")] = None,
-    calib_samples: CalibSamplesOpt = None,
-    calib_steps: CalibStepsOpt = "refit",
-    report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
-    external_data: Annotated[
-        bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
+    calib: Annotated[Path | None, in_panel(CalibOpt, COMPENSATION)] = None,
+    calib_size: Annotated[
+        str | None, typer.Option(help="Images: resize to HxW.", rich_help_panel=COMPENSATION)
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+    calib_mean: Annotated[
+        str | None, typer.Option(help="Images: mean per channel, m or m,m,m.", rich_help_panel=COMPENSATION)
+    ] = None,
+    calib_std: Annotated[
+        str | None, typer.Option(help="Images: std per channel, s or s,s,s.", rich_help_panel=COMPENSATION)
+    ] = None,
+    calib_samples: Annotated[int | None, in_panel(CalibSamplesOpt, COMPENSATION)] = None,
+    calib_steps: Annotated[str, in_panel(CalibStepsOpt, COMPENSATION)] = "refit",
     verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Check exactness and output change.")
+        bool,
+        typer.Option(
+            "--verify/--no-verify", help="Check exactness and output change.", rich_help_panel=VERIFICATION
+        ),
     ] = True,
-    inputs: InputsOpt = None,
-    iterations: IterationsOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
-    plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
-    fp16: Annotated[bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).")] = False,
+    inputs: Annotated[Path | None, in_panel(InputsOpt, VERIFICATION)] = None,
+    iterations: Annotated[int | None, in_panel(IterationsOpt, VERIFICATION)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.", rich_help_panel=VERIFICATION)] = 0,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME:1x3x224x224 for a dynamic input.", rich_help_panel=VERIFICATION),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the full report as JSON here.", rich_help_panel=OUTPUTS)
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "-v",
+            "--verbose",
+            help="Print every table (groups, compensation and calibration per layer), not the summary.",
+            rich_help_panel=OUTPUTS,
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON only.", rich_help_panel=OUTPUTS)
+    ] = False,
+    external_data: Annotated[
+        bool | None,
+        typer.Option(
+            "--external-data/--no-external-data", help="Weights in a side file.", rich_help_panel=OUTPUTS
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw kept channels per layer into this PNG.", rich_help_panel=OUTPUTS)
+    ] = None,
+    bench: Annotated[
+        bool,
+        typer.Option("--bench", help="Time original and pruned on ONNX Runtime.", rich_help_panel=DEPLOY),
+    ] = False,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="Also build a TensorRT plan of the pruned model.", rich_help_panel=DEPLOY),
+    ] = None,
+    fp16: Annotated[
+        bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).", rich_help_panel=DEPLOY)
+    ] = False,
     save_onnx: Annotated[
-        Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
+        Path | None,
+        typer.Option(help="With --plan: write the ONNX handed to TensorRT.", rich_help_panel=DEPLOY),
     ] = None,
-    target_macs: Annotated[float | None, typer.Option(help="Prune to this fraction of the MACs.")] = None,
-    target_params: Annotated[float | None, typer.Option(help="Prune to this fraction of the params.")] = None,
-    target_latency: Annotated[
-        float | None, typer.Option(help="Prune to this fraction of the ONNX Runtime latency here.")
-    ] = None,
-    bench: Annotated[bool, typer.Option("--bench", help="Time original and pruned on ONNX Runtime.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Draw kept channels per layer into this PNG.")] = None,
     sparsify: Annotated[
         bool,
         typer.Option(
-            "--sparsify", help="Then make eligible layers 2:4 (SparseGPT with --calib, else magnitude)."
+            "--sparsify",
+            help="Then make eligible layers 2:4 (SparseGPT with --calib, else magnitude).",
+            rich_help_panel=DEPLOY,
         ),
     ] = False,
-    min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
+    min_channels: Annotated[
+        int, typer.Option(help="With --sparsify: the 2:4 size floor.", rich_help_panel=DEPLOY)
+    ] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
     _distinct_outputs(
         model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
     )
+    if plot is not None:
+        check_plot_path(plot, [model])
     target = one_target(target_macs, target_params, target_latency)
     if target is not None:
         if ratio is not None or threshold is not None or replay is not None:
@@ -153,55 +228,77 @@ def prune(
         raise UsageError("--min-channels only applies with --sparsify")
     sparse = api.SparsifyOptions(min_channels=min_channels) if sparsify else None
     request = calib_request(calib, calib_size, calib_mean, calib_std, calib_samples, calib_steps)
-    built: list[Any] = []
-    # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
-    stage = None
-    if plan is not None:
-        stage = functools.partial(
-            _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
-        )
     title = f"{model.name} → {output.name}"
-    tables = _Tables(title, output) if not (as_json or bench) else None
+    printer = functools.partial(_print_report, verbose=verbose)
+    tables = _Tables(title, output, render=not (as_json or bench), printer=printer)
+    extras = _Extras(tables, model, output, plan=plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes,
+                     bench=bench, plot=plot, report=report, progress=not as_json)  # fmt: skip
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
-        calib=request, before_save=stage, on_pruned=tables,
+        calib=request, before_save=extras if extras.wanted else None, on_pruned=tables,
     )  # fmt: skip
-    if bench:
-        timing = BenchOptions(shapes=checks.shapes, min_seconds=2.0)
-        result.report["bench"] = bench_record([model, output], timing)
-    if plot is not None:
-        plot_kept(result.report, plot)
-    if report is not None:
-        save_json(result.report, report)
     warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
     if as_json:
         print(json.dumps(result.report, indent=2))
         return
-    if tables is not None and tables.result is result:
+    if tables.result is result and tables.text:
         console.file.write(tables.text)
     else:
-        _print_report(result.report, title, output)
-    for engine in built:
+        printer(result.report, title, output)
+    for engine in extras.built:
         print_build(engine)
 
 
-class _Tables:
-    """The report's tables, rendered as soon as the result is known: a prune without verification renders
-    them while ONNX Runtime checks the model in its thread (ResNet-50: 0.05-0.1 s that were spent after the
-    wait); they are printed once the file is written."""
+class _Extras:
+    """What is written beside the model (a TensorRT plan, the plot, the report) and the timing: done on the
+    staged copy of the pruned model before it is published (``api.prune``'s ``before_save``), so that a
+    failure in any of them leaves no model behind (a full disk under ``--report``, a plan TensorRT
+    refuses)."""
 
-    def __init__(self, title: str, output: Path) -> None:
-        self.title, self.output = title, output
+    def __init__(self, tables: _Tables, model: Path, output: Path, **asked: Any) -> None:
+        self.tables, self.model, self.output, self.asked = tables, model, output, asked
+        self.built: list[Any] = []
+        self.wanted = any(asked[k] for k in ("plan", "bench", "plot", "report"))
+
+    def __call__(self, staged: Path) -> None:
+        asked, result = self.asked, self.tables.result
+        assert result is not None, "on_pruned runs before before_save"
+        if asked["plan"] is not None:
+            _build_into(self.built, asked["plan"], self.output, staged, fp16=asked["fp16"],
+                        save_onnx=asked["save_onnx"], shapes=asked["shapes"])  # fmt: skip
+        if asked["bench"]:
+            timing = BenchOptions(shapes=asked["shapes"], min_seconds=2.0)
+            with steps("timing", enabled=asked["progress"]) as step:
+                result.report["bench"] = bench_record([self.model, staged], timing, progress=step)
+        if asked["plot"] is not None:
+            plot_kept(result.report, asked["plot"], f"{self.model.name} → {self.output.name}")
+        if asked["report"] is not None:
+            save_json(result.report, asked["report"])
+
+
+class _Tables:
+    """Keeps the latest result (``api.prune``'s ``on_pruned``) and, with ``render``, renders what will be
+    printed as soon as it is known: a prune without verification renders it while ONNX Runtime checks the
+    model in its thread (ResNet-50: 0.05-0.1 s that were spent after the wait); it is printed once the file
+    is written."""
+
+    def __init__(self, title: str, output: Path, render: bool, printer: Any) -> None:
+        self.title, self.output, self.render, self.printer = title, output, render, printer
         self.result: api.PruneResult | None = None
         self.text = ""
 
     def __call__(self, result: api.PruneResult) -> None:
-        with console.capture() as captured:
-            _print_report(result.report, self.title, self.output)
-        self.result, self.text = result, captured.get()
+        self.result, self.text = result, ""
+        if self.render:
+            with console.capture() as captured:
+                self.printer(result.report, self.title, self.output)
+            self.text = captured.get()
 
 
-def _print_report(report: dict[str, Any], title: str, output: Path) -> None:
+def _print_report(report: dict[str, Any], title: str, output: Path, verbose: bool = False) -> None:
+    if not verbose:
+        print_summary(report, title, output)
+        return
     console.print(groups_table(report))
     console.print(prune_table(report, title))
     if "target" in report:

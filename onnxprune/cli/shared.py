@@ -6,11 +6,12 @@ importing the package that imports them.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -44,11 +45,25 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def choices(kind: type[Enum], help: str) -> Any:
-    """An option whose values are an enum's: typer lists and completes them, and the library's own check
-    (``options.choice``) refuses others with one line, like every other bad option."""
-    values = [str(m.value) for m in kind]
-    return typer.Option(metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values)
+def choices(
+    kind: type[Enum], help: str, offered: tuple[str, ...] | None = None, panel: str | None = None
+) -> Any:
+    """An option whose values are an enum's (or the ``offered`` of them where a command takes fewer):
+    typer lists and completes them, and the library's own check (``options.choice``) refuses others with
+    one line, like every other bad option. ``panel``: the group --help lists it under."""
+    values = [str(m.value) for m in kind if offered is None or m.value in offered]
+    return typer.Option(
+        metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values, rich_help_panel=panel
+    )
+
+
+def in_panel(option: Any, panel: str) -> Any:
+    """The ``typer.Option`` of a shared option (``Annotated[type, typer.Option(...)]``), listed under
+    ``panel`` in a command's --help: ``Annotated[type, in_panel(SharedOpt, PANEL)]``. The shared one stays
+    as it is for the commands that do not group their options."""
+    grouped = copy.copy(get_args(option)[1])
+    grouped.rich_help_panel = panel
+    return grouped
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
@@ -57,7 +72,8 @@ InputsOpt = Annotated[
     typer.Option(
         "--inputs",
         "--load-inputs",
-        help="Data to verify on: .npz keyed by input name, or Polygraphy JSON (polygraphy --save-inputs).",
+        help="Data to verify on: .npz keyed by input name (or x, y), or Polygraphy JSON "
+        "(polygraphy --save-inputs).",
     ),
 ]
 CalibOpt = Annotated[

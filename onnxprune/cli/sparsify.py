@@ -11,6 +11,7 @@ import typer
 from onnxprune.cli.printing import print_sparsity
 from onnxprune.cli.shared import ModelArg, user_errors
 from onnxprune.files import check_output_path, save_json
+from onnxprune.inputs import parse_shapes
 from onnxprune.sparsity import SparsifyOptions
 from onnxprune.sparsity import sparsify as run_sparsify
 from onnxprune.sparsity.layers import MIN_CHANNELS
@@ -39,6 +40,9 @@ def sparsify(
             help="SparseGPT: each layer's Gram from the model as sparsified so far, or all from the input.",
         ),
     ] = True,
+    shape: Annotated[
+        list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input (MACs, random feeds).")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here.")] = None,
     external_data: Annotated[
         bool | None, typer.Option("--external-data/--no-external-data", help="Weights in a side file.")
@@ -50,11 +54,11 @@ def sparsify(
         check_output_path(report, [model])
     options = SparsifyOptions(
         min_channels, list(layers or []), list(exclude or []), calib, holdout, selection=selection,
-        sequential=sequential,
+        sequential=sequential, shapes=parse_shapes(shape or []),
     )  # fmt: skip
-    result = run_sparsify(model, output, options, external_data=external_data)
-    if report is not None:
-        save_json(result.report, report)
+    # The report first: where it cannot be written, neither is the model.
+    write_report = (lambda done: save_json(done.report, report)) if report is not None else None
+    result = run_sparsify(model, output, options, external_data=external_data, before_save=write_report)
     if as_json:
         print(json.dumps(result.report, indent=2))
         return

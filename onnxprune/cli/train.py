@@ -57,7 +57,9 @@ def train(
         Path | None, typer.Option("--eval", help="Evaluate accuracy on this after each epoch.")
     ] = None,
     eval_labels: Annotated[Path | None, typer.Option(help="Labels of --eval (else its y).")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file (default OUTPUT.ckpt).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint file (default OUTPUT.ckpt, removed once it succeeds).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
@@ -80,7 +82,8 @@ def train(
     result = train_model(model, output, data, labels=labels, teacher=teacher, eval_data=eval_data,
                          eval_labels=eval_labels, options=options, images=images)  # fmt: skip
     payload = {
-        "output": str(result.output), "checkpoint": str(result.checkpoint), "device": result.device,
+        "output": str(result.output), "device": result.device,
+        "checkpoint": str(result.checkpoint) if result.checkpoint.exists() else None,
         "batch_norms": result.batch_norms, "conversion_error": result.conversion_error,
         "export_error": result.export_error, "epochs": result.history, "classes": result.classes,
     }  # fmt: skip

@@ -83,7 +83,9 @@ class Normal:
         self.flush()
         # Two BLAS products, not one three-operand einsum (which loops D*D*K times in C without BLAS).
         quad = float(np.sum(w * (self.gram @ w)))
-        return float(quad - 2 * np.sum(w * self.cross) + self.y_sq.sum())
+        # The expanded square cancels to rounding noise, either sign, where the fit is near exact: a sum of
+        # squares is never below 0.
+        return max(0.0, float(quad - 2 * np.sum(w * self.cross) + self.y_sq.sum()))
 
     def sst(self) -> float:
         self.flush()

@@ -21,6 +21,7 @@ import onnx
 from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import make_inputs, resolve_shapes
+from onnxprune.runtime import quiet_onnxruntime, quiet_options
 from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
 Shape = tuple[int, ...]
@@ -83,18 +84,29 @@ def available_backends() -> list[str]:
 
 
 def bench(
-    models: Sequence[onnx.ModelProto | str | Path], options: BenchOptions, names: Sequence[str] | None = None
+    models: Sequence[onnx.ModelProto | str | Path],
+    options: BenchOptions,
+    names: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Latency]:
-    """Time each model on the same seeded feed (shapes from ``options.shapes`` or the defaults)."""
+    """Time each model on the same seeded feed (shapes from ``options.shapes`` or the defaults).
+    ``progress(step)`` is told each step as it starts (loading, warming up, timing)."""
 
     options.check()
+    say = progress or (lambda _step: None)
+    labels = list(names) if names is not None else [_label(m, i) for i, m in enumerate(models)]
     protos = [_header(m) for m in models]
     shapes = resolve_shapes(protos[0], options.shapes)
     feed = make_inputs(protos[0], seed=options.seed, shapes=shapes)[0]
-    runners = [_runner(m, options) for m in models]
-    for run in runners:
+    runners = []
+    for model, label in zip(models, labels, strict=True):
+        say(f"loading {label}")
+        runners.append(_runner(model, options))
+    for run, label in zip(runners, labels, strict=True):
+        say(f"warming up {label}")
         for _ in range(options.warmup):
             run(feed)
+    say("timing " + " and ".join(labels))
     times: list[list[float]] = [[] for _ in runners]
     began = time.perf_counter()
     # Tiny models run in microseconds: a busy machine's hiccups would decide their median, so at least
@@ -106,7 +118,6 @@ def bench(
             start = time.perf_counter()
             run(feed)
             samples.append((time.perf_counter() - start) * 1e3)
-    labels = list(names) if names is not None else [_label(m, i) for i, m in enumerate(models)]
     return [
         Latency(
             label, options.backend, float(np.median(t)), float(np.percentile(t, 90)), options.runs, shapes
@@ -136,7 +147,7 @@ def _runner(model: onnx.ModelProto | str | Path, options: BenchOptions) -> Calla
 
 def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> Any:
     try:
-        import onnxruntime as ort
+        ort = quiet_onnxruntime()
     except ImportError:
         raise CapabilityError("ONNX Runtime is not installed: pip install 'onnxprune[cpu]'") from None
     provider = _PROVIDERS[options.backend]
@@ -144,8 +155,7 @@ def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> 
         raise CapabilityError(
             f"backend {options.backend!r} needs onnxruntime-gpu ('onnxprune[gpu]') and a CUDA device"
         )
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = quiet_options(ort)
     if options.threads is not None:
         so.intra_op_num_threads = options.threads
     source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
@@ -170,9 +180,13 @@ def _trt_runner(model: onnx.ModelProto | str | Path) -> Callable[[dict], Any]:
     return lambda feed: runner.infer(feed, check_inputs=False)
 
 
-def bench_record(models: Sequence[onnx.ModelProto | str | Path], options: BenchOptions) -> dict[str, Any]:
+def bench_record(
+    models: Sequence[onnx.ModelProto | str | Path],
+    options: BenchOptions,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """``bench`` as the report's JSON: the options, and per model median, p90 and ratio to the first."""
-    rows = bench(models, options)
+    rows = bench(models, options, progress=progress)
     base = rows[0].median_ms
     return {
         "backend": options.backend,

@@ -162,7 +162,7 @@ def _inferred_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape]) -> tuple[
 
 
 def _dim(dim: Any) -> int | None:
-    return int(dim.dim_value) if dim.HasField("dim_value") else None
+    return int(dim.dim_value) if dim.dim_value > 0 else None  # -1 or 0: a dynamic dim in older exports
 
 
 def _runtime_shapes(model: onnx.ModelProto, fed: Mapping[str, Shape], names: list[str]) -> dict[str, Shape]:

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.runtime import quiet_onnxruntime, quiet_options
+
 # Tensor Cores want multiples of 8 (FP16): auto never goes below it, whatever the CPU.
 TENSOR_CORES = 8
 # 9 x 8: padded to 72, 80, 96 or 128 by blocks of 8, 16, 32 or 64, so its padding names the block.
@@ -59,15 +61,14 @@ def prefetch() -> None:
 
 def _ask_onnxruntime() -> int:
     try:
-        import onnxruntime as ort
+        ort = quiet_onnxruntime()
     except ImportError:
         return 1
     try:
         with tempfile.TemporaryDirectory() as folder:
-            options = ort.SessionOptions()
+            options = quiet_options(ort)  # not the warning that the saved graph is machine-specific
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
-            options.log_severity_level = 3  # not the warning that the saved graph is machine-specific
             ort.InferenceSession(_probe().SerializeToString(), options, providers=["CPUExecutionProvider"])
             return _block_of(onnx.load(options.optimized_model_filepath))
     except Exception:  # an ONNX Runtime build that cannot save its graph, no temporary folder: no answer

@@ -23,13 +23,12 @@ from onnxprune.fidelity import total_damage, worst_fidelity
 from onnxprune.importance import trained_for_slimming
 from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
 from onnxprune.pipeline import Prepared
+from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
 from onnxprune.search.evaluate import PlanEvaluator, channel_means
 from onnxprune.search.score import EvalCommand
-from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, measure_sensitivity
+from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, jobs, measure_sensitivity
 from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class SearchData:
     holdout: float = 0.1
     eval_cmd: EvalCommand | None = None
     sensitivity: SensitivityOptions = SensitivityOptions()
-    progress: Progress | None = None
+    progress: bool = False  # progress lines on stderr, where it is a terminal
 
     @property
     def given(self) -> bool:
@@ -58,11 +57,12 @@ class SearchData:
 @dataclass(frozen=True)
 class SearchOptions:
     """How a target search may measure plans, beyond the calibration data: the user's score command
-    (``--eval-cmd``), the sensitivity scan's widths and samples, a progress callback (done, total, what)."""
+    (``--eval-cmd``), the sensitivity scan's widths and samples, and whether to show progress on stderr
+    (where it is a terminal)."""
 
     eval_cmd: str | None = None
     sensitivity: SensitivityOptions = SensitivityOptions()
-    progress: Progress | None = None
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.eval_cmd is not None:
@@ -105,12 +105,15 @@ class Budget:
         record: dict[str, Any] = {"method": str(self.how), "why": self.why}
         if self.how != Allocate.SENSITIVITY:
             scope = Scope.LAYER if self.how == Allocate.LAYER else Scope.GLOBAL
-            reached, plan = plan_to_target(self.prepared, replace(self.options, scope=scope), target)
+            options = replace(self.options, scope=scope)
+            reached, plan = plan_to_target(self.prepared, options, target, progress=self.data.progress)
             return reached, plan, record
         if self._scan is None:
             self._scan = measure(self.prepared, self.options, self.data)
         sensitivity, evaluate = self._scan
-        reached, plan, chosen = _allocated(self.prepared, sensitivity, self.options, target)
+        reached, plan, chosen = _allocated(
+            self.prepared, sensitivity, self.options, target, self.data.progress
+        )
         record.update(chosen, sensitivity=sensitivity.to_dict())
         record["measured_damage"], record["measured_fidelity"] = evaluate(plan)
         return reached, plan, record
@@ -121,7 +124,9 @@ def measure(
 ) -> tuple[Sensitivity, Callable[[Plan], tuple[float, float]]]:
     """Every unit's sensitivity curve, and the evaluation it was measured with (damage, worst fidelity)."""
     evaluate, on = evaluation(prepared, options, data)
-    found = measure_sensitivity(prepared, evaluate, options, data.sensitivity, on, data.progress)
+    total = len(jobs(prepared, options, data.sensitivity))
+    with steps("measuring sensitivity", total=total, enabled=data.progress) as say:
+        found = measure_sensitivity(prepared, evaluate, options, data.sensitivity, on, say)
     return found, evaluate
 
 
@@ -162,7 +167,7 @@ def _command_evaluation(
 
 
 def _allocated(
-    prepared: Prepared, sensitivity: Sensitivity, options: PlanOptions, target: Target
+    prepared: Prepared, sensitivity: Sensitivity, options: PlanOptions, target: Target, progress: bool
 ) -> tuple[Reached, Plan, dict[str, Any]]:
     records: dict[int, dict[str, Any]] = {}  # by id of the plan each allocation made
 
@@ -171,5 +176,5 @@ def _allocated(
         records[id(plan)] = record
         return reached, plan
 
-    reached, plan = to_target(prepared, target, plan_for)
+    reached, plan = to_target(prepared, target, plan_for, progress=progress)
     return reached, plan, records[id(plan)]

@@ -145,18 +145,22 @@ def measure_sensitivity(
     options: PlanOptions,
     sensitivity: SensitivityOptions,
     on: str,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Sensitivity:
-    """Every unit cut alone to each of its widths. ``damage(plan)`` -> (damage, worst output fidelity)."""
+    """Every unit cut alone to each of its widths. ``damage(plan)`` -> (damage, worst output fidelity);
+    ``progress(what)`` is told each evaluation as it starts."""
     began = time.perf_counter()
-    curves = [Curve(unit, {unit.size: 0.0}, {unit.size: 1.0}) for unit in units(prepared, options)]
-    jobs = [(curve, kept) for curve in curves for kept in widths(curve.unit, options, sensitivity.fractions)]
-    for done, (curve, kept) in enumerate(jobs):
+    curves = {unit: Curve(unit, {unit.size: 0.0}, {unit.size: 1.0}) for unit in units(prepared, options)}
+    todo = jobs(prepared, options, sensitivity)
+    for unit, kept in todo:
         if progress is not None:
-            progress(done, len(jobs), curve.unit.label)
-        found, worst = damage(plan_for(prepared, options, curve.unit.counts(kept)))
-        curve.points[kept], curve.fidelity[kept] = found, worst
-    if progress is not None:
-        progress(len(jobs), len(jobs), "")
+            progress(f"{unit.label} at {kept} of {unit.size}")
+        found, worst = damage(plan_for(prepared, options, unit.counts(kept)))
+        curves[unit].points[kept], curves[unit].fidelity[kept] = found, worst
     seconds = time.perf_counter() - began
-    return Sensitivity(curves, on, str(options.compensate), seconds, len(jobs))
+    return Sensitivity(list(curves.values()), on, str(options.compensate), seconds, len(todo))
+
+
+def jobs(prepared: Prepared, options: PlanOptions, sensitivity: SensitivityOptions) -> list[tuple[Unit, int]]:
+    """Every (unit, kept count) a scan evaluates."""
+    return [(u, kept) for u in units(prepared, options) for kept in widths(u, options, sensitivity.fractions)]

@@ -28,6 +28,7 @@ from onnxprune.options import PlanOptions
 from onnxprune.pipeline.prepare import Prepared
 from onnxprune.pipeline.rewrite import rewritten
 from onnxprune.planning import Draft, make_plan
+from onnxprune.progress import steps
 
 KINDS = ("macs", "params", "latency")
 TOLERANCE = 0.02
@@ -194,12 +195,16 @@ def search_latency(
     plan_for_macs: Callable[[float], tuple[Reached, Plan]],
     value: float,
     measure: Callable[[Plan], float],
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[Reached, Plan]:
     """Plan for a latency fraction: ``plan_for_macs(fraction)`` plans for a MACs fraction, ``measure(plan)``
-    times a plan (a fraction of the original's latency)."""
+    times a plan (a fraction of the original's latency); ``progress(step)`` is told each timing round as it
+    starts."""
     macs_goal = value
     best: tuple[Reached, Plan] | None = None
     for step in range(1, LATENCY_STEPS + 1):
+        if progress is not None:
+            progress(f"round {step} of at most {LATENCY_STEPS}, MACs {macs_goal:.3f}")
         found, plan = plan_for_macs(macs_goal)
         found.latency, found.steps = measure(plan), step
         if best is None or abs(found.latency - value) < abs(best[0].latency - value):  # type: ignore[operator]
@@ -212,7 +217,11 @@ def search_latency(
 
 
 def plan_to_target(
-    prepared: Prepared, options: PlanOptions, target: Target, bench_options: BenchOptions | None = None
+    prepared: Prepared,
+    options: PlanOptions,
+    target: Target,
+    bench_options: BenchOptions | None = None,
+    progress: bool = False,
 ) -> tuple[Reached, Plan]:
     """The plan nearest ``target`` by one ratio (global or per group, as ``options.scope`` says); a latency
     target times rewritten copies with ONNX Runtime."""
@@ -222,7 +231,7 @@ def plan_to_target(
     def plan_for(kind: str, value: float) -> tuple[Reached, Plan]:
         return search(prepared.analysis, options, kind, value, estimate)
 
-    return to_target(prepared, target, plan_for, bench_options)
+    return to_target(prepared, target, plan_for, bench_options, progress)
 
 
 def to_target(
@@ -230,9 +239,11 @@ def to_target(
     target: Target,
     plan_for: Callable[[str, float], tuple[Reached, Plan]],
     bench_options: BenchOptions | None = None,
+    progress: bool = False,
 ) -> tuple[Reached, Plan]:
     """``plan_for(kind, fraction)`` for a MACs or params target; for latency, corrected by timing the
-    plans it makes (rewritten copies, ONNX Runtime, interleaved with the original)."""
+    plans it makes (rewritten copies, ONNX Runtime, interleaved with the original; ``progress``: with a
+    progress line on stderr where it is a terminal)."""
     if target.kind != "latency":
         return plan_for(target.kind, target.value)
     timing = bench_options or BenchOptions(runs=20, warmup=3, shapes=prepared.before.inputs)
@@ -242,7 +253,8 @@ def to_target(
         original, candidate = bench([prepared.model, pruned], timing)
         return candidate.median_ms / original.median_ms
 
-    return search_latency(lambda macs: plan_for("macs", macs), target.value, measure)
+    with steps(f"searching latency {target.value:g}", total=LATENCY_STEPS, enabled=progress) as say:
+        return search_latency(lambda macs: plan_for("macs", macs), target.value, measure, say)
 
 
 def target_record(reached: Reached, target: Target, before: Counts, after: Counts) -> dict[str, Any]:

@@ -11,6 +11,7 @@ After writing, every claimed layer is read back and must satisfy the pattern.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def survey(model: onnx.ModelProto, options: SparsifyOptions | None = None) -> tu
 
 def _survey(model: onnx.ModelProto, options: SparsifyOptions) -> tuple[gs.Graph, list[SparseLayer], int]:
     graph = gs.import_onnx(graphs.infer_shapes(model))
-    counts = count(model)  # the one counter, at the default input shapes
+    counts = count(model, options.shapes)  # the one counter, at the shapes given (else the defaults)
     found = find_layers(graph, min_channels=options.min_channels, layers=options.layers,
                         exclude=options.exclude, macs=counts.nodes)  # fmt: skip
     return graph, found, counts.macs
@@ -75,7 +76,7 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     post_check(sparse, [layer.name for layer in chosen])
     report = _report(layers, records, total, options)
     if chosen:
-        report["fidelity"] = measure.fidelity(model, sparse, held, options.batch)
+        report["fidelity"] = measure.fidelity(model, sparse, held, options.batch, options.shapes)
     return SparsifyResult(model, sparse, layers, report)
 
 
@@ -168,7 +169,8 @@ def _report(
         "method": options.method,
         "options": {"min_channels": options.min_channels, "layers": list(options.layers),
                     "exclude": list(options.exclude), "damp": options.damp, "holdout": options.holdout,
-                    "selection": options.selection, "sequential": options.sequential},
+                    "selection": options.selection, "sequential": options.sequential,
+                    "shapes": {name: list(dims) for name, dims in options.shapes.items()}},
         "grams": _grams_from(options) if any(row.get("output_error") is not None for row in done) else None,
         "candidates": len(rows),
         "sparsified": len(done),
@@ -205,8 +207,11 @@ def sparsify(
     options: SparsifyOptions | None = None,
     *,
     external_data: bool | None = None,
+    before_save: Callable[[SparsifyResult], object] | None = None,
 ) -> SparsifyResult:
-    """Sparsify a file into another. Nothing is written when no layer is eligible (NothingToSparsify)."""
+    """Sparsify a file into another. Nothing is written when no layer is eligible (NothingToSparsify).
+    ``before_save(result)`` runs before the model is written (the CLI writes the report then): if it
+    raises, the model is not written."""
     options = options or SparsifyOptions()
     options.check()
     output = files.check_output_path(output, [source])
@@ -215,6 +220,8 @@ def sparsify(
         raise NothingToSparsify(nothing_eligible(result.layers, str(source)) + "; nothing written")
     if external_data is None and files.uses_external_data(source):
         external_data = True
+    if before_save is not None:
+        before_save(result)
     files.save_model(result.model, output, external_data=external_data)
     result.output = output
     return result

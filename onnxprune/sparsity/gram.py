@@ -1,6 +1,6 @@
 """The Gram matrix of each layer's inputs on calibration data, from ONNX Runtime.
 
-The model is cut down to what the chosen layers' input tensors need (``compensate.capture.subset``), those
+The model is cut down to what the chosen layers' input tensors need (``capture.subset``), those
 tensors being its outputs, so an early layer's inputs cost only the layers before it; each batch's activations
 are unfolded into the columns the weight's rows multiply (``pattern.Layout.to_rows``: for a Conv, im2col
 patches in (r, s, c) order) and ``X^T X`` is accumulated in float64, batch by batch, so no activation

@@ -61,14 +61,19 @@ def layer_grams(
 
 
 def fidelity(
-    original: onnx.ModelProto, sparse: onnx.ModelProto, held: Samples | None, batch: int
+    original: onnx.ModelProto,
+    sparse: onnx.ModelProto,
+    held: Samples | None,
+    batch: int,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Original vs 2:4 per output (max abs/rel error, cosine, top-1 agreement), and on what data."""
+    """Original vs 2:4 per output (max abs/rel error, cosine, top-1 agreement), and on what data (random
+    feeds of ``shapes`` without held-out samples)."""
     if held is not None:
         chosen = list(feeds(original, held, batch))
         where = f"held-out calibration samples ({sum(data.count(f) for f in chosen)})"
     else:
-        chosen = inputs.make_inputs(original, iterations=RANDOM_FEEDS, seed=0)
+        chosen = inputs.make_inputs(original, iterations=RANDOM_FEEDS, seed=0, shapes=shapes)
         where = f"seeded random inputs ({RANDOM_FEEDS} feeds)"
     comparison = verify.compare(original, sparse, feeds=chosen)
     return {"data": where, "outputs": comparison.to_dict()["outputs"]}

@@ -31,6 +31,8 @@ class SparsifyOptions:
     # SparseGPT's Grams layer-sequentially, from the model as sparsified so far (else all from the original
     # in one pass): see waves.py, and README "sparsify" for the measured difference.
     sequential: bool = True
+    # Full input shapes by name for dynamic inputs (--shape): where MACs are counted and random feeds made.
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def check(self) -> None:
         if self.selection not in SELECTIONS:

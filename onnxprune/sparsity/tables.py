@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from onnxprune.report import change_table
+from onnxprune.report import add_columns, change_table
 from onnxprune.text import number
 
 
@@ -20,8 +20,7 @@ def _size(row: dict[str, Any]) -> str:
 def survey_table(rows: list[dict[str, Any]], title: str) -> Table:
     """One line per Conv/Gemm/MatMul: C (x kernel taps) → K, MAC share, already 2:4, eligible or why not."""
     table = Table(title=title)
-    for column in ("layer", "op", "C→K", "MACs", "2:4 now", "status"):
-        table.add_column(column, overflow="fold")
+    add_columns(table, ("layer", "op", "C→K", "MACs", "2:4 now", "status"), numeric=("C→K", "MACs"))
     for row in rows:
         status = "[green]eligible[/]" if row["eligible"] else f"[yellow]no[/]: {row['reason']}"
         table.add_row(row["node"], row["op"], _size(row), f"{row['macs_share']:.1%}",
@@ -33,11 +32,9 @@ def sparsify_table(report: dict[str, Any], title: str) -> Table:
     """The sparsified layers: weight change, and the held-out output error (SparseGPT vs magnitude)."""
     calibrated = any("output_error" in row for row in report["layers"])
     table = Table(title=title)
-    table.add_column("layer", overflow="fold")
     columns = ["C→K", "MACs", "weight change"]
     columns += ["held-out output error", "by magnitude"] if calibrated else []
-    for column in columns:
-        table.add_column(column, justify="right")
+    add_columns(table, ["layer", *columns], numeric=columns)
     for row in report["layers"]:
         if not row["sparsified"]:
             continue

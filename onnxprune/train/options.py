@@ -41,7 +41,8 @@ class TrainOptions:
             last steps let the L1 subgradient settle unimportant gammas near zero, not around +-lr*lambda.
         temperature: softens both distributions of the distillation KL (multiplied back by T^2).
         device: auto (CUDA when present), cpu or cuda.
-        checkpoint: where the after-every-epoch checkpoint goes (default: OUTPUT + '.ckpt').
+        checkpoint: where the after-every-epoch checkpoint goes (default: OUTPUT + '.ckpt', removed once
+            the run succeeds; one given here is kept).
         resume: continue from ``checkpoint`` instead of starting over.
         progress: draw a progress bar per epoch on stderr.
     """

@@ -23,7 +23,8 @@ def epoch_progress(options: TrainOptions, count: int) -> Iterator[tuple[Any, Any
     console = Console(stderr=True)
     steps = steps_per_epoch(count, options.batch)
     columns = (TextColumn("epoch {task.fields[epoch]}/" + str(options.epochs)), BarColumn(),
-               MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())  # fmt: skip
+               MofNCompleteColumn(), TextColumn("batch loss {task.fields[loss]}"),
+               TimeElapsedColumn())  # fmt: skip
     tasks: dict[int, Any] = {}
     with Progress(*columns, console=console) as bar:
 
@@ -41,7 +42,7 @@ def epoch_progress(options: TrainOptions, count: int) -> Iterator[tuple[Any, Any
 def summary(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']}"]
     if record.get("loss") is not None:
-        parts.append(f"loss {record['loss']:.4f}")
+        parts.append(f"mean loss {record['loss']:.4f}")
     if record.get("accuracy") is not None:
         parts.append(f"eval accuracy {record['accuracy']:.2%}")
     if record.get("gammas"):

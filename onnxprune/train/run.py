@@ -139,6 +139,8 @@ def _train(
     expected = _outputs(module, feed, device)
     result.export_error = export.check_trained(model, trained, feed, expected)
     graphs.save_model(trained, output, external_data=True if external else None)
+    if options.checkpoint is None:
+        checkpoint.unlink(missing_ok=True)  # the default one serves a --resume only until the run succeeds
     return result
 
 

@@ -71,7 +71,10 @@ def render_comparison(comparison: Comparison, title: str = "") -> Table:
 
     table = Table(title=title or None, caption=_criterion_text(comparison))
     for column in ("output", "shape", "max abs", "max rel", "cosine", "top-1", "result"):
-        table.add_column(column, justify="left" if column in ("output", "shape", "result") else "right")
+        if column in ("output", "shape", "result"):
+            table.add_column(column, overflow="fold")
+        else:  # a number split over two lines at 80 columns reads as two numbers
+            table.add_column(column, justify="right", no_wrap=True)
     for out in comparison.outputs:
         shape = out.reference_shape or out.candidate_shape
         top1 = None if out.top1_agreement is None else 100 * out.top1_agreement

@@ -14,6 +14,7 @@ import onnx
 
 from onnxprune.evidence import input_sensitivity
 from onnxprune.inputs import quiet_polygraphy
+from onnxprune.progress import steps as progress_steps
 from onnxprune.tolerances import CHECK, EXACT, CheckTolerances
 from onnxprune.verify.metrics import Comparison, Question
 from onnxprune.verify.sessions import (
@@ -202,13 +203,7 @@ def _stream(
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    # stderr, so that `check --json` keeps stdout clean.
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("comparing", total=total)
-        yield lambda: bar.advance(task)
+    # stderr, so that `check --json` keeps stdout clean; only on a terminal.
+    with progress_steps("comparing", total=total, enabled=enabled) as step:
+        step("")
+        yield lambda: step("")

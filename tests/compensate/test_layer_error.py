@@ -73,7 +73,7 @@ def test_trained_model_compensation_lowers_most_layer_errors(tmp_path: Path) -> 
     better = [la for la in layers if la["rel_mse_after"] < la["rel_mse_before"]]
     assert len(better) > len(layers) / 2, layers
     table = compensation_table(result.report["compensation"])
-    assert [c.header for c in table.columns][-2:] == ["rel. MSE none", "with"]
+    assert [c.header for c in table.columns][-2:] == ["rel. MSE\nnone", "rel. MSE\nwith"]
 
 
 def test_models_over_2_gb_skip_the_measurement(monkeypatch: pytest.MonkeyPatch) -> None:

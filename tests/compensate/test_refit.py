@@ -45,6 +45,15 @@ def test_linear_combinations_are_reconstructed_exactly():
     assert done.report["fidelity"]["after"]["y"]["cosine"] > 0.999999
 
 
+def test_a_near_exact_refit_reports_no_negative_error():
+    """The error is a sum of squares from expanded Gram sums: near zero it must not come out below 0."""
+    for seed in range(8):
+        original, pruned, kept = _linear_pair(seed)
+        options = CalibOptions(steps=("refit",), ridge=1e-10, waves=1, positions=8)
+        (record,) = calibrate(original, pruned, kept, samples(40, seed=seed), options).report["layers"]
+        assert record["applied"] == "refit" and 0.0 <= record["rel_mse_after"] < 1e-6, seed
+
+
 def test_bias_step_moves_only_the_bias_by_the_mean_residual():
     original, pruned, kept = _linear_pair()
     # Inputs with a mean: what the removed channels carried has one too.

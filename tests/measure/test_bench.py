@@ -58,4 +58,7 @@ def test_prune_bench_adds_latency_to_the_report(tmp_path):
     result = runner.invoke(app, [*args, "--no-verify"])
     assert result.exit_code == 0, result.output
     rows = json.loads(report.read_text())["bench"]["models"]
-    assert [r["name"] for r in rows] == [VGG.name, out.name] and "median ms" in result.output
+    assert [r["name"] for r in rows] == [VGG.name, out.name] and "latency" in result.output
+    assert f"{rows[0]['median_ms']:.3g} ms → {rows[1]['median_ms']:.3g} ms" in result.output
+    verbose = runner.invoke(app, [*args, "--no-verify", "-v"])
+    assert verbose.exit_code == 0 and "median ms" in verbose.output, "the full table with -v"
