@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ from onnxprune.options import (
 )
 from onnxprune.pipeline import Execution, Prepared, PruneResult, execute, prepare
 from onnxprune.planning import make_plan
-from onnxprune.search.budget import Budget, SearchData, SearchOptions
+from onnxprune.search.budget import Budget, SearchData, SearchOptions, measure
+from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions
 from onnxprune.search.targets import Target, target_options, target_record
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify
 
@@ -61,6 +62,8 @@ __all__ = [
     "PruneResult",
     "Scope",
     "SearchOptions",
+    "Sensitivity",
+    "SensitivityOptions",
     "SparsifyOptions",
     "SparsifyResult",
     "Target",
@@ -68,6 +71,7 @@ __all__ = [
     "inspect",
     "prune",
     "prune_model",
+    "sensitivity",
     "sparsify",
 ]
 
@@ -221,6 +225,29 @@ def choose_plan(
     return plan, functools.partial(target_record, reached, target), allocation
 
 
+def sensitivity(
+    source: str | Path | onnx.ModelProto,
+    options: PlanOptions,
+    calib: CalibRequest | None = None,
+    search: SearchOptions | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Sensitivity:
+    """How much each prunable group alone degrades the outputs when cut to a few widths, measured on the
+    calibration data's fitting part (or scored by ``search.eval_cmd``), with the compensation a prune with
+    these options would use (calib: the mean and a linear rebuild of removed channels, what the refit
+    recovers). The curves a ``--target-*`` prune allocates its budget by."""
+    search = search or SearchOptions()
+    if calib is None and search.eval_cmd is None:
+        raise UsageError("sensitivity measures on data: pass --calib DATA or --eval-cmd")
+    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+    options = replace(options.resolved(calibrating=calib is not None), ratio=0.0, threshold=None, replay=None)
+    samples = _calibration_samples(model, options, calib)
+    holdout = (calib.calib_options() if calib is not None else CalibOptions()).holdout
+    prepared = prepare(model, options, shapes or {}, samples, holdout)
+    found, _ = measure(prepared, options, search.data(samples, holdout))
+    return found
+
+
 def _calibration_samples(
     model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
 ) -> dict[str, np.ndarray] | None:
@@ -246,6 +273,7 @@ def prune(
     calib: CalibRequest | None = None,
     before_save: Callable[[Path], object] | None = None,
     on_pruned: Callable[[PruneResult], object] | None = None,
+    search: SearchOptions | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
@@ -267,7 +295,9 @@ def prune(
     if options.round_to == AUTO:
         prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
-    run = functools.partial(prune_model, model, options, verify, calib, sparsify=sparsify, target=target)
+    run = functools.partial(
+        prune_model, model, options, verify, calib, sparsify=sparsify, target=target, search=search
+    )
     result = run(defer_check=before_save is None)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway

@@ -50,6 +50,9 @@ def input_sensitivity(
             out.error_per_change = out.max_abs_err / max(moved, _TINY)
 
 
+RANDOM_ONLY = "verified on random N(0,1) data only"
+
+
 def warnings_for(result: Any, feeds: Feeds) -> list[str]:
     """What the user should know about how much a passed check proves."""
     notes = []
@@ -62,8 +65,8 @@ def warnings_for(result: Any, feeds: Feeds) -> list[str]:
         )
     if feeds.source == "random":
         notes.append(
-            "verified on random N(0,1) data only: the change numbers can mislead; pass real samples "
-            "with --inputs FILE.npz (or --calib)"
+            f"{RANDOM_ONLY}: the change numbers can mislead; pass real samples with --inputs FILE.npz (or "
+            "--calib)"
         )
     return notes
 

@@ -10,7 +10,7 @@ import sys
 from onnxprune import readahead
 
 # Commands whose first argument is the model they read first.
-READS_A_MODEL = ("prune", "inspect", "sweep", "sparsify", "bench", "build")
+READS_A_MODEL = ("prune", "inspect", "sensitivity", "sweep", "sparsify", "bench", "build")
 
 
 def main() -> None:

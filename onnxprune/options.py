@@ -180,7 +180,7 @@ class VerifyOptions:
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     progress: bool = False
     # The verdict: on the user's data (held-out calibration samples or --inputs) every output must keep at
-    # least this fidelity (fidelity.py), else nothing is written. 0 accepts anything.
+    # least this fidelity (fidelity.py), else nothing is written. 0 or below accepts anything.
     min_fidelity: float = MIN_FIDELITY
 
     def __post_init__(self) -> None:

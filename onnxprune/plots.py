@@ -187,3 +187,31 @@ def plot_sweep(result: dict[str, Any], path: str | Path, name: str = "") -> Path
     speed.invert_xaxis()
     speed.legend()
     return _save(figure, path)
+
+
+def plot_sensitivity(result: dict[str, Any], path: str | Path, name: str = "") -> Path:
+    """Damage against the fraction of channels kept, one line per group (the curves a target prune
+    allocates by); the ten most sensitive at half width are named."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
+    figure.suptitle(f"{name}: sensitivity" if name else "sensitivity")
+    units = result["units"]
+    ranked = sorted(units, key=lambda u: -_damage_near_half(u))
+    named = {id(u) for u in ranked[:10]}
+    for unit in units:
+        kept = [p["kept"] / unit["channels"] for p in unit["points"]]
+        damage = [p["damage"] for p in unit["points"]]
+        shown = id(unit) in named
+        axes.plot(kept, damage, marker="o" if shown else None, alpha=1.0 if shown else 0.3,
+                  label=_short(unit["label"], 28) if shown else None)  # fmt: skip
+    axes.set_xlabel("channels kept (fraction of the group)")
+    axes.set_ylabel(f"damage on {result['on']}" if len(result["on"]) < 50 else "damage")
+    axes.invert_xaxis()
+    axes.legend(fontsize=8, loc="upper left")
+    return _save(figure, path)
+
+
+def _damage_near_half(unit: dict[str, Any]) -> float:
+    points = unit["points"]
+    nearest = min(points, key=lambda p: abs(p["kept"] / unit["channels"] - 0.5))
+    return float(nearest["damage"])

@@ -297,3 +297,36 @@ def history_table(history: list[dict[str, Any]], title: str) -> Table:
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
         table.add_row(str(r["epoch"]), loss, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}")
     return table
+
+
+def sensitivity_table(result: dict[str, Any], name: str = "", limit: int = 40) -> Table:
+    """One row per group: its channels, then the damage (and the worst output's fidelity) at each width
+    measured, as the fraction of its channels kept; the most sensitive at half width first."""
+    fractions = sorted({round(p["kept"] / u["channels"], 2) for u in result["units"] for p in u["points"]})
+    fractions = [f for f in fractions if f < 1.0][::-1]
+    table = Table(title=f"{name}: sensitivity" if name else "sensitivity")
+    columns = [f"{f:.0%} kept" for f in fractions]
+    add_columns(table, ["group", "channels", *columns], numeric=["channels", *columns])
+    units = sorted(result["units"], key=lambda u: -_half_damage(u))
+    for unit in units[:limit]:
+        by = {round(p["kept"] / unit["channels"], 2): p for p in unit["points"]}
+        cells = [_damage_cell(by.get(f)) for f in fractions]
+        table.add_row(unit["label"], str(unit["channels"]), *cells)
+    more = f"; {len(units) - limit} more in --json" if len(units) > limit else ""
+    table.caption = (
+        f"damage (fidelity) on {result['on']}, {result['compensate']} compensation; "
+        f"{result['evaluations']} evaluations in {result['seconds']:.0f} s{more}"
+    )
+    return table
+
+
+def _half_damage(unit: dict[str, Any]) -> float:
+    nearest = min(unit["points"], key=lambda p: abs(p["kept"] / unit["channels"] - 0.5))
+    return float(nearest["damage"])
+
+
+def _damage_cell(point: dict[str, Any] | None) -> str:
+    if point is None:
+        return "-"
+    fidelity = point.get("fidelity")
+    return f"{point['damage']:.3g}" + (f" ({fidelity:.2f})" if fidelity is not None else "")

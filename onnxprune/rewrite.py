@@ -138,18 +138,30 @@ def _compensated_reference(
 @dataclass(frozen=True)
 class CutPoint:
     """Where a plan's removed channels leave the model: a consumer's channel input, replaced by
-    ``x * mask + fill`` with ``mask`` and ``fill`` (graph inputs of ``shape``) set per plan."""
+    ``x * mask + fill`` with ``mask`` and ``fill`` (graph inputs of ``shape``) set per plan; with a
+    ``weight`` input too, ``x * mask + W (x * mask) + fill``: removed channels rebuilt from the kept ones
+    by a linear map (a 1x1 convolution over the channel axis, ``weight_shape``)."""
 
     tensor: str
     mask: str
     fill: str
     shape: tuple[int, ...]
+    weight: str | None = None
+    weight_shape: tuple[int, ...] = ()
 
 
-def reference_with_cut_inputs(graph: gs.Graph, analysis: Analysis) -> tuple[onnx.ModelProto, list[CutPoint]]:
+# Channel axes wider than this get no linear rebuild (a Flatten before a Gemm: C*H*W positions).
+LINEAR_MAX_WIDTH = 2048
+
+
+def reference_with_cut_inputs(
+    graph: gs.Graph, analysis: Analysis, linear: bool = False
+) -> tuple[onnx.ModelProto, list[CutPoint]]:
     """The original with a mask and a fill input at every consumer a plan can cut: one model, one ONNX
     Runtime session, computes what the pruned model of any plan computes (the compensated reference,
-    with the plan's masks and constants fed instead of built in), without rewriting anything."""
+    with the plan's masks and constants fed instead of built in), without rewriting anything. ``linear``:
+    each cut point also takes a weight rebuilding the removed channels from the kept ones, what a refit of
+    the consumers can recover (the search's estimate of calibration)."""
     points = []
     tensors = graph.tensors()
     for name, node_names in _readers(analysis).items():
@@ -164,13 +176,25 @@ def reference_with_cut_inputs(graph: gs.Graph, analysis: Analysis) -> tuple[onnx
         dtype = tensor.dtype or np.float32
         mask = gs.Variable(f"{name}__cut_mask", dtype=dtype, shape=shape)
         fill = gs.Variable(f"{name}__cut_fill", dtype=dtype, shape=shape)
-        filled = _mask_and_fill(graph, tensor, mask, fill)
+        weight = None
+        if linear and shape[0] <= LINEAR_MAX_WIDTH:
+            weight = _weight_input(name, rank, shape[0], dtype)
+        filled = _mask_and_fill(graph, tensor, mask, fill, weight)
         for node in users:
             node.inputs[0] = filled
-        graph.inputs.extend([mask, fill])
-        points.append(CutPoint(name, mask.name, fill.name, shape))
+        graph.inputs.extend([mask, fill] + ([weight] if weight is not None else []))
+        point = CutPoint(name, mask.name, fill.name, shape)
+        if weight is not None:
+            point = CutPoint(name, mask.name, fill.name, shape, weight.name, tuple(weight.shape))
+        points.append(point)
     graph.cleanup().toposort()
     return gs.export_onnx(graph, do_type_check=False), points
+
+
+def _weight_input(name: str, rank: int, width: int, dtype: object) -> gs.Variable:
+    """[C, C, 1...] for a Conv over the channel axis (rank 3 and up); [C, C] for a MatMul (rank 2)."""
+    shape = (width, width) + ((1,) * (rank - 2) if rank > 2 else ())
+    return gs.Variable(f"{name}__cut_weight", dtype=dtype, shape=shape)
 
 
 def _readers(analysis: Analysis) -> dict[str, set[str]]:
@@ -181,12 +205,28 @@ def _readers(analysis: Analysis) -> dict[str, set[str]]:
     return readers
 
 
-def _mask_and_fill(graph: gs.Graph, tensor: gs.Variable, mask: gs.Tensor, fill: gs.Tensor) -> gs.Variable:
+def _mask_and_fill(
+    graph: gs.Graph, tensor: gs.Variable, mask: gs.Tensor, fill: gs.Tensor, weight: gs.Tensor | None = None
+) -> gs.Variable:
     name = tensor.name
     masked = gs.Variable(f"{name}__masked", dtype=tensor.dtype)
     filled = gs.Variable(f"{name}__filled", dtype=tensor.dtype)
     graph.nodes.append(gs.Node("Mul", f"{name}__mask_mul", inputs=[tensor, mask], outputs=[masked]))
-    graph.nodes.append(gs.Node("Add", f"{name}__fill_add", inputs=[masked, fill], outputs=[filled]))
+    kept = masked
+    if weight is not None:
+        rebuilt = gs.Variable(f"{name}__rebuilt", dtype=tensor.dtype)
+        both = gs.Variable(f"{name}__with_rebuilt", dtype=tensor.dtype)
+        if len(weight.shape) > 2:
+            graph.nodes.append(
+                gs.Node("Conv", f"{name}__rebuild", inputs=[masked, weight], outputs=[rebuilt])
+            )
+        else:  # [N, C] x [C, C]: the weight as given is the transposed map
+            graph.nodes.append(
+                gs.Node("MatMul", f"{name}__rebuild", inputs=[masked, weight], outputs=[rebuilt])
+            )
+        graph.nodes.append(gs.Node("Add", f"{name}__rebuilt_add", inputs=[masked, rebuilt], outputs=[both]))
+        kept = both
+    graph.nodes.append(gs.Node("Add", f"{name}__fill_add", inputs=[kept, fill], outputs=[filled]))
     return filled
 
 

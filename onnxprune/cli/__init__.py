@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from onnxprune import __version__
-from onnxprune.cli import build, check, inspect, measure, prune, sparsify, train
+from onnxprune.cli import build, check, inspect, measure, prune, sensitivity, sparsify, train
 from onnxprune.cli.shared import console, errors, user_errors
 
 __all__ = ["COMMANDS", "app", "console", "errors", "app_for", "main", "user_errors"]
@@ -40,6 +40,7 @@ def _main(
 # In the order --help lists them (the order of the pipeline, not of the alphabet).
 COMMANDS: dict[str, Callable[..., Any]] = {
     "inspect": inspect.inspect,
+    "sensitivity": sensitivity.sensitivity,
     "prune": prune.prune,
     "sparsify": sparsify.sparsify,
     "check": check.check,

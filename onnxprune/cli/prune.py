@@ -16,10 +16,13 @@ from onnxprune.cli.shared import (
     CalibOpt,
     CalibSamplesOpt,
     CalibStepsOpt,
+    EvalCmdOpt,
     InputsOpt,
     IterationsOpt,
+    MinFidelityOpt,
     ModelArg,
     RoundToOpt,
+    SensitivitySamplesOpt,
     calib_request,
     choices,
     console,
@@ -33,7 +36,7 @@ from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
-from onnxprune.options import Compensate, Criterion, PlanOptions, Scope, choice
+from onnxprune.options import MIN_FIDELITY, Allocate, Compensate, Criterion, PlanOptions, Scope, choice
 from onnxprune.planning import load_plan
 from onnxprune.plots import check_plot_path, plot_kept
 from onnxprune.progress import steps
@@ -45,6 +48,8 @@ from onnxprune.report import (
     prune_table,
     target_line,
 )
+from onnxprune.search.sensitivity import SAMPLES as SENSITIVITY_SAMPLES
+from onnxprune.search.sensitivity import SensitivityOptions
 from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.tensorrt import build_engine
 
@@ -108,6 +113,17 @@ def prune(
         float,
         typer.Option(help="With --ratio: remove at most this share of any one group.", rich_help_panel=PLAN),
     ] = DEFAULT_MAX_GROUP_RATIO,
+    allocate: Annotated[
+        str,
+        choices(
+            Allocate,
+            "With a --target-*: how its budget is shared among the groups (auto: by measured sensitivity "
+            "with --calib or --eval-cmd; without data, global for a model trained for slimming, else layer).",
+            panel=PLAN,
+        ),
+    ] = Allocate.AUTO,
+    eval_cmd: Annotated[str | None, in_panel(EvalCmdOpt, PLAN)] = None,
+    sensitivity_samples: Annotated[int, in_panel(SensitivitySamplesOpt, PLAN)] = SENSITIVITY_SAMPLES,
     compensate: Annotated[
         str | None,
         choices(
@@ -138,6 +154,7 @@ def prune(
     inputs: Annotated[Path | None, in_panel(InputsOpt, VERIFICATION)] = None,
     iterations: Annotated[int | None, in_panel(IterationsOpt, VERIFICATION)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.", rich_help_panel=VERIFICATION)] = 0,
+    min_fidelity: Annotated[float, in_panel(MinFidelityOpt, VERIFICATION)] = MIN_FIDELITY,
     shape: Annotated[
         list[str] | None,
         typer.Option(help="NAME:1x3x224x224 for a dynamic input.", rich_help_panel=VERIFICATION),
@@ -215,6 +232,10 @@ def prune(
         criterion=choice(Criterion, criterion, "--criterion"),
         compensate=choice(Compensate, compensate or Compensate.AUTO, "--compensate"),
         max_group_ratio=max_group_ratio,
+        allocate=choice(Allocate, allocate, "--allocate"),
+    )
+    search = api.SearchOptions(
+        eval_cmd=eval_cmd, sensitivity=SensitivityOptions(samples=sensitivity_samples), progress=not as_json
     )
     checks = api.VerifyOptions(
         enabled=verify,
@@ -223,6 +244,7 @@ def prune(
         seed=seed,
         shapes=parse_shapes(shape or []),
         progress=not as_json,
+        min_fidelity=min_fidelity,
     )
     if min_channels != MIN_CHANNELS and not sparsify:
         raise UsageError("--min-channels only applies with --sparsify")
@@ -235,7 +257,7 @@ def prune(
                      bench=bench, plot=plot, report=report, progress=not as_json)  # fmt: skip
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
-        calib=request, before_save=extras if extras.wanted else None, on_pruned=tables,
+        calib=request, before_save=extras if extras.wanted else None, on_pruned=tables, search=search,
     )  # fmt: skip
     warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
     if as_json:

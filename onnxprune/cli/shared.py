@@ -67,6 +67,23 @@ def in_panel(option: Any, panel: str) -> Any:
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
+EvalCmdOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A program printing one number (higher is better) for the model at {model}, e.g. "
+        "'python eval.py {model}': what the search trades against, and reported."
+    ),
+]
+SensitivitySamplesOpt = Annotated[
+    int, typer.Option(help="Calibration samples each sensitivity evaluation runs.")
+]
+MinFidelityOpt = Annotated[
+    float,
+    typer.Option(
+        help="Refuse (exit 1, nothing written) a result whose fidelity on the user's data (held-out "
+        "calibration samples or --inputs) falls below this; 0 accepts anything."
+    ),
+]
 InputsOpt = Annotated[
     Path | None,
     typer.Option(

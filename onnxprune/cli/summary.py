@@ -21,6 +21,8 @@ def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
         console.print(line, highlight=False, markup=False)
     if "target" in report:
         console.print(target_line(report["target"]), highlight=False)
+    if "allocation" in report:
+        console.print(allocation_line(report["allocation"]), highlight=False, markup=False)
     if report.get("unaligned"):
         console.print(
             f"{len(report['unaligned'])} widths a consumer sees are not multiples of "
@@ -32,11 +34,39 @@ def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
     if "calibration" in report:
         console.print(calibration_line(report["calibration"]), highlight=False, markup=False)
     if "verify" in report:
-        # Where the verdict on the user's data goes: today the verification's lines and change table.
         print_verification(report["verify"])
+    if "verdict" in report:
+        console.print(verdict_line(report["verdict"]), highlight=False)
+    if "score" in report:
+        score = report["score"]
+        console.print(f"--eval-cmd score: {score['original']:g} → {score['pruned']:g}", highlight=False)
     if "sparsity" in report:
         print_sparsity_line(report["sparsity"], output)
     console.print("every table: -v/--verbose, or all of it as JSON with --report FILE", style="dim")
+
+
+def allocation_line(allocation: dict[str, Any]) -> str:
+    """How a target's budget was shared: the method and why, and for a measured one what it cut."""
+    line = f"allocation: {allocation['method']} ({allocation['why']})"
+    if allocation["method"] != "sensitivity":
+        return line
+    units = allocation["units"]
+    cut = sum(u["kept"] < u["channels"] for u in units)
+    line += (
+        f"; {cut} of {len(units)} groups cut, {len(allocation['kept_whole'])} kept whole; measured on "
+        f"{allocation['sensitivity']['on']} in {allocation['sensitivity']['seconds']:.0f} s"
+    )
+    return line
+
+
+def verdict_line(verdict: dict[str, Any]) -> str:
+    """The headline: how much of the original's behaviour the result keeps on the user's data."""
+    worst = verdict["outputs"][verdict["worst_output"]]
+    measure = "agreement above chance" if worst["kind"] in ("classes", "sequence") else "cosine"
+    what = f"fidelity {verdict['fidelity']:.3f} ({measure}, output {escape(verdict['worst_output'])!r}) on"
+    if not verdict["users_data"]:
+        return f"[yellow]verdict: none[/]: {what} {escape(verdict['on'])}; pass --calib DATA or --inputs"
+    return f"[green]verdict: kept[/]: {what} {escape(verdict['on'])} (at least {verdict['min_fidelity']:g})"
 
 
 def asked(report: dict[str, Any]) -> str:

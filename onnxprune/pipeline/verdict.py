@@ -42,11 +42,16 @@ def judge(
         "fidelity": worst.to_dict()["fidelity"],
         "worst_output": worst.name,
         "min_fidelity": min_fidelity,
-        "passed": bool(worst.fidelity >= min_fidelity) if real else None,
+        "passed": _passed(worst.fidelity, min_fidelity) if real else None,
     }
-    if real and not worst.fidelity >= min_fidelity:
+    if real and not _passed(worst.fidelity, min_fidelity):
         raise FidelityError(_refusal(worst, on, min_fidelity))
     return verdict
+
+
+def _passed(fidelity: float, min_fidelity: float) -> bool:
+    """At least the floor; a floor of 0 or below accepts anything (agreement above chance can be < 0)."""
+    return min_fidelity <= 0 or fidelity >= min_fidelity
 
 
 def _what_to_judge_on(held_out: Samples | None, feeds: Feeds | None) -> tuple[Samples, str, bool]:
@@ -77,5 +82,6 @@ def _refusal(worst: OutputFidelity, on: str, min_fidelity: float) -> str:
     return (
         f"the pruned model lost the original's behaviour: output {worst.name!r} ({worst.kind}) keeps "
         f"fidelity {worst.fidelity:.3f} ({measure}) on {on}, below --min-fidelity {min_fidelity:g}; "
-        "nothing written (prune less, pass --calib DATA, or --min-fidelity 0 to write it anyway)"
+        "nothing written (prune less, or with --calib let calibration refit it; --min-fidelity 0 writes it "
+        "anyway)"
     )

@@ -25,7 +25,7 @@ from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
 from onnxprune.pipeline import Prepared
 from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
-from onnxprune.search.evaluate import PlanEvaluator, channel_means
+from onnxprune.search.evaluate import Moments, PlanEvaluator, channel_moments
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, jobs, measure_sensitivity
 from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
@@ -138,8 +138,8 @@ def evaluation(
     if data.eval_cmd is not None:
         return _command_evaluation(prepared, options, samples, data.eval_cmd)
     assert samples is not None
-    fills = channel_means(prepared, samples) if options.compensate == Compensate.CALIB else None
-    evaluator = PlanEvaluator(prepared, samples, fills)
+    moments = _moments(prepared, options, samples)
+    evaluator = PlanEvaluator(prepared, samples, moments)
 
     def evaluate(plan: Plan) -> tuple[float, float]:
         found = evaluator.fidelity(plan)
@@ -153,10 +153,8 @@ def _command_evaluation(
 ) -> tuple[Callable[[Plan], tuple[float, float]], str]:
     """Damage = the original's score minus the plan's, scored by the user's command on a model computing
     what the pruned one does (the original with the plan's cuts fed as constants)."""
-    fills = None
-    if samples is not None and options.compensate == Compensate.CALIB:
-        fills = channel_means(prepared, samples)
-    evaluator = PlanEvaluator(prepared, samples or {}, fills, run=False)
+    moments = _moments(prepared, options, samples) if samples is not None else None
+    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False)
     original = command.score(prepared.model)
 
     def evaluate(plan: Plan) -> tuple[float, float]:
@@ -164,6 +162,14 @@ def _command_evaluation(
         return original - score, score
 
     return evaluate, f"--eval-cmd {command.template!r} (original: {original:g})"
+
+
+def _moments(prepared: Prepared, options: PlanOptions, samples: Samples) -> dict[str, Moments] | None:
+    """What a removed channel carries in the search's evaluations: with calibration, its mean and what the
+    refit recovers (a linear estimate from the kept channels); without, the analysis' data-free value."""
+    if options.compensate != Compensate.CALIB:
+        return None
+    return channel_moments(prepared, samples, covariance=True)
 
 
 def _allocated(

@@ -12,6 +12,7 @@ processes or a cluster can run them unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,22 @@ from onnxprune.channels import Plan
 from onnxprune.data import Samples, count, static_batch
 from onnxprune.fidelity import OutputFidelity, measure_all, total_damage
 from onnxprune.pipeline import Prepared
-from onnxprune.rewrite import CutPoint, reference_with_cut_inputs
+from onnxprune.rewrite import LINEAR_MAX_WIDTH, reference_with_cut_inputs
 from onnxprune.runtime import ort_session
 
 # Samples per ONNX Runtime call where the batch is free.
 EVAL_BATCH = 8
+# Ridge of the linear rebuild, relative to the mean variance of the kept positions.
+RIDGE = 1e-3
+
+
+@dataclass(frozen=True)
+class Moments:
+    """A cut tensor's channel statistics over samples (every axis but the channel axis): the mean of each
+    position, and their covariance where a linear rebuild is wanted."""
+
+    mean: np.ndarray
+    covariance: np.ndarray | None = None
 
 
 class PlanEvaluator:
@@ -37,17 +49,20 @@ class PlanEvaluator:
         self,
         prepared: Prepared,
         samples: Samples,
-        fills: Mapping[str, np.ndarray] | None = None,
+        moments: Mapping[str, Moments] | None = None,
         threads: int = 2,
         run: bool = True,
     ) -> None:
-        """``fills``: per cut tensor, what each removed position carries (calibration means); None: the
-        analysis' data-free values. ``run=False``: no session, only ``model_for`` (a score command runs
-        the models)."""
-        self.model, self.points = reference_with_cut_inputs(prepared.graph.copy(), prepared.analysis)
+        """``moments``: per cut tensor, calibration statistics: a removed position carries its mean, and,
+        where the covariance is given, its linear least-squares estimate from the kept positions (what
+        calibration's refit of the consumers recovers); None: the analysis' data-free values.
+        ``run=False``: no session, only ``model_for`` (a score command runs the models)."""
+        linear = moments is not None and any(m.covariance is not None for m in moments.values())
+        graph = prepared.graph.copy()
+        self.model, self.points = reference_with_cut_inputs(graph, prepared.analysis, linear=linear)
         self.analysis = prepared.analysis
         self.samples = samples
-        self.fills = fills
+        self.moments = moments or {}
         self.batch = static_batch(prepared.model) or EVAL_BATCH
         if run:
             self.session = ort_session(self.model, threads=threads, spin=False)
@@ -85,32 +100,64 @@ class PlanEvaluator:
         feed: dict[str, np.ndarray] = {}
         for point in self.points:
             removed = self.analysis.removed_mask(point.tensor, plan)
-            carried = self._carried(point)
+            moments = self.moments.get(point.tensor)
+            weight = None
+            if moments is None:
+                fill = np.nan_to_num(self.analysis.states[point.tensor].removed_value, nan=0.0)
+            elif moments.covariance is not None and point.weight is not None and removed.any():
+                weight, fill = _linear_rebuild(moments, removed)
+            else:
+                fill = moments.mean
             feed[point.mask] = (~removed).astype(np.float32).reshape(point.shape)
-            feed[point.fill] = np.where(removed, carried, 0.0).astype(np.float32).reshape(point.shape)
+            feed[point.fill] = np.where(removed, fill, 0.0).astype(np.float32).reshape(point.shape)
+            if point.weight is not None:
+                matrix = weight if weight is not None else np.zeros(point.weight_shape[:2])
+                # A MatMul computes x @ W: the map transposed; a Conv takes [out, in, 1...].
+                matrix = matrix.T if len(point.weight_shape) == 2 else matrix
+                feed[point.weight] = matrix.astype(np.float32).reshape(point.weight_shape)
         return feed
 
-    def _carried(self, point: CutPoint) -> np.ndarray:
-        if self.fills is not None and point.tensor in self.fills:
-            return self.fills[point.tensor]
-        return np.nan_to_num(self.analysis.states[point.tensor].removed_value, nan=0.0)
+
+def _linear_rebuild(moments: Moments, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares estimate of the removed positions from the kept ones, ``x_r ~ mean_r + A (x_k -
+    mean_k)``: the weight (A in rows ``removed``, columns kept) and the fill ``mean_r - A mean_k``."""
+    assert moments.covariance is not None
+    kept = ~removed
+    cov, mean = moments.covariance, moments.mean
+    weight = np.zeros_like(cov)
+    fill = mean.copy()
+    if kept.any():
+        gram = cov[np.ix_(kept, kept)]
+        ridge = RIDGE * max(float(np.mean(np.diag(gram))), 1e-12)
+        solve = np.linalg.solve(gram + ridge * np.eye(len(gram)), cov[np.ix_(kept, removed)])
+        weight[np.ix_(removed, kept)] = solve.T
+        fill[removed] = mean[removed] - solve.T @ mean[kept]
+    return weight, fill
 
 
-def channel_means(prepared: Prepared, samples: Samples) -> dict[str, np.ndarray]:
+def channel_moments(prepared: Prepared, samples: Samples, covariance: bool = False) -> dict[str, Moments]:
     """Per cut tensor, the mean of each position of its channel axis over the samples (and every other
-    axis): what calibration folds for a removed channel before it refits."""
+    axis): what calibration folds for a removed channel before it refits; ``covariance``: with the
+    positions' covariance, for channel axes narrow enough to rebuild (rewrite.LINEAR_MAX_WIDTH)."""
     _, points = reference_with_cut_inputs(prepared.graph.copy(), prepared.analysis)
     names = [p.tensor for p in points]
     sums: dict[str, np.ndarray] = {}
-    seen: dict[str, int] = {}
+    products: dict[str, np.ndarray] = {}
+    rows: dict[str, int] = {}
     runner = Runner(prepared.model, names, static_batch(prepared.model))
     for _, _, values in runner.run(samples):
         for name in names:
-            value = values[name].astype(np.float64)
-            axes = tuple(i for i in range(value.ndim) if i != 1)
-            sums[name] = sums.get(name, 0.0) + value.sum(axis=axes)
-            seen[name] = seen.get(name, 0) + value.size // max(value.shape[1], 1)
-    return {name: sums[name] / max(seen[name], 1) for name in names}
+            flat = np.moveaxis(values[name], 1, -1).reshape(-1, values[name].shape[1]).astype(np.float64)
+            sums[name] = sums.get(name, 0.0) + flat.sum(axis=0)
+            rows[name] = rows.get(name, 0) + len(flat)
+            if covariance and flat.shape[1] <= LINEAR_MAX_WIDTH:
+                products[name] = products.get(name, 0.0) + flat.T @ flat
+    found = {}
+    for name in names:
+        mean = sums[name] / max(rows[name], 1)
+        cov = products[name] / max(rows[name], 1) - np.outer(mean, mean) if name in products else None
+        found[name] = Moments(mean, cov)
+    return found
 
 
 def _chunks(samples: Samples, size: int) -> Iterator[dict[str, Any]]:

@@ -24,6 +24,7 @@ from onnxprune.planning import make_plan
 from onnxprune.planning.make import exclude_declines
 
 FRACTIONS = (0.75, 0.5, 0.25)
+SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class SensitivityOptions:
     samples each evaluation runs (the first ones of the fitting part)."""
 
     fractions: Sequence[float] = FRACTIONS
-    samples: int = 32
+    samples: int = SAMPLES
 
     def __post_init__(self) -> None:
         if not self.fractions or not all(0.0 < f < 1.0 for f in self.fractions):

@@ -1,0 +1,74 @@
+"""Fidelity per output kind: agreement above chance catches a collapse that plain agreement and cosine
+hide (a recognizer of blanks), and damage is 0 only for identical outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxprune.fidelity import kappa, measure, output_kind
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _recognizer_frames(rng: np.random.Generator, n: int = 32, t: int = 40, k: int = 30) -> np.ndarray:
+    """CTC-like [N, T, K] probabilities: about three quarters of the frames are the blank (class 0)."""
+    logits = rng.standard_normal((n, t, k))
+    labels = np.where(rng.random((n, t)) < 0.77, 0, rng.integers(1, k, (n, t)))
+    np.put_along_axis(logits, labels[..., None], 8.0, axis=-1)
+    return _softmax(logits).astype(np.float32)
+
+
+def test_a_recognizer_of_blanks_keeps_no_fidelity_though_most_frames_agree() -> None:
+    original = _recognizer_frames(np.random.default_rng(0))
+    blanks = np.zeros_like(original)
+    blanks[..., 0] = 1.0
+    found = measure("ctc", original, blanks)
+    assert found.kind == "sequence"
+    assert found.agreement == pytest.approx(0.77, abs=0.03), "most frames are blank in the original too"
+    assert abs(found.fidelity) < 0.02 and found.damage > 1.0
+
+
+def test_a_faithful_recognizer_keeps_fidelity_and_an_identical_one_has_no_damage() -> None:
+    rng = np.random.default_rng(1)
+    original = _recognizer_frames(rng)
+    noisy = _softmax(np.log(original) + 0.3 * rng.standard_normal(original.shape)).astype(np.float32)
+    assert measure("ctc", original, noisy).fidelity > 0.9
+    same = measure("ctc", original, original.copy())
+    assert same.fidelity == 1.0 and same.damage == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_classifier_that_always_answers_one_class_scores_zero() -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((200, 2)).astype(np.float32)
+    constant = np.tile(np.array([[3.0, -3.0]], np.float32), (200, 1))
+    found = measure("cls", logits, constant)
+    assert found.kind == "classes" and found.agreement == pytest.approx(0.5, abs=0.1)
+    assert found.fidelity == pytest.approx(0.0, abs=1e-9)
+    assert measure("cls", logits, logits + 0.01).fidelity > 0.95
+
+
+def test_kappa_is_plain_agreement_where_the_original_never_varies() -> None:
+    a = np.zeros(10, int)
+    assert kappa(a, a) == 1.0
+    assert kappa(a, np.array([0] * 9 + [1])) == pytest.approx(0.9)
+
+
+def test_maps_are_judged_by_cosine_and_relative_error() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.random((2, 1, 16, 16)).astype(np.float32)
+    assert output_kind(a) == "map"
+    found = measure("map", a, a * 0.5)
+    assert found.fidelity == pytest.approx(1.0) and found.damage == pytest.approx(0.25, rel=1e-6)
+    assert measure("map", a, np.zeros_like(a)).fidelity == 0.0
+
+
+def test_logits_of_a_sequence_are_a_map_and_shapes_must_agree() -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((2, 5, 7)).astype(np.float32)  # no softmax in the graph: not frames
+    assert output_kind(logits) == "map"
+    with pytest.raises(ValueError, match="shapes differ"):
+        measure("y", logits, logits[:1])
