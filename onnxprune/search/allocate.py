@@ -48,14 +48,17 @@ def allocate(
         key=lambda s: (s.rate, s.unit, -s.kept),
     )
 
+    def counted(kept: dict[int, int]) -> tuple[float, Plan]:
+        counts = {gid: kept[i] for i, c in enumerate(curves) for gid in c.unit.groups}
+        plan = plan_for(prepared, options, counts)
+        params, macs = estimate(plan)
+        return (macs if kind == "macs" else params), plan
+
     def at(prefix: int) -> tuple[float, Plan, dict[int, int]]:
         kept = {i: c.unit.size for i, c in enumerate(curves)}
         for step in steps[:prefix]:
             kept[step.unit] = step.kept
-        counts = {gid: kept[i] for i, c in enumerate(curves) for gid in c.unit.groups}
-        plan = plan_for(prepared, options, counts)
-        params, macs = estimate(plan)
-        return (macs if kind == "macs" else params), plan, kept
+        return (*counted(kept), kept)
 
     lo, hi = 0, len(steps)
     floor = at(hi)[0]
@@ -69,9 +72,54 @@ def allocate(
             hi = mid
     best = min((lo, hi), key=lambda p: abs(at(p)[0] - value))
     reached_value, plan, kept = at(best)
+    if abs(reached_value / value - 1) > TOLERANCE:
+        reached_value, plan, kept = _refine(curves, options, kept, reached_value, value, counted)
     params, macs = estimate(plan)
     record = _record(curves, kept, steps[:best], kind, value)
     return Reached(float(best), params, macs, steps=len(steps)), plan, record
+
+
+def _refine(
+    curves: list[Curve],
+    options: PlanOptions,
+    kept: dict[int, int],
+    now: float,
+    value: float,
+    counted: Any,
+) -> tuple[float, Plan, dict[int, int]]:
+    """Where a prefix of steps cannot land near enough (few, small groups), move one unit by one step at a
+    time toward the target: of the moves that bring it nearer, the one that adds least damage (or, going
+    back up, gives most back)."""
+    damage = [_damage_at(c) for c in curves]
+    plan = counted(kept)[1]
+    for _ in range(sum(c.unit.size for c in curves)):
+        if abs(now / value - 1) <= TOLERANCE:
+            break
+        down = now > value
+        best: tuple[float, int, int, float, Plan] | None = None
+        for i, curve in enumerate(curves):
+            step = _unit_step(curve.unit, options)
+            moved = max(kept[i] - step, min(curve.points)) if down else min(kept[i] + step, curve.unit.size)
+            if moved == kept[i]:
+                continue
+            found, candidate = counted({**kept, i: moved})
+            if abs(found - value) >= abs(now - value):
+                continue
+            cost = damage[i](moved) - damage[i](kept[i])
+            if best is None or cost < best[0]:
+                best = (cost, i, moved, found, candidate)
+        if best is None:
+            break
+        _, i, moved, now, plan = best
+        kept = {**kept, i: moved}
+    return now, plan, kept
+
+
+def _unit_step(unit: Unit, options: PlanOptions) -> int:
+    """A unit's kept count moves by the width step (a tie's chunks so that their total stays aligned)."""
+    if len(unit.groups) > 1:
+        return options.aligned_to // math.gcd(options.aligned_to, len(unit.groups))
+    return options.width_step
 
 
 def _saving(prepared: Prepared, options: PlanOptions, unit: Unit, kind: str) -> float:
@@ -93,9 +141,7 @@ def _damage_at(curve: Curve) -> Any:
 def _steps(index: int, curve: Curve, options: PlanOptions, saving: float) -> list[Step]:
     """The unit's steps down its grid of kept counts, each with the slope of its convex-hull segment."""
     unit = curve.unit
-    step = options.width_step
-    if len(unit.groups) > 1:
-        step = options.aligned_to // math.gcd(options.aligned_to, len(unit.groups))
+    step = _unit_step(unit, options)
     lowest = min(curve.points)
     grid = list(range(unit.size, lowest - 1, -step))
     if grid[-1] != lowest:

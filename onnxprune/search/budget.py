@@ -47,11 +47,26 @@ class SearchData:
         return self.samples is not None or self.eval_cmd is not None
 
     def fit_samples(self) -> Samples | None:
-        """The first ``sensitivity.samples`` samples of the fitting part."""
+        """The first ``sensitivity.samples`` samples of the fitting part: what evaluations run on."""
         if self.samples is None:
             return None
         fit, _ = split_holdout(self.samples, self.holdout)
         return take(fit, min(self.sensitivity.samples, count(fit)))
+
+    def moment_samples(self) -> Samples | None:
+        """The rest of the fitting part (all of it where nothing is left): what the channel statistics of
+        the foreseen refit come from. Apart from the evaluations' samples where there are enough, so that
+        a rebuild fitted on samples is not judged on the same samples."""
+        if self.samples is None:
+            return None
+        fit, _ = split_holdout(self.samples, self.holdout)
+        rest = {name: array[self.sensitivity.samples :] for name, array in fit.items()}
+        return rest if count(rest) >= self.sensitivity.samples else fit
+
+    @property
+    def fit_count(self) -> int:
+        """Samples calibration fits on (the fitting part)."""
+        return 0 if self.samples is None else count(split_holdout(self.samples, self.holdout)[0])
 
 
 @dataclass(frozen=True)
@@ -136,10 +151,10 @@ def evaluation(
     """plan -> (damage, worst output fidelity), and what it measures on."""
     samples = data.fit_samples()
     if data.eval_cmd is not None:
-        return _command_evaluation(prepared, options, samples, data.eval_cmd)
+        return _command_evaluation(prepared, options, samples, data)
     assert samples is not None
-    moments = _moments(prepared, options, samples)
-    evaluator = PlanEvaluator(prepared, samples, moments)
+    moments = _moments(prepared, options, data.moment_samples())
+    evaluator = PlanEvaluator(prepared, samples, moments, refit_samples=data.fit_count)
 
     def evaluate(plan: Plan) -> tuple[float, float]:
         found = evaluator.fidelity(plan)
@@ -149,12 +164,14 @@ def evaluation(
 
 
 def _command_evaluation(
-    prepared: Prepared, options: PlanOptions, samples: Samples | None, command: EvalCommand
+    prepared: Prepared, options: PlanOptions, samples: Samples | None, data: SearchData
 ) -> tuple[Callable[[Plan], tuple[float, float]], str]:
     """Damage = the original's score minus the plan's, scored by the user's command on a model computing
     what the pruned one does (the original with the plan's cuts fed as constants)."""
-    moments = _moments(prepared, options, samples) if samples is not None else None
-    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False)
+    moments = _moments(prepared, options, data.moment_samples())
+    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False, refit_samples=data.fit_count)
+    command = data.eval_cmd
+    assert command is not None
     original = command.score(prepared.model)
 
     def evaluate(plan: Plan) -> tuple[float, float]:
@@ -164,10 +181,10 @@ def _command_evaluation(
     return evaluate, f"--eval-cmd {command.template!r} (original: {original:g})"
 
 
-def _moments(prepared: Prepared, options: PlanOptions, samples: Samples) -> dict[str, Moments] | None:
+def _moments(prepared: Prepared, options: PlanOptions, samples: Samples | None) -> dict[str, Moments] | None:
     """What a removed channel carries in the search's evaluations: with calibration, its mean and what the
     refit recovers (a linear estimate from the kept channels); without, the analysis' data-free value."""
-    if options.compensate != Compensate.CALIB:
+    if options.compensate != Compensate.CALIB or samples is None:
         return None
     return channel_moments(prepared, samples, covariance=True)
 

@@ -40,6 +40,12 @@ class Moments:
 
     mean: np.ndarray
     covariance: np.ndarray | None = None
+    positions: int = 1  # per sample: what a refit of the consumer samples rows from
+
+
+# A refit needs this many rows per unknown, or calibration gives the consumer only a bias shift (as
+# compensate/calibrate.ROWS_PER_UNKNOWN): the search must not foresee a rebuild calibration will not do.
+ROWS_PER_UNKNOWN = 2
 
 
 class PlanEvaluator:
@@ -52,17 +58,21 @@ class PlanEvaluator:
         moments: Mapping[str, Moments] | None = None,
         threads: int = 2,
         run: bool = True,
+        refit_samples: int = 0,
     ) -> None:
         """``moments``: per cut tensor, calibration statistics: a removed position carries its mean, and,
         where the covariance is given, its linear least-squares estimate from the kept positions (what
-        calibration's refit of the consumers recovers); None: the analysis' data-free values.
-        ``run=False``: no session, only ``model_for`` (a score command runs the models)."""
+        calibration's refit of the consumers recovers, where ``refit_samples`` give it the rows it needs);
+        None: the analysis' data-free values. ``run=False``: no session, only ``model_for`` (a score
+        command runs the models)."""
         linear = moments is not None and any(m.covariance is not None for m in moments.values())
         graph = prepared.graph.copy()
         self.model, self.points = reference_with_cut_inputs(graph, prepared.analysis, linear=linear)
         self.analysis = prepared.analysis
         self.samples = samples
         self.moments = moments or {}
+        self.refit_samples = refit_samples
+        self.taps = _consumer_taps(prepared)
         self.batch = static_batch(prepared.model) or EVAL_BATCH
         if run:
             self.session = ort_session(self.model, threads=threads, spin=False)
@@ -104,7 +114,7 @@ class PlanEvaluator:
             weight = None
             if moments is None:
                 fill = np.nan_to_num(self.analysis.states[point.tensor].removed_value, nan=0.0)
-            elif moments.covariance is not None and point.weight is not None and removed.any():
+            elif point.weight is not None and removed.any() and self._refits(point.tensor, moments, removed):
                 weight, fill = _linear_rebuild(moments, removed)
             else:
                 fill = moments.mean
@@ -116,6 +126,26 @@ class PlanEvaluator:
                 matrix = matrix.T if len(point.weight_shape) == 2 else matrix
                 feed[point.weight] = matrix.astype(np.float32).reshape(point.weight_shape)
         return feed
+
+    def _refits(self, tensor: str, moments: Moments, removed: np.ndarray) -> bool:
+        """Whether calibration would refit the consumers: enough sampled rows for their unknowns."""
+        if moments.covariance is None:
+            return False
+        unknowns = self.taps.get(tensor, 1) * int((~removed).sum()) + 1
+        return self.refit_samples * moments.positions >= ROWS_PER_UNKNOWN * unknowns
+
+
+def _consumer_taps(prepared: Prepared) -> dict[str, int]:
+    """Per cut tensor, the kernel taps of its widest consumer (a 3x3 Conv reads 9 positions a channel)."""
+    nodes = {node.name: node for node in prepared.graph.nodes}
+    taps: dict[str, int] = {}
+    for tensor, name, _ in prepared.analysis.consumers:
+        node = nodes.get(name)
+        weight = node.inputs[1] if node is not None and len(node.inputs) > 1 else None
+        shape = getattr(weight, "shape", None)
+        found = int(np.prod(shape[2:])) if node is not None and node.op == "Conv" and shape else 1
+        taps[tensor] = max(taps.get(tensor, 1), found)
+    return taps
 
 
 def _linear_rebuild(moments: Moments, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,10 +174,13 @@ def channel_moments(prepared: Prepared, samples: Samples, covariance: bool = Fal
     sums: dict[str, np.ndarray] = {}
     products: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
+    positions: dict[str, int] = {}
     runner = Runner(prepared.model, names, static_batch(prepared.model))
     for _, _, values in runner.run(samples):
         for name in names:
-            flat = np.moveaxis(values[name], 1, -1).reshape(-1, values[name].shape[1]).astype(np.float64)
+            value = values[name]
+            positions[name] = int(np.prod(value.shape[2:])) if value.ndim > 2 else 1
+            flat = np.moveaxis(value, 1, -1).reshape(-1, value.shape[1]).astype(np.float64)
             sums[name] = sums.get(name, 0.0) + flat.sum(axis=0)
             rows[name] = rows.get(name, 0) + len(flat)
             if covariance and flat.shape[1] <= LINEAR_MAX_WIDTH:
@@ -156,7 +189,7 @@ def channel_moments(prepared: Prepared, samples: Samples, covariance: bool = Fal
     for name in names:
         mean = sums[name] / max(rows[name], 1)
         cov = products[name] / max(rows[name], 1) - np.outer(mean, mean) if name in products else None
-        found[name] = Moments(mean, cov)
+        found[name] = Moments(mean, cov, positions[name])
     return found
 
 
