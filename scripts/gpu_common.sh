@@ -13,7 +13,7 @@ PY=${PYTHON:-.venv/bin/python}
 "$PY" -c "import onnxprune" 2>/dev/null || die "onnxprune is not importable by $PY (make setup, or set PYTHON)"
 TRTEXEC=${TRTEXEC:-$(command -v trtexec || true)}
 [[ -n $TRTEXEC && -x $TRTEXEC ]] || die "trtexec not found: put TensorRT's bin/ on PATH or set TRTEXEC"
-"$PY" -c "from onnxprune.tensorrt import has_cuda_device as h; raise SystemExit(not h())" ||
+"$PY" -c "from onnxprune.devices import has_cuda_device as h; raise SystemExit(not h())" ||
     die "no CUDA device visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
 
 run_onnxprune() { "$PY" -c "from onnxprune.cli import main; main()" "$@"; }

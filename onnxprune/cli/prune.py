@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from onnxprune import api
+from onnxprune.cli.build import BackendOpt, BiasMapsOpt, shape_profiles
 from onnxprune.cli.printing import print_build, print_sparsity, print_verification
 from onnxprune.cli.shared import (
     CalibOpt,
@@ -27,7 +28,9 @@ from onnxprune.cli.shared import (
     user_errors,
     warn,
 )
-from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, measure_engine
+from onnxprune.engine.backends import require
+from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
@@ -43,7 +46,6 @@ from onnxprune.report import (
     target_line,
 )
 from onnxprune.sparsity.layers import MIN_CHANNELS
-from onnxprune.tensorrt import build_engine
 
 # The library's default (options.PlanOptions), measured on the MNIST models (README, benchmarks/accuracy.py).
 DEFAULT_MAX_GROUP_RATIO = PlanOptions.max_group_ratio
@@ -100,11 +102,16 @@ def prune(
     iterations: IterationsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
-    plan: Annotated[Path | None, typer.Option(help="Also build a TensorRT plan of the pruned model.")] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="Also build an engine plan of the pruned model (and measure the original's)."),
+    ] = None,
+    backend: BackendOpt = "auto",
     fp16: Annotated[bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).")] = False,
     save_onnx: Annotated[
-        Path | None, typer.Option(help="With --plan: write the ONNX handed to TensorRT.")
+        Path | None, typer.Option(help="With --plan: write the ONNX handed to the builder.")
     ] = None,
+    bias_maps: BiasMapsOpt = "auto",
     target_macs: Annotated[float | None, typer.Option(help="Prune to this fraction of the MACs.")] = None,
     target_params: Annotated[float | None, typer.Option(help="Prune to this fraction of the params.")] = None,
     target_latency: Annotated[
@@ -125,6 +132,17 @@ def prune(
         model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
     )
     target = one_target(target_macs, target_params, target_latency)
+    engine_options = None
+    if plan is not None:
+        engine_options = BuildOptions(
+            backend=choice(EngineBackend, backend, "--backend"),
+            fp16=fp16,
+            bias_maps=choice(BiasMapForm, bias_maps, "--bias-maps"),
+            profiles=shape_profiles(shape),
+        )
+        require(engine_options.backend)  # before any work: one line, nothing written
+    elif (fp16, save_onnx, backend, bias_maps) != (False, None, "auto", "auto"):
+        raise UsageError("--fp16, --save-onnx, --backend and --bias-maps apply to --plan; give --plan too")
     if target is not None:
         if ratio is not None or threshold is not None or replay is not None:
             raise UsageError("give a --target-* or one of --ratio, --threshold and --replay, not both")
@@ -156,10 +174,8 @@ def prune(
     built: list[Any] = []
     # The plan is built from a staged copy before the .onnx is published: a failed build writes nothing.
     stage = None
-    if plan is not None:
-        stage = functools.partial(
-            _build_into, built, plan, output, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes
-        )
+    if plan is not None and engine_options is not None:
+        stage = functools.partial(_build_into, built, model, plan, engine_options, save_onnx)
     title = f"{model.name} → {output.name}"
     tables = _Tables(title, output) if not (as_json or bench) else None
     result = api.prune(
@@ -171,6 +187,10 @@ def prune(
         result.report["bench"] = bench_record([model, output], timing)
     if plot is not None:
         plot_kept(result.report, plot)
+    params = result.report["params"]["before"], result.report["params"]["after"]
+    if built:
+        engine, original = built[0]
+        result.report["engine"] = _engine_record(engine, original, params)
     if report is not None:
         save_json(result.report, report)
     warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
@@ -181,8 +201,8 @@ def prune(
         console.file.write(tables.text)
     else:
         _print_report(result.report, title, output)
-    for engine in built:
-        print_build(engine)
+    for engine, original in built:
+        print_build(engine, (model, params[0], original.to_dict()), params[1])
 
 
 class _Tables:
@@ -239,14 +259,25 @@ def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
         seen[resolved] = option
 
 
-def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
-    save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
+def _build_into(
+    built: list[Any], model: Path, plan: Path, options: BuildOptions, save_onnx: Path | None, staged: Path
+) -> None:
+    """Builds the pruned model's plan from its staged copy, then the original's (measured, not written)
+    for the table. A failed build names no file it did not write."""
     try:
-        engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
-    except CapabilityError as err:
-        # The staged copy is gone once this fails: name the file the user will have.
-        message = str(err).replace(str(staged), str(output))
-        raise CapabilityError(
-            f"{message}; {output} not written either (prune without --plan for it)"
+        engine = build_engine(staged, plan, options, save_onnx=save_onnx)
+        original = measure_engine(model, options)
+    except OnnxPruneError as err:
+        raise type(err)(
+            f"{err}; the pruned model was not written either (prune without --plan for it)"
         ) from None
-    built.append(engine)
+    built.append((engine, original))
+
+
+def _engine_record(engine: Any, original: Any, params: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "pruned": engine.engine.to_dict(),
+        "original": original.to_dict(),
+        "params": {"before": params[0], "after": params[1]},
+        "compared": engine.comparison is not None,
+    }
