@@ -22,8 +22,8 @@ pytestmark = needs_rtx
 # Every group of these is declined (inspect --explain says why): nothing to prune to the target.
 UNPRUNABLE = {"convnext_tiny"}
 # Over 5 s each here (prune, then build): marked slow, and run by `make test` all the same.
-HEAVY = {"convnext_tiny", "densenet121", "regnet_y_400mf", "resnet50", "resnext50_32x4d", "shufflenet_v2_x1_0",
-         "vgg11_bn_fc256", "yolov8n"}  # fmt: skip
+HEAVY = {"convnext_tiny", "densenet121", "regnet_y_400mf", "resnet50", "resnext50_32x4d",
+         "shufflenet_v2_x1_0", "vgg11_bn_fc256", "yolov8n"}  # fmt: skip
 
 
 def _check_plan(path: Path, plan: Path) -> None:
