@@ -123,3 +123,11 @@ def test_the_check_sees_an_import_of_a_cli_module(tmp_path: Path) -> None:
     assert _upward(sample, "onnxprune.client") == cli | {"onnxprune.api"}  # a name, not the package
     assert _upward(sample, "onnxprune.api") == cli
     assert _upward(sample, "onnxprune.cli.prune") == set()
+
+
+@pytest.mark.parametrize("path", _files("measure"), ids=lambda p: p.name)
+def test_measurement_does_not_import_the_build_stage(path: Path) -> None:
+    """bench asks devices.py whether a GPU and TensorRT are here; the engine package (which imports
+    sparsity, which imports measure.counter) sits above it."""
+    bad = {m for m in _imports(path) if _inside(m, "onnxprune.engine")}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}"
