@@ -68,6 +68,9 @@ def row(name: str, folder: Path, options: BuildOptions, repeats: int) -> dict:
         "size_ratio": size_ratio,
         "size_off": size_ratio / params_ratio - 1,
         "plan_mb": (base.size_bytes / 2**20, small.size_bytes / 2**20),
+        # What is not the float32 weights: kernels, bias maps, the engine's own records.
+        "other_mb": tuple((e.size_bytes - 4 * p) / 2**20 for e, p in ((base, params[0]), (small, params[1]))),
+        "layers": (base.layers, small.layers),
         "build_s": (base.build_seconds, small.build_seconds),
         "maps": small.bias_maps,
         "seconds": time.perf_counter() - began,
@@ -76,19 +79,20 @@ def row(name: str, folder: Path, options: BuildOptions, repeats: int) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print(f"backend: {next((r['backend'] for r in rows if 'backend' in r), '-')}")
-    head = ("model", "params", "plan MB", "plan", "off", "size", "build s", "build", "maps")
+    head = ("model", "params", "plan MB", "plan", "off", "size", "other MB", "layers", "build s", "build")
     print(f"{head[0]:20s} {head[1]:>7s} {head[2]:>15s} {head[3]:>6s} {head[4]:>7s} {head[5]:>5s} "
-          f"{head[6]:>12s} {head[7]:>5s}  {head[8]}")  # fmt: skip
+          f"{head[6]:>12s} {head[7]:>9s} {head[8]:>12s} {head[9]:>5s}  maps")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['model']:20s} not pruned: {r['error'][:100]}")
             continue
-        (mb0, mb1), (s0, s1) = r["plan_mb"], r["build_s"]
+        (mb0, mb1), (s0, s1), (o0, o1), (l0, l1) = r["plan_mb"], r["build_s"], r["other_mb"], r["layers"]
         size_ok = "ok" if abs(r["size_off"]) <= TOLERANCE else "MISS"
         time_ok = "ok" if s1 <= s0 else "MISS"
         maps = f"{r['maps']['converted']}/{r['maps']['maps']} {r['maps']['form']}"
         print(f"{r['model']:20s} {r['params_ratio']:7.3f} {mb0:7.2f}->{mb1:6.2f} {r['size_ratio']:6.3f} "
-              f"{r['size_off']:+7.1%} {size_ok:>5s} {s0:5.2f}->{s1:5.2f} {time_ok:>5s}  {maps}")  # fmt: skip
+              f"{r['size_off']:+7.1%} {size_ok:>5s} {o0:5.2f}->{o1:5.2f} {l0:4d}->{l1:3d} "
+              f"{s0:5.2f}->{s1:5.2f} {time_ok:>5s}  {maps}")  # fmt: skip
 
 
 def main() -> None:

@@ -160,11 +160,8 @@ def _map_input(site: _Site) -> gs.Tensor:
 
 
 def _dtype(site: _Site) -> np.dtype:
-    tensor = _map_input(site)
-    first = site.factors
-    if first is not None:
-        return np.asarray(const(first.inputs[1])).dtype
-    return np.asarray(const(tensor)).dtype
+    stored = site.factors.inputs[1] if site.factors is not None else _map_input(site)
+    return np.asarray(const(stored)).dtype
 
 
 def _to_dense(graph: gs.Graph, site: _Site, index: int, record: MapsRecord) -> str | None:

@@ -202,7 +202,11 @@ def prune(
     else:
         _print_report(result.report, title, output)
     for engine, original in built:
-        print_build(engine, (model, params[0], original.to_dict()), params[1])
+        if isinstance(original, str):
+            print_build(engine)
+            warn([original])
+        else:
+            print_build(engine, (model, params[0], original.to_dict()), params[1])
 
 
 class _Tables:
@@ -262,11 +266,14 @@ def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
 def _build_into(
     built: list[Any], model: Path, plan: Path, options: BuildOptions, save_onnx: Path | None, staged: Path
 ) -> None:
-    """Builds the pruned model's plan from its staged copy, then the original's (measured, not written)
-    for the table. A failed build names no file it did not write."""
+    """Builds the original's plan (measured for the table, not written), then the pruned model's from its
+    staged copy. A failed build of the pruned model names no file it did not write."""
+    try:
+        original: Any = measure_engine(model, options)
+    except OnnxPruneError as err:  # the table is a comparison, not the product: the pruned plan stands
+        original = f"the original's plan could not be built to compare with: {err}"
     try:
         engine = build_engine(staged, plan, options, save_onnx=save_onnx)
-        original = measure_engine(model, options)
     except OnnxPruneError as err:
         raise type(err)(
             f"{err}; the pruned model was not written either (prune without --plan for it)"
@@ -277,7 +284,7 @@ def _build_into(
 def _engine_record(engine: Any, original: Any, params: tuple[int, int]) -> dict[str, Any]:
     return {
         "pruned": engine.engine.to_dict(),
-        "original": original.to_dict(),
+        "original": original if isinstance(original, str) else original.to_dict(),
         "params": {"before": params[0], "after": params[1]},
         "compared": engine.comparison is not None,
     }

@@ -4,7 +4,7 @@ and whether the engine was checked against ONNX Runtime; and a table of builds s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class EngineReport:
     not_compared: str | None = None  # why the engine was not run against ONNX Runtime
     plan: str | None = None
     layers_json: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

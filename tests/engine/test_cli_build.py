@@ -100,3 +100,23 @@ def test_prune_plan_with_a_bad_option_writes_nothing(tmp_path: Path, sample: Pat
     args = ("--ratio", "0.5", "--plan", plan, "--bias-maps", "bogus")
     assert invoke("prune", sample, "-o", out, *args).exit_code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [sample.name]
+
+
+def test_an_original_that_does_not_build_leaves_the_pruned_plan_and_says_so(
+    tmp_path: Path, sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxprune.cli import prune
+    from onnxprune.errors import BuildError
+
+    def refused(*args, **kwargs):
+        raise BuildError("TensorRT-RTX 1.7 could not build the engine: no; no plan written")
+
+    monkeypatch.setattr(prune, "measure_engine", refused)
+    out, plan, report = tmp_path / "p.onnx", tmp_path / "p.plan", tmp_path / "r.json"
+    args = ("--ratio", "0.5", "--round-to", "4", "--plan", plan, "--report", report)
+    result = invoke("prune", sample, "-o", out, *args)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and plan.exists()
+    assert "the original's plan could not be built to compare with" in result.stderr
+    assert "original vs pruned" not in result.output
+    assert json.loads(report.read_text())["engine"]["original"].startswith("the original's plan")
