@@ -30,6 +30,7 @@ from onnxprune.cli.shared import (
 )
 from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, measure_engine
 from onnxprune.engine.backends import require
+from onnxprune.engine.report import layers_path
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
@@ -128,9 +129,12 @@ def prune(
     min_channels: Annotated[int, typer.Option(help="With --sparsify: the 2:4 size floor.")] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
+    layers = layers_path(plan) if plan is not None else None
     _distinct_outputs(
-        model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
-    )
+        model,
+        {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot,
+         "the plan's layer record": layers},
+    )  # fmt: skip
     target = one_target(target_macs, target_params, target_latency)
     engine_options = None
     if plan is not None:

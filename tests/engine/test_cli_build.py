@@ -11,8 +11,8 @@ import pytest
 import tiny
 from typer.testing import CliRunner
 
+from engine._models import classifier
 from engine._rtx import needs_rtx
-from engine.test_rtx import _net
 from onnxprune.cli import app
 from onnxprune.devices import has_cuda_device
 
@@ -66,7 +66,7 @@ def test_prune_plan_builds_both_and_reports_them(tmp_path: Path, sample: Path) -
 
 def test_a_failed_build_is_one_line_naming_the_node_and_writes_nothing(tmp_path: Path) -> None:
     model = tmp_path / "net.onnx"
-    onnx.save(_net(), str(model))
+    onnx.save(classifier(), str(model))
     result = invoke("build", model, "-o", tmp_path / "net.plan", "--compute-capability", "7.5")
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "(node 'fc', Gemm)" in result.stderr
@@ -120,3 +120,11 @@ def test_an_original_that_does_not_build_leaves_the_pruned_plan_and_says_so(
     assert "the original's plan could not be built to compare with" in result.stderr
     assert "original vs pruned" not in result.output
     assert json.loads(report.read_text())["engine"]["original"].startswith("the original's plan")
+
+
+def test_the_plans_layer_record_may_not_be_another_output(tmp_path: Path, sample: Path) -> None:
+    out, plan = tmp_path / "p.onnx", tmp_path / "p.plan"
+    args = ("--ratio", "0.5", "--plan", plan, "--report", tmp_path / "p.layers.json")
+    result = invoke("prune", sample, "-o", out, *args)
+    assert result.exit_code == 2 and "the plan's layer record" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sample.name]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from build_samples import resnet_slim
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
+from engine._models import classifier
 from engine._rtx import needs_rtx
 from onnxprune import api
 from onnxprune.devices import has_cuda_device
@@ -27,36 +27,10 @@ pytestmark = needs_rtx
 RTX_OPTIONS = BuildOptions(backend="rtx")
 
 
-def _net(batch: int | str = 1, op: str = "Relu", domain: str = "") -> onnx.ModelProto:
-    """x[batch,3,16,16] -> conv (pad 1) -> OP -> GlobalAveragePool -> Flatten -> fc (Gemm) -> y[batch,10]."""
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.normal(0, 0.27, (16, 3, 3, 3)).astype(np.float32), "conv.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "conv.b"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (10, 16)).astype(np.float32), "fc.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node(op, ["c"], ["r"], name="act", domain=domain),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], transB=1, name="fc"),
-    ]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], weights,
-    )  # fmt: skip
-    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture
 def net(tmp_path: Path) -> Path:
     path = tmp_path / "net.onnx"
-    onnx.save(_net(), str(path))
+    onnx.save(classifier(), str(path))
     return path
 
 
@@ -92,7 +66,7 @@ def test_fp16_builds_a_smaller_plan_from_the_fp16_onnx(tmp_path):
 
 def test_a_dynamic_batch_gets_its_min_opt_max_profile(tmp_path):
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_net(batch="N"), str(path))
+    onnx.save(classifier(batch="N"), str(path))
     profile = Profile((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))
     options = BuildOptions(backend="rtx", profiles={"x": profile})
     built = build(RTX.load(), "TensorRT-RTX", path, settings(options), {})
@@ -103,7 +77,7 @@ def test_a_dynamic_batch_gets_its_min_opt_max_profile(tmp_path):
 
 def test_a_model_the_parser_refuses_names_the_node_and_writes_nothing(tmp_path):
     path = tmp_path / "custom.onnx"
-    onnx.save(_net(op="Foo", domain="custom.ops"), str(path))
+    onnx.save(classifier(op="Foo", domain="custom.ops"), str(path))
     with pytest.raises(BuildError, match=r"cannot parse the model: node 'act' \(Foo\)"):
         build_engine(path, tmp_path / "m.plan", RTX_OPTIONS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.onnx"]

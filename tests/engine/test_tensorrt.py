@@ -11,8 +11,9 @@ import types
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
+from engine._models import classifier
 from onnxprune.devices import has_cuda_device, has_module
 from onnxprune.engine import BuildOptions, Profile, backends, build_engine
 from onnxprune.engine import build as build_stage
@@ -35,38 +36,10 @@ needs_gpu = pytest.mark.skipif(
 )
 
 
-def _classifier(batch: int | str = 1) -> onnx.ModelProto:
-    """x[batch,3,16,16] -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> y[batch,10]."""
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.normal(0, 0.27, (8, 3, 3, 3)).astype(np.float32), "conv.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "conv.b"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (10, 8)).astype(np.float32), "fc.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], transB=1, name="fc"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "classifier",
-        [helper.make_tensor_value_info("x", FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", FLOAT, [batch, 10])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "m.onnx"
-    onnx.save(_classifier(), str(path))
+    onnx.save(classifier(), str(path))
     return path
 
 
@@ -359,7 +332,7 @@ def test_sparse_weights_and_workspace_reach_the_builder_config(tmp_path, model_p
 def test_dynamic_inputs_get_a_profile_with_min_opt_max(tmp_path, fake_trt):
     fake = fake_trt("10.13.0")
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
+    onnx.save(classifier(batch="N"), str(path))
     profile = Profile((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))
     build_engine(path, tmp_path / "m.plan", BuildOptions(backend="tensorrt", profiles={"x": profile}))
     assert [p.shapes for p in fake.profiles] == [{"x": ((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))}]
@@ -368,7 +341,7 @@ def test_dynamic_inputs_get_a_profile_with_min_opt_max(tmp_path, fake_trt):
 def test_a_dynamic_input_without_a_shape_is_refused_before_building(tmp_path, fake_trt):
     fake = fake_trt("10.13.0")
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
+    onnx.save(classifier(batch="N"), str(path))
     with pytest.raises(UsageError, match="--shape x:"):
         build_engine(path, tmp_path / "m.plan", TRT)
     assert fake.network_flags is None and not (tmp_path / "m.plan").exists()
@@ -424,7 +397,7 @@ def _runner(model, name):
 
 
 def test_compare_runners_scores_each_output():
-    original = _classifier()
+    original = classifier()
     half = convert_to_fp16(original)
     feeds = [{"x": np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)}]
     good = compare_runners(_runner(original, "a"), _runner(half, "b"), feeds)
@@ -458,7 +431,7 @@ def test_real_build(tmp_path, model_path, fp16):
 @needs_gpu
 def test_real_build_dynamic_batch_with_sparse_weights(tmp_path):
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
+    onnx.save(classifier(batch="N"), str(path))
     options = BuildOptions(
         backend="tensorrt",
         sparse_weights=True,
