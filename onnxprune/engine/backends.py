@@ -58,6 +58,13 @@ class Backend:
         except (ImportError, OSError) as err:  # the wheel is there but its libraries are not
             raise CapabilityError(f"{self.title} is installed but does not load: {first_line(err)}") from err
 
+    def loads(self) -> bool:
+        try:
+            self.load()
+        except CapabilityError:
+            return False
+        return True
+
     def not_runnable(self, targets: tuple[str, ...] = ()) -> str | None:
         """Why a plan built here cannot be run here (None where it can). Asks the driver only."""
         if not has_cuda_device():
@@ -99,12 +106,12 @@ BACKENDS = {EngineBackend.TENSORRT: TENSORRT, EngineBackend.RTX: RTX}
 
 
 def resolve(choice: EngineBackend | str) -> Backend:
-    """The backend ``choice`` names; ``auto``: TensorRT where it is installed and a device is visible, else
-    TensorRT-RTX (which may be missing too: ``unavailable`` says so)."""
+    """The backend ``choice`` names; ``auto``: TensorRT where it imports and a device is visible (it is
+    imported only then), else TensorRT-RTX (which may be missing too: ``unavailable`` says so)."""
     choice = EngineBackend(choice)
     if choice != EngineBackend.AUTO:
         return BACKENDS[choice]
-    return TENSORRT if not TENSORRT.missing() else RTX
+    return TENSORRT if not TENSORRT.missing() and TENSORRT.loads() else RTX
 
 
 def unavailable(choice: EngineBackend | str) -> str | None:

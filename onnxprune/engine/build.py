@@ -176,6 +176,10 @@ def prepare_onnx(
 def _build(trt: Any, backend: Backend, handed: Path, options: BuildOptions, sparse: bool) -> Built:
     if backend.name == EngineBackend.RTX:
         settings = rtx.settings(options)
+    elif options.compute_capabilities:
+        raise UsageError(
+            "--compute-capability is for TensorRT-RTX, and TensorRT builds here: give --backend rtx"
+        )
     else:
         settings = tensorrt.settings(trt, options, sparse)
     return build(trt, backend.title, handed, settings, _node_ops(handed))

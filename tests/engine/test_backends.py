@@ -4,6 +4,7 @@ stand-in probes, so every machine takes every branch."""
 from __future__ import annotations
 
 import sys
+import types
 
 import pytest
 
@@ -13,7 +14,11 @@ from onnxprune.errors import CapabilityError, UsageError
 
 
 def _machine(monkeypatch, modules=(), device=False, capabilities=()):
+    """A machine with the packages ``modules`` (installed and importable) and a device or not."""
     monkeypatch.setattr(backends, "has_module", lambda name: name in modules)
+    for name in modules:
+        if name not in sys.modules:
+            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setattr(backends, "has_cuda_device", lambda: device)
     monkeypatch.setattr(backends, "compute_capabilities", lambda: list(capabilities))
 
@@ -86,3 +91,9 @@ def test_without_a_device_no_plan_runs_here(monkeypatch):
     for backend in (TENSORRT, RTX):
         why = backend.not_runnable()
         assert why is not None and "no CUDA device" in why
+
+
+def test_auto_passes_over_a_tensorrt_that_does_not_import(monkeypatch):
+    _machine(monkeypatch, ("tensorrt", "tensorrt_rtx"), device=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # installed, but `import tensorrt` fails
+    assert resolve("auto") is RTX

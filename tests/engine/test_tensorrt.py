@@ -439,3 +439,10 @@ def test_real_build_dynamic_batch_with_sparse_weights(tmp_path):
     )
     result = build_engine(path, tmp_path / "m.plan", options)
     assert result.comparison.passed and result.comparison.outputs[0].reference_shape == (2, 10)
+
+
+def test_compute_capabilities_are_refused_where_auto_takes_tensorrt(tmp_path, model_path, fake_trt):
+    fake = fake_trt("10.13.0")
+    with pytest.raises(UsageError, match="--compute-capability is for TensorRT-RTX"):
+        build_engine(model_path, tmp_path / "m.plan", BuildOptions(compute_capabilities=("8.6",)))
+    assert fake.parsed is None and not (tmp_path / "m.plan").exists()
