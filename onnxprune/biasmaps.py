@@ -3,11 +3,14 @@
 A compensated prune leaves a bias map behind every zero-padded Conv whose removed input channels carried
 constants (``rules/padmap.py``): ``Conv → Add(map) → BatchNormalization``, the map stored as its separable
 factors ``rows @ taps @ cols`` (or dense where that is smaller). ONNX Runtime folds the factors once when it
-loads the model; an engine builder folds them too and stores the dense map, K * Ho * Wo numbers per Conv.
-This pass rewrites every map into one of these forms:
+loads the model; an engine builder stores a dense map whole, and computes a factored one in a kernel of its
+own. This pass rewrites every map into one of these forms:
 
 - ``factored``: as the prune wrote it (nothing changes);
-- ``dense``: one [1, K, Ho, Wo] constant, what a builder folds the factors into anyway;
+- ``dense``: one [1, K, Ho, Wo] constant;
+- ``conv``: the map as what it is, the Conv's own geometry applied to an image of ones with the summed taps
+  ``A = sum_j c_j W[:, j]`` as a one-channel weight [K, 1, R, S]: exact, Hi * Wi + K * R * S numbers, and a
+  builder computes it with a small convolution (a dense map stays as it is: its taps are not kept);
 - ``after-bn``: the Add moved behind the BatchNormalization that reads it, the map scaled by that BN's
   per-channel factor ``gamma / sqrt(var + eps)`` (``BN(c + m) = BN(c) + scale * m``): exact, and the
   Conv → BN pair is adjacent again so that a builder fuses it; a map with no BN after it stays where it is;
@@ -27,12 +30,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.errors import UsageError
-from onnxprune.graph import to_model
+from onnxprune.graph import infer_shapes, to_model
 from onnxprune.rules.base import const
 from onnxprune.rules.padmap import factored_map
 
-FORMS = ("factored", "dense", "after-bn", "interior")
-EXACT_FORMS = ("factored", "dense", "after-bn")
+FORMS = ("factored", "dense", "conv", "after-bn", "interior")
+EXACT_FORMS = ("factored", "dense", "conv", "after-bn")
 
 
 @dataclass
@@ -100,7 +103,8 @@ def check_form(form: str) -> str:
 def convert_maps(model: onnx.ModelProto, form: str) -> tuple[onnx.ModelProto, MapsRecord]:
     """A copy of ``model`` with every bias map in ``form`` (``model`` itself is not changed)."""
     check_form(form)
-    graph = gs.import_onnx(model)
+    # The conv form needs each mapped Conv's input size: inferred, where the model does not say.
+    graph = gs.import_onnx(infer_shapes(model) if form == "conv" else model)
     sites = find_maps(graph)
     record = MapsRecord(form, maps=len(sites))
     if form == "factored" or not sites:
@@ -108,7 +112,7 @@ def convert_maps(model: onnx.ModelProto, form: str) -> tuple[onnx.ModelProto, Ma
         record.left = [{"node": s.add.name, "reason": "stored dense"} for s in sites if s.factors is None]
         return model, record
     changed = 0
-    rewrite = {"dense": _to_dense, "after-bn": _after_bn, "interior": _to_interior}[form]
+    rewrite = {"dense": _to_dense, "conv": _to_conv, "after-bn": _after_bn, "interior": _to_interior}[form]
     for index, site in enumerate(sites):
         reason = rewrite(graph, site, index, record)
         if reason is None:
@@ -169,6 +173,24 @@ def _to_dense(graph: gs.Graph, site: _Site, index: int, record: MapsRecord) -> s
         return "already dense"
     dense = gs.Constant(f"{site.add.name or 'map'}_dense_{index}", site.values.astype(_dtype(site)))
     site.add.inputs[1 - site.conv_side] = dense
+    return None
+
+
+def _to_conv(graph: gs.Graph, site: _Site, index: int, record: MapsRecord) -> str | None:
+    """The map recomputed by the Conv's geometry from a ones image: zero padding makes the border right."""
+    if site.factors is None:
+        return "stored dense: its taps are not kept"
+    shape = site.conv.inputs[0].shape
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return "the Conv's input size is not known"
+    taps = np.asarray(const(site.factors.inputs[1]))
+    prefix = f"{site.add.name or 'map'}_conv_{index}"
+    ones = gs.Constant(f"{prefix}_ones", np.ones((1, 1, *shape[2:]), dtype=taps.dtype))
+    weight = gs.Constant(f"{prefix}_taps", np.ascontiguousarray(taps[:, None]))
+    attrs = {key: value for key, value in site.conv.attrs.items() if key != "group"}
+    out = gs.Variable(prefix, dtype=taps.dtype)
+    graph.nodes.append(gs.Node("Conv", prefix, attrs=attrs, inputs=[ones, weight], outputs=[out]))
+    site.add.inputs[1 - site.conv_side] = out
     return None
 
 

@@ -5,7 +5,7 @@
 #   - TensorRT-RTX plans (original and aligned) run and timed where the GPU is one TensorRT-RTX compiles for
 #     (compute capability 8.0, 8.6, 8.9, 12.x; not an H100's 9.0: then the record says so);
 #   - TensorRT FP16 plans of the aligned model, dense vs 2:4 (onnxprune sparsify), and its bias maps behind the
-#     BN (TensorRT's default form) vs as the prune wrote them (factored), where TensorRT is installed.
+#     BN (TensorRT's default form) vs as the Conv of a ones image (TensorRT-RTX's), where TensorRT is installed.
 # A part this machine cannot run writes a "skipped: why" row instead of failing the run.
 #
 #   scripts/gpu_check.sh [--dry-run] [OUT_DIR]        (OUT_DIR defaults to out/gpu_check)
@@ -123,9 +123,9 @@ if probe "from onnxprune.engine.backends import TENSORRT; raise SystemExit(bool(
         --no-sparse-weights "${profile[@]}"
     onnxprune build "$OUT/aligned.24.onnx" -o "$OUT/sparse.trt.plan" --backend tensorrt --fp16 \
         --sparse-weights "${profile[@]}"
-    onnxprune build "$OUT/aligned.onnx" -o "$OUT/factored.trt.plan" --backend tensorrt --fp16 \
-        --no-sparse-weights --bias-maps factored "${profile[@]}"
-    for plan in dense sparse factored; do
+    onnxprune build "$OUT/aligned.onnx" -o "$OUT/conv.trt.plan" --backend tensorrt --fp16 \
+        --no-sparse-weights --bias-maps conv "${profile[@]}"
+    for plan in dense sparse conv; do
         for batch in 1 32; do
             run "$PY" scripts/gpu_check.py time-plan "$OUT/$plan.trt.plan" "$OUT/$plan.trt.b$batch.time.json" \
                 --shape "$(shape "$batch")"

@@ -46,7 +46,9 @@ def test_an_exact_form_computes_what_the_factored_maps_compute(pruned, form):
         assert _relative(_outputs(pruned, seed), _outputs(converted, seed)) < 1e-5
     ops = [n.op_type for n in converted.graph.node]
     assert ops.count("Add") == [n.op_type for n in pruned.graph.node].count("Add")  # one Add per map still
-    assert ops.count("MatMul") == (0 if form == "dense" else 2 * record.maps)
+    assert ops.count("MatMul") == (0 if form in ("dense", "conv") else 2 * record.maps)
+    convs = [n.op_type for n in pruned.graph.node].count("Conv")
+    assert ops.count("Conv") == convs + (record.maps if form == "conv" else 0)
 
 
 def test_after_bn_puts_each_conv_next_to_its_batchnorm(pruned):
@@ -67,6 +69,18 @@ def test_interior_folds_the_maps_away_and_reports_the_border_error(pruned):
     error = _relative(_outputs(pruned, 1), _outputs(converted, 1))
     assert error > 1e-4  # the border is wrong: not exact, as the record says
     assert "not exact" in record.line() and record.to_dict()["border_max_abs"] == record.border_max_abs
+
+
+def test_conv_stores_the_summed_taps_and_a_ones_image(pruned):
+    converted, record = convert_maps(pruned, "conv")
+    inits = {t.name: numpy_helper.to_array(t) for t in converted.graph.initializer}
+    added = [n for n in converted.graph.node if n.op_type == "Conv" and n.input[0] in inits]
+    assert len(added) == record.maps
+    for node in added:
+        ones, taps = inits[node.input[0]], inits[node.input[1]]
+        assert ones.shape[:2] == (1, 1) and np.all(ones == 1) and taps.shape[1] == 1
+    stored = sum(a.size for a in inits.values())
+    assert stored < sum(numpy_helper.to_array(t).size for t in pruned.graph.initializer) * 1.05
 
 
 def test_factored_changes_nothing(pruned):
@@ -106,6 +120,8 @@ def test_a_map_with_no_batchnorm_after_it_stays_and_says_why():
     assert (record.maps, record.converted) == (1, 0) and record.exact
     assert record.left == [{"node": "conv_map", "reason": "no BatchNormalization reads it alone"}]
     assert _relative(_outputs(model, 1), _outputs(converted, 1)) == 0
+    conv, recomputed = convert_maps(model, "conv")
+    assert recomputed.converted == 1 and _relative(_outputs(model, 1), _outputs(conv, 1)) < 1e-5
     interior, folded = convert_maps(model, "interior")
     assert folded.converted == 1 and any(
         n.op_type == "Conv" and len(n.input) == 3 for n in interior.graph.node
@@ -115,4 +131,15 @@ def test_a_map_with_no_batchnorm_after_it_stays_and_says_why():
 def test_an_unknown_form_is_a_usage_error():
     with pytest.raises(UsageError, match="--bias-maps must be one of"):
         convert_maps(_map_then_relu(), "sideways")
-    assert set(FORMS) == {"factored", "dense", "after-bn", "interior"}
+    assert set(FORMS) == {"factored", "dense", "conv", "after-bn", "interior"}
+
+
+def test_a_dense_map_keeps_its_form_where_its_taps_are_gone():
+    from rules.test_padmap import _with_factored_map
+
+    model = _with_factored_map(dense=True)
+    converted, record = convert_maps(model, "conv")
+    assert (record.maps, record.converted) == (1, 0)
+    assert record.left == [{"node": record.left[0]["node"], "reason": "stored dense: its taps are not kept"}]
+    moved, behind = convert_maps(model, "after-bn")  # a dense map still moves behind its BN, exactly
+    assert behind.converted == 1 and _relative(_outputs(model, 1), _outputs(moved, 1)) < 1e-5

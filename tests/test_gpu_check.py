@@ -35,7 +35,7 @@ def test_the_dry_run_prints_every_step_and_writes_nothing(tmp_path):
     )
     assert "--min-shape input:1x3x224x224" in text and "--max-shape input:32x3x224x224" in text
     assert "--no-sparse-weights" in text and "sparsify" in text and text.count("time-plan") == 10
-    assert "--bias-maps factored" in text
+    assert "--bias-maps conv" in text
     assert steps[-1].endswith(f"table {out}")
     assert "(check: " in done.stdout  # the capability checks it would make are printed too
     assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -33,11 +33,11 @@ class Backend:
     module: str
     install: str  # how to get it, for the one-line error
     needs_device: bool  # to build at all
-    # The bias-map form it is handed (docs/tensorrt.md). TensorRT-RTX: factored, as the prune wrote them; its
-    # builder fuses Conv, map Add and BN into one kernel whichever comes first, stores a dense map whole and
-    # computes a factored one in a small kernel of its own, the smaller plan of the two. TensorRT: behind the
-    # BN, so that its Conv + BN fusion sees the pair adjacent (reasoned, not measured: scripts/gpu_check.sh
-    # times both forms where TensorRT is).
+    # The bias-map form it is handed (docs/tensorrt.md). TensorRT-RTX: as the Conv of a ones image; its
+    # builder fuses Conv, map Add and BN into one kernel whichever comes first, stores a dense map whole, and
+    # computes a factored map or the ones-image Conv in a kernel of its own, the latter's plan the smallest of
+    # the exact forms. TensorRT: behind the BN, so that its Conv + BN fusion sees the pair adjacent (reasoned,
+    # not measured: scripts/gpu_check.sh times it against the ones-image Conv where TensorRT is).
     bias_maps: BiasMapForm
     sparse_note: str | None  # why 2:4 sparse weights are not used, where they are not
 
@@ -96,7 +96,7 @@ RTX = Backend(
     "tensorrt_rtx",
     "pip install 'onnxprune[rtx]'",
     needs_device=False,
-    bias_maps=BiasMapForm.FACTORED,
+    bias_maps=BiasMapForm.CONV,
     sparse_note=(
         "TensorRT-RTX compiles its kernels on the GPU when the plan is loaded: the plan is the same with and "
         "without the sparse-weights flag, so no 2:4 kernel is promised"

@@ -27,6 +27,7 @@ class BiasMapForm(StrEnum):
     AUTO = "auto"
     FACTORED = "factored"
     DENSE = "dense"
+    CONV = "conv"
     AFTER_BN = "after-bn"
     INTERIOR = "interior"
 
