@@ -104,8 +104,8 @@ def print_build(result: Any, original: tuple[Path, int | None, dict[str, Any]] |
         )
     if original is not None:
         name, params, report = original
-        rows = [(name.name, params, report), (result.plan_path.name, pruned_params, engine.to_dict())]
-        console.print(engine_table(rows, f"{engine.backend}: original vs pruned"))
+        rows = [("original", params, report), ("pruned", pruned_params, engine.to_dict())]
+        console.print(engine_table(rows, f"{engine.backend}: {name.name} original vs pruned"))
 
 
 def _maps_fields(record: dict[str, Any]) -> dict[str, Any]:
