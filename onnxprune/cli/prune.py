@@ -30,6 +30,7 @@ from onnxprune.cli.shared import (
 )
 from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, measure_engine
 from onnxprune.engine.backends import require
+from onnxprune.engine.build import check_shapes
 from onnxprune.engine.report import layers_path
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
@@ -145,6 +146,7 @@ def prune(
             profiles=shape_profiles(shape),
         )
         require(engine_options.backend)  # before any work: one line, nothing written
+        check_shapes(model, engine_options)
     elif (fp16, save_onnx, backend, bias_maps) != (False, None, "auto", "auto"):
         raise UsageError("--fp16, --save-onnx, --backend and --bias-maps apply to --plan; give --plan too")
     if target is not None:

@@ -234,13 +234,19 @@ def _refuse(
 
 def _engine_feeds(onnx_path: Path, options: BuildOptions) -> list[dict[str, np.ndarray]]:
     """One seeded feed for the engine comparison; also checks the shapes before anything is built."""
-    header = verify.load_model_header(onnx_path)
+    header = check_shapes(onnx_path, options)
+    return make_inputs(header, shapes=options.opt_shapes or None)
+
+
+def check_shapes(onnx_path: str | Path, options: BuildOptions) -> onnx.ModelProto:
+    """UsageError where an input with dynamic dimensions has no build shape; returns the model's header."""
+    header = verify.load_model_header(Path(onnx_path))
     for name in _dynamic_inputs(header):
         if name not in options.profiles:
             raise UsageError(
                 f"input {name!r} has dynamic dimensions; give its build shape: --shape {name}:1x3x224x224"
             )
-    return make_inputs(header, shapes=options.opt_shapes or None)
+    return header
 
 
 def _dynamic_inputs(model: onnx.ModelProto) -> list[str]:

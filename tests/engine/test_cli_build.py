@@ -128,3 +128,22 @@ def test_the_plans_layer_record_may_not_be_another_output(tmp_path: Path, sample
     result = invoke("prune", sample, "-o", out, *args)
     assert result.exit_code == 2 and "the plan's layer record" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [sample.name]
+
+
+def test_a_dynamic_input_without_a_build_shape_is_refused_before_pruning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxprune import api
+
+    model = tmp_path / "dynamic.onnx"
+    onnx.save(classifier(batch="N"), str(model))
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pruned although the plan cannot be built")
+
+    monkeypatch.setattr(api, "prune", no_work)
+    result = invoke(
+        "prune", model, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--plan", tmp_path / "p.plan"
+    )
+    assert result.exit_code == 2 and "--shape x:" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.onnx"]
