@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images,docs]'
+	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images,docs,rtx]'
 	# What pip does for an installed package: the CLI then starts without compiling every module (0.27 s).
 	$(PY) -m compileall -q onnxprune
 	touch $(STAMP)
@@ -57,7 +57,8 @@ zoo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
 
-# Needs TensorRT and a CUDA device; elsewhere it writes the FP16 ONNX and says how to build with trtexec.
+# An FP16 plan of the pruned demo model: TensorRT where it and a GPU are here, else TensorRT-RTX (no GPU needed;
+# the plan is then not run, and the printout says so).
 plan: $(OUT)/resnet_slim.onnx
 	$(VENV)/bin/onnxprune prune $(OUT)/resnet_slim.onnx -o $(OUT)/resnet_slim.pruned.onnx --ratio 0.5 \
 		--plan $(OUT)/resnet_slim.pruned.plan --fp16 --save-onnx $(OUT)/resnet_slim.pruned.fp16.onnx

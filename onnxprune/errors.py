@@ -42,6 +42,10 @@ class CapabilityError(OnnxPruneError):
     """A backend (TensorRT, a CUDA device) that the request needs is not available here."""
 
 
+class BuildError(CapabilityError):
+    """The engine builder refused the model: its first error, and the node that error names."""
+
+
 def first_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (libraries raise multi-page ones), or its type's name."""
     lines = str(err).strip().splitlines()

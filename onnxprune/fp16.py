@@ -18,7 +18,8 @@ they read. :func:`verify_fp16` runs both models on ONNX Runtime and fails unless
 every output agrees (a cosine similarity of at least 0.999, and a guard on the scale-relative error:
 ``tolerances.REDUCED_PRECISION``, which says why). On the CPU, ONNX Runtime computes most
 float16 ops in float32 behind casts of its own, so that check covers the graph and the rounding of weights
-and activations, not float16 accumulation: TensorRT's own comparison (``tensorrt.build_engine``) covers that.
+and activations, not float16 accumulation: the engine build's own comparison (``engine.build_engine``)
+covers that.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ set -euo pipefail
 
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "$0")/gpu_common.sh" # cd to the root; PY, TRTEXEC, die, run_onnxprune
-"$PY" -c "from onnxprune.tensorrt import has_tensorrt as h; raise SystemExit(not h())" ||
+"$PY" -c "from onnxprune.devices import has_module as h; raise SystemExit(not h('tensorrt'))" ||
     die "TensorRT's Python package is missing: pip install 'onnxprune[trt]' (wheels from pypi.nvidia.com)"
 OUT=${2:-out}
 RATIO=${RATIO:-0.5}
@@ -42,7 +42,7 @@ fi
 
 run_onnxprune prune "$MODEL" -o "$PRUNED" --ratio "$RATIO"
 for model in "$MODEL" "$PRUNED"; do
-    run_onnxprune build "$model" -o "$OUT/$(basename "$model" .onnx).fp16.plan" --fp16 \
+    run_onnxprune build "$model" -o "$OUT/$(basename "$model" .onnx).fp16.plan" --fp16 --backend tensorrt \
         ${shape_args[@]+"${shape_args[@]}"}
 done
 

@@ -50,7 +50,7 @@ run_onnxprune sparsify "$MODEL" -o "$SPARSE" --min-channels "$MIN_CHANNELS" ${ca
 for model in "$MODEL" "$SPARSE"; do
     base=$(basename "$model" .onnx)
     rm -f "$OUT/$base.fp16.onnx" # a stale one from an earlier run must not pass for this run's
-    log=$(run_onnxprune build "$model" -o "$OUT/$base.unused.plan" --fp16 --save-onnx "$OUT/$base.fp16.onnx" \
+    log=$(run_onnxprune build "$model" -o "$OUT/$base.unused.plan" --backend tensorrt --fp16 --save-onnx "$OUT/$base.fp16.onnx" \
         ${shape_args[@]+"${shape_args[@]}"} 2>&1) || true
     [[ -f $OUT/$base.fp16.onnx ]] ||
         { printf '%s\n' "$log" | tail -5 >&2; die "could not write the FP16 ONNX of $model"; }

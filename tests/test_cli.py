@@ -139,33 +139,50 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     assert "no such file" in result.output and "Traceback" not in result.output
 
 
-def test_build_without_tensorrt_names_the_extra_and_writes_only_the_onnx(
-    sample: Path, tmp_path: Path
-) -> None:
-    from onnxprune import tensorrt
+def _no_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with neither TensorRT nor TensorRT-RTX, as the backends see it."""
+    from onnxprune.engine import backends
 
-    if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
-        pytest.skip("TensorRT and a GPU are present: the capability error does not apply")
+    monkeypatch.setattr(backends, "has_module", lambda name: False)
+    monkeypatch.setattr(backends, "has_cuda_device", lambda: False)
+
+
+def test_build_without_any_builder_names_the_extras_and_writes_only_the_onnx(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_builder(monkeypatch)
     plan, fp16 = tmp_path / "m.plan", tmp_path / "m.fp16.onnx"
     result = invoke("build", sample, "-o", plan, "--fp16", "--save-onnx", fp16)
     assert result.exit_code == 1
-    assert "onnxprune[trt]" in result.output and "trtexec --onnx=" in result.output
+    assert "onnxprune[rtx]" in result.output and "onnxprune[trt]" in result.output
     assert "Traceback" not in result.output
     assert fp16.exists() and not plan.exists()
 
 
-def test_prune_with_plan_reports_the_missing_backend_and_writes_nothing(sample: Path, tmp_path: Path) -> None:
-    from onnxprune import tensorrt
+def test_prune_with_plan_and_no_builder_refuses_before_any_work(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxprune import api
 
-    if tensorrt.has_tensorrt() and tensorrt.has_cuda_device():
-        pytest.skip("TensorRT and a GPU are present: the capability error does not apply")
+    _no_builder(monkeypatch)
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pruned although no plan can be built")
+
+    monkeypatch.setattr(api, "prune", no_work)
     out, plan, report = tmp_path / "p.onnx", tmp_path / "p.plan", tmp_path / "r.json"
     args = ("--ratio", "0.5", "--round-to", "4", "--plan", plan, "--report", report)
     result = invoke("prune", sample, "-o", out, *args)
-    assert result.exit_code == 1 and not out.exists() and not plan.exists() and not report.exists()
+    assert result.exit_code == 1, result.output
     line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and f"--onnx={out}" in line and "not written" in line, line
+    assert len(line.splitlines()) == 1 and "onnxprune[rtx]" in line, line
+    assert str(out) not in line and str(plan) not in line  # names no file it did not write
     assert sorted(p.name for p in tmp_path.iterdir()) == [sample.name]
+
+
+def test_plan_options_without_plan_are_refused(sample: Path, tmp_path: Path) -> None:
+    result = invoke("prune", sample, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--backend", "rtx")
+    assert result.exit_code == 2 and "give --plan too" in result.output
 
 
 def test_inspect_lists_conv_bn_pairs(sample: Path) -> None:

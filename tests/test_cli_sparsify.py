@@ -114,20 +114,24 @@ def test_prune_sparsify(tmp_path: Path) -> None:
 
 
 def test_build_turns_sparse_weights_on_for_a_24_model(model: Path, tmp_path: Path) -> None:
-    """Without TensorRT or a GPU, build says so in one line and prints the trtexec command to run."""
-    from onnxprune.tensorrt import has_cuda_device, has_tensorrt
+    """Without TensorRT or a GPU, build --backend tensorrt says so in one line and prints the trtexec
+    command to run."""
+    from onnxprune.devices import has_cuda_device, has_module
 
-    if has_tensorrt() and has_cuda_device():
+    if has_module("tensorrt") and has_cuda_device():
         pytest.skip("TensorRT and a GPU are here: the printed-command path is not taken")
     sparse = tmp_path / "sparse.onnx"
     assert (
         runner.invoke(app, ["sparsify", str(model), "-o", str(sparse), "--min-channels", "16"]).exit_code == 0
     )
-    built = runner.invoke(app, ["build", str(sparse), "-o", str(tmp_path / "s.plan")])
+    trt = ["--backend", "tensorrt"]
+    built = runner.invoke(app, ["build", str(sparse), "-o", str(tmp_path / "s.plan"), *trt])
     assert built.exit_code == 1 and "--sparsity=enable" in built.output
-    dense = runner.invoke(app, ["build", str(model), "-o", str(tmp_path / "d.plan")])
+    dense = runner.invoke(app, ["build", str(model), "-o", str(tmp_path / "d.plan"), *trt])
     assert dense.exit_code == 1 and "trtexec" in dense.output and "--sparsity=enable" not in dense.output
-    off = runner.invoke(app, ["build", str(sparse), "-o", str(tmp_path / "s.plan"), "--no-sparse-weights"])
+    off = runner.invoke(
+        app, ["build", str(sparse), "-o", str(tmp_path / "s.plan"), "--no-sparse-weights", *trt]
+    )
     assert "--sparsity=enable" not in off.output
 
 

@@ -166,3 +166,11 @@ def test_the_stage_check_sees_an_import_of_a_later_stage(tmp_path: Path) -> None
     later = {"onnxprune.pipeline.run", "onnxprune.pipeline.run.execute"}
     assert _later_stages(sample, "onnxprune.planning.make") == later
     assert _later_stages(sample, "onnxprune.search.targets") == set()
+
+
+@pytest.mark.parametrize("path", _files("measure"), ids=lambda p: p.name)
+def test_measurement_does_not_import_the_build_stage(path: Path) -> None:
+    """bench asks devices.py whether a GPU and TensorRT are here; the engine package (which imports
+    sparsity, which imports measure.counter) sits above it."""
+    bad = {m for m in _imports(path) if _inside(m, "onnxprune.engine")}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}"

@@ -1,24 +1,37 @@
-"""``onnxprune build``: a TensorRT plan from an ONNX model, checked against ONNX Runtime."""
+"""``onnxprune build``: an engine plan from an ONNX model (TensorRT or TensorRT-RTX), checked against ONNX
+Runtime where it can run here; the options ``prune --plan`` shares live here too."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from onnxprune.cli.printing import print_build
-from onnxprune.cli.shared import ModelArg, user_errors
+from onnxprune.cli.shared import ModelArg, choices, user_errors
+from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, profiles
 from onnxprune.files import check_output_path
 from onnxprune.inputs import parse_shapes
-from onnxprune.tensorrt import build_engine
+from onnxprune.options import choice
+
+BackendOpt = Annotated[
+    str,
+    choices(
+        EngineBackend,
+        "auto: TensorRT where it imports and a GPU is visible, else TensorRT-RTX (builds without a GPU).",
+    ),
+]
+BiasMapsOpt = Annotated[
+    str, choices(BiasMapForm, "How bias maps are handed to the builder (auto: the backend's choice).")
+]
 
 
 @user_errors
 def build(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the TensorRT plan.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan.")],
+    backend: BackendOpt = EngineBackend.AUTO,
     fp16: Annotated[bool, typer.Option(help="FP16 engine: the ONNX is converted to float16 first.")] = False,
     sparse_weights: Annotated[
         bool | None,
@@ -28,20 +41,36 @@ def build(
         ),
     ] = None,
     workspace: Annotated[int | None, typer.Option(help="Builder workspace limit in MiB.")] = None,
-    save_onnx: Annotated[Path | None, typer.Option(help="Write the exact ONNX handed to TensorRT.")] = None,
-    shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
+    save_onnx: Annotated[
+        Path | None, typer.Option(help="Write the exact ONNX handed to the builder.")
+    ] = None,
+    shape: Annotated[
+        list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input (the profile's opt).")
+    ] = None,
+    min_shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS, the profile's min.")] = None,
+    max_shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS, the profile's max.")] = None,
+    bias_maps: BiasMapsOpt = BiasMapForm.AUTO,
+    compute_capability: Annotated[
+        list[str] | None, typer.Option(help="TensorRT-RTX: a GPU to compile for, e.g. 8.6 (repeat).")
+    ] = None,
 ) -> None:
-    """Build a TensorRT plan (engine) from an ONNX model and check it against ONNX Runtime."""
-    shapes = parse_shapes(shape or [])
-    _build_and_print(model, output, fp16=fp16, save_onnx=save_onnx, shapes=shapes, sparse=sparse_weights,
-                     workspace=workspace)  # fmt: skip
-
-
-def _build_and_print(model: Path, plan: Path, *, fp16: bool, save_onnx: Path | None, shapes: Mapping,
-                     sparse: bool | None = None, workspace: int | None = None) -> None:  # fmt: skip
-    check_output_path(plan, [model])
+    """Build an engine plan from an ONNX model; check it against ONNX Runtime where it can run here."""
+    options = BuildOptions(
+        backend=choice(EngineBackend, backend, "--backend"),
+        fp16=fp16,
+        sparse_weights=sparse_weights,
+        workspace_mib=workspace,
+        profiles=shape_profiles(shape, min_shape, max_shape),
+        bias_maps=choice(BiasMapForm, bias_maps, "--bias-maps"),
+        compute_capabilities=tuple(compute_capability or ()),
+    )
+    check_output_path(output, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
-    result = build_engine(model, plan, fp16=fp16, sparse_weights=sparse, workspace_mib=workspace,
-                          shapes=shapes or None, save_onnx=save_onnx)  # fmt: skip
-    print_build(result)
+    print_build(build_engine(model, output, options, save_onnx=save_onnx))
+
+
+def shape_profiles(
+    shape: list[str] | None, min_shape: list[str] | None = None, max_shape: list[str] | None = None
+) -> dict:
+    return profiles(parse_shapes(shape or []), parse_shapes(min_shape or []), parse_shapes(max_shape or []))

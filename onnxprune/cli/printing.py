@@ -7,7 +7,9 @@ from typing import Any
 
 from rich.markup import escape
 
+from onnxprune.biasmaps import MapsRecord
 from onnxprune.cli.shared import console
+from onnxprune.engine.report import engine_table
 from onnxprune.report import change_table
 from onnxprune.sparsity.tables import fidelity_table, sparsify_table
 from onnxprune.verify import NOISE_FACTOR, render_comparison
@@ -90,10 +92,36 @@ def print_sparsity_line(report: dict[str, Any], output: Path) -> None:
     )
 
 
-def print_build(result: Any) -> None:
+def print_build(result: Any, original: tuple[Path, int | None, dict[str, Any]] | None = None,
+                pruned_params: int | None = None) -> None:  # fmt: skip
+    """A built plan: what it is and where its layers went, how its bias maps were handed over, and the
+    comparison with ONNX Runtime or why none was made; with ``original`` (its ONNX, parameters and
+    EngineReport dict) a table of both builds."""
+    engine = result.engine
+    sparse = "on" if engine.sparse_weights else "off"
     console.print(
-        f"[green]built[/] {result.plan_path} with TensorRT {result.trt_version} (fp16={result.fp16}, "
-        f"sparse weights={result.sparse})"
+        f"[green]built[/] {escape(str(result.plan_path))} with {engine.backend}: "
+        f"{engine.size_bytes / 2**20:.2f} MB in {engine.build_seconds:.2f} s, "
+        f"{engine.layers if engine.layers is not None else 'unlisted'} layers "
+        f"(fp16 {'on' if engine.fp16 else 'off'}, sparse weights {sparse}); "
+        f"per-layer record ({engine.layers_source}): {escape(str(engine.layers_json))}",
+        highlight=False,
     )
+    console.print(MapsRecord(**_maps_fields(engine.bias_maps)).line(), highlight=False, markup=False)
+    if engine.sparse_note:
+        console.print(f"sparse weights not used: {engine.sparse_note}", highlight=False, markup=False)
     if result.comparison is not None:
-        console.print(render_comparison(result.comparison, "TensorRT engine vs ONNX Runtime"))
+        console.print(render_comparison(result.comparison, f"{engine.backend} engine vs ONNX Runtime"))
+    else:
+        console.print(
+            f"[yellow]not compared with ONNX Runtime[/]: {escape(str(engine.not_compared))}", highlight=False
+        )
+    if original is not None:
+        name, params, report = original
+        rows = [("original", params, report), ("pruned", pruned_params, engine.to_dict())]
+        console.print(engine_table(rows, f"{engine.backend}: {name.name} original vs pruned"))
+
+
+def _maps_fields(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("form", "maps", "converted", "left", "border_max_abs", "border_fraction")
+    return {key: record[key] for key in keys if key in record}

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from onnxprune import api
+from onnxprune.cli.build import BackendOpt, BiasMapsOpt, shape_profiles
 from onnxprune.cli.printing import print_build, print_sparsity, print_verification
 from onnxprune.cli.shared import (
     CalibOpt,
@@ -32,7 +33,11 @@ from onnxprune.cli.shared import (
     warn,
 )
 from onnxprune.cli.summary import print_summary
-from onnxprune.errors import CapabilityError, UsageError
+from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, measure_engine
+from onnxprune.engine.backends import require
+from onnxprune.engine.build import check_shapes
+from onnxprune.engine.report import layers_path
+from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
@@ -51,7 +56,6 @@ from onnxprune.report import (
 from onnxprune.search.sensitivity import SAMPLES as SENSITIVITY_SAMPLES
 from onnxprune.search.sensitivity import SensitivityOptions
 from onnxprune.sparsity.layers import MIN_CHANNELS
-from onnxprune.tensorrt import build_engine
 
 # The library's default (options.PlanOptions), measured on the MNIST models (README, benchmarks/accuracy.py).
 DEFAULT_MAX_GROUP_RATIO = PlanOptions.max_group_ratio
@@ -189,15 +193,20 @@ def prune(
     ] = False,
     plan: Annotated[
         Path | None,
-        typer.Option(help="Also build a TensorRT plan of the pruned model.", rich_help_panel=DEPLOY),
+        typer.Option(
+            help="Also build an engine plan of the pruned model (and measure the original's).",
+            rich_help_panel=DEPLOY,
+        ),
     ] = None,
     fp16: Annotated[
         bool, typer.Option(help="With --plan: an FP16 engine (from an FP16 ONNX).", rich_help_panel=DEPLOY)
     ] = False,
     save_onnx: Annotated[
         Path | None,
-        typer.Option(help="With --plan: write the ONNX handed to TensorRT.", rich_help_panel=DEPLOY),
+        typer.Option(help="With --plan: write the ONNX handed to the builder.", rich_help_panel=DEPLOY),
     ] = None,
+    backend: Annotated[str, in_panel(BackendOpt, DEPLOY)] = EngineBackend.AUTO,
+    bias_maps: Annotated[str, in_panel(BiasMapsOpt, DEPLOY)] = BiasMapForm.AUTO,
     sparsify: Annotated[
         bool,
         typer.Option(
@@ -211,12 +220,29 @@ def prune(
     ] = MIN_CHANNELS,
 ) -> None:
     """Remove the least important channels and write a smaller, validated, verified model."""
+    layers = layers_path(plan) if plan is not None else None
+    layers = layers_path(plan) if plan is not None else None
     _distinct_outputs(
-        model, {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot}
-    )
+        model,
+        {"-o": output, "--report": report, "--plan": plan, "--save-onnx": save_onnx, "--plot": plot,
+         "the plan's layer record": layers},
+    )  # fmt: skip
     if plot is not None:
         check_plot_path(plot, [model])
+    engine_options = _engine_options(model, plan, backend, bias_maps, fp16, save_onnx, shape)
     target = one_target(target_macs, target_params, target_latency)
+    engine_options = None
+    if plan is not None:
+        engine_options = BuildOptions(
+            backend=choice(EngineBackend, backend, "--backend"),
+            fp16=fp16,
+            bias_maps=choice(BiasMapForm, bias_maps, "--bias-maps"),
+            profiles=shape_profiles(shape),
+        )
+        require(engine_options.backend)  # before any work: one line, nothing written
+        check_shapes(model, engine_options)
+    elif (fp16, save_onnx, backend, bias_maps) != (False, None, "auto", "auto"):
+        raise UsageError("--fp16, --save-onnx, --backend and --bias-maps apply to --plan; give --plan too")
     if target is not None:
         if ratio is not None or threshold is not None or replay is not None:
             raise UsageError("give a --target-* or one of --ratio, --threshold and --replay, not both")
@@ -253,8 +279,10 @@ def prune(
     title = f"{model.name} → {output.name}"
     printer = functools.partial(_print_report, verbose=verbose)
     tables = _Tables(title, output, render=not (as_json or bench), printer=printer)
-    extras = _Extras(tables, model, output, plan=plan, fp16=fp16, save_onnx=save_onnx, shapes=checks.shapes,
-                     bench=bench, plot=plot, report=report, progress=not as_json)  # fmt: skip
+    extras = _Extras(
+        tables, model, output, plan=plan, engine=engine_options, save_onnx=save_onnx, shapes=checks.shapes,
+        bench=bench, plot=plot, report=report, progress=not as_json,
+    )  # fmt: skip
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
         calib=request, before_save=extras if extras.wanted else None, on_pruned=tables, search=search,
@@ -267,8 +295,13 @@ def prune(
         console.file.write(tables.text)
     else:
         printer(result.report, title, output)
-    for engine in extras.built:
-        print_build(engine)
+    params = result.report["params"]["before"], result.report["params"]["after"]
+    for engine, original in extras.built:
+        if isinstance(original, str):
+            print_build(engine)
+            warn([original])
+        else:
+            print_build(engine, (model, params[0], original.to_dict()), params[1])
 
 
 class _Extras:
@@ -286,8 +319,10 @@ class _Extras:
         asked, result = self.asked, self.tables.result
         assert result is not None, "on_pruned runs before before_save"
         if asked["plan"] is not None:
-            _build_into(self.built, asked["plan"], self.output, staged, fp16=asked["fp16"],
-                        save_onnx=asked["save_onnx"], shapes=asked["shapes"])  # fmt: skip
+            _build_into(self.built, self.model, asked["plan"], asked["engine"], asked["save_onnx"], staged)
+            engine, original = self.built[-1]
+            params = result.report["params"]["before"], result.report["params"]["after"]
+            result.report["engine"] = _engine_record(engine, original, params)
         if asked["bench"]:
             timing = BenchOptions(shapes=asked["shapes"], min_seconds=2.0)
             with steps("timing", enabled=asked["progress"]) as step:
@@ -358,14 +393,56 @@ def _distinct_outputs(model: Path, outputs: dict[str, Path | None]) -> None:
         seen[resolved] = option
 
 
-def _build_into(built: list[Any], plan: Path, output: Path, staged: Path, **options: Any) -> None:
-    save_onnx, shapes = options.pop("save_onnx"), options.pop("shapes")
+def _engine_options(
+    model: Path,
+    plan: Path | None,
+    backend: str,
+    bias_maps: str,
+    fp16: bool,
+    save_onnx: Path | None,
+    shape: list[str] | None,
+) -> BuildOptions | None:
+    """The build's options, checked before any work: a missing backend or a dynamic input without a build
+    shape is one line, exit 1, nothing written."""
+    if plan is None:
+        if (fp16, save_onnx, backend, bias_maps) != (False, None, "auto", "auto"):
+            raise UsageError(
+                "--fp16, --save-onnx, --backend and --bias-maps apply to --plan; give --plan too"
+            )
+        return None
+    options = BuildOptions(
+        backend=choice(EngineBackend, backend, "--backend"),
+        fp16=fp16,
+        bias_maps=choice(BiasMapForm, bias_maps, "--bias-maps"),
+        profiles=shape_profiles(shape),
+    )
+    require(options.backend)
+    check_shapes(model, options)
+    return options
+
+
+def _build_into(
+    built: list[Any], model: Path, plan: Path, options: BuildOptions, save_onnx: Path | None, staged: Path
+) -> None:
+    """Builds the original's plan (measured for the table, not written), then the pruned model's from its
+    staged copy. A failed build of the pruned model names no file it did not write."""
     try:
-        engine = build_engine(staged, plan, fp16=options["fp16"], save_onnx=save_onnx, shapes=shapes or None)
-    except CapabilityError as err:
-        # The staged copy is gone once this fails: name the file the user will have.
-        message = str(err).replace(str(staged), str(output))
-        raise CapabilityError(
-            f"{message}; {output} not written either (prune without --plan for it)"
+        original: Any = measure_engine(model, options)
+    except OnnxPruneError as err:  # the table is a comparison, not the product: the pruned plan stands
+        original = f"the original's plan could not be built to compare with: {err}"
+    try:
+        engine = build_engine(staged, plan, options, save_onnx=save_onnx)
+    except OnnxPruneError as err:
+        raise type(err)(
+            f"{err}; the pruned model was not written either (prune without --plan for it)"
         ) from None
-    built.append(engine)
+    built.append((engine, original))
+
+
+def _engine_record(engine: Any, original: Any, params: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "pruned": engine.engine.to_dict(),
+        "original": original if isinstance(original, str) else original.to_dict(),
+        "params": {"before": params[0], "after": params[1]},
+        "compared": engine.comparison is not None,
+    }

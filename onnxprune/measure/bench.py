@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.devices import has_cuda_device, has_module
 from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import make_inputs, resolve_shapes
 from onnxprune.runtime import quiet_onnxruntime, quiet_options
-from onnxprune.tensorrt import has_cuda_device, has_tensorrt
 
 Shape = tuple[int, ...]
 MAX_RUNS = 100_000
@@ -78,7 +78,7 @@ def available_backends() -> list[str]:
         pass
     gpu = has_cuda_device()
     found = [b for b in found if b == "cpu" or gpu]
-    if gpu and has_tensorrt():
+    if gpu and has_module("tensorrt"):
         found.append("trt")
     return found
 
@@ -168,7 +168,7 @@ def _ort_session(model: onnx.ModelProto | str | Path, options: BenchOptions) -> 
 
 def _trt_runner(model: onnx.ModelProto | str | Path) -> Callable[[dict], Any]:
 
-    if not (has_tensorrt() and has_cuda_device()):
+    if not (has_module("tensorrt") and has_cuda_device()):
         raise CapabilityError(
             "backend 'trt' needs TensorRT ('onnxprune[trt]', from pypi.nvidia.com) and a GPU"
         )

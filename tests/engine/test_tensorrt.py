@@ -1,10 +1,9 @@
-"""tensorrt.py on the CPU: capability errors, the trtexec line, the build logic against a stand-in
-``tensorrt`` module. Real builds run where TensorRT and a CUDA device exist."""
+"""The TensorRT backend on the CPU: capability errors, the trtexec line, and the build logic against a
+stand-in ``tensorrt`` module (TensorRT needs a GPU to build; real builds run where one is)."""
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
+import json
 import shlex
 import sys
 import types
@@ -12,19 +11,23 @@ import types
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
-from onnxprune import tensorrt as trt_build
-from onnxprune.errors import CapabilityError, UsageError, VerificationError
+from engine._models import classifier
+from onnxprune.devices import has_cuda_device, has_module
+from onnxprune.engine import BuildOptions, Profile, backends, build_engine
+from onnxprune.engine import build as build_stage
+from onnxprune.engine.compare import compare_runners
+from onnxprune.engine.tensorrt import trtexec_command
+from onnxprune.errors import BuildError, CapabilityError, UsageError, VerificationError
 from onnxprune.fp16 import convert_to_fp16
-from onnxprune.tensorrt import build_engine, compare_runners, has_cuda_device, has_tensorrt, trtexec_command
 from onnxprune.verify import Comparison
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
 
 def has_tensorrt_and_gpu() -> bool:
-    return has_tensorrt() and has_cuda_device()
+    return has_module("tensorrt") and has_cuda_device()
 
 
 needs_gpu = pytest.mark.skipif(
@@ -33,57 +36,30 @@ needs_gpu = pytest.mark.skipif(
 )
 
 
-def _classifier(batch: int | str = 1) -> onnx.ModelProto:
-    """x[batch,3,16,16] -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> y[batch,10]."""
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.normal(0, 0.27, (8, 3, 3, 3)).astype(np.float32), "conv.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "conv.b"),
-        numpy_helper.from_array(rng.normal(0, 0.5, (10, 8)).astype(np.float32), "fc.w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "classifier",
-        [helper.make_tensor_value_info("x", FLOAT, [batch, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", FLOAT, [batch, 10])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "m.onnx"
-    onnx.save(_classifier(), str(path))
+    onnx.save(classifier(), str(path))
     return path
+
+
+def _available(monkeypatch, modules=(), device=True):
+    """What this machine has, as the backends see it: the packages in ``modules``, and a device or not."""
+    monkeypatch.setattr(backends, "has_module", lambda name: name in modules)
+    monkeypatch.setattr(backends, "has_cuda_device", lambda: device)
 
 
 @pytest.fixture
 def no_tensorrt(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a, **k: None if name == "tensorrt" else real(name, *a, **k)
-    )
-    monkeypatch.setattr(trt_build, "has_cuda_device", lambda: True)
+    _available(monkeypatch, modules=(), device=True)
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    def broken_driver() -> int:
-        raise RuntimeError("the driver fell over")
+    _available(monkeypatch, modules=("tensorrt",), device=False)
 
-    monkeypatch.setattr(trt_build, "has_tensorrt", lambda: True)
-    monkeypatch.setattr(trt_build, "_cuda_device_count", broken_driver)
+
+TRT = BuildOptions(backend="tensorrt")
 
 
 # ---- the trtexec line --------------------------------------------------------------------------------------
@@ -97,7 +73,16 @@ def no_gpu(monkeypatch):
         ({"fp16": True, "strongly_typed": True}, ["--stronglyTyped"], ["--fp16"]),
         ({"sparse": True}, ["--sparsity=enable"], ["--fp16"]),
         ({"workspace_mib": 512}, ["--memPoolSize=workspace:512M"], []),
-        ({"shapes": {"x": (1, 3, 224, 224), "mask": (1, 10)}}, ["--shapes=x:1x3x224x224,mask:1x10"], []),
+        (
+            {"profiles": {"x": Profile(*[(1, 3, 224, 224)] * 3), "mask": Profile(*[(1, 10)] * 3)}},
+            ["--shapes=x:1x3x224x224,mask:1x10"],
+            ["--minShapes"],
+        ),
+        (
+            {"profiles": {"x": Profile((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))}},
+            ["--minShapes=x:1x3x8x8", "--optShapes=x:4x3x8x8", "--maxShapes=x:8x3x8x8"],
+            ["--shapes="],
+        ),
     ],
 )
 def test_trtexec_command_reflects_the_options(options, present, absent):
@@ -120,7 +105,7 @@ def test_without_tensorrt_the_error_says_how_and_the_fp16_onnx_is_still_written(
 ):
     save, plan = tmp_path / "m.fp16.onnx", tmp_path / "m.plan"
     with pytest.raises(CapabilityError) as info:
-        build_engine(model_path, plan, fp16=True, save_onnx=save)
+        build_engine(model_path, plan, BuildOptions(backend="tensorrt", fp16=True), save_onnx=save)
     message = str(info.value)
     for needle in (
         "onnxprune[trt]",
@@ -139,10 +124,9 @@ def test_without_tensorrt_the_error_says_how_and_the_fp16_onnx_is_still_written(
 
 
 def test_without_a_gpu_the_error_names_it_and_the_onnx_is_still_written(tmp_path, model_path, no_gpu):
-    assert not has_cuda_device()  # the probe failed: a no, not an exception
     save, plan = tmp_path / "handed.onnx", tmp_path / "m.plan"
     with pytest.raises(CapabilityError) as info:
-        build_engine(model_path, plan, save_onnx=save)
+        build_engine(model_path, plan, TRT, save_onnx=save)
     message = str(info.value)
     assert "CUDA device" in message and f"trtexec --onnx={save} --saveEngine={plan}" in message
     assert "onnxprune[trt]" not in message  # TensorRT is there
@@ -152,7 +136,7 @@ def test_without_a_gpu_the_error_names_it_and_the_onnx_is_still_written(tmp_path
 
 def test_without_save_onnx_nothing_is_written(tmp_path, model_path, no_tensorrt):
     with pytest.raises(CapabilityError) as info:
-        build_engine(model_path, tmp_path / "m.plan", fp16=True)
+        build_engine(model_path, tmp_path / "m.plan", BuildOptions(backend="tensorrt", fp16=True))
     # TensorRT 11's trtexec has no --fp16: the message says how to get the FP16 ONNX instead.
     assert f"--onnx={model_path}" in str(info.value) and "--fp16" in str(info.value)
     assert "--save-onnx" in str(info.value)
@@ -164,53 +148,15 @@ def test_the_error_reflects_sparse_workspace_and_shapes(tmp_path, model_path, no
         build_engine(
             model_path,
             tmp_path / "m.plan",
-            sparse_weights=True,
-            workspace_mib=256,
-            shapes={"x": (1, 3, 16, 16)},
+            BuildOptions(
+                backend="tensorrt",
+                sparse_weights=True,
+                workspace_mib=256,
+                profiles={"x": Profile(*[(1, 3, 16, 16)] * 3)},
+            ),
         )
     for flag in ("--sparsity=enable", "--memPoolSize=workspace:256M", "--shapes=x:1x3x16x16"):
         assert flag in str(info.value)
-
-
-def test_has_tensorrt_answers_no_when_the_lookup_fails(monkeypatch):
-    def broken(name, *args, **kwargs):
-        raise ValueError("tensorrt.__spec__ is None")
-
-    monkeypatch.setattr(importlib.util, "find_spec", broken)
-    assert has_tensorrt() is False
-
-
-def test_has_cuda_device_asks_the_driver(monkeypatch):
-    class Driver:
-        def __init__(self, init_status, count):
-            self.init_status, self.count = init_status, count
-
-        def cuInit(self, flags):  # noqa: N802 - the CUDA driver's name
-            return self.init_status
-
-        def cuDeviceGetCount(self, pointer):  # noqa: N802
-            pointer._obj.value = self.count
-            return 0
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: Driver(0, 2))
-    assert has_cuda_device() is True
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: Driver(100, 0))  # CUDA_ERROR_NO_DEVICE
-    assert has_cuda_device() is False
-
-    def missing(name):
-        raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(ctypes, "CDLL", missing)
-    assert has_cuda_device() is False
-
-
-def test_a_tensorrt_that_does_not_load_is_a_capability_error(tmp_path, model_path, monkeypatch):
-    monkeypatch.setattr(trt_build, "has_tensorrt", lambda: True)
-    monkeypatch.setattr(trt_build, "has_cuda_device", lambda: True)
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
-    with pytest.raises(CapabilityError, match="does not load"):
-        build_engine(model_path, tmp_path / "m.plan")
-    assert not (tmp_path / "m.plan").exists()
 
 
 # ---- the build, against a stand-in tensorrt module ---------------------------------------------------------
@@ -221,35 +167,44 @@ class FakeTensorRT(types.ModuleType):
 
     STRONGLY_TYPED = 5
 
-    def __init__(self, version, *, fp16_flag=True, parse_error=None, plan=b"fake plan"):
+    def __init__(self, version, *, fp16_flag=True, parse_error=None, plan=b"fake plan", build_log=()):
         super().__init__("tensorrt")
         self.__version__ = version
-        self.parse_error, self.plan = parse_error, plan
+        self.parse_error, self.plan, self.build_log = parse_error, plan, list(build_log)
         self.network_flags = None
         self.parsed = None  # (path, model) TensorRT was handed
-        self.config_flags, self.pools, self.profiles = [], {}, []
+        self.config_flags, self.pools, self.profiles, self.verbosity = [], {}, [], None
+        self.deserialized = []  # plans the engine inspector was asked about
         flags = {"SPARSE_WEIGHTS": "sparse_weights", **({"FP16": "fp16"} if fp16_flag else {})}
         self.BuilderFlag = types.SimpleNamespace(**flags)
         self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=self.STRONGLY_TYPED)
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
+        self.LayerInformationFormat = types.SimpleNamespace(JSON="json")
         fake = self
 
-        class Logger:
-            WARNING = 2
+        class ILogger:
+            Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
 
-            def __init__(self, severity):
+            def __init__(self):
                 pass
+
+        class Config(types.SimpleNamespace):
+            def __setattr__(self, name, value):
+                if name == "profiling_verbosity":
+                    fake.verbosity = value
+                super().__setattr__(name, value)
 
         class Builder:
             def __init__(self, logger):
-                pass
+                self.logger = logger
 
             def create_network(self, flags):
                 fake.network_flags = flags
                 return types.SimpleNamespace(num_inputs=0, get_input=None)
 
             def create_builder_config(self):
-                return types.SimpleNamespace(
+                return Config(
                     set_flag=fake.config_flags.append,
                     set_memory_pool_limit=fake.pools.__setitem__,
                     add_optimization_profile=fake.profiles.append,
@@ -262,6 +217,8 @@ class FakeTensorRT(types.ModuleType):
                 )
 
             def build_serialized_network(self, network, config):
+                for severity, message in fake.build_log:
+                    self.logger.log(severity, message)
                 return fake.plan
 
         class OnnxParser:
@@ -273,7 +230,9 @@ class FakeTensorRT(types.ModuleType):
                 return int(fake.parse_error is not None)
 
             def get_error(self, index):
-                return types.SimpleNamespace(desc=lambda: fake.parse_error)
+                return types.SimpleNamespace(
+                    desc=lambda: fake.parse_error, node_name=lambda: "fc", node_operator=lambda: "Gemm"
+                )
 
             def parse_from_file(self, path):
                 model = onnx.load(path)
@@ -287,10 +246,21 @@ class FakeTensorRT(types.ModuleType):
                 self.network.num_inputs, self.network.get_input = len(inputs), inputs.__getitem__
                 return fake.parse_error is None
 
-        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, plan):
+                fake.deserialized.append(plan)
+                info = {"Layers": [{"Name": "conv+relu", "LayerType": "CaskConvolution",
+                                    "Metadata": "[ONNX Layer: conv][ONNX Layer: relu]"}]}  # fmt: skip
+                inspector = types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps(info))
+                return types.SimpleNamespace(create_engine_inspector=lambda: inspector)
+
+        self.ILogger, self.Builder, self.OnnxParser, self.Runtime = ILogger, Builder, OnnxParser, Runtime
 
 
-def _passed(*args):
+def _passed(*args, **kwargs):
     return Comparison([], atol=0.0, rtol=0.0, criterion="scale", iterations=1)
 
 
@@ -301,9 +271,8 @@ def fake_trt(monkeypatch):
     def install(version, **kwargs):
         fake = FakeTensorRT(version, **kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        monkeypatch.setattr(trt_build, "has_tensorrt", lambda: True)
-        monkeypatch.setattr(trt_build, "has_cuda_device", lambda: True)
-        monkeypatch.setattr(trt_build, "_compare_engine", _passed)
+        _available(monkeypatch, modules=("tensorrt",), device=True)
+        monkeypatch.setattr(build_stage, "compare_engine", _passed)
         return fake
 
     return install
@@ -312,79 +281,110 @@ def fake_trt(monkeypatch):
 def test_trt10_fp16_builds_a_strongly_typed_network_from_the_fp16_onnx(tmp_path, model_path, fake_trt):
     fake = fake_trt("10.13.0")
     plan = tmp_path / "m.plan"
-    result = build_engine(model_path, plan, fp16=True)
+    result = build_engine(model_path, plan, BuildOptions(backend="tensorrt", fp16=True))
     assert fake.network_flags == 1 << FakeTensorRT.STRONGLY_TYPED
     assert "fp16" not in fake.config_flags  # strongly typed: the ONNX's types are the precision
     handed_path, handed = fake.parsed
     assert {t.data_type for t in handed.graph.initializer} == {FLOAT16}
     assert plan.read_bytes() == b"fake plan"
-    assert (result.trt_version, result.fp16, result.onnx_path) == ("10.13.0", True, None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.plan"]
+    assert (result.backend, result.engine.fp16, result.onnx_path) == ("TensorRT 10.13.0", True, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.layers.json", "m.onnx", "m.plan"]
 
 
 def test_trt10_fp32_builds_a_weakly_typed_network_from_the_input(tmp_path, model_path, fake_trt):
     fake = fake_trt("10.13.0")
-    result = build_engine(model_path, tmp_path / "m.plan")
+    result = build_engine(model_path, tmp_path / "m.plan", TRT)
     assert fake.network_flags == 0 and fake.config_flags == []
     assert fake.parsed[0] == str(model_path) and result.onnx_path == model_path
+    assert result.comparison is not None and result.engine.not_compared is None
+
+
+def test_the_layers_come_from_the_engine_inspector_with_detailed_verbosity(tmp_path, model_path, fake_trt):
+    fake = fake_trt("10.13.0")
+    result = build_engine(model_path, tmp_path / "m.plan", TRT)
+    assert fake.verbosity == "detailed" and fake.deserialized == [b"fake plan"]
+    record = json.loads((tmp_path / "m.layers.json").read_text())
+    assert record["source"] == "engine inspector" and record["backend"] == "TensorRT 10.13.0"
+    [layer] = record["layers"]
+    assert layer["name"] == "conv+relu" and layer["onnx_nodes"] == ["conv", "relu"]
+    assert result.engine.layers == 1 and result.engine.size_bytes == len(b"fake plan")
 
 
 def test_trt11_is_strongly_typed_and_never_asks_for_the_fp16_flag(tmp_path, model_path, fake_trt):
     fake = fake_trt("11.4.1", fp16_flag=False)
-    build_engine(model_path, tmp_path / "a.plan")
+    build_engine(model_path, tmp_path / "a.plan", TRT)
     assert fake.network_flags == 1 << FakeTensorRT.STRONGLY_TYPED
-    build_engine(model_path, tmp_path / "b.plan", fp16=True)  # would raise AttributeError on BuilderFlag.FP16
-    assert fake.config_flags == []
+    build_engine(model_path, tmp_path / "b.plan", BuildOptions(backend="tensorrt", fp16=True))
+    assert fake.config_flags == []  # would raise AttributeError on BuilderFlag.FP16
 
 
 def test_sparse_weights_and_workspace_reach_the_builder_config(tmp_path, model_path, fake_trt):
     fake = fake_trt("10.13.0")
     save = tmp_path / "handed.onnx"
-    result = build_engine(
-        model_path, tmp_path / "m.plan", sparse_weights=True, workspace_mib=256, save_onnx=save
-    )
+    options = BuildOptions(backend="tensorrt", sparse_weights=True, workspace_mib=256)
+    result = build_engine(model_path, tmp_path / "m.plan", options, save_onnx=save)
     assert fake.config_flags == ["sparse_weights"] and fake.pools == {"workspace": 256 << 20}
     assert fake.profiles == []  # static input: no optimization profile
-    assert result.sparse and result.onnx_path == save and fake.parsed[0] == str(save)
+    assert result.engine.sparse_weights and result.engine.sparse_note is None
+    assert result.onnx_path == save and fake.parsed[0] == str(save)
 
 
-def test_dynamic_inputs_get_a_profile_from_shapes(tmp_path, fake_trt):
+def test_dynamic_inputs_get_a_profile_with_min_opt_max(tmp_path, fake_trt):
     fake = fake_trt("10.13.0")
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
-    build_engine(path, tmp_path / "m.plan", shapes={"x": (4, 3, 16, 16)})
-    assert [p.shapes for p in fake.profiles] == [{"x": ((4, 3, 16, 16),) * 3}]
+    onnx.save(classifier(batch="N"), str(path))
+    profile = Profile((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))
+    build_engine(path, tmp_path / "m.plan", BuildOptions(backend="tensorrt", profiles={"x": profile}))
+    assert [p.shapes for p in fake.profiles] == [{"x": ((1, 3, 16, 16), (4, 3, 16, 16), (8, 3, 16, 16))}]
 
 
 def test_a_dynamic_input_without_a_shape_is_refused_before_building(tmp_path, fake_trt):
     fake = fake_trt("10.13.0")
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
+    onnx.save(classifier(batch="N"), str(path))
     with pytest.raises(UsageError, match="--shape x:"):
-        build_engine(path, tmp_path / "m.plan")
+        build_engine(path, tmp_path / "m.plan", TRT)
     assert fake.network_flags is None and not (tmp_path / "m.plan").exists()
 
 
-def test_parse_and_build_failures_are_capability_errors(tmp_path, model_path, fake_trt):
+def test_a_parse_failure_names_the_node_and_writes_nothing(tmp_path, model_path, fake_trt):
     fake_trt("10.13.0", parse_error="Unsupported ONNX op: Foo")
-    with pytest.raises(CapabilityError, match="cannot parse .*Unsupported ONNX op: Foo"):
-        build_engine(model_path, tmp_path / "m.plan")
-    fake_trt("10.13.0", plan=None)
-    with pytest.raises(CapabilityError, match="could not build"):
-        build_engine(model_path, tmp_path / "m.plan")
-    assert not (tmp_path / "m.plan").exists()
+    with pytest.raises(
+        BuildError, match="cannot parse the model: node 'fc' .Gemm.: Unsupported ONNX op: Foo"
+    ):
+        build_engine(model_path, tmp_path / "m.plan", TRT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_build_failure_gives_the_first_error_and_the_node_it_names(tmp_path, model_path, fake_trt):
+    log = [(2, "a warning first"), (1, "Error Code 1: Cannot compile operation 'fc' here"), (1, "second")]
+    fake_trt("10.13.0", plan=None, build_log=log)
+    with pytest.raises(BuildError) as info:
+        build_engine(model_path, tmp_path / "m.plan", TRT)
+    message = str(info.value)
+    assert "could not build the engine: Error Code 1: Cannot compile operation 'fc' here" in message
+    assert "(node 'fc', Gemm)" in message and "second" not in message and "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
 def test_an_engine_that_disagrees_writes_no_plan(tmp_path, model_path, fake_trt, monkeypatch):
     fake_trt("10.13.0")
 
-    def disagree(*args):
+    def disagree(*args, **kwargs):
         raise VerificationError("the TensorRT engine disagrees with the ONNX model on output 'y'")
 
-    monkeypatch.setattr(trt_build, "_compare_engine", disagree)
+    monkeypatch.setattr(build_stage, "compare_engine", disagree)
     with pytest.raises(VerificationError):
-        build_engine(model_path, tmp_path / "m.plan")
+        build_engine(model_path, tmp_path / "m.plan", TRT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_tensorrt_that_does_not_load_is_a_capability_error(tmp_path, model_path, monkeypatch):
+    _available(monkeypatch, modules=("tensorrt",), device=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    with pytest.raises(CapabilityError, match="does not load"):
+        build_engine(model_path, tmp_path / "m.plan", TRT)
+    assert not (tmp_path / "m.plan").exists()
 
 
 # ---- comparing runners (the engine check, with ONNX Runtime standing in for TensorRT) ----------------------
@@ -397,7 +397,7 @@ def _runner(model, name):
 
 
 def test_compare_runners_scores_each_output():
-    original = _classifier()
+    original = classifier()
     half = convert_to_fp16(original)
     feeds = [{"x": np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)}]
     good = compare_runners(_runner(original, "a"), _runner(half, "b"), feeds)
@@ -420,8 +420,9 @@ def test_real_build(tmp_path, model_path, fp16):
     import tensorrt as trt
 
     plan = tmp_path / "m.plan"
-    result = build_engine(model_path, plan, fp16=fp16, workspace_mib=256, save_onnx=tmp_path / "handed.onnx")
-    assert result.comparison.passed and result.trt_version == trt.__version__
+    options = BuildOptions(backend="tensorrt", fp16=fp16, workspace_mib=256)
+    result = build_engine(model_path, plan, options, save_onnx=tmp_path / "handed.onnx")
+    assert result.comparison.passed and result.backend == f"TensorRT {trt.__version__}"
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
     assert engine is not None
 
@@ -430,6 +431,18 @@ def test_real_build(tmp_path, model_path, fp16):
 @needs_gpu
 def test_real_build_dynamic_batch_with_sparse_weights(tmp_path):
     path = tmp_path / "dynamic.onnx"
-    onnx.save(_classifier(batch="N"), str(path))
-    result = build_engine(path, tmp_path / "m.plan", sparse_weights=True, shapes={"x": (2, 3, 16, 16)})
+    onnx.save(classifier(batch="N"), str(path))
+    options = BuildOptions(
+        backend="tensorrt",
+        sparse_weights=True,
+        profiles={"x": Profile((1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16))},
+    )
+    result = build_engine(path, tmp_path / "m.plan", options)
     assert result.comparison.passed and result.comparison.outputs[0].reference_shape == (2, 10)
+
+
+def test_compute_capabilities_are_refused_where_auto_takes_tensorrt(tmp_path, model_path, fake_trt):
+    fake = fake_trt("10.13.0")
+    with pytest.raises(UsageError, match="--compute-capability is for TensorRT-RTX"):
+        build_engine(model_path, tmp_path / "m.plan", BuildOptions(compute_capabilities=("8.6",)))
+    assert fake.parsed is None and not (tmp_path / "m.plan").exists()
