@@ -47,7 +47,7 @@ from onnxprune.options import (
 )
 from onnxprune.pipeline import Execution, Prepared, PruneResult, execute, prepare
 from onnxprune.planning import make_plan
-from onnxprune.search.budget import Budget, SearchData, SearchOptions, measure
+from onnxprune.search.budget import Budget, SearchData, SearchOptions, measure, moments_for
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions
 from onnxprune.search.targets import Target, target_options, target_record
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify
@@ -201,10 +201,13 @@ def prune_model(
     calib_options = calib.calib_options() if calib is not None else None
     holdout = (calib_options or CalibOptions()).holdout
     prepared = prepare(model, options, verify.shapes if verify is not None else {}, samples, holdout)
-    data = search.data(samples, holdout)
+    steps = (calib_options or CalibOptions()).steps
+    moments = moments_for(prepared, options, search.data(samples, holdout), steps)
+    data = search.data(samples, holdout, moments)
     plan, record, allocation = choose_plan(prepared, target, data)
     refuse_nothing_to_prune(prepared.groups, plan, prepared.graph, options.criterion)
-    result = execute(prepared, plan, Execution(verify, samples, calib_options, sparsify, defer_check, record))
+    run = Execution(verify, samples, calib_options, sparsify, defer_check, record, moments)
+    result = execute(prepared, plan, run)
     if allocation is not None:
         result.report["allocation"] = allocation
     if data.eval_cmd is not None:

@@ -6,15 +6,18 @@ this module is the driver above the rules.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.plan import Plan
+from onnxprune.channels.rebuild import Rebuilt
 from onnxprune.channels.span import width
 from onnxprune.errors import ValidationError, first_line
 from onnxprune.files import checkable, without_weights
@@ -30,9 +33,12 @@ __all__ = [
 ]
 
 
-def apply_plan(graph: gs.Graph, analysis: Analysis, plan: Plan) -> gs.Graph:
-    """Slice every node to ``plan``, in place."""
-    rw = Rewrite(graph, analysis, plan)
+def apply_plan(
+    graph: gs.Graph, analysis: Analysis, plan: Plan, rebuilt: Mapping[str, Rebuilt] | None = None
+) -> gs.Graph:
+    """Slice every node to ``plan``, in place; ``rebuilt``: per cut tensor, what its consumers fold for
+    the removed channels instead of the analysis' constants (channels/rebuild.py)."""
+    rw = Rewrite(graph, analysis, plan, rebuilt)
     for node in list(graph.nodes):
         rule_for(node).apply(node, rw)
     io = {id(t) for t in graph.inputs + graph.outputs}
@@ -239,3 +245,41 @@ def _filled(graph: gs.Graph, tensor: gs.Variable, removed: np.ndarray, value: np
     mask = gs.Constant(f"{name}__mask", (~removed).astype(dtype).reshape(shape))
     fill = gs.Constant(f"{name}__fill", np.where(removed, value, 0.0).astype(dtype).reshape(shape))
     return _mask_and_fill(graph, tensor, mask, fill)
+
+
+def cut_feeds(
+    analysis: Analysis, plan: Plan, points: list[CutPoint], rebuilt: Mapping[str, Rebuilt]
+) -> dict[str, np.ndarray]:
+    """The masks, fills and rebuild weights that make the cut-input model compute what ``plan``'s pruned
+    model does (rebuilt channels where ``rebuilt`` has them, the analysis' constants elsewhere)."""
+    feed: dict[str, np.ndarray] = {}
+    for point in points:
+        removed = analysis.removed_mask(point.tensor, plan)
+        fill = np.nan_to_num(analysis.states[point.tensor].removed_value, nan=0.0)
+        weight = np.zeros((len(removed), len(removed)))
+        found = rebuilt.get(point.tensor)
+        if found is not None:
+            fill = np.zeros(len(removed))
+            fill[found.removed] = found.constant
+            if found.linear is not None:
+                weight[np.ix_(found.removed, found.kept)] = found.linear
+        feed[point.mask] = (~removed).astype(np.float32).reshape(point.shape)
+        feed[point.fill] = np.where(removed, fill, 0.0).astype(np.float32).reshape(point.shape)
+        if point.weight is not None:
+            # A MatMul computes x @ W: the map transposed; a Conv takes [out, in, 1...].
+            matrix = weight.T if len(point.weight_shape) == 2 else weight
+            feed[point.weight] = matrix.astype(np.float32).reshape(point.weight_shape)
+        elif found is not None and found.linear is not None:
+            raise AssertionError(f"{point.tensor}: rebuilt columns but no weight input to take them")
+    return feed
+
+
+def with_cuts(model: onnx.ModelProto, cuts: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """The cut-input model with its cut inputs as constants: the original's inputs only."""
+    baked = onnx.ModelProto()
+    baked.CopyFrom(model)
+    kept = [v for v in baked.graph.input if v.name not in cuts]
+    del baked.graph.input[:]
+    baked.graph.input.extend(kept)
+    baked.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in cuts.items())
+    return baked

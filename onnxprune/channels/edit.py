@@ -8,11 +8,14 @@ nothing of rules, so rules may import it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.plan import Plan
+from onnxprune.channels.rebuild import Rebuilt
 from onnxprune.names import FreshNames
 
 
@@ -20,10 +23,13 @@ class Rewrite:
     """What a rule's ``apply`` may read (kept positions, removed values) and do (replace parameters, add
     nodes) while ``plan`` is applied to ``graph``."""
 
-    def __init__(self, graph: gs.Graph, analysis: Analysis, plan: Plan) -> None:
+    def __init__(
+        self, graph: gs.Graph, analysis: Analysis, plan: Plan, rebuilt: Mapping[str, Rebuilt] | None = None
+    ) -> None:
         self.graph = graph
         self.analysis = analysis
         self.plan = plan
+        self.rebuilt = rebuilt or {}
         self._sliced: dict[tuple[str, tuple[int, ...], str], list[gs.Constant]] = {}  # by name, shape, dtype
         self._sliced_names: set[str] = set()  # the names in those keys
         # One pool for tensors and nodes: a node added to a model pruned before must not take the name of
@@ -53,8 +59,20 @@ class Rewrite:
 
     def removed_values(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(positions, values) of the removed channels of a tensor: what a consumer must fold."""
+        found = self.rebuilt.get(tensor.name)
+        if found is not None:
+            return found.removed, found.constant
         gone = self.analysis.removed_positions(tensor.name, self.plan)
         return gone, self.analysis.states[tensor.name].removed_value[gone]
+
+    def rebuild(self, tensor: gs.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+        """(removed positions, linear: removed x kept) where the removed channels of ``tensor`` are rebuilt
+        from the kept ones (a consumer adds their columns, mapped, to its kept weights); None where they
+        carry constants only."""
+        found = self.rebuilt.get(tensor.name)
+        if found is None or found.linear is None:
+            return None
+        return found.removed, found.linear
 
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give one node a new value for one parameter input without touching other users of it."""

@@ -71,7 +71,7 @@ def sweep_command(
     ] = None,
     calib: CalibOpt = None,
     calib_samples: CalibSamplesOpt = None,
-    calib_steps: CalibStepsOpt = "refit",
+    calib_steps: CalibStepsOpt = "rebuild,refit",
     plot: Annotated[
         Path | None, typer.Option(help="Draw fidelity vs MACs (and latency) into this PNG.")
     ] = None,

@@ -148,7 +148,7 @@ def prune(
         str | None, typer.Option(help="Images: std per channel, s or s,s,s.", rich_help_panel=COMPENSATION)
     ] = None,
     calib_samples: Annotated[int | None, in_panel(CalibSamplesOpt, COMPENSATION)] = None,
-    calib_steps: Annotated[str, in_panel(CalibStepsOpt, COMPENSATION)] = "refit",
+    calib_steps: Annotated[str, in_panel(CalibStepsOpt, COMPENSATION)] = "rebuild,refit",
     verify: Annotated[
         bool,
         typer.Option(

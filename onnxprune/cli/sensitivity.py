@@ -35,7 +35,7 @@ def sensitivity(
     model: ModelArg,
     calib: CalibOpt = None,
     calib_samples: CalibSamplesOpt = None,
-    calib_steps: CalibStepsOpt = "refit",
+    calib_steps: CalibStepsOpt = "rebuild,refit",
     eval_cmd: EvalCmdOpt = None,
     sensitivity_samples: SensitivitySamplesOpt = SAMPLES,
     fractions: Annotated[

@@ -105,7 +105,9 @@ RoundToOpt = Annotated[
     ),
 ]
 CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
-CalibStepsOpt = Annotated[str, typer.Option(help="Calibration steps, comma list of bias, refit, bn.")]
+CalibStepsOpt = Annotated[
+    str, typer.Option(help="Calibration steps, comma list of rebuild, bias, refit, bn.")
+]
 IterationsOpt = Annotated[
     int | None,
     typer.Option(help="Feeds: N random ones (default 1), or N samples split off an --inputs file."),

@@ -34,7 +34,9 @@ from onnxprune.compensate.refit import LayerFit, gather_target, output_positions
 from onnxprune.data import Samples, count, split_holdout
 from onnxprune.errors import UsageError
 
-STEPS = ("bias", "refit", "bn")
+# rebuild: at the rewrite, removed channels rebuilt from the kept ones (compensate/rebuild.py); then
+# per consumer, bias or refit; then bn. Each usable alone.
+STEPS = ("rebuild", "bias", "refit", "bn")
 # Bytes of original outputs kept at sampled positions, all layers together.
 TARGET_BYTES = 256 * 2**20
 # A refit needs at least this many sampled rows per unknown (weights and bias of one output); with fewer the
@@ -46,7 +48,7 @@ ROWS_PER_UNKNOWN = 2
 @dataclass
 class CalibOptions:
     # Measured on the MNIST models (README): refit alone is best or level; adding bn lost 16 pp on one.
-    steps: tuple[str, ...] = ("refit",)
+    steps: tuple[str, ...] = ("rebuild", "refit")
     holdout: float = 0.1
     positions: int = 32  # output positions sampled per sample and Conv layer
     ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix

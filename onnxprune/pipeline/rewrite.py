@@ -8,12 +8,14 @@ model serves any number of plans.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import onnx
 
 from onnxprune import files
 from onnxprune.channels import Plan
+from onnxprune.channels.rebuild import Rebuilt
 from onnxprune.errors import OriginalRunError, ValidationError
 from onnxprune.graph import to_model
 from onnxprune.pipeline.isolate import Trial, decline_breaking_groups
@@ -21,18 +23,24 @@ from onnxprune.pipeline.prepare import Prepared
 from onnxprune.rewrite import apply_plan, validate
 from onnxprune.runtime import PendingCheck, check_runs
 
+# Per plan, how its removed channels are rebuilt (compensate/rebuild.py); None: the analysis' constants.
+Rebuild = Callable[[Plan], Mapping[str, Rebuilt]] | None
 
-def rewritten(prepared: Prepared, plan: Plan) -> onnx.ModelProto:
+
+def rewritten(prepared: Prepared, plan: Plan, rebuild: Rebuild = None) -> onnx.ModelProto:
     """The model pruned by ``plan``, validated (checker and strict shape inference), not run."""
-    graph = apply_plan(prepared.graph.copy(), prepared.analysis, plan)
+    rebuilt = rebuild(plan) if rebuild is not None else None
+    graph = apply_plan(prepared.graph.copy(), prepared.analysis, plan, rebuilt)
     return validate(to_model(graph, prepared.model))
 
 
-def attempt(prepared: Prepared, plan: Plan, feeds: Any, defer: bool = False) -> Trial:
+def attempt(
+    prepared: Prepared, plan: Plan, feeds: Any, defer: bool = False, rebuild: Rebuild = None
+) -> Trial:
     """Rewrite, validate, run: the pruned model, or the ValidationError the plan caused. ``defer``: the
     run goes on in a thread (``Trial.pending``)."""
     try:
-        pruned = rewritten(prepared, plan)
+        pruned = rewritten(prepared, plan, rebuild)
         # Serialised once: ONNX Runtime checks these bytes, and they are what is saved.
         data = None if files.needs_external_data(pruned) else pruned.SerializeToString()
         if defer:
@@ -46,10 +54,12 @@ def attempt(prepared: Prepared, plan: Plan, feeds: Any, defer: bool = False) -> 
     return Trial(plan, pruned, None, data)
 
 
-def rewrite(prepared: Prepared, plan: Plan, feeds: Any, defer: bool = False) -> Trial:
+def rewrite(
+    prepared: Prepared, plan: Plan, feeds: Any, defer: bool = False, rebuild: Rebuild = None
+) -> Trial:
     """``attempt``, and where it fails, the plan without the groups that break the model (declined)."""
-    trial = attempt(prepared, plan, feeds, defer=defer)
+    trial = attempt(prepared, plan, feeds, defer=defer, rebuild=rebuild)
     if trial.error is None:
         return trial
-    retry = functools.partial(attempt, prepared, feeds=feeds)
+    retry = functools.partial(attempt, prepared, feeds=feeds, rebuild=rebuild)
     return decline_breaking_groups(prepared.groups, plan, retry)

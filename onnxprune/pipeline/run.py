@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +15,12 @@ import onnx
 
 from onnxprune import verify
 from onnxprune.channels import Analysis, ChannelGroup, Plan
+from onnxprune.channels.rebuild import Rebuilt
 from onnxprune.compensate.calibrate import CalibOptions, calibrate
+from onnxprune.compensate.rebuild import MOMENT_SAMPLES, Moments, channel_moments, rebuild
 from onnxprune.compensate.summary import compensation_report
-from onnxprune.data import Samples, static_batch
+from onnxprune.data import Samples, split_holdout, static_batch, take
+from onnxprune.data import count as count_samples
 from onnxprune.evidence import RANDOM_ONLY
 from onnxprune.graph import normalise
 from onnxprune.measure.counter import Counts, count
@@ -25,12 +28,19 @@ from onnxprune.options import Compensate, VerifyOptions
 from onnxprune.pipeline.layer_errors import held_out_part, plan_layer_errors, record_layer_errors
 from onnxprune.pipeline.prepare import Prepared
 from onnxprune.pipeline.report import build_report
-from onnxprune.pipeline.rewrite import rewrite
+from onnxprune.pipeline.rewrite import Rebuild, rewrite
 from onnxprune.pipeline.verdict import judge
 from onnxprune.pipeline.verification import feeds_for, verify_pruning
 from onnxprune.planning import unmatched_excludes
 from onnxprune.planning.align import seen_widths, unaligned
-from onnxprune.rewrite import kept_positions, masked_reference, validate
+from onnxprune.rewrite import (
+    cut_feeds,
+    kept_positions,
+    masked_reference,
+    reference_with_cut_inputs,
+    validate,
+    with_cuts,
+)
 from onnxprune.runtime import PendingCheck, check_runs
 from onnxprune.sparsity import SparsifyOptions, sparsify_model
 
@@ -74,6 +84,8 @@ class Execution:
     # A target search's record of what it reached, from the counts before and after (it raises where the
     # pruned model misses the target): checked before anything is verified.
     target_record: Callable[[Counts, Counts], dict[str, Any]] | None = None
+    # Channel statistics for calibration's rebuild (compensate/rebuild.py), where measured already.
+    moments: Mapping[str, Moments] | None = None
 
     @property
     def verifying(self) -> bool:
@@ -97,13 +109,18 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
     # The deferred check answers after the save began: only where nothing else needs the model run first.
     defer = run.defer_check and not run.verifying and run.sparsify is None and run.samples is None
     feeds = feeds_for(model, run.verify or VerifyOptions())
-    trial = rewrite(prepared, plan, feeds, defer=defer)
+    rebuild_for = _rebuild_for(prepared, run) if calibrating else None
+    trial = rewrite(prepared, plan, feeds, defer=defer, rebuild=rebuild_for)
     plan, pruned = trial.plan, trial.pruned
     if pruned is None:
         raise AssertionError("the bisection over groups ended without a model")
     analysis, groups = prepared.analysis, prepared.groups
     report = _report(prepared, plan, pruned, run)
-    masked = functools.partial(_masked, model, analysis, plan)
+    if rebuild_for is not None:
+        report["compensation"]["rebuilt"] = _rebuilt_record(rebuild_for(plan))
+        masked = functools.partial(_rebuilt_reference, prepared, plan, rebuild_for)
+    else:
+        masked = functools.partial(_masked, model, analysis, plan)
     result = PruneResult(model, pruned, groups, report, masked, plan, analysis, None, trial.serialized,
                          trial.pending)  # fmt: skip
     if run.verifying:
@@ -156,6 +173,36 @@ def _verify(result: PruneResult, analysis: Analysis, feeds: Any, run: Execution)
     )  # fmt: skip
     if errors is not None:
         record_layer_errors(result.original, result.masked, analysis, result.plan, section, errors)
+
+
+def _rebuild_for(prepared: Prepared, run: Execution) -> Rebuild:
+    """With calibration data and its rebuild step: removed channels rebuilt from the kept ones, from the
+    channel statistics of the fitting part (compensate/rebuild.py)."""
+    options = run.calib or CalibOptions()
+    if "rebuild" not in options.steps or run.samples is None:
+        return None
+    moments = run.moments
+    if moments is None:
+        fit, _ = split_holdout(run.samples, options.holdout)
+        fit = take(fit, min(MOMENT_SAMPLES, count_samples(fit)))
+        moments = channel_moments(prepared.model, prepared.graph, prepared.analysis, fit)
+    return functools.partial(rebuild, prepared.analysis, moments=moments)
+
+
+def _rebuilt_record(rebuilt: Mapping[str, Rebuilt]) -> dict[str, Any]:
+    linear = [name for name, found in rebuilt.items() if found.linear is not None]
+    return {
+        "tensors": len(rebuilt),
+        "linear": len(linear),
+        "channels": int(sum(len(r.removed) for r in rebuilt.values())),
+    }
+
+
+def _rebuilt_reference(prepared: Prepared, plan: Plan, rebuild_for: Callable) -> onnx.ModelProto:
+    """What the rebuilt pruned model must compute: the original with each consumer's input cut by the
+    plan and its removed channels rebuilt (the search's cut-input model, its inputs as constants)."""
+    model, points = reference_with_cut_inputs(prepared.graph.copy(), prepared.analysis, linear=True)
+    return with_cuts(model, cut_feeds(prepared.analysis, plan, points, rebuild_for(plan)))
 
 
 def _masked(model: onnx.ModelProto, analysis: Analysis, plan: Plan) -> onnx.ModelProto:

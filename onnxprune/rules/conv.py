@@ -133,9 +133,16 @@ class ConvRule(Rule):
         c_in = channels(node.inputs[0]) or weight.shape[1] * group
         if group == 1 and keep_in is not None:
             bias = self._fold(node, rw, weight, bias)
-            # One gather for both axes: ResNet-50's weights were copied twice, half of its rewrite time.
             rows = keep_out if keep_out is not None else np.arange(weight.shape[0])
-            weight = weight[np.ix_(rows, keep_in)]
+            rebuilt = rw.rebuild(node.inputs[0])
+            # One gather for both axes: a ResNet-50's weights copied twice made half of its rewrite time.
+            kept = weight[np.ix_(rows, keep_in)]
+            if rebuilt is not None:  # the removed columns, rebuilt from the kept channels
+                removed, linear = rebuilt
+                gone = weight[np.ix_(rows, removed)].astype(np.float64)
+                moved = np.einsum("or...,rk->ok...", gone, linear)
+                kept = (kept.astype(np.float64) + moved).astype(weight.dtype)
+            weight = kept
             bias = bias[keep_out] if bias is not None and keep_out is not None else bias
             keep_out = None
         elif group > 1 and group == c_in and weight.shape[0] == c_in:

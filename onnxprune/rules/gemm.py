@@ -58,7 +58,13 @@ class GemmRule(Rule):
             return  # declined in analysis: its channels were never cut
         shift = self._folded(node, rw, weight) if keep_in is not None else None
         if keep_in is not None:
-            weight = weight[keep_in]
+            rebuilt = rw.rebuild(node.inputs[0])
+            kept = weight[keep_in]
+            if rebuilt is not None:  # x_removed ~ x_kept @ linear.T: its rows moved onto the kept ones
+                removed, linear = rebuilt
+                moved = linear.T @ weight[removed].astype(np.float64)
+                kept = (kept.astype(np.float64) + moved).astype(weight.dtype)
+            weight = kept
         if keep_out is not None:
             weight = weight[:, keep_out]
             shift = shift[keep_out] if shift is not None else None

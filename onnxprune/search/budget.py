@@ -12,11 +12,12 @@ scores across layers where they mean different things.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from onnxprune.channels import Plan
+from onnxprune.compensate.rebuild import MOMENT_SAMPLES, Moments, channel_moments
 from onnxprune.data import Samples, count, split_holdout, take
 from onnxprune.errors import UsageError
 from onnxprune.fidelity import total_damage, worst_fidelity
@@ -25,7 +26,7 @@ from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
 from onnxprune.pipeline import Prepared
 from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
-from onnxprune.search.evaluate import Moments, PlanEvaluator, channel_moments
+from onnxprune.search.evaluate import PlanEvaluator
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, jobs, measure_sensitivity
 from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
@@ -41,6 +42,8 @@ class SearchData:
     eval_cmd: EvalCommand | None = None
     sensitivity: SensitivityOptions = SensitivityOptions()
     progress: bool = False  # progress lines on stderr, where it is a terminal
+    # Channel statistics for calibration's rebuild, measured once for the search and the prune.
+    moments: Mapping[str, Moments] | None = None
 
     @property
     def given(self) -> bool:
@@ -54,19 +57,15 @@ class SearchData:
         return take(fit, min(self.sensitivity.samples, count(fit)))
 
     def moment_samples(self) -> Samples | None:
-        """The rest of the fitting part (all of it where nothing is left): what the channel statistics of
-        the foreseen refit come from. Apart from the evaluations' samples where there are enough, so that
-        a rebuild fitted on samples is not judged on the same samples."""
+        """What the channel statistics of calibration's rebuild come from: up to ``MOMENT_SAMPLES`` of the
+        fitting part after the evaluations' (all of the fitting part where too few are left), so that a
+        rebuild estimated on samples is not judged on the same samples."""
         if self.samples is None:
             return None
         fit, _ = split_holdout(self.samples, self.holdout)
         rest = {name: array[self.sensitivity.samples :] for name, array in fit.items()}
-        return rest if count(rest) >= self.sensitivity.samples else fit
-
-    @property
-    def fit_count(self) -> int:
-        """Samples calibration fits on (the fitting part)."""
-        return 0 if self.samples is None else count(split_holdout(self.samples, self.holdout)[0])
+        chosen = rest if count(rest) >= self.sensitivity.samples else fit
+        return take(chosen, min(MOMENT_SAMPLES, count(chosen)))
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,11 @@ class SearchOptions:
         if self.eval_cmd is not None:
             EvalCommand(self.eval_cmd)  # a bad template is a usage error before any work
 
-    def data(self, samples: Samples | None, holdout: float) -> SearchData:
+    def data(
+        self, samples: Samples | None, holdout: float, moments: Mapping[str, Moments] | None = None
+    ) -> SearchData:
         command = EvalCommand(self.eval_cmd) if self.eval_cmd is not None else None
-        return SearchData(samples, holdout, command, self.sensitivity, self.progress)
+        return SearchData(samples, holdout, command, self.sensitivity, self.progress, moments)
 
 
 def resolve_allocation(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Allocate, str]:
@@ -153,8 +154,8 @@ def evaluation(
     if data.eval_cmd is not None:
         return _command_evaluation(prepared, options, samples, data)
     assert samples is not None
-    moments = _moments(prepared, options, data.moment_samples())
-    evaluator = PlanEvaluator(prepared, samples, moments, refit_samples=data.fit_count)
+    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
+    evaluator = PlanEvaluator(prepared, samples, moments)
 
     def evaluate(plan: Plan) -> tuple[float, float]:
         found = evaluator.fidelity(plan)
@@ -168,8 +169,8 @@ def _command_evaluation(
 ) -> tuple[Callable[[Plan], tuple[float, float]], str]:
     """Damage = the original's score minus the plan's, scored by the user's command on a model computing
     what the pruned one does (the original with the plan's cuts fed as constants)."""
-    moments = _moments(prepared, options, data.moment_samples())
-    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False, refit_samples=data.fit_count)
+    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
+    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False)
     command = data.eval_cmd
     assert command is not None
     original = command.score(prepared.model)
@@ -181,12 +182,16 @@ def _command_evaluation(
     return evaluate, f"--eval-cmd {command.template!r} (original: {original:g})"
 
 
-def _moments(prepared: Prepared, options: PlanOptions, samples: Samples | None) -> dict[str, Moments] | None:
-    """What a removed channel carries in the search's evaluations: with calibration, its mean and what the
-    refit recovers (a linear estimate from the kept channels); without, the analysis' data-free value."""
-    if options.compensate != Compensate.CALIB or samples is None:
+def moments_for(
+    prepared: Prepared, options: PlanOptions, data: SearchData, steps: tuple[str, ...] = ("rebuild",)
+) -> dict[str, Moments] | None:
+    """What a removed channel carries, in the search's evaluations and the prune alike: with calibration's
+    rebuild, its estimate from the kept channels (channel statistics on the data); without, the
+    analysis' data-free value (None)."""
+    samples = data.moment_samples()
+    if options.compensate != Compensate.CALIB or samples is None or "rebuild" not in steps:
         return None
-    return channel_moments(prepared, samples, covariance=True)
+    return channel_moments(prepared.model, prepared.graph, prepared.analysis, samples)
 
 
 def _allocated(

@@ -30,7 +30,7 @@ from onnxprune.measure.counter import Counts, count
 from onnxprune.options import Compensate, PlanOptions, VerifyOptions, choice
 from onnxprune.pipeline import Execution, Prepared, execute, prepare
 from onnxprune.runtime import ort_session
-from onnxprune.search.budget import Budget, SearchOptions
+from onnxprune.search.budget import Budget, SearchOptions, moments_for
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.targets import Target, TargetError
 from onnxprune.verify import compare
@@ -148,11 +148,13 @@ def _prepare(model: onnx.ModelProto, options: SweepOptions) -> _Sweep:
     before = next(iter(prepared.values())).before
     feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
     labelled = _labelled(options.labels, model) if options.labels is not None else None
-    data = options.search.data(samples, holdout)
     budgets = {}
+    steps = options.calib.calib_options().steps if options.calib is not None else ()
     for mode in options.modes():
         plan = replace(options.plan, compensate=mode)
-        budgets[str(mode)] = Budget(replace(prepared[plan.analysis_mode], options=plan), data)
+        ready = replace(prepared[plan.analysis_mode], options=plan)
+        moments = moments_for(ready, plan, options.search.data(samples, holdout), steps)
+        budgets[str(mode)] = Budget(ready, options.search.data(samples, holdout, moments))
     return _Sweep(model, options, before, feeds, labelled, prepared, samples, budgets, holdout)
 
 
@@ -174,7 +176,7 @@ def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
         except TargetError as err:
             rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(err)}
             continue
-        result = execute(budget.prepared, plan, _execution(state))
+        result = execute(budget.prepared, plan, _execution(state, budget))
         rows[mode] = _measure(state, result.pruned, value, str(mode), start)
         rows[mode]["fidelity"] = result.report.get("verdict", {}).get("fidelity")
         rows[mode]["score"] = _score(state, result.pruned)
@@ -188,12 +190,12 @@ def _score(state: _Sweep, model: onnx.ModelProto) -> float | None:
     return EvalCommand(command).score(model) if command is not None else None
 
 
-def _execution(state: _Sweep) -> Execution:
+def _execution(state: _Sweep, budget: Budget) -> Execution:
     """As ``prune --target-* --no-verify`` runs the pipeline: checked by one ONNX Runtime run, fitted on
     the calibration data in mode calib; its verdict on the held-out samples is recorded, never refused."""
     checks = VerifyOptions(enabled=False, shapes=state.options.shapes, min_fidelity=-1.0)
-    calib = state.options.calib
-    return Execution(checks, state.samples, calib.calib_options() if calib is not None else None)
+    calib = state.options.calib.calib_options() if state.options.calib is not None else None
+    return Execution(checks, state.samples, calib, moments=budget.data.moments)
 
 
 def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, start: float) -> dict[str, Any]:

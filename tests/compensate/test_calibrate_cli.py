@@ -73,8 +73,9 @@ def test_usage_errors(tmp_path: Path) -> None:
 
 def test_calibrated_prune_reports_layers_and_held_out_fidelity(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
+    steps = ["--calib-steps", "refit"]  # the refit alone, from the data-free folding
     result, out = prune(
-        tmp_path, "--calib", CALIB, "--calib-samples", "96", "--no-verify", "--report", report
+        tmp_path, "--calib", CALIB, "--calib-samples", "96", "--no-verify", "--report", report, *steps
     )
     assert result.exit_code == 0, result.output
     assert out.exists() and "held-out" in result.output
@@ -84,6 +85,16 @@ def test_calibrated_prune_reports_layers_and_held_out_fidelity(tmp_path: Path) -
     assert refitted and all(layer["rel_mse_after"] < layer["rel_mse_before"] for layer in refitted)
     fidelity = calibration["fidelity"]
     assert fidelity["after"]["logits"]["cosine"] > fidelity["before"]["logits"]["cosine"] + 0.3
+
+
+def test_by_default_calibration_rebuilds_then_refits_and_never_ends_worse(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result, _ = prune(tmp_path, "--calib", CALIB, "--calib-samples", "96", "--no-verify", "--report", report)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(report.read_text())
+    assert saved["compensation"]["rebuilt"]["linear"] > 0
+    fidelity = saved["calibration"]["fidelity"]
+    assert fidelity["after"]["logits"]["damage"] <= fidelity["before"]["logits"]["damage"]
 
 
 @pytest.mark.slow
