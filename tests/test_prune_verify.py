@@ -111,7 +111,8 @@ def test_one_prune_makes_each_session_once(
 
 def test_held_out_samples_get_layer_error_runs_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """With calibration samples the per-layer errors are measured on them: three sessions more, each cut
-    to the consumers' outputs (optimised), after verification's four."""
+    to the consumers' outputs (optimised), after verification's four; and the verdict runs the original
+    and the pruned model on them (two more)."""
     from test_compensate_datafree import with_dead_beta
 
     made = _count_sessions(monkeypatch)
@@ -121,7 +122,7 @@ def test_held_out_samples_get_layer_error_runs_of_their_own(monkeypatch: pytest.
         with_dead_beta(tiny.chain()), options, api.VerifyOptions(), api.CalibRequest(samples={"input": x})
     )
     assert result.report["compensation"]["error_on"] == "2 held-out calibration samples"
-    assert sorted(made) == sorted(["ENABLE_BASIC", "DISABLE_ALL", *["ENABLE_ALL"] * 6]), made
+    assert sorted(made) == sorted(["ENABLE_BASIC", "DISABLE_ALL", *["ENABLE_ALL"] * 8]), made
 
 
 def test_shared_runs_measure_the_layer_errors_their_own_runs_do(monkeypatch: pytest.MonkeyPatch) -> None:

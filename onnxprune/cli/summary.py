@@ -37,6 +37,12 @@ def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
         print_verification(report["verify"])
     if "verdict" in report:
         console.print(verdict_line(report["verdict"]), highlight=False)
+    elif "verify" in report:
+        console.print(
+            "[yellow]verdict: none[/]: random data says nothing about the task; pass --calib DATA (its held-out "
+            "part judges) or --inputs FILE",
+            highlight=False,
+        )
     if "score" in report:
         score = report["score"]
         console.print(f"--eval-cmd score: {score['original']:g} → {score['pruned']:g}", highlight=False)

@@ -136,7 +136,9 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
     if run.sparsify is not None:
         result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
         _sparsify(result, _sparsify_options(run.sparsify, run), run.verify)
-    if run.verifying or run.samples is not None:
+    # Judged on the user's data only: random feeds say nothing about a task (verification's change
+    # table already shows them, labelled a smoke test).
+    if run.samples is not None or (run.verifying and feeds.source == "file"):
         held = held_out_part(run.samples, run.holdout)
         checks = run.verify or VerifyOptions()
         report["verdict"] = judge(model, result.pruned, held, feeds, checks.min_fidelity)
