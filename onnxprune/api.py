@@ -31,6 +31,7 @@ from onnxprune.data import check_samples, load_calibration, take
 from onnxprune.errors import OriginalRunError, UsageError, ValidationError
 from onnxprune.graph import normalise
 from onnxprune.importance import score_groups, slimming_warning
+from onnxprune.inputs import shapes_from_data
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
 from onnxprune.measure.layout import prefetch as prefetch_channel_block
@@ -46,6 +47,7 @@ from onnxprune.options import (
     choice,
 )
 from onnxprune.pipeline import Execution, Prepared, PruneResult, execute, prepare
+from onnxprune.pipeline.verification import feeds_for
 from onnxprune.planning import make_plan
 from onnxprune.search.budget import Budget, SearchData, SearchOptions, measure, moments_for
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions
@@ -200,6 +202,7 @@ def prune_model(
         raise UsageError("--allocate sensitivity shares a target's budget: give a --target-*")
     calib_options = calib.calib_options() if calib is not None else None
     holdout = (calib_options or CalibOptions()).holdout
+    verify, taken = _shapes_of_the_data(model, verify, samples)
     prepared = prepare(model, options, verify.shapes if verify is not None else {}, samples, holdout)
     steps = (calib_options or CalibOptions()).steps
     moments = moments_for(prepared, options, search.data(samples, holdout), steps)
@@ -210,11 +213,28 @@ def prune_model(
     result = execute(prepared, plan, run)
     if allocation is not None:
         result.report["allocation"] = allocation
+    if taken:
+        result.report["warnings"].append(f"dynamic dims taken from the data given ({', '.join(taken)})")
     if data.eval_cmd is not None:
         command = data.eval_cmd
         scores = {"original": command.score(model), "pruned": command.score(result.pruned)}
         result.report["score"] = {"command": command.template, **scores}
     return result
+
+
+def _shapes_of_the_data(
+    model: onnx.ModelProto, verify: VerifyOptions | None, samples: dict[str, np.ndarray] | None
+) -> tuple[VerifyOptions | None, list[str]]:
+    """Dynamic dims with no ``--shape`` are taken from the user's data (calibration samples, else the
+    ``--inputs`` file): MACs are counted, and random feeds made, at the size the model really runs at."""
+    given = verify.shapes if verify is not None else {}
+    data = samples
+    if data is None and verify is not None and verify.inputs is not None:
+        data = feeds_for(model, verify).feeds[0]
+    shapes, taken = shapes_from_data(model, given, data)
+    if not taken:
+        return verify, []
+    return replace(verify or VerifyOptions(enabled=False), shapes=shapes), taken
 
 
 def choose_plan(

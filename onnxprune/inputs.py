@@ -361,3 +361,23 @@ def original_fails_message(feeds: Feeds, err: BaseException) -> str:
     if feeds.source == "random":
         return f"{head}; random data may not suit it: give real samples with --inputs"
     return head
+
+
+def shapes_from_data(
+    model: onnx.ModelProto, given: Mapping[str, Shape], data: Mapping[str, np.ndarray] | None
+) -> tuple[dict[str, Shape], list[str]]:
+    """The shapes to count and feed at: ``given`` (``--shape``), and for every other input with dynamic
+    dims, one sample of the user's data (batch 1); with a note per input taken from the data."""
+    shapes: dict[str, Shape] = dict(given)
+    notes: list[str] = []
+    if not data:
+        return shapes, notes
+    for spec in _graph_inputs(model):
+        dynamic = spec.dims is None or any(not isinstance(d, int) for d in spec.dims)
+        if spec.name in shapes or not dynamic or spec.name not in data:
+            continue
+        shape = (1, *data[spec.name].shape[1:])
+        if spec.fits(shape):
+            shapes[spec.name] = shape
+            notes.append(f"{spec.name}:{fmt_dims(shape)}")
+    return shapes, notes

@@ -39,8 +39,8 @@ def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
         console.print(verdict_line(report["verdict"]), highlight=False)
     elif "verify" in report:
         console.print(
-            "[yellow]verdict: none[/]: random data says nothing about the task; pass --calib DATA (its held-out "
-            "part judges) or --inputs FILE",
+            "[yellow]verdict: none[/]: random data says nothing about the task; pass --calib DATA (its "
+            "held-out part judges) or --inputs FILE",
             highlight=False,
         )
     if "score" in report:
