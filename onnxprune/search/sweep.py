@@ -12,6 +12,7 @@ sweep goes on.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,8 @@ class SweepOptions:
         if not self.targets:
             raise UsageError("--targets needs at least one fraction")
         for value in self.targets:
+            if not (math.isfinite(value) and 0.0 < value <= 1.0):
+                raise UsageError(f"--targets are fractions of the original in (0, 1], got {value:g}")
             Target(self.kind, value).check()
         if self.iterations < 1:
             raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
@@ -174,7 +177,9 @@ def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
         try:
             _, plan, _ = budget.plan(Target(state.options.kind, value))
         except TargetError as err:
-            rows[mode] = {"target": value, "compensate": str(mode), "error": first_line(err)}
+            # A point of a ladder: the sweep goes on, and writes no model anyway.
+            reason = first_line(err).removesuffix("; nothing written")
+            rows[mode] = {"target": value, "compensate": str(mode), "error": reason}
             continue
         result = execute(budget.prepared, plan, _execution(state, budget))
         rows[mode] = _measure(state, result.pruned, value, str(mode), start)
