@@ -41,6 +41,7 @@ from onnxprune.options import (
     Allocate,
     Compensate,
     Criterion,
+    Device,
     PlanOptions,
     Scope,
     VerifyOptions,
@@ -315,7 +316,7 @@ def prune(
         calib.calib_options()
         _not_evaluation_data(calib.source, verify.inputs)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
-    if options.round_to == AUTO:
+    if options.round_to == AUTO and options.device == Device.CPU:
         prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
     run = functools.partial(

@@ -54,6 +54,15 @@ class Allocate(StrEnum):
     SENSITIVITY = "sensitivity"
 
 
+class Device(StrEnum):
+    """What the pruned model is for (``--for``): the widths ``--round-to auto`` rounds to are its. TensorRT
+    (and any GPU): multiples of 8, what Tensor Cores want, on whatever machine prunes; cpu: ONNX Runtime's
+    CPU channel block on this machine (8 or 16), for a model deployed where it is pruned."""
+
+    TENSORRT = "tensorrt"
+    CPU = "cpu"
+
+
 class Compensate(StrEnum):
     """What removed channels leave behind (see compensate/datafree.py): nothing, their BN's expected output
     (data-free), or their mean on calibration data and the consumers refitted; auto: calib when calibration
@@ -80,7 +89,8 @@ class PlanOptions:
 
     ratio: float | None = None
     threshold: float | None = None
-    # "auto": 8 for Tensor Cores, or ONNX Runtime's CPU channel block here where larger (measure/layout.py).
+    # "auto": what ``device`` wants: 8 for Tensor Cores, or for cpu ONNX Runtime's CPU channel block here
+    # where larger (measure/layout.py).
     round_to: int | str = AUTO
     min_keep: int = 8
     scope: Scope = Scope.GLOBAL
@@ -93,6 +103,7 @@ class PlanOptions:
     # minimum while others keep half; what it cannot take goes to the next-ranked channels elsewhere.
     max_group_ratio: float = 0.85
     allocate: Allocate = Allocate.AUTO
+    device: Device = Device.TENSORRT
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -100,6 +111,7 @@ class PlanOptions:
         set_(self, "compensate", choice(Compensate, self.compensate, "--compensate"))
         set_(self, "criterion", choice(Criterion, self.criterion, "--criterion"))
         set_(self, "allocate", choice(Allocate, self.allocate, "--allocate"))
+        set_(self, "device", choice(Device, self.device, "--for"))
         set_(self, "exclude", _strings(self.exclude, "--exclude"))
         if sum(x is not None for x in (self.ratio, self.threshold, self.replay)) != 1:
             raise UsageError("give exactly one of --ratio, --threshold and --replay")
@@ -133,7 +145,9 @@ class PlanOptions:
     @property
     def width_step(self) -> int:
         """The multiple every kept width is rounded to: ``round_to``, with auto resolved on this machine."""
-        return auto_round_to() if self.round_to == AUTO else int(self.round_to)
+        if self.round_to != AUTO:
+            return int(self.round_to)
+        return auto_round_to() if self.device == Device.CPU else TENSOR_CORES
 
     @property
     def aligned_to(self) -> int:
@@ -165,7 +179,9 @@ class PlanOptions:
         width step auto resolved to (and why) and the alignment promised."""
         kept = [f.name for f in fields(self) if f.metadata.get("report", True)]
         recorded = {name: _plain(getattr(self, name)) for name in kept}
-        reason = auto_reason() if self.round_to == AUTO else None
+        reason = None
+        if self.round_to == AUTO:
+            reason = auto_reason() if self.device == Device.CPU else "auto for TensorRT: Tensor Cores want 8"
         return dict(recorded, width_step=self.width_step, aligned_to=self.aligned_to, width_reason=reason)
 
 

@@ -120,7 +120,7 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
     assert options.to_dict() == {
         "ratio": 0.5, "threshold": None, "round_to": "auto", "min_keep": 8, "scope": "layer",
         "exclude": ["/stem/*"], "criterion": "l2", "compensate": "auto", "max_group_ratio": 0.85,
-        "allocate": "auto",
+        "allocate": "auto", "device": "tensorrt",
         "width_step": 8, "aligned_to": 8,  # what auto resolved to (pinned to 8 for tests: conftest.py)
         "width_reason": options.to_dict()["width_reason"],
     }  # fmt: skip

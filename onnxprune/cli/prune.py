@@ -41,7 +41,16 @@ from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
-from onnxprune.options import MIN_FIDELITY, Allocate, Compensate, Criterion, PlanOptions, Scope, choice
+from onnxprune.options import (
+    MIN_FIDELITY,
+    Allocate,
+    Compensate,
+    Criterion,
+    Device,
+    PlanOptions,
+    Scope,
+    choice,
+)
 from onnxprune.planning import load_plan
 from onnxprune.plots import check_plot_path, plot_kept
 from onnxprune.progress import steps
@@ -99,6 +108,16 @@ def prune(
         typer.Option(help="Apply the kept channels of an earlier --report.", rich_help_panel=PLAN),
     ] = None,
     round_to: Annotated[str, in_panel(RoundToOpt, PLAN)] = "auto",
+    device: Annotated[
+        str,
+        choices(
+            Device,
+            "What the model is for: the widths --round-to auto rounds to (tensorrt: multiples of 8 on any "
+            "machine; cpu: ONNX Runtime's channel block here).",
+            panel=PLAN,
+            flag="--for",
+        ),
+    ] = Device.TENSORRT,
     min_keep: Annotated[
         int, typer.Option(help="Never keep fewer channels in a group.", rich_help_panel=PLAN)
     ] = 8,
@@ -252,6 +271,7 @@ def prune(
         threshold=threshold,
         replay=load_plan(replay) if replay is not None else None,
         round_to=round_to,
+        device=choice(Device, device, "--for"),
         min_keep=min_keep,
         scope=choice(Scope, scope, "--scope"),
         exclude=tuple(exclude or ()),

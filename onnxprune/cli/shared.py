@@ -46,15 +46,21 @@ def user_errors(func: F) -> F:
 
 
 def choices(
-    kind: type[Enum], help: str, offered: tuple[str, ...] | None = None, panel: str | None = None
+    kind: type[Enum],
+    help: str,
+    offered: tuple[str, ...] | None = None,
+    panel: str | None = None,
+    flag: str | None = None,
 ) -> Any:
     """An option whose values are an enum's (or the ``offered`` of them where a command takes fewer):
     typer lists and completes them, and the library's own check (``options.choice``) refuses others with
     one line, like every other bad option. ``panel``: the group --help lists it under."""
     values = [str(m.value) for m in kind if offered is None or m.value in offered]
+    names = (flag,) if flag is not None else ()
     return typer.Option(
-        metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values, rich_help_panel=panel
-    )
+        *names, metavar="[" + "|".join(values) + "]", help=help, autocompletion=lambda: values,
+        rich_help_panel=panel,
+    )  # fmt: skip
 
 
 def in_panel(option: Any, panel: str) -> Any:

@@ -54,11 +54,18 @@ def test_no_answer_from_onnx_runtime_leaves_auto_at_8(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize(("block", "step"), [(1, 8), (8, 8), (16, 16)])
-def test_auto_is_8_or_the_larger_cpu_block(monkeypatch: pytest.MonkeyPatch, block: int, step: int) -> None:
+def test_auto_for_cpu_is_8_or_the_larger_cpu_block(
+    monkeypatch: pytest.MonkeyPatch, block: int, step: int
+) -> None:
     monkeypatch.setattr(layout, "cpu_channel_block", lambda: block)
-    options = api.PlanOptions(ratio=0.5)
+    options = api.PlanOptions(ratio=0.5, device="cpu")
     assert options.round_to == "auto" and options.width_step == step
     assert options.to_dict()["width_step"] == step
+    # For TensorRT (the default) the machine that prunes does not matter: multiples of 8.
+    assert (
+        api.PlanOptions(ratio=0.5).width_step == 8
+        and "TensorRT" in api.PlanOptions(ratio=0.5).to_dict()["width_reason"]
+    )
     assert api.PlanOptions(ratio=0.5, round_to=4).width_step == 4
     assert api.PlanOptions(ratio=0.5, round_to="24").width_step == 24
 
@@ -76,7 +83,7 @@ def test_an_avx512_block_rounds_kept_widths_to_16(monkeypatch: pytest.MonkeyPatc
     source, out = tmp_path / "m.onnx", tmp_path / "p.onnx"
     onnx.save(model, source)
     result = CliRunner().invoke(app, ["prune", str(source), "-o", str(out), "--ratio", "0.4", "--no-verify",
-                                      "--report", str(tmp_path / "r.json")])  # fmt: skip
+                                      "--for", "cpu", "--report", str(tmp_path / "r.json")])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     kept = [g["channels_after"] for g in report["groups"]]
@@ -123,7 +130,7 @@ def test_auto_rounds_grouped_chunks_to_8_where_the_block_would_freeze_them(
 ) -> None:
     monkeypatch.setattr(layout, "cpu_channel_block", lambda: 16)
     checks = api.VerifyOptions(enabled=False)
-    auto = api.prune_model(_grouped_model(), api.PlanOptions(ratio=0.5), checks)
+    auto = api.prune_model(_grouped_model(), api.PlanOptions(ratio=0.5, device="cpu"), checks)
     sixteen = api.prune_model(_grouped_model(), api.PlanOptions(ratio=0.5, round_to=16), checks)
     # Two ties of 6 chunks: the grouped Conv's input and its output.
     assert len(_grouped_widths(auto)) == 12 and sum(_grouped_widths(auto)[:6]) % 8 == 0
