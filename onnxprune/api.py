@@ -308,13 +308,7 @@ def prune(
     (the CLI renders its tables then); again for the new result where a failed check prunes again.
     """
     verify = verify if verify is not None else VerifyOptions()
-    if target is not None:
-        target_options(options, target)  # a bad target is a usage error even for an unreadable model
-    if sparsify is not None:
-        sparsify.check()  # bad options are a usage error even when the model is unreadable too
-    if calib is not None:
-        calib.calib_options()
-        _not_evaluation_data(calib.source, verify.inputs)
+    _check_request(options, verify, target, sparsify, calib)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
     if options.round_to == AUTO and options.device == Device.CPU:
         prefetch_channel_block()  # answered while the model is read
@@ -336,22 +330,42 @@ def prune(
         if on_pruned is not None:
             on_pruned(result)
     if before_save is not None:
-        with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
-            before_save(
-                files.save_model(
-                    result.pruned,
-                    Path(folder) / output.name,
-                    external_data=external_data,
-                    serialized=result.serialized,
-                )  # fmt: skip
-            )
+        _staged(result, output, external_data, before_save)
     files.save_model(result.pruned, output, external_data=external_data, serialized=result.serialized)
     result.output = output
     return result
 
 
+def _check_request(
+    options: PlanOptions,
+    verify: VerifyOptions,
+    target: Target | None,
+    sparsify: SparsifyOptions | None,
+    calib: CalibRequest | None,
+) -> None:
+    """Bad options are usage errors before the model is read, even for an unreadable model."""
+    if target is not None:
+        target_options(options, target)
+    if sparsify is not None:
+        sparsify.check()
+    if calib is not None:
+        calib.calib_options()
+        _not_evaluation_data(calib.source, verify.inputs)
+
+
+def _staged(
+    result: PruneResult, output: Path, external_data: bool | None, before_save: Callable[[Path], object]
+) -> None:
+    """``before_save`` on a temporary copy of the pruned model (a TensorRT plan built from it, say)."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
+        staged = Path(folder) / output.name
+        before_save(
+            files.save_model(result.pruned, staged, external_data=external_data, serialized=result.serialized)
+        )
+
+
 def _saved_when_checked(result: PruneResult, output: Path, external_data: bool | None) -> bool:
-    """Write the file while the deferred ONNX Runtime check runs (ResNet-50: 0.1 s of a 1.2 s prune); it
+    """Write the file while the deferred ONNX Runtime check runs (the write hides behind the check); it
     replaces ``output`` only once the check passed. False (nothing written) where a group broke the run."""
     try:
         files.save_model(

@@ -1,7 +1,7 @@
 """Read the model file while the command line starts.
 
-A CLI start imports onnx (0.5-0.7 s here, most of it ml_dtypes registering its types with numpy) before it
-can read anything; reading a 100 MB model takes 0.1-0.25 s more, and a file read waits on the disk and the
+A CLI start imports onnx (most of it ml_dtypes registering its types with numpy) before it can read
+anything; reading a large model takes a comparable time more, and a file read waits on the disk and the
 kernel without holding the GIL. So the console script (``onnxprune.launch``) starts that read in a thread
 first, and ``files.read_model`` takes the bytes instead of reading the file again, where the file is the
 same one (size and modification time as when the read began). Nothing but the standard library here: it

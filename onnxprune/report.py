@@ -221,7 +221,7 @@ def compensation_table(section: dict[str, Any], limit: int = 12) -> Table:
     """Per consumer of removed channels: how their constants were folded, whether that is exact, and (with
     verification) the layer's output error without and with the folding. Past ``limit`` consumers, the
     ``limit`` with the largest error after folding (or largest estimate, unmeasured), in network order; the
-    JSON report has all (ResNet-50 has 53, which took a screen and 0.1 s to print)."""
+    JSON report has all (a deep network has dozens: a screen of them says less than the worst)."""
     table = Table(title=f"compensation ({section['mode']})")
     # Two-line headers: a number column is as wide as its header's longest line.
     columns = ["consumer", "re-\nmoved", "carry-\ning", "folded as", "exact", "estimate\n|c| max"]

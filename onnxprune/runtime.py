@@ -68,7 +68,7 @@ def ort_session(
     worker threads sleep instead of spinning, for long runs of big batches (calibration), where spinning
     gains nothing and burns a shared machine's CPU. ``quick``: for one run, the session that starts fastest:
     basic graph optimisations (constant folding, what a bias map needs) and no weight prepacking; the
-    extended ones only re-lay the same math out for speed (ResNet-50: 0.14 s to start and run, 0.23 s).
+    extended ones only re-lay the same math out for speed, which a single run does not repay.
     """
     try:
         ort = quiet_onnxruntime()

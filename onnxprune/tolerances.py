@@ -50,9 +50,9 @@ CHECK = Tolerance(rtol=1e-5, atol=1e-5)
 # FP16 ONNX vs FP32, and a TensorRT engine (which may run layers in FP16/TF32) vs ONNX Runtime. The fidelity
 # criterion is each output's cosine similarity (>= 0.999: an RMS error within about 4.5 % of the output's
 # RMS); max|a - b| <= 10 % of max|a| only guards against a local fault that one cosine over a large output
-# would dilute. FP16 rounding through a deep net alone reaches 4.5 % of max|a| with a cosine of 0.99934
-# (resnext50_32x4d, BN-calibrated seeded weights; README "FP16 fidelity"), so the former bound, 2 % of
-# max|a|, refused sound conversions of 7 of the 15 zoo topologies.
+# would dilute. FP16 rounding through a deep net alone reaches several percent of max|a| with a cosine
+# above 0.999 (docs/measured.md, "FP16 fidelity"), so a tighter bound on max|a - b| refuses sound
+# conversions.
 REDUCED_PRECISION = Tolerance(rtol=1e-1, atol=1e-4, min_cosine=0.999)
 
 # `onnxprune train`: the PyTorch module built from an ONNX graph vs ONNX Runtime, before training (the

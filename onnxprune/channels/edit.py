@@ -77,7 +77,7 @@ class Rewrite:
     def set_param(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give one node a new value for one parameter input without touching other users of it."""
         old = node.inputs[index]
-        # No copy beyond the slice itself: astype reads the array in place (ResNet-50's weights would
+        # No copy beyond the slice itself: astype reads the array in place (a large model's weights would
         # otherwise be copied three more times).
         values = np.ascontiguousarray(
             values.astype(old.dtype if isinstance(old, gs.Constant) else values.dtype, copy=False)
@@ -87,7 +87,8 @@ class Rewrite:
     def _same_slice(self, old: gs.Tensor, values: np.ndarray) -> gs.Constant | None:
         """The constant made earlier from ``old`` with these very values (users of a shared weight that
         lose the same channels share its slice). Compared only among slices of one name, shape and dtype:
-        almost every weight is sliced once, so nothing is compared (hashing every slice took 20 ms)."""
+        almost every weight is sliced once, so nothing is compared (hashing every slice costs a pass over
+        every weight)."""
         candidates = self._sliced.get((old.name, values.shape, values.dtype.str), [])
         return next((c for c in candidates if np.array_equal(c.values, values)), None)
 

@@ -71,8 +71,8 @@ app = _new_app(COMMANDS)
 
 def app_for(argv: list[str]) -> typer.Typer:
     """The app that parses ``argv``: where ``argv[1]`` names a command, an app of that command alone.
-    Typer builds its parser by inspecting every command's signature, 50 ms for all eight at each start
-    against 13 ms for one; what the one command parses, prints and answers is the same."""
+    Typer builds its parser by inspecting every command's signature, several times longer for all of them
+    than for one at each start; what the one command parses, prints and answers is the same."""
     name = argv[1] if len(argv) > 1 else ""
     return _new_app({name: COMMANDS[name]}) if name in COMMANDS else app
 
@@ -96,7 +96,7 @@ def main() -> None:
 
 def _exit_now(code: int) -> NoReturn:
     """Exit without tearing the interpreter down: freeing a pruned 100 MB model's objects one by one and
-    unloading every module took 0.2-0.3 s of a 3.5 s ResNet-50 prune (twice a bare load+save's). Output is
+    unloading every module took a noticeable share of a large model's prune. Output is
     flushed and the exit handlers (temporary folders, weakref finalizers) run first, as at a normal exit."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -356,7 +356,7 @@ class _Extras:
 class _Tables:
     """Keeps the latest result (``api.prune``'s ``on_pruned``) and, with ``render``, renders what will be
     printed as soon as it is known: a prune without verification renders it while ONNX Runtime checks the
-    model in its thread (ResNet-50: 0.05-0.1 s that were spent after the wait); it is printed once the file
+    model in its thread (time that was spent after the wait); it is printed once the file
     is written."""
 
     def __init__(self, title: str, output: Path, render: bool, printer: Any) -> None:

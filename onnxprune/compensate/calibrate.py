@@ -40,7 +40,7 @@ STEPS = ("rebuild", "bias", "refit", "bn")
 # Bytes of original outputs kept at sampled positions, all layers together.
 TARGET_BYTES = 256 * 2**20
 # A refit needs at least this many sampled rows per unknown (weights and bias of one output); with fewer the
-# ridge fit interpolates the fit data (a ResNet-50's classifier: 230 rows for 1,625 unknowns) and moves
+# ridge fit interpolates the fit data (a classifier after a global pool: one row per sample) and moves
 # held-out outputs further than it corrects them. Such a layer gets the bias step instead.
 ROWS_PER_UNKNOWN = 2
 

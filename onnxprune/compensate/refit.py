@@ -18,8 +18,8 @@ import numpy as np
 
 from onnxprune.compensate.layers import Layer
 
-# Rows gathered before one Gram update: BLAS's A^T A is 3-4x faster on ~2,000 rows than on ~100 (a batch
-# of a few samples at a few positions each), and the float64 sum is then added to less often.
+# Rows gathered before one Gram update: BLAS's A^T A is much faster on thousands of rows than on a batch
+# of a few samples at a few positions each, and the float64 sum is then added to less often.
 BUFFER_BYTES = 8 * 2**20
 MAX_BUFFER_ROWS = 2048
 

@@ -3,9 +3,8 @@
 ONNX Runtime's CPU convolutions work in MLAS's NCHWc layout: channels in blocks of 8 floats (AVX2) or 16
 (AVX-512), a width that is not a multiple of the block padded up to one, so a layer of 40 channels costs what
 one of 48 does on AVX-512. The block is asked of ONNX Runtime itself, not guessed from CPU flags: a Conv of
-72 channels is optimised and the weight it is given back shows the padding (72 or 80 filters). Measured on
-an AVX-512 machine, ResNet-50 at --target-macs 0.5 (``benchmarks/prune_speed.py``, --round-to 8 against
-auto): delivered efficiency 0.89 with 8-aligned widths, 0.93 with 16-aligned ones.
+72 channels is optimised and the weight it is given back shows the padding (72 or 80 filters). What the
+block is worth on a pruned model: ``benchmarks/prune_speed.py`` (docs/measured.md). Used for ``--for cpu``.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def cpu_channel_block() -> int:
 
 
 def prefetch() -> None:
-    """Ask in a thread (ONNX Runtime builds the session without the GIL, 0.03 s) while the model is read."""
+    """Ask in a thread (ONNX Runtime builds the session without the GIL) while the model is read."""
     if not _asked:
         threading.Thread(target=cpu_channel_block, name="onnxprune-channel-block", daemon=True).start()
 

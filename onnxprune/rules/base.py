@@ -186,8 +186,8 @@ def const(tensor: gs.Tensor | None) -> np.ndarray | None:
         return None
     lazy = tensor._values  # graphsurgeon's own field: ``.values`` would load and cache a copy
     if isinstance(lazy, gs.ir.tensor.LazyValues) and lazy.dtype == _numpy_dtype(lazy.tensor):
-        # A read-only view of the stored bytes (graphsurgeon's load copies twice; ResNet-50's analysis read
-        # every weight three times that way, 0.25 s of a 2 s prune). Rules never write into it.
+        # A read-only view of the stored bytes: graphsurgeon's load copies twice, so the analysis would read
+        # every weight three times that way. Rules never write into it.
         return numpy_helper.to_array(lazy.tensor)
     # A copy shares the unloaded values; reading them through it leaves the original's cache empty.
     return np.asarray(tensor.copy().values)

@@ -12,8 +12,8 @@ constant subgraphs when they load the model, so it costs nothing per inference o
 
 A model pruned again keeps its maps factored: ``factored_map`` recognises ``rows @ taps @ cols`` (loading
 does not fold it, graph.py), the Add of a map slices ``taps`` along K with the Conv's kept channels, and a
-Conv that needs a map where it has one gets its taps summed into that one (ResNet-50 pruned twice: 16 map
-Adds, not 31).
+Conv that needs a map where it has one gets its taps summed into that one (one map Add per padded Conv,
+however often a model is pruned).
 """
 
 from __future__ import annotations

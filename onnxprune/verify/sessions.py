@@ -31,8 +31,7 @@ def model_session(model: Model, which: str, optimize: bool = True) -> onnxruntim
         return model  # type: ignore[return-value]
     # runtime.ort_session, not Polygraphy's SessionFromOnnx: it serialises the model, which fails past 2 GB.
     # Each session runs once per feed, one after another: threads past the cores this process may use only
-    # contend, and spinning between runs burns what the next session needs (ResNet-50 on 2 cores: a run
-    # takes 0.17 s with 2 sleeping threads, 0.48 s with 4 spinning ones).
+    # contend, and spinning between runs burns what the next session needs.
     with runtime_errors(f"cannot load the {which} model"):
         return ort_session(model, threads=_THREADS, optimize=optimize, spin=False)
 
@@ -45,7 +44,7 @@ class Run:
     """An ONNX Runtime session run on each feed: its outputs, the ``added`` ones kept aside as ``tapped``.
 
     Run directly rather than as Polygraphy runners: Polygraphy asks of every feed and output whether it is
-    a torch tensor, which imports torch wherever it is installed (3 s of a ResNet-50 verification).
+    a torch tensor, which imports torch wherever it is installed (seconds, for nothing).
     """
 
     session: Any
