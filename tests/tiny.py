@@ -179,3 +179,17 @@ def prune_dead(model: onnx.ModelProto, **kw: object) -> api.PruneResult:
 
 def removed_channels(result: api.PruneResult) -> int:
     return sum(g["channels_before"] - g["channels_after"] for g in result.report["groups"])
+
+
+def with_dead_beta(model: onnx.ModelProto, seed: int = 1, scale: float = 0.5) -> onnx.ModelProto:
+    """Every BN channel with gamma = 0 gets a non-zero beta: it outputs the constant beta exactly."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or node.input[2] not in inits:
+            continue
+        gamma = numpy_helper.to_array(inits[node.input[1]])
+        beta = numpy_helper.to_array(inits[node.input[2]]).copy()
+        beta[gamma == 0] = rng.normal(0, scale, int((gamma == 0).sum()))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(beta.astype(beta.dtype), node.input[2]))
+    return model

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from test_compensate_datafree import with_dead_beta
+from tiny import with_dead_beta
 
 from onnxprune import api
 from onnxprune.options import PlanOptions

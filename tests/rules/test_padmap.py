@@ -72,7 +72,7 @@ def _with_factored_map(seed: int = 0, dense: bool = False):
     """Conv → Add(rows @ taps @ cols) → BN (dead channels with beta != 0) → Relu → Conv(pad 1) → BN → head:
     the graph a compensated prune leaves behind a padded Conv, written by hand (``dense``: the map as one
     [1, K, H, W] constant, as small outputs store it)."""
-    from test_compensate_datafree import with_dead_beta
+    from tiny import with_dead_beta
 
     from ._build import Net, build
 

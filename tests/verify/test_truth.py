@@ -77,7 +77,7 @@ def test_exactness_measures_noise_and_sensitivity() -> None:
 def test_a_wrong_slice_is_still_refused_with_what_was_compared(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from test_prune_verify import slice_conv_inputs_wrongly
+    from pipeline.test_prune_verify import slice_conv_inputs_wrongly
 
     slice_conv_inputs_wrongly(monkeypatch)
     src = tmp_path / "chain.onnx"

@@ -106,18 +106,7 @@ def test_analysis_carries_the_bn_distribution_to_the_activation(act, expected) -
     assert not plain.states[consumer].removed_value.any()
 
 
-def with_dead_beta(model: onnx.ModelProto, seed: int = 1, scale: float = 0.5) -> onnx.ModelProto:
-    """Every BN channel with gamma = 0 gets a non-zero beta: it outputs the constant beta exactly."""
-    rng = np.random.default_rng(seed)
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "BatchNormalization" or node.input[2] not in inits:
-            continue
-        gamma = numpy_helper.to_array(inits[node.input[1]])
-        beta = numpy_helper.to_array(inits[node.input[2]]).copy()
-        beta[gamma == 0] = rng.normal(0, scale, int((gamma == 0).sum()))
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(beta.astype(beta.dtype), node.input[2]))
-    return model
+with_dead_beta = tiny.with_dead_beta
 
 
 @pytest.mark.parametrize("name", sorted(tiny.REGISTRY))
@@ -177,7 +166,7 @@ def _top1(model: onnx.ModelProto) -> float:
 
     from onnxprune.runtime import run_model
 
-    data = np.load(Path(__file__).parents[1] / "models" / "mnist" / "mnist5k_test.npz")
+    data = np.load(Path(__file__).parents[2] / "models" / "mnist" / "mnist5k_test.npz")
     logits = run_model(model, {"input": data["x"].astype(np.float32)})["logits"]
     return float((logits.argmax(1) == data["y"]).mean() * 100)
 
@@ -188,7 +177,7 @@ def test_slimming_trained_models_keep_their_accuracy_at_0_7_without_data(name: s
     """models/mnist: trained with Network Slimming's L1 penalty; top-1 on the test split, no fine-tuning."""
     from pathlib import Path
 
-    model = onnx.load(str(Path(__file__).parents[1] / "models" / "mnist" / f"mnist_{name}.onnx"))
+    model = onnx.load(str(Path(__file__).parents[2] / "models" / "mnist" / f"mnist_{name}.onnx"))
     unpruned = _top1(model)
     compensated = api.prune_model(model, PlanOptions(ratio=0.7), api.VerifyOptions())
     no_verify = api.VerifyOptions(enabled=False)

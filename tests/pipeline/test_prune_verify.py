@@ -98,7 +98,7 @@ def test_one_prune_makes_each_session_once(
     monkeypatch: pytest.MonkeyPatch, compensate: str, enabled: bool, sessions: list[str]
 ) -> None:
     """Verification and the per-layer errors share their sessions: no model is started twice."""
-    from test_compensate_datafree import with_dead_beta
+    from tiny import with_dead_beta
 
     made = _count_sessions(monkeypatch)
     # The gamma = 0 channels, which carry their beta: bn folds them, and measures what that fixed.
@@ -113,7 +113,7 @@ def test_held_out_samples_get_layer_error_runs_of_their_own(monkeypatch: pytest.
     """With calibration samples the per-layer errors are measured on them: three sessions more, each cut
     to the consumers' outputs (optimised), after verification's four; and the verdict runs the original
     and the pruned model on them (two more)."""
-    from test_compensate_datafree import with_dead_beta
+    from tiny import with_dead_beta
 
     made = _count_sessions(monkeypatch)
     x = np.random.default_rng(3).standard_normal((20, 3, 16, 16)).astype(np.float32)

@@ -315,7 +315,7 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) ->
     script = Path(sys.executable).parent / "onnxprune"
     if not script.exists():
         pytest.skip("the onnxprune console script is not installed beside this Python")
-    model = Path(__file__).parent / "data" / "resnet50.graph.onnx"
+    model = Path(__file__).parents[1] / "data" / "resnet50.graph.onnx"
     args = [str(script), "inspect", str(model)]
     interrupted = 0
     # From 0.25 s on: Python's own start-up (before onnxprune's first line runs) is over even on a busy
