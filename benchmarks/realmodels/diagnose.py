@@ -11,6 +11,16 @@ inputs, in graph order. ``--bias add`` first rewrites every Conv's bias into an 
 constant after it, ``--bias conv`` folds such Adds into the Conv's bias: the two ways the PaddlePaddle
 exports here store a folded BatchNormalization (the function is the same, to float rounding), which decide
 what a removed channel carries. ``--layers`` (a comma list of node names) narrows the table.
+
+    python benchmarks/realmodels/diagnose.py layers --model v5-cls A.onnx B.onnx [--score]
+
+    python benchmarks/realmodels/diagnose.py calib --model v5-cls --plan REPORT.json [--waves N]
+        [--ridge 1e-3] [--rows-per-unknown 2] [--steps refit] [--per-layer]
+
+``calib`` replays a saved plan with calibration settings of one's choosing (``--rows-per-unknown`` sets
+calibrate.ROWS_PER_UNKNOWN for this run). ``layers`` prints the same per-layer errors for several pruned
+models of one original side by side (the held-out calibration inputs: the last samples, which calibration
+never fits on).
 """
 
 from __future__ import annotations
@@ -165,6 +175,57 @@ def group_command(args: argparse.Namespace) -> None:
         print(f"  {node:28s} {op:5s} rel. error {error:.4g}")
 
 
+def layers_command(args: argparse.Namespace) -> None:
+    """Per-layer errors of several pruned models of one original, side by side, and their task scores."""
+    spec = MODELS[args.model]
+    original = onnx.load(str(spec.file()))
+    x = np.load(calib.calibration_file(spec.task))["x"][-HELD_OUT:]
+    only = set(args.layers.split(",")) if args.layers else None
+    columns = [
+        dict((n, e) for n, _, e in layer_errors(original, onnx.load(str(p)), x, only)) for p in args.pruned
+    ]
+    names = list(dict.fromkeys(n for column in columns for n in column))
+    print(f"{'layer':28s} " + " ".join(f"{p.stem[-14:]:>14s}" for p in args.pruned))
+    for name in names:
+        cells = [f"{c[name]:14.4g}" if name in c else f"{'-':>14s}" for c in columns]
+        print(f"{name:28s} " + " ".join(cells))
+    if args.score:
+        scores = [score.evaluate(spec.task, p, args.n).value for p in args.pruned]
+        print(f"{'score':28s} " + " ".join(f"{v:14.1f}" for v in scores))
+
+
+def calib_command(args: argparse.Namespace) -> None:
+    """Calibration of one saved plan with chosen settings: its own held-out fidelity, the task score and,
+    with ``--per-layer``, every layer's error on the held-out inputs."""
+    from onnxprune import api
+    from onnxprune.compensate import calibrate
+    from onnxprune.compensate.calibrate import CalibOptions
+    from onnxprune.plan import load_plan
+
+    spec = MODELS[args.model]
+    data = calib.calibration_file(spec.task)
+    model = onnx.load(str(spec.file()))
+    if args.rows_per_unknown is not None:
+        calibrate.ROWS_PER_UNKNOWN = args.rows_per_unknown
+    options = CalibOptions(steps=tuple(args.steps.split(",")), waves=args.waves, ridge=args.ridge)
+    plan = api.PlanOptions(replay=load_plan(args.plan), compensate="calib")
+    checks = api.VerifyOptions(shapes={spec.input_name: spec.shape})
+    result = api.prune_model(model, plan, checks, api.CalibRequest(source=data, options=options))
+    fidelity = result.report["calibration"]["fidelity"]
+    print(f"held-out fidelity {fidelity['before']} -> {fidelity['after']}")
+    refits = [x for x in result.report["calibration"]["layers"] if x["applied"] != "none"]
+    print(f"{len(refits)} layers fitted ({', '.join(sorted({x['applied'] for x in refits}))})")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calibrated.onnx"
+        onnx.save(result.pruned, str(path))
+        print(f"{spec.task} score {score.evaluate(spec.task, path, args.n).value:.1f}")
+        if args.output is not None:
+            onnx.save(result.pruned, str(args.output))
+    if args.per_layer:
+        for node, op, error in layer_errors(model, result.pruned, np.load(data)["x"][-HELD_OUT:]):
+            print(f"  {node:28s} {op:5s} rel. error {error:.4g}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(required=True)
@@ -178,6 +239,24 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--layers", default=None)
     group.add_argument("--n", type=int, default=None)
     group.set_defaults(run=group_command)
+    layers = commands.add_parser("layers", help="per-layer errors of pruned models against the original")
+    layers.add_argument("--model", required=True, choices=sorted(MODELS))
+    layers.add_argument("pruned", type=Path, nargs="+")
+    layers.add_argument("--layers", default=None)
+    layers.add_argument("--score", action="store_true", help="also the task score of each")
+    layers.add_argument("--n", type=int, default=None)
+    layers.set_defaults(run=layers_command)
+    fit = commands.add_parser("calib", help="calibrate a saved plan with chosen settings")
+    fit.add_argument("--model", required=True, choices=sorted(MODELS))
+    fit.add_argument("--plan", type=Path, required=True, help="a prune --report whose plan is replayed")
+    fit.add_argument("--steps", default="refit")
+    fit.add_argument("--waves", type=int, default=None, help="default: calibrate's (one wave per depth)")
+    fit.add_argument("--ridge", type=float, default=1e-3)
+    fit.add_argument("--rows-per-unknown", type=int, default=None, help="default: calibrate's")
+    fit.add_argument("--per-layer", action="store_true")
+    fit.add_argument("-o", "--output", type=Path, default=None)
+    fit.add_argument("--n", type=int, default=None)
+    fit.set_defaults(run=calib_command)
     args = parser.parse_args(argv)
     args.run(args)
 
