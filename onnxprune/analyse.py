@@ -22,19 +22,24 @@ def analyse(
 
     ``exactness`` adds a second pass over the original model's values, which marks the channels whose
     removal would change the outputs even with gamma 0 (``ChannelGroup.inexact``). ``compensate="bn"``:
-    removed channels carry their BN's expected output; where a consumer cannot fold that, the channel is
-    cut to 0 instead and the walk runs again (each run only adds such cuts, so this ends).
+    removed channels carry their BN's expected output, or where no BN scores them (folded into the
+    producer) the producer's bias: a second walk, once the first has found the scoring BNs. Where a
+    consumer cannot fold that, the channel is cut to 0 instead and the walk runs again (each run only adds
+    such cuts, so this ends).
     ``allow_approximate=False`` (``--threshold``) also refuses estimates that are wrong even for gamma = 0.
     """
     disabled: dict[str, np.ndarray] = {}
     first = _walk(graph, None, compensate, disabled, allow_approximate)
+    biased = first.unscored_biases() if first.compensating else {}
+    if biased:
+        first = _walk(graph, None, compensate, disabled, allow_approximate, biased)
     for _ in range(16):
         more = first.fallback_cuts() if first.compensating else {}
         if not more:
             break
         for name, cut in more.items():
             disabled[name] = disabled.get(name, np.zeros(len(cut), dtype=bool)) | cut
-        first = _walk(graph, None, compensate, disabled, allow_approximate)
+        first = _walk(graph, None, compensate, disabled, allow_approximate, biased)
     if exactness:
         original = _walk(graph, first)
         if len(original.groups) != len(first.groups):
@@ -51,10 +56,11 @@ def _walk(
     compensate: str = "none",
     disabled: dict[str, np.ndarray] | None = None,
     allow_approximate: bool = True,
+    biased: dict[str, np.ndarray] | None = None,
 ) -> Analysis:
     graph.toposort()
     outputs = [t.name for t in graph.outputs]
-    ctx = Analysis(int(graph.opset), outputs, first_pass, compensate, disabled, allow_approximate)
+    ctx = Analysis(int(graph.opset), outputs, first_pass, compensate, disabled, allow_approximate, biased)
     for tensor in graph.inputs:
         size = channels(tensor)
         if size:

@@ -180,11 +180,13 @@ def _run_error(model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> Except
 
 
 def _static_output_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]] | None:
-    """Output shapes read from the graph when all are static: saves running the original."""
+    """Output shapes read from the graph when all are static: saves running the original. A negative
+    dim_value is how some exporters (paddle2onnx) write a dynamic dimension: not static."""
     shapes = {}
     for value in model.graph.output:
         dims = value.type.tensor_type.shape.dim
-        if not dims or not all(d.dim_value > 0 for d in dims):  # -1 or 0: a dynamic dim in older exports
+        # -1 or 0 (or no value): a dynamic dim in older exports, not a size to match.
+        if not dims or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             return None
         shapes[value.name] = tuple(d.dim_value for d in dims)
     return shapes

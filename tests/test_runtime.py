@@ -16,11 +16,14 @@ import tiny
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from onnxprune import runtime
+from onnxprune import api, runtime
 from onnxprune.cli import app
+from onnxprune.errors import ValidationError
 from onnxprune.graph import normalise
-from onnxprune.inputs import make_inputs
+from onnxprune.inputs import make_inputs, prepare_feeds
 from onnxprune.measure.bench import BenchOptions, bench_record
+from onnxprune.options import PlanOptions
+from onnxprune.runtime import check_runs
 
 ort = pytest.importorskip("onnxruntime")
 WARNING = 2  # ONNX Runtime's default severity
@@ -118,3 +121,41 @@ def test_a_model_with_minus_one_dims_prunes_and_keeps_a_dynamic_batch(tmp_path: 
     batch = pruned.graph.input[0].type.tensor_type.shape.dim[0]
     assert not batch.HasField("dim_value"), "the input's batch stays dynamic"
     assert np.isfinite(runtime.run_model(pruned, make_inputs(pruned)[0])["/gemm30/Gemm_out0"]).all()
+
+
+# PaddlePaddle exports write a dynamic dimension as dim_value -1.
+SHAPES = {"input": (1, 3, 16, 16)}
+
+
+def _batch_declared_as_minus_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Input and output batch written as dim_value -1, as paddle2onnx writes a dynamic dimension (the
+    PaddleOCR v2.0 text-direction classifier: input [-1, 3, ?, ?], output [-1, 2])."""
+    del model.graph.value_info[:]
+    for value in (model.graph.input[0], model.graph.output[0]):
+        shape = value.type.tensor_type.shape
+        if not shape.dim:
+            shape.dim.add()
+            shape.dim.add().dim_value = 10
+        shape.dim[0].Clear()
+        shape.dim[0].dim_value = -1
+    return model
+
+
+def test_a_negative_declared_dimension_is_dynamic_not_a_shape_to_match() -> None:
+    model = _batch_declared_as_minus_one(tiny.chain(dead=0.0))
+    checks = api.VerifyOptions(enabled=False, shapes=SHAPES)
+    result = api.prune_model(model, PlanOptions(ratio=0.5), checks)
+    check_runs(model, result.pruned, feeds=prepare_feeds(model, shapes=SHAPES))
+    assert result.report["macs"]["after"] < result.report["macs"]["before"]
+
+
+def test_a_changed_output_shape_is_still_caught() -> None:
+    model, other = tiny.chain(dead=0.0), tiny.chain(dead=0.0)
+    head = next(n for n in other.graph.node if n.op_type == "Gemm")
+    for name, size in ((head.input[1], 5 * 16), (head.input[2], 5)):
+        tensor = next(t for t in other.graph.initializer if t.name == name)
+        tensor.dims[0] = 5
+        tensor.raw_data = tensor.raw_data[: size * 4]
+    del other.graph.value_info[:], other.graph.output[0].type.tensor_type.shape.dim[:]
+    with pytest.raises(ValidationError, match="changes output"):
+        check_runs(model, other)

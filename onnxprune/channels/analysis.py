@@ -11,9 +11,11 @@ whatever the ops downstream make of that 0 (a BN turns it into a constant, a Sig
 must fold a non-zero constant into its bias, or keep the channel where folding would not be exact.
 
 With data-free compensation (``compensate="bn"``) a channel cut at a scoring BN carries that BN's expected
-output beta instead of 0, with spread |gamma| (see ``onnxprune.compensate.datafree``). Where a consumer
-cannot fold what compensation makes of a channel, the channel falls back to 0 at its cut (``disabled``) and
-the walk runs again, so compensation never keeps a channel that plain removal would let go.
+output beta instead of 0, with spread |gamma| (see ``onnxprune.compensate.datafree``); a channel that no BN
+scores (the BN was folded into its producer) carries its producer's bias (``biased``, set by a second walk
+once the first has found which channels a BN scores). Where a consumer cannot fold what compensation makes
+of a channel, the channel falls back to 0 at its cut (``disabled``) and the walk runs again, so
+compensation never keeps a channel that plain removal would let go.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class Analysis:
         compensate: str = "none",
         disabled: dict[str, np.ndarray] | None = None,
         allow_approximate: bool = True,
+        biased: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.opset = opset
         # False for --threshold, a promise about exactness: no estimate that is wrong even for gamma = 0
@@ -139,6 +142,9 @@ class Analysis:
         # positions (per tensor) that fall back to 0 because a consumer could not fold their estimate.
         self.compensate = compensate if first_pass is None else "none"
         self.disabled = disabled or {}
+        # Compensation: producer outputs (per position) whose removed channels carry the producer's bias.
+        self.biased = biased or {}
+        self._biases: dict[str, np.ndarray] = {}  # producer output -> its bias per position (masked pass)
         # (tensor, consumer node, how it folds): every reduction over a tracked channel axis
         self.consumers: list[tuple[str, str, str]] = []
         # (node, why, tensor): where a data-free estimate is not exact even for gamma = 0
@@ -222,17 +228,24 @@ class Analysis:
     ) -> None:
         """A producer's output (Conv, Gemm): new channels, cut right here when removed.
 
-        In the masked pass a removed channel is 0 here; in the original it is unknown unless its filter is
-        all zeros (then it is the bias: a dead channel of a model whose BN was folded away). ``rows()``: the
-        filters, one per channel, read only for the original (the masked pass needs no weight values).
+        In the masked pass a removed channel is 0 here, or with compensation its bias where no BN scores it
+        (``biased``: what a channel carries when its filter sees nothing, the best a BN folded into the
+        producer leaves to go on; the same whether an export writes the bias into the Conv or adds it
+        after). In the original it is unknown unless its filter is all zeros (then it is the bias: a dead
+        channel of a model whose BN was folded away). ``rows()``: the filters, one per channel, read only
+        for the original (the masked pass needs no weight values).
         """
         n = width(cmap)
         value = np.zeros(n)
+        b = bias.astype(np.float64).reshape(-1) if bias is not None and bias.size == n else np.zeros(n)
         if self.original_values:
             filters = rows()
             zero_rows = ~filters.reshape(n, -1).any(axis=1)
-            b = bias.astype(np.float64).reshape(-1) if bias is not None and bias.size == n else np.zeros(n)
             value = np.where(zero_rows, b, np.nan)
+        elif self.compensating:
+            self._biases[tensor.name] = b
+            carry = self.biased.get(tensor.name, np.zeros(n, dtype=bool))
+            value = np.where(carry & ~self.disabled.get(tensor.name, np.zeros(n, dtype=bool)), b, 0.0)
         self.set_state(tensor, cmap, value, np.ones(n, dtype=bool))
         self.source(tensor, np.ones(n, dtype=bool))
 
@@ -388,6 +401,21 @@ class Analysis:
             new &= positions & ~self.disabled.get(name, np.zeros(len(positions), dtype=bool))
             if new.any():
                 out[name] = new
+        return out
+
+    def unscored_biases(self) -> dict[str, np.ndarray]:
+        """Producer outputs (per position) whose channels no BN scores and whose bias is not 0: what
+        compensation lets carry that bias in the next walk (after ``finish``)."""
+        out: dict[str, np.ndarray] = {}
+        for name, bias in self._biases.items():
+            scored = np.zeros(len(bias), dtype=bool)
+            for group, span, offset in self.pieces(self.states[name].map):
+                if group.gamma is not None:
+                    local = np.isfinite(group.gamma[span.start : span.start + span.length])
+                    scored[offset : offset + span.width] = np.repeat(local, span.repeat)
+            carry = ~scored & (bias != 0)
+            if carry.any():
+                out[name] = carry
         return out
 
     def group_of(self, gid: int) -> ChannelGroup:

@@ -8,9 +8,13 @@ Steps (each usable alone, in this order):
   rows for its unknowns, a weight computed at run time) gets the ``bias`` step instead;
 - ``bn``: running statistics of the BNs downstream of a change are re-estimated (bnstats.py).
 
-Consumers are fitted in a few waves by depth (number of consumers on the longest path before them): one
-ONNX Runtime pass per wave, cut down to what that wave needs, so later waves see (and absorb) the errors
-left by earlier ones without one pass per layer. The targets come from one pass of the original, at
+Consumers are fitted in waves by depth (number of consumers on the longest path before them): one ONNX
+Runtime pass per wave, cut down to what that wave needs, so later waves see (and absorb) the errors left by
+earlier ones. By default every depth is its own wave, so no layer is fitted on inputs that a refit before it
+has since changed: banding depths into fewer waves (``waves``) saves passes, but a layer downstream of
+another in its band is then fitted to inputs that no longer exist once that one is refitted, and on models
+whose refits move their outputs far (PP-LCNet: hard-swish and squeeze-excite blocks) the stale fits undo
+the gains (docs/real_models.md). The targets come from one pass of the original, at
 sampled positions. The last ``holdout`` of the samples is never fitted on: it measures the end-to-end
 fidelity before and after.
 """
@@ -52,7 +56,7 @@ class CalibOptions:
     holdout: float = 0.1
     positions: int = 32  # output positions sampled per sample and Conv layer
     ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix
-    waves: int = 6
+    waves: int | None = None  # None: one wave per depth; N: depths banded into at most N waves
     seed: int = 0
 
     def check(self) -> None:
@@ -61,7 +65,7 @@ class CalibOptions:
             raise UsageError(
                 f"--calib-steps takes a comma list of {', '.join(STEPS)}; got {','.join(self.steps)}"
             )
-        if self.positions < 1 or self.waves < 1 or self.ridge < 0:
+        if self.positions < 1 or (self.waves is not None and self.waves < 1) or self.ridge < 0:
             raise UsageError("calibration positions and waves must be at least 1, ridge at least 0")
         if not 0 < self.holdout < 1:
             raise UsageError(f"held-out fraction must be in (0, 1), got {self.holdout}")
@@ -109,8 +113,9 @@ def calibrate(
         if la.name in state.unmatched
     ]
     layers = [la for la in layers if la.name not in state.unmatched]
+    waves = _waves(pruned, layers, options.waves)
     if "bias" in options.steps or "refit" in options.steps:
-        for wave in _waves(pruned, layers, options.waves):
+        for wave in waves:
             # One wave's normal equations at a time: memory is the largest wave's, not all layers'.
             fits = {layer.name: LayerFit(layer) for layer in wave}
             _accumulate(pruned, wave, fits, state, fit, static_batch)
@@ -128,6 +133,7 @@ def calibrate(
         samples={"fit": count(fit), "held_out": count(held)},
         positions=state.positions,
         ridge=options.ridge,
+        waves=len(waves),
         fidelity={"before": before, "after": after},
         seconds=round(time.perf_counter() - began, 2),
     )
@@ -217,8 +223,9 @@ class _Targets:
         return self.positions
 
 
-def _waves(model: onnx.ModelProto, layers: list[Layer], waves: int) -> list[list[Layer]]:
-    """Layers by depth (consumers before them on the longest path), depths cut into ``waves`` bands."""
+def _waves(model: onnx.ModelProto, layers: list[Layer], waves: int | None) -> list[list[Layer]]:
+    """Layers by depth (consumers before them on the longest path), one wave per depth, or the depths cut
+    into ``waves`` bands."""
     by_name = {layer.name: layer for layer in layers}
     depth: dict[str, int] = {}
     layer_depth: dict[str, int] = {}
@@ -230,7 +237,7 @@ def _waves(model: onnx.ModelProto, layers: list[Layer], waves: int) -> list[list
         for name in node.output:
             depth[name] = d
     levels = sorted(set(layer_depth.values()))
-    bands = np.array_split(np.array(levels), min(waves, len(levels))) if levels else []
+    bands = np.array_split(np.array(levels), min(waves or len(levels), len(levels))) if levels else []
     return [[la for la in layers if layer_depth[la.name] in set(band.tolist())] for band in bands]
 
 

@@ -9,6 +9,13 @@ constant that consumers fold into their biases. Linear per-channel maps (BN, Mul
 Identity) scale the spread; anything else (pools, Concat, Resize, Split, Reshape) keeps the mean and drops
 the spread to 0, which only matters when a nonlinearity follows before a consumer.
 
+Where no BN scores a channel (exports that fold the BN into the Conv, as PaddlePaddle's do), the removed
+channel carries its producer's bias: what the channel outputs when its filter sees nothing, and the same
+whether the export writes the bias into the Conv or adds it after (an Add after the Conv carries it in any
+case; 0 for the first form would prune two exports of one network to different models). It is not the
+channel's mean (the folded BN's beta, which the fold mixed with W·E[x]): calibration measures that. The
+analysis finds those channels in a first walk and carries their biases in a second.
+
 A model pruned before has bias maps between some Convs and their BNs: the BN still scores and cuts those
 channels, and its running statistics include the map, so N(beta, gamma²) is the estimate there too (beta
 the mean over positions; the map makes the border differ); exact when gamma = 0.

@@ -4,6 +4,8 @@
 - the analysis carries a removed channel's N(beta, gamma²) to the next nonlinearity (SiLU as a pair);
 - gamma = 0, beta != 0 channels are removed exactly at --threshold 0 (pruned == original) on tiny graphs and
   real topologies, where plain removal must keep them;
+- where the BN was folded into its Conv, a removed channel carries the Conv's bias, so the two ways exports
+  store that bias (in the Conv, or in an Add after it) give the same pruned model;
 - the option is validated and ``none`` is the old behaviour.
 """
 
@@ -159,6 +161,78 @@ def test_none_folds_nothing_that_a_cut_to_zero_does_not_carry() -> None:
     # The 1x1 Conv gets the BN-scored channels' estimates (gamma != 0: not exact); the Gemm gets the 1x1
     # Conv's own channels, which no BN scores: no estimate, cut to 0.
     assert [(x["applied"], x["exact"]) for x in layers.values()] == [("bias", False), ("none", False)]
+
+
+def _folded_bn(bias_in_conv: bool, seed: int = 0) -> onnx.ModelProto:
+    """Conv (a BN folded into it) → HardSwish → padded depthwise → 1x1 Conv → head, the PP-LCNet block of
+    the PaddlePaddle exports: the folded bias written into the Conv, or added after it (the same function)."""
+    n = tiny.Net(seed=seed, dead=0.0)
+    weight = n.param(n.rng.normal(0, 0.4, (16, 3, 3, 3)))
+    bias = n.rng.normal(0, 1.0, 16)
+    if bias_in_conv:
+        h = n.node("Conv", ["input", weight, n.param(bias, "b")], kernel_shape=[3, 3], pads=[1] * 4)
+    else:
+        h = n.node("Conv", ["input", weight], kernel_shape=[3, 3], pads=[1] * 4)
+        h = n.node("Add", [h, n.param(bias.reshape(1, -1, 1, 1), "b")])
+    h = n.node("HardSwish", [h])
+    h = n.node("HardSwish", [n.conv(h, 16, 16, group=16, bias=True)])
+    return n.model([n.head(n.conv(h, 16, 8, k=1, bias=True), 8)])
+
+
+def _cut_first_group(model: onnx.ModelProto, kept: list[int]) -> api.PruneResult:
+    """The same channels of the first Conv's group removed, whatever the export (a replayed plan)."""
+    first = next(node.name for node in model.graph.node if node.op_type == "Conv")
+    group = next(g for g in api.inspect(model).groups if first in g.producers)
+    plan = {"groups": [{"nodes": group.nodes, "channels_before": group.size, "kept": kept}]}
+    return api.prune_model(model, PlanOptions(replay=plan), api.VerifyOptions(iterations=2))
+
+
+def test_a_folded_bn_leaves_the_same_model_whether_its_bias_is_in_the_conv_or_after_it() -> None:
+    kept = [0, 2, 3, 5, 8, 9, 12, 15]
+    inside, after = (_cut_first_group(_folded_bn(form), kept) for form in (True, False))
+    for seed in (0, 1):
+        a, b = tiny.outputs(inside.pruned, seed), tiny.outputs(after.pruned, seed)
+        for mine, theirs in zip(a.values(), b.values(), strict=True):  # one output, named apart
+            np.testing.assert_allclose(theirs, mine, rtol=1e-5, atol=1e-5)
+    moved = tiny.outputs(_folded_bn(True), 0)
+    assert any(not np.allclose(a[k], v, rtol=1e-2) for k, v in moved.items())  # the cut is not free
+
+
+def test_a_channel_no_bn_scores_carries_its_producers_bias() -> None:
+    model = _folded_bn(bias_in_conv=True)
+    conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    bias = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == conv.input[2]))
+    kept = list(range(0, 16, 2))
+    removed = np.setdiff1d(np.arange(16), kept)
+    result = _cut_first_group(model, kept)
+    pointwise = next(x for x in result.report["compensation"]["layers"] if x["removed"] == 8)
+    # Through the HardSwish, the padded depthwise Conv (interior value) and the second HardSwish: not 0.
+    assert pointwise["carrying"] == 8 and pointwise["applied"] == "bias"
+    first = bias[removed].astype(np.float64)
+    expected = first * np.clip(first / 6 + 0.5, 0, 1)
+    from onnxprune import graph as graphs
+    from onnxprune.analyse import analyse
+
+    analysis = analyse(graphs.normalise(model), compensate="bn")
+    hswish = next(node for node in model.graph.node if node.op_type == "HardSwish")
+    np.testing.assert_allclose(analysis.states[hswish.output[0]].removed_value[removed], expected, rtol=1e-6)
+    plain = analyse(graphs.normalise(model), compensate="none")
+    assert not plain.states[conv.output[0]].removed_value.any()
+
+
+def test_a_scoring_bn_still_decides_what_a_biased_conv_carries() -> None:
+    from onnxprune import graph as graphs
+    from onnxprune.analyse import analyse
+
+    n = tiny.Net(seed=0, dead=0.0)
+    h = n.act(n.bn(n.conv("input", 3, 8, bias=True), 8), "Relu")
+    model = n.model([n.head(n.conv(h, 8, 8, k=1), 8)])
+    bn = next(x for x in model.graph.node if x.op_type == "BatchNormalization")
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    analysis = analyse(graphs.normalise(model), compensate="bn")
+    relu = next(x for x in model.graph.node if x.op_type == "Relu")
+    expected = moments.relu_mean(inits[bn.input[2]], np.abs(inits[bn.input[1]]))
+    np.testing.assert_allclose(analysis.states[relu.output[0]].removed_value, expected, rtol=1e-6)
 
 
 def _top1(model: onnx.ModelProto) -> float:
