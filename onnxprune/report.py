@@ -131,7 +131,8 @@ def target_line(target: dict[str, Any]) -> str:
     ok = "within" if target["within_tolerance"] else "outside"
     return (
         f"target {target['kind']} {target['asked']:g} of the original: reached {target['reached']:.3f} "
-        f"({ok} 2%; global ratio {target['ratio']:.3f}, {target['steps']} search steps)"
+        f"({ok} 2%; {target.get('basis') or 'ratio ' + format(target['ratio'], '.3f')}, "
+        f"{target['steps']} search steps)"
     )
 
 

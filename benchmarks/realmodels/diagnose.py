@@ -198,11 +198,10 @@ def layers_command(args: argparse.Namespace) -> None:
 def calib_command(args: argparse.Namespace) -> None:
     """Calibration of one saved plan with chosen settings: its own held-out fidelity, the task score and,
     with ``--per-layer``, every layer's error on the held-out inputs."""
-    from onnxprune.planning import load_plan
-
     from onnxprune import api
     from onnxprune.compensate import calibrate
     from onnxprune.compensate.calibrate import CalibOptions
+    from onnxprune.planning import load_plan
 
     spec = MODELS[args.model]
     data = calib.calibration_file(spec.task)

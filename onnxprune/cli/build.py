@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from onnxprune.cli.printing import print_build
-from onnxprune.cli.shared import ModelArg, choices, user_errors
+from onnxprune.cli.shared import ModelArg, choices, user_errors, warn
 from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, profiles
+from onnxprune.engine.build import with_batch_one
 from onnxprune.files import check_output_path
 from onnxprune.inputs import parse_shapes
 from onnxprune.options import choice
@@ -67,6 +68,9 @@ def build(
     check_output_path(output, [model])
     if save_onnx is not None:
         check_output_path(save_onnx, [model])
+    options, batch_one = with_batch_one(model, options)
+    if batch_one:
+        warn([f"a dynamic batch built for batch 1 ({', '.join(batch_one)}): give --shape for another"])
     print_build(build_engine(model, output, options, save_onnx=save_onnx))
 
 

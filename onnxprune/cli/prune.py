@@ -35,7 +35,7 @@ from onnxprune.cli.shared import (
 from onnxprune.cli.summary import print_summary
 from onnxprune.engine import BiasMapForm, BuildOptions, EngineBackend, build_engine, measure_engine
 from onnxprune.engine.backends import require
-from onnxprune.engine.build import check_shapes
+from onnxprune.engine.build import check_shapes, with_batch_one
 from onnxprune.engine.report import layers_path
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.files import check_output_path, save_json
@@ -437,6 +437,9 @@ def _engine_options(
         profiles=shape_profiles(shape),
     )
     require(options.backend)
+    options, batch_one = with_batch_one(model, options)
+    if batch_one:
+        warn([f"a dynamic batch built for batch 1 ({', '.join(batch_one)}): give --shape for another"])
     check_shapes(model, options)
     return options
 

@@ -86,7 +86,11 @@ def asked(report: dict[str, Any]) -> str:
         what = f"--ratio {options['ratio']:g}"
     else:
         what = "--replay"
-    return f"{what}, {options.get('scope', 'global')} scope, criterion {options.get('criterion', 'auto')}"
+    if "allocation" in report:
+        how = f"{report['allocation']['method']} allocation"
+    else:
+        how = f"{options.get('scope', 'global')} scope"
+    return f"{what}, {how}, criterion {options.get('criterion', 'auto')}"
 
 
 def _sizes(report: dict[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ from onnxprune.engine.backends import Backend, resolve, unavailable
 from onnxprune.engine.builder import Built, build
 from onnxprune.engine.compare import compare_engine
 from onnxprune.engine.layers import compute_layers
-from onnxprune.engine.options import BiasMapForm, BuildOptions, EngineBackend
+from onnxprune.engine.options import BiasMapForm, BuildOptions, EngineBackend, Profile
 from onnxprune.engine.report import EngineReport, layers_path, write_layers
 from onnxprune.errors import CapabilityError, UsageError
 from onnxprune.fp16 import convert_to_fp16, verify_fp16
@@ -236,6 +236,24 @@ def _engine_feeds(onnx_path: Path, options: BuildOptions) -> list[dict[str, np.n
     """One seeded feed for the engine comparison; also checks the shapes before anything is built."""
     header = check_shapes(onnx_path, options)
     return make_inputs(header, shapes=options.opt_shapes or None)
+
+
+def with_batch_one(onnx_path: str | Path, options: BuildOptions) -> tuple[BuildOptions, list[str]]:
+    """Where an input's only dynamic dimension is its batch and no build shape is given, build for batch 1
+    (what a deployment without batching runs); the notes say which inputs, for the user to hear."""
+    header = verify.load_model_header(Path(onnx_path))
+    added: dict[str, Profile] = {}
+    for value in header.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in options.profiles or value.name not in _dynamic_inputs(header) or not dims:
+            continue
+        if all(d.dim_value > 0 for d in dims[1:]):
+            shape = (1, *(int(d.dim_value) for d in dims[1:]))
+            added[value.name] = Profile(shape, shape, shape)
+    if not added:
+        return options, []
+    notes = [f"{name}:{'x'.join(map(str, p.opt))}" for name, p in added.items()]
+    return replace(options, profiles={**options.profiles, **added}), notes
 
 
 def check_shapes(onnx_path: str | Path, options: BuildOptions) -> onnx.ModelProto:

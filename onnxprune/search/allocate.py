@@ -76,7 +76,7 @@ def allocate(
         reached_value, plan, kept = _refine(curves, options, kept, reached_value, value, counted)
     params, macs = estimate(plan)
     record = _record(curves, kept, steps[:best], kind, value)
-    return Reached(float(best), params, macs, steps=len(steps)), plan, record
+    return Reached(float(best), params, macs, steps=best, basis="sensitivity allocation"), plan, record
 
 
 def _refine(

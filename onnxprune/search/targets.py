@@ -74,6 +74,7 @@ class Reached:
     macs: float
     latency: float | None = None
     steps: int = 0
+    basis: str = ""  # how the plan was found, for people: "global ratio 0.293", "sensitivity allocation"
 
     def value(self, kind: str) -> float:
         found = {"params": self.params, "macs": self.macs, "latency": self.latency}[kind]
@@ -84,7 +85,8 @@ class Reached:
         within = abs(reached / target.value - 1) <= TOLERANCE
         return {"kind": target.kind, "asked": target.value, "reached": reached, "ratio": self.ratio,
                 "params": self.params, "macs": self.macs, "latency": self.latency,
-                "within_tolerance": within, "steps": self.steps}  # fmt: skip
+                "within_tolerance": within, "steps": self.steps,
+                "basis": self.basis or f"ratio {self.ratio:.3f}"}  # fmt: skip
 
 
 def search(
@@ -229,7 +231,9 @@ def plan_to_target(
     options = replace(options, ratio=0.0, threshold=None, replay=None)
 
     def plan_for(kind: str, value: float) -> tuple[Reached, Plan]:
-        return search(prepared.analysis, options, kind, value, estimate)
+        reached, plan = search(prepared.analysis, options, kind, value, estimate)
+        scope = "one ratio per group" if options.scope == "layer" else "global ratio"
+        return replace(reached, basis=f"{scope} {reached.ratio:.3f}"), plan
 
     return to_target(prepared, target, plan_for, bench_options, progress)
 
