@@ -27,6 +27,7 @@ from onnxprune.pipeline import Prepared
 from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
 from onnxprune.search.evaluate import PlanEvaluator
+from onnxprune.search.proxy import proxy
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, jobs, measure_sensitivity
 from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
@@ -154,6 +155,7 @@ def evaluation(
     if data.eval_cmd is not None:
         return _command_evaluation(prepared, options, samples, data)
     assert samples is not None
+    samples, what = proxy(samples, prepared.model, data.sensitivity.samples)
     moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
     evaluator = PlanEvaluator(prepared, samples, moments)
 
@@ -161,7 +163,7 @@ def evaluation(
         found = evaluator.fidelity(plan)
         return total_damage(found), worst_fidelity(found)
 
-    return evaluate, f"{count(samples)} calibration samples (of the fitting part)"
+    return evaluate, f"{what} of the fitting part"
 
 
 def _command_evaluation(
@@ -191,6 +193,8 @@ def moments_for(
     samples = data.moment_samples()
     if options.compensate != Compensate.CALIB or samples is None or "rebuild" not in steps:
         return None
+    # Channel statistics are the same in a window as in the whole: a large input's crops cost less.
+    samples, _ = proxy(samples, prepared.model, MOMENT_SAMPLES)
     return channel_moments(prepared.model, prepared.graph, prepared.analysis, samples)
 
 
