@@ -38,9 +38,6 @@ from onnxprune.compensate.refit import LayerFit, gather_target, output_positions
 from onnxprune.data import Samples, count, split_holdout
 from onnxprune.errors import UsageError
 
-# rebuild: at the rewrite, removed channels rebuilt from the kept ones (compensate/rebuild.py); then
-# per consumer, bias or refit; then bn. Each usable alone.
-STEPS = ("rebuild", "bias", "refit", "bn")
 # Bytes of original outputs kept at sampled positions, all layers together.
 TARGET_BYTES = 256 * 2**20
 # A refit needs at least this many sampled rows per unknown (weights and bias of one output); with fewer the
@@ -107,25 +104,10 @@ def calibrate(
         original, samples, count(fit), static_batch, [o.name for o in original.graph.output]
     )
     before = _fidelity(pruned, held, held_reference, static_batch)
-    records: list[dict[str, Any]] = [
-        {"node": la.name, "op": la.op, "applied": "none", "refit_declined": state.unmatched[la.name]}
-        for la in layers
-        if la.name in state.unmatched
-    ]
-    layers = [la for la in layers if la.name not in state.unmatched]
-    waves = _waves(pruned, layers, options.waves)
-    if "bias" in options.steps or "refit" in options.steps:
-        for wave in waves:
-            # One wave's normal equations at a time: memory is the largest wave's, not all layers'.
-            fits = {layer.name: LayerFit(layer) for layer in wave}
-            _accumulate(pruned, wave, fits, state, fit, static_batch)
-            for layer_fit in fits.values():
-                layer_fit.release()
-            records.extend(_apply(pruned, fits[layer.name], options) for layer in wave)
-            del fits
-    report: dict[str, Any] = {"layers": records}
-    if "bn" in options.steps:
-        report["bn"] = _batchnorms(pruned, layers, fit, static_batch)
+    work = _Work(pruned, [la for la in layers if la.name not in state.unmatched], state, fit, static_batch)
+    report: dict[str, Any] = {"layers": _unmatched(layers, state)}
+    for step in dict.fromkeys(STEP_RUNS[name] for name in STEPS if name in options.steps):
+        step(work, options, report)
     _drop_orphans(pruned, used_before)
     after = _fidelity(pruned, held, held_reference, static_batch)
     report.update(
@@ -133,7 +115,6 @@ def calibrate(
         samples={"fit": count(fit), "held_out": count(held)},
         positions=state.positions,
         ridge=options.ridge,
-        waves=len(waves),
         fidelity={"before": before, "after": after},
         seconds=round(time.perf_counter() - began, 2),
     )
@@ -146,6 +127,55 @@ def calibrate(
         )
         return Calibration(uncalibrated, report)
     return Calibration(pruned, report)
+
+
+@dataclass
+class _Work:
+    """What every calibration step works on: the pruned model (changed in place), its layers that can be
+    fitted, the original's targets at sampled positions, the fit samples."""
+
+    pruned: onnx.ModelProto
+    layers: list[Layer]
+    targets: _Targets
+    fit: Samples
+    static_batch: int | None
+
+
+def _unmatched(layers: list[Layer], state: _Targets) -> list[dict[str, Any]]:
+    return [
+        {"node": la.name, "op": la.op, "applied": "none", "refit_declined": state.unmatched[la.name]}
+        for la in layers
+        if la.name in state.unmatched
+    ]
+
+
+def _rebuilt(work: _Work, options: CalibOptions, report: dict[str, Any]) -> None:
+    """The rebuild happens where the model is rewritten (compensate/rebuild.py): nothing left to do."""
+
+
+def _fit_layers(work: _Work, options: CalibOptions, report: dict[str, Any]) -> None:
+    """Each consumer refitted (or its bias moved), one wave of depths at a time."""
+    waves = _waves(work.pruned, work.layers, options.waves)
+    for wave in waves:
+        # One wave's normal equations at a time: memory is the largest wave's, not all layers'.
+        fits = {layer.name: LayerFit(layer) for layer in wave}
+        _accumulate(work.pruned, wave, fits, work.targets, work.fit, work.static_batch)
+        for layer_fit in fits.values():
+            layer_fit.release()
+        report["layers"].extend(_apply(work.pruned, fits[layer.name], options) for layer in wave)
+        del fits
+    report["waves"] = len(waves)
+
+
+def _bn_step(work: _Work, options: CalibOptions, report: dict[str, Any]) -> None:
+    report["bn"] = _batchnorms(work.pruned, work.layers, work.fit, work.static_batch)
+
+
+# Every step by name, in the order they run (each usable alone): rebuild (at the rewrite: removed channels
+# rebuilt from the kept ones, compensate/rebuild.py), then per consumer bias or refit, then bn. A new step
+# is a function of (work, options, report) and its name here.
+STEP_RUNS = {"rebuild": _rebuilt, "bias": _fit_layers, "refit": _fit_layers, "bn": _bn_step}
+STEPS = tuple(STEP_RUNS)
 
 
 class _Targets:
