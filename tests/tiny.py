@@ -154,6 +154,19 @@ REGISTRY: dict[str, Callable[..., onnx.ModelProto]] = {
 }
 
 
+def every_model() -> dict[str, Callable[..., onnx.ModelProto]]:
+    """The one index of the tiny models the tests build in code: the pruning family above (what the
+    exactness tests parametrise over) and the 2:4 family (sparse_models.py: every weight route and
+    decline). Rule tests build their one-op graphs beside each rule (rules/_build.py); hypothesis draws
+    random graphs (fuzz_graphs.py)."""
+    import sparse_models
+
+    found = {f"prune/{name}": build for name, build in REGISTRY.items()}
+    found.update({f"sparse/{b.__name__}": b for b in (sparse_models.routes, sparse_models.declines)})
+    found["sparse/branches"] = sparse_models.branches
+    return found
+
+
 # ---- shared checks ----------------------------------------------------------------------------------
 def outputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
     from onnxprune.inputs import make_inputs
