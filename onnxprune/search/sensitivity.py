@@ -23,7 +23,7 @@ from onnxprune.pipeline import Prepared
 from onnxprune.planning import make_plan
 from onnxprune.planning.make import exclude_declines
 
-FRACTIONS = (0.75, 0.5, 0.25)
+FRACTIONS = (0.875, 0.75, 0.5, 0.25)
 SAMPLES = 32
 
 
