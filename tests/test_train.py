@@ -164,11 +164,11 @@ def test_an_unsupported_op_is_refused_naming_it(tmp_path: Path) -> None:
 
     model = dynamic(tiny.chain(seed=1, dead=0.0))
     last = model.graph.output[0].name
-    model.graph.node.append(helper.make_node("Hardmax", [last], ["hard"], name="/head/Hardmax"))
+    model.graph.node.append(helper.make_node("LRN", [last], ["hard"], name="/head/LRN", size=3))
     model.graph.output[0].name = "hard"
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", x=np.ones((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
-    with pytest.raises(UnsupportedOpError, match="Hardmax.*'/head/Hardmax'"):
+    with pytest.raises(UnsupportedOpError, match="LRN.*'/head/LRN'"):
         train(tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "d.npz", options=quick())
 
 
