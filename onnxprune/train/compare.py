@@ -2,8 +2,8 @@
 
 One op, fed the very same input values, must agree within ``CONVERSION`` (1e-5 of its output's scale): a
 wrong implementation misses by far more. A whole graph accumulates float32 rounding through every layer
-(deep nets with LayerNorm, Softmax or a box decoder's subtraction of nearly equal values reach a few 1e-5),
-so its outputs are held to the larger of that bound and ``NOISE_FACTOR`` times the float32 noise floor: ONNX
+(most in deep nets with LayerNorm or Softmax, and where a box decoder subtracts nearly equal values), so
+its outputs are held to the larger of that bound and ``NOISE_FACTOR`` times the float32 noise floor: ONNX
 Runtime against itself with its graph optimisations off (the same math summed in another order), capped at
 ``NOISE_CAP`` of the output's scale, as ``prune``'s exactness check does.
 """

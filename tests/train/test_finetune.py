@@ -1,0 +1,81 @@
+"""``finetune()``: the pruned model distilled from its original in memory, within a time budget, with a
+held-out share for early stopping; and ``train``'s held-out fidelity and early stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tiny
+from test_train import dynamic
+
+from onnxprune import api
+from onnxprune.errors import UsageError
+from onnxprune.runtime import run_model
+
+torch = pytest.importorskip("torch", reason="the [train] extra (torch) is not installed")
+
+from onnxprune.train import TrainOptions, finetune  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnx.ModelProto, onnx.ModelProto, dict]:
+    tmp = tmp_path_factory.mktemp("finetune")
+    original = dynamic(tiny.residual(seed=3, dead=0.0))
+    onnx.save(original, tmp / "m.onnx")
+    result = api.prune(tmp / "m.onnx", tmp / "p.onnx", api.PlanOptions(ratio=0.5, round_to=1, min_keep=1))
+    x = np.random.default_rng(0).normal(size=(96, 3, 8, 8)).astype(np.float32)
+    a, b = run_model(original, {"input": x[:8]}), run_model(original, {"input": x[8:16]})
+    out = original.graph.output[0].name
+    assert np.abs(a[out] - b[out]).max() > 1e-2 * np.abs(a[out]).max()  # input-sensitive
+    return original, result.pruned, {"input": x}
+
+
+def test_finetune_returns_a_checked_model_and_its_report(models: tuple) -> None:
+    original, pruned, samples = models
+    options = TrainOptions(progress=False, batch=8, lr=3e-3)
+    tuned, report = finetune(original, pruned, samples, minutes=0.2, holdout=0.25, options=options)
+    assert [n.name for n in tuned.graph.node] == [n.name for n in pruned.graph.node]
+    assert report["held_out"] == 24 and report["kinds"] == [f"{original.graph.output[0].name}: scores"]
+    assert report["epochs"] >= 1 and report["planned_epochs"] >= report["epochs"]
+    assert report["step_seconds"] > 0 and report["export_error"] < 1e-4
+    before, after = report["before"]["holdout_loss"], report["after"]["holdout_loss"]
+    assert after <= before  # the best epoch is kept, the input (epoch 0) included
+    # the report's held-out measures are the written model's, on the held-out samples
+    held = {"input": samples["input"][72:]}
+    name = original.graph.output[0].name
+    teacher, student = run_model(original, held)[name], run_model(tuned, held)[name]
+    agree = float((teacher.argmax(1) == student.argmax(1)).mean())
+    assert agree == pytest.approx(report["after"]["fidelity"][name]["top1_agreement"])
+
+
+def test_distillation_from_the_original_moves_the_pruned_model_towards_it(models: tuple) -> None:
+    original, pruned, samples = models
+    options = TrainOptions(progress=False, batch=8, lr=3e-3, epochs=6, patience=6)
+    tuned, report = finetune(original, pruned, samples, minutes=5.0, holdout=0.25, options=options)
+    before, after = report["before"]["holdout_loss"], report["after"]["holdout_loss"]
+    assert report["best_epoch"] > 0 and after < 0.7 * before, (before, after)
+
+
+def test_finetune_refuses_sparsity_and_bad_budgets(models: tuple) -> None:
+    original, pruned, samples = models
+    with pytest.raises(UsageError, match="l1_gamma"):
+        finetune(original, pruned, samples, 1.0, options=TrainOptions(l1_gamma=0.1))
+    with pytest.raises(UsageError, match="--minutes"):
+        finetune(original, pruned, samples, 0.0)
+    with pytest.raises(UsageError, match="--holdout"):
+        finetune(original, pruned, samples, 1.0, holdout=1.0)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, models: tuple) -> None:
+    """A learning rate far too high makes every epoch worse than the input (or NaN): epoch 0 is kept."""
+    original, pruned, samples = models
+    options = TrainOptions(progress=False, batch=8, lr=1e3, optimizer="sgd", schedule="constant", epochs=4)
+    tuned, report = finetune(original, pruned, samples, minutes=5.0, holdout=0.25, options=options)
+    assert report["best_epoch"] == 0 and report["epochs"] == 2
+    assert report["stopped"] == "no held-out improvement for 2 epochs"
+    x = {"input": samples["input"][:8]}
+    name = pruned.graph.output[0].name
+    np.testing.assert_allclose(run_model(tuned, x)[name], run_model(pruned, x)[name], rtol=1e-5, atol=1e-5)
