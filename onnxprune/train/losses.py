@@ -2,7 +2,9 @@
 
 - scores: ``KL(teacher || student)`` of the distributions softened by the temperature ``T``, times ``T^2``
   (Hinton et al.: the gradients keep their size whatever ``T``).
-- sequence: the same KL for every frame, averaged over frames (a CTC recogniser's ``[N, T, C]``).
+- sequence: the same KL for every frame, averaged over frames (a CTC recogniser's ``[N, T, C]``), at
+  temperature 1: softening a distribution over a vocabulary of thousands spreads the teacher's mass over
+  every wrong character, and the target says little about the right one.
 - map: mean squared error over the teacher's variance (measured once, on the first samples).
 - features: the same normalised squared error on intermediate tensors both models have (``features.py``),
   their mean times ``feature_weight``.
@@ -65,7 +67,7 @@ class DistillLoss:
             if kind.kind == "map":
                 terms[kind.name] = F.mse_loss(s, t) / self.scales[kind.name]
             else:
-                terms[kind.name] = kl(s, t, kind, self.temperature)
+                terms[kind.name] = kl(s, t, kind, self.temperature if kind.kind == "scores" else 1.0)
         return terms
 
     def feature_term(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> Tensor:

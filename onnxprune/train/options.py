@@ -58,7 +58,8 @@ class TrainOptions:
             after every epoch; fine-tuning keeps the epoch with the best held-out loss and stops after
             ``patience`` epochs without improvement. 0: none.
         schedule: cosine (from lr down to 0 over all steps of all epochs) or constant.
-        temperature: softens both distributions of the distillation KL (multiplied back by T^2).
+        temperature: softens both distributions of the distillation KL on class scores (multiplied back by
+            T^2); per-frame distributions are distilled at 1.
         device: auto (CUDA when present), cpu or cuda.
         threads: PyTorch's CPU threads (None: its default, one per core); fewer on a machine other jobs
             share, where threads that wait on each other cost more than they gain.

@@ -51,3 +51,13 @@ def test_maps_and_features_are_normalised_by_the_teachers_variance() -> None:
     t = {"map": torch.ones(4, 2) * 2, "f": torch.zeros(4, 3)}
     assert float(loss(s, t)) == pytest.approx(4.0 / 4.0 + 0.5 * 1.0 / 2.0)
     assert float(DistillLoss([OutputKind("map", "map")], {"map": 4.0}, 1.0, [Feature("f")], 0.0)(s, t)) == 1.0
+
+
+def test_frames_are_distilled_at_temperature_one_and_scores_softened() -> None:
+    s, t = torch.randn(2, 5, 7).softmax(-1), torch.randn(2, 5, 7).softmax(-1)
+    frames = OutputKind("rec", "sequence", True)
+    loss = DistillLoss([frames], {}, temperature=4.0)
+    assert torch.allclose(loss({"rec": s}, {"rec": t}), kl(s, t, frames, 1.0))
+    scores = OutputKind("cls", "scores", True)
+    loss = DistillLoss([scores], {}, temperature=4.0)
+    assert torch.allclose(loss({"cls": s[:, 0]}, {"cls": t[:, 0]}), kl(s[:, 0], t[:, 0], scores, 4.0))
