@@ -14,10 +14,12 @@ the same distribution, so the temperature softens both the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 from onnxprune.errors import UsageError
 
@@ -31,6 +33,10 @@ class OutputKind:
     name: str
     kind: str  # one of KINDS
     probabilities: bool = False  # scores/sequence given as probabilities rather than logits
+    # The student's tensor its Softmax normalises, where the output is a Softmax over the last axis: the loss
+    # reads it, since a saturated softmax (a pruned model's all-blank frames) has probabilities of exactly 0
+    # and 1, whose logarithm passes no gradient back.
+    logits: str | None = None
 
     def describe(self) -> str:
         given = " (probabilities)" if self.probabilities else ""
@@ -68,3 +74,30 @@ def output_kinds(outputs: Mapping[str, np.ndarray], distill: str = "auto") -> li
                 f"[batch, frames, classes] (softmax rows); not {', '.join(maps)}"
             )
     return kinds
+
+
+def with_logits(
+    kinds: list[OutputKind], model: onnx.ModelProto, ranks: Mapping[str, int]
+) -> list[OutputKind]:
+    """``kinds`` with ``logits`` set where ``model`` computes the output with a Softmax over its last axis."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for kind in kinds:
+        node = producers.get(kind.name)
+        if (
+            kind.kind != "map"
+            and node is not None
+            and node.op_type == "Softmax"
+            and node.domain in ("", "ai.onnx")
+        ):
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if _opset(model) >= 13 else 1)
+            if (
+                axis % ranks[kind.name] == ranks[kind.name] - 1
+            ):  # before opset 13 too: flattened from the last
+                kind = dataclasses.replace(kind, logits=node.input[0])
+        found.append(kind)
+    return found
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)

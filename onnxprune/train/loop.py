@@ -149,7 +149,8 @@ class _Trainer:
         inputs = augment.apply(self.options.augmentations, inputs, rng)
         want = self.targets.batch(index, inputs, self.device)
         feed = dict(zip(self.module.input_names, inputs, strict=True))
-        return self.loss_fn(self.module.run(feed, keep=self.targets.feature_names), want)
+        keep = self.loss_fn.student_tensors if isinstance(self.loss_fn, DistillLoss) else []
+        return self.loss_fn(self.module.run(feed, keep=keep), want)
 
     def _epoch(self, epoch: int, deadline: float) -> tuple[float, float, bool]:
         """Mean training loss, seconds, and whether the budget's deadline cut the epoch short."""
@@ -224,24 +225,26 @@ def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int
     return correct / max(len(data.labels), 1)
 
 
-def student_outputs(module: OnnxModule, samples: Batch, device: torch.device, batch: int = 32) -> Batch:
-    """The module's outputs on every sample, in eval mode, as numpy."""
+def student_outputs(
+    module: OnnxModule, samples: Batch, device: torch.device, batch: int = 32, keep: list[str] | None = None
+) -> Batch:
+    """The module's outputs (and the tensors named in ``keep``) on every sample, in eval mode, as numpy."""
     module.eval()
-    parts: list[tuple[torch.Tensor, ...]] = []
+    parts: list[dict[str, torch.Tensor]] = []
     count = int(next(iter(samples.values())).shape[0])
     with torch.no_grad():
         for index in _chunks(count, batch):
-            parts.append(
-                tuple(o.cpu() for o in module(*_tensors(samples, module.input_names, index, device)))
-            )
-    return {n: torch.cat([p[k] for p in parts]).numpy() for k, n in enumerate(module.output_names)}
+            inputs = _tensors(samples, module.input_names, index, device)
+            got = module.run(dict(zip(module.input_names, inputs, strict=True)), keep=keep or [])
+            parts.append({name: value.cpu() for name, value in got.items()})
+    return {name: torch.cat([p[name] for p in parts]).numpy() for name in parts[0]}
 
 
 def evaluate_holdout(
     module: OnnxModule, holdout: Holdout, loss: DistillLoss, device: torch.device
 ) -> dict[str, Any]:
     """The distillation loss over outputs (no features) and the fidelity measures on the held-out samples."""
-    got = student_outputs(module, holdout.samples, device)
+    got = student_outputs(module, holdout.samples, device, keep=[k.logits for k in loss.kinds if k.logits])
     terms = loss.output_terms(
         {k: torch.from_numpy(v) for k, v in got.items()},
         {k: torch.from_numpy(v) for k, v in holdout.teacher.items()},

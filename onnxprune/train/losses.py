@@ -42,10 +42,16 @@ def _log_probs(values: Tensor, kind: OutputKind, temperature: float) -> Tensor:
     return F.log_softmax(logits / temperature, dim=-1)
 
 
-def kl(student: Tensor, teacher: Tensor, kind: OutputKind, temperature: float) -> Tensor:
-    """Mean over rows (samples, or frames of every sample) of KL(teacher || student), times T^2."""
+def kl(
+    student: Tensor, teacher: Tensor, kind: OutputKind, temperature: float, logits: Tensor | None = None
+) -> Tensor:
+    """Mean over rows (samples, or frames of every sample) of KL(teacher || student), times T^2; from the
+    student's ``logits`` (its Softmax's input) where given."""
     classes = student.shape[-1]
-    s = _log_probs(student.reshape(-1, classes), kind, temperature)
+    if logits is not None:
+        s = F.log_softmax(logits.reshape(-1, classes) / temperature, dim=-1)
+    else:
+        s = _log_probs(student.reshape(-1, classes), kind, temperature)
     t = _log_probs(teacher.reshape(-1, classes), kind, temperature)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature * temperature
 
@@ -60,6 +66,11 @@ class DistillLoss:
         self.kinds, self.scales, self.temperature = list(kinds), dict(scales), temperature
         self.features, self.feature_weight = list(features) if feature_weight else [], feature_weight
 
+    @property
+    def student_tensors(self) -> list[str]:
+        """Intermediate tensors of the student the loss reads: features, and Softmax inputs."""
+        return [f.name for f in self.features] + [k.logits for k in self.kinds if k.logits]
+
     def output_terms(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> dict[str, Tensor]:
         terms = {}
         for kind in self.kinds:
@@ -67,7 +78,8 @@ class DistillLoss:
             if kind.kind == "map":
                 terms[kind.name] = F.mse_loss(s, t) / self.scales[kind.name]
             else:
-                terms[kind.name] = kl(s, t, kind, self.temperature if kind.kind == "scores" else 1.0)
+                temperature = self.temperature if kind.kind == "scores" else 1.0
+                terms[kind.name] = kl(s, t, kind, temperature, student.get(kind.logits or ""))
         return terms
 
     def feature_term(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> Tensor:

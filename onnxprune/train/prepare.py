@@ -20,7 +20,7 @@ from onnxprune.errors import ModelLoadError
 from onnxprune.runtime import ort_session
 from onnxprune.train.check import check_conversion
 from onnxprune.train.features import boundary_features
-from onnxprune.train.kinds import output_kinds
+from onnxprune.train.kinds import output_kinds, with_logits
 from onnxprune.train.losses import variance_scales
 from onnxprune.train.options import TrainOptions
 from onnxprune.train.targets import Batch, Holdout, Targets, teacher_run
@@ -61,7 +61,9 @@ def distill_targets(
         raise ModelLoadError(f"--teacher: its outputs must be the student's ({', '.join(names)})")
     probe = {k: v[:SCALE_SAMPLES] for k, v in samples.items()}
     first = teacher_outputs(teacher, probe)
-    targets = Targets(kinds=output_kinds(first, options.distill), scales=variance_scales(first))
+    kinds = output_kinds(first, options.distill)
+    kinds = with_logits(kinds, model, {name: values.ndim for name, values in first.items()})
+    targets = Targets(kinds=kinds, scales=variance_scales(first))
     assert options.feature_weight is not None
     if options.augmentations or options.feature_weight > 0:
         targets.teacher_module = teacher_module(teacher, probe, device)

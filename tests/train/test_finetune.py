@@ -79,3 +79,20 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, models: tuple) -> N
     x = {"input": samples["input"][:8]}
     name = pruned.graph.output[0].name
     np.testing.assert_allclose(run_model(tuned, x)[name], run_model(pruned, x)[name], rtol=1e-5, atol=1e-5)
+
+
+def test_finetune_refuses_samples_that_do_not_match_and_a_missing_extra(
+    models: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from onnxprune.errors import CapabilityError, ModelLoadError
+
+    original, pruned, samples = models
+    with pytest.raises(ModelLoadError, match="input"):
+        finetune(original, pruned, {"input": np.zeros((8, 5, 8, 8), np.float32)}, 1.0)
+    with pytest.raises(ModelLoadError):
+        finetune(original, pruned, {"other": samples["input"]}, 1.0)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(CapabilityError, match=r"onnxprune\[train\]"):
+        finetune(original, pruned, samples, 1.0)

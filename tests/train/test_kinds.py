@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onnxprune.errors import UsageError
-from onnxprune.train.kinds import is_distribution, output_kind, output_kinds
+from onnxprune.train.kinds import OutputKind, is_distribution, output_kind, output_kinds, with_logits
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -48,3 +48,26 @@ def test_distill_choices_override_or_insist() -> None:
     assert [k.kind for k in output_kinds(outputs, "mse")] == ["map", "map"]
     with pytest.raises(UsageError, match=r"--distill kl .* not map \[4, 3, 8, 8\]"):
         output_kinds(outputs, "kl")
+
+
+def test_softmax_outputs_name_their_logits() -> None:
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Identity", ["x"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["frames"], axis=2),
+        helper.make_node("Softmax", ["z"], ["middle"], axis=1),
+        helper.make_node("Relu", ["z"], ["map"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("frames", "middle", "map")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    kinds = [
+        OutputKind("frames", "sequence", True),
+        OutputKind("middle", "sequence", True),
+        OutputKind("map", "map"),
+    ]
+    found = with_logits(kinds, model, {"frames": 3, "middle": 3, "map": 3})
+    assert [k.logits for k in found] == ["z", None, None]  # a softmax over another axis is not per frame

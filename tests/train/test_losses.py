@@ -61,3 +61,17 @@ def test_frames_are_distilled_at_temperature_one_and_scores_softened() -> None:
     scores = OutputKind("cls", "scores", True)
     loss = DistillLoss([scores], {}, temperature=4.0)
     assert torch.allclose(loss({"cls": s[:, 0]}, {"cls": t[:, 0]}), kl(s[:, 0], t[:, 0], scores, 4.0))
+
+
+def test_a_saturated_softmax_passes_gradient_through_its_logits_only() -> None:
+    """A pruned recogniser that says blank on every frame with probability 1.0 must still learn."""
+    logits = torch.tensor([[[200.0, 0.0, 0.0]]], requires_grad=True)  # one frame: blank, saturated
+    probs = logits.softmax(-1)
+    teacher = torch.tensor([[[0.1, 0.8, 0.1]]])
+    kind = OutputKind("rec", "sequence", True, logits="z")
+    through_probs = kl(probs, teacher, kind, 1.0)
+    (grad,) = torch.autograd.grad(through_probs, logits, retain_graph=True)
+    assert float(grad.abs().max()) == 0.0  # log of a probability that underflowed to 0: no gradient
+    through_logits = DistillLoss([kind], {}, 1.0)({"rec": probs, "z": logits}, {"rec": teacher})
+    (grad,) = torch.autograd.grad(through_logits, logits)
+    assert float(grad[0, 0, 1]) < 0  # raising the teacher's character lowers the loss
