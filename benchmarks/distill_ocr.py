@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -65,9 +64,18 @@ def worker(name: str, minutes: float, data: Path, work: Path, threads: int) -> N
     options = TrainOptions(threads=threads, progress=True)
     tuned, report = finetune(original, pruned, samples, minutes=minutes, holdout=0.1, options=options)
     save_model(tuned, work / f"{name}.tuned{minutes:g}.onnx")
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["peak_rss_mb"] = peak_rss_mb()
     report.pop("history")
     print(json.dumps(report, default=str))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM, which starts afresh with the process's own address space
+    (getrusage's ru_maxrss survives the exec of a subprocess and reports the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def outputs(path: Path, x: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ def train(
     holdout: Annotated[
         float, typer.Option(help="With --teacher: share of --data held out for fidelity and early stopping.")
     ] = 0.1,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without held-out gain.")] = 2,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without held-out gain.")] = 5,
     image_size: Annotated[str | None, typer.Option(help="Image folders: resize to HxW.")] = None,
     image_mean: Annotated[
         str | None, typer.Option(help="Image folders: mean per channel, m or m,m,m.")

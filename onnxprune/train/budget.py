@@ -2,13 +2,13 @@
 
 The probe runs real training steps (forward, loss, backward) on the first batches without an optimiser
 step, then puts back every parameter and BatchNormalization statistic it touched, so the run that follows
-starts from the same state as one without a probe. The plan leaves room for the held-out evaluation after
-every epoch; when not even one epoch fits, it is one epoch cut to the steps that fit.
+starts from the same state as one without a probe. The plan, with room for the held-out evaluation after
+every epoch, is an estimate for the progress display and the report: the run follows the clock
+(``loop.py``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +20,7 @@ PROBE_STEPS = 3  # the first warms up (allocations, kernel choice) and is not co
 
 @dataclass(frozen=True)
 class BudgetPlan:
-    epochs: int
-    total_steps: int  # the learning-rate schedule's length
+    epochs: int  # the estimate: the run itself goes on until the deadline
     step_seconds: float
     eval_seconds: float
 
@@ -43,13 +42,8 @@ def measure_step(module: torch.nn.Module, step: Callable[[int], None]) -> float:
 
 
 def plan(minutes: float, step_seconds: float, eval_seconds: float, steps: int, cap: int | None) -> BudgetPlan:
-    """Epochs of ``steps`` steps that fit ``minutes`` (each followed by an evaluation), at most ``cap``."""
-    budget = minutes * 60.0
+    """How many epochs of ``steps`` steps fit ``minutes`` (each followed by an evaluation), at least 1 (the
+    deadline then cuts it), at most ``cap``."""
     epoch_seconds = steps * step_seconds + eval_seconds
-    epochs = int(budget // epoch_seconds) if epoch_seconds > 0 else 1
-    if cap is not None:
-        epochs = min(epochs, cap)
-    if epochs >= 1:
-        return BudgetPlan(epochs, epochs * steps, step_seconds, eval_seconds)
-    fitting = max(1, math.floor((budget - eval_seconds) / max(step_seconds, 1e-9)))
-    return BudgetPlan(1, min(fitting, steps), step_seconds, eval_seconds)
+    epochs = max(1, int(minutes * 60.0 // epoch_seconds) if epoch_seconds > 0 else 1)
+    return BudgetPlan(min(epochs, cap) if cap is not None else epochs, step_seconds, eval_seconds)

@@ -5,7 +5,8 @@ so a resumed run sees the batches an uninterrupted one would). After every epoch
 (labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
 the epoch with the lowest held-out loss (epoch 0, the input, included) and stops once ``patience`` epochs
 have not improved on it. With ``minutes`` the step time is measured first (``budget.py``) and the epochs
-and the learning-rate schedule follow from it; training stops at the deadline whatever the plan said.
+are planned from it; the learning-rate schedule then follows the clock (the share of the budget spent), and
+training runs until the deadline: a machine that speeds up or slows down moves the end, not the schedule.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
 from onnxprune.train.targets import Batch, Holdout, Targets
 from onnxprune.train.torchgraph import OnnxModule
 
+UNCAPPED = 10**6  # epochs of a budgeted run without --epochs: the deadline ends it
 Loss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
@@ -93,7 +95,8 @@ class _Trainer:
         self.scales = module.bn_scales()
         self.count = int(next(iter(samples.values())).shape[0])
         self.steps = steps_per_epoch(self.count, options.batch)
-        self.total_steps = 0
+        self.total_steps = 0  # the schedule's length in steps, without a budget
+        self.clock: tuple[float, float] | None = None  # with a budget: the schedule's start and end (seconds)
 
     def run(self, checkpoint: Path | None) -> History:
         began, history, start, best = time.perf_counter(), History(), 0, None
@@ -104,9 +107,11 @@ class _Trainer:
             history.epochs.append(self._record(0, None, 0.0))
             best = self._better(history.epochs[0], None)
         epochs = self._plan(history, began)
-        deadline = began + 60.0 * self.options.minutes if self.options.minutes else math.inf
+        if self.options.minutes is not None:
+            self.clock = (time.perf_counter(), began + 60.0 * self.options.minutes)
+            epochs = self.options.epochs or UNCAPPED
         for epoch in range(start + 1, epochs + 1):
-            loss, seconds, cut = self._epoch(epoch, deadline)
+            loss, seconds, cut = self._epoch(epoch)
             record = self._record(epoch, loss, seconds)
             best = self._better(record, best)
             history.epochs.append(record)
@@ -114,8 +119,8 @@ class _Trainer:
                 save_checkpoint(checkpoint, self.module, self.optimizer, epoch, history, best)
             if self.hooks.on_epoch is not None:
                 self.hooks.on_epoch(record)
-            history.stopped = self._stop(cut, epoch, best)
-            if history.stopped:
+            history.stopped = self._stop(epoch, best)
+            if history.stopped or cut:
                 break
         if best is not None and self.options.early_stopping:
             self.module.load_state_dict(best["state"])
@@ -124,19 +129,20 @@ class _Trainer:
         return history
 
     def _plan(self, history: History, began: float) -> int:
-        """The epochs to run; with a budget, measured from the step time and the evaluation's."""
+        """The epochs to run; with a budget, the estimate from the step time and the evaluation's."""
         epochs = self.options.epochs
         if self.options.minutes is not None:
             history.step_seconds = budget.measure_step(self.module, self._probe)
             left = self.options.minutes - (time.perf_counter() - began) / 60.0
             eval_seconds = history.epochs[0].get("eval_seconds", 0.0) if history.epochs else 0.0
-            found = budget.plan(max(left, 0.0), history.step_seconds, eval_seconds, self.steps, epochs)
-            epochs, self.total_steps = found.epochs, found.total_steps
+            epochs = budget.plan(
+                max(left, 0.0), history.step_seconds, eval_seconds, self.steps, epochs
+            ).epochs
         assert epochs is not None
-        self.total_steps = self.total_steps or epochs * self.steps
+        self.total_steps = epochs * self.steps
         history.planned_epochs = epochs
         if self.hooks.on_plan is not None:
-            self.hooks.on_plan(epochs, min(self.steps, self.total_steps))
+            self.hooks.on_plan(epochs, self.steps)
         return epochs
 
     def _probe(self, k: int) -> None:
@@ -152,8 +158,8 @@ class _Trainer:
         keep = self.loss_fn.student_tensors if isinstance(self.loss_fn, DistillLoss) else []
         return self.loss_fn(self.module.run(feed, keep=keep), want)
 
-    def _epoch(self, epoch: int, deadline: float) -> tuple[float, float, bool]:
-        """Mean training loss, seconds, and whether the budget's deadline cut the epoch short."""
+    def _epoch(self, epoch: int) -> tuple[float, float, bool]:
+        """Mean training loss, seconds, and whether the budget's deadline has come."""
         began, losses, seen, cut = time.perf_counter(), 0.0, 0, False
         self.module.train()
         rng = np.random.default_rng([self.options.seed, epoch, 1])  # from (seed, epoch): resumable
@@ -161,9 +167,7 @@ class _Trainer:
             _epoch_batches(self.count, self.options.batch, self.options.seed, epoch)
         ):
             global_step = (epoch - 1) * self.steps + step
-            if global_step >= self.total_steps:
-                break  # a budget smaller than one epoch: the steps that fit
-            if time.perf_counter() > deadline:
+            if self.clock is not None and time.perf_counter() >= self.clock[1]:
                 cut = True
                 break
             loss = self._loss(index, rng)
@@ -171,10 +175,16 @@ class _Trainer:
             losses, seen = losses + float(loss.detach()) * len(index), seen + len(index)
             if self.hooks.on_step is not None:
                 self.hooks.on_step(epoch, step, float(loss.detach()))
+        cut = cut or (self.clock is not None and time.perf_counter() >= self.clock[1])
         return losses / max(seen, 1), time.perf_counter() - began, cut
 
     def _update(self, loss: torch.Tensor, global_step: int) -> None:
-        lr = _set_lr(self.optimizer, self.options, global_step, self.total_steps)
+        if self.clock is None:
+            done = global_step / max(self.total_steps, 1)
+        else:
+            start, end = self.clock
+            done = min((time.perf_counter() - start) / max(end - start, 1e-9), 1.0)
+        lr = _set_lr(self.optimizer, self.options, done)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         l1 = self.options.l1_gamma
@@ -202,9 +212,8 @@ class _Trainer:
         state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
         return {"epoch": record["epoch"], "loss": loss, "state": state}
 
-    def _stop(self, cut: bool, epoch: int, best: dict[str, Any] | None) -> str:
-        if cut:
-            return f"the time budget ({self.options.minutes:g} min) ran out"
+    def _stop(self, epoch: int, best: dict[str, Any] | None) -> str:
+        """Why fine-tuning stops before the planned end, if it does."""
         if (
             best is not None
             and self.options.early_stopping
@@ -255,12 +264,13 @@ def evaluate_holdout(
     }
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, total: int) -> float:
-    """The rate of a global step, from the step alone: a resumed run needs no scheduler state."""
+def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, done: float) -> float:
+    """The rate when ``done`` (0..1) of the schedule is behind, from that alone: a resumed run needs no
+    scheduler state."""
     assert options.lr is not None
     lr = options.lr
     if options.schedule == "cosine":
-        lr *= 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * done))
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

@@ -36,8 +36,9 @@ class TrainOptions:
     Attributes:
         epochs: passes over the training data (a resumed run continues up to this count). None: from
             ``minutes`` if given, else 2 for fine-tuning and 30 for sparsity training.
-        minutes: a time budget: the step time is measured first and the epochs (at most ``epochs`` when
-            that is given too) are as many as fit; the learning-rate schedule spans them.
+        minutes: a time budget: the step time is measured first and the epochs that fit are estimated;
+            the learning-rate schedule follows the clock and training runs until the deadline (at most
+            ``epochs`` when that is given too).
         lr, optimizer: None/auto: Adam at 1e-3 for fine-tuning, SGD (momentum 0.9) at 0.05 for sparsity.
         momentum, weight_decay: of the optimiser.
         batch: samples per step; a last batch of one sample is dropped (BatchNormalization needs two).
@@ -84,7 +85,7 @@ class TrainOptions:
     temperature: float = 4.0
     feature_weight: float | None = None
     holdout: float = 0.1
-    patience: int = 2
+    patience: int = 5
     device: str = "auto"
     threads: int | None = None
     checkpoint: Path | None = None

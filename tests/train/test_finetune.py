@@ -72,7 +72,9 @@ def test_finetune_refuses_sparsity_and_bad_budgets(models: tuple) -> None:
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, models: tuple) -> None:
     """A learning rate far too high makes every epoch worse than the input (or NaN): epoch 0 is kept."""
     original, pruned, samples = models
-    options = TrainOptions(progress=False, batch=8, lr=1e3, optimizer="sgd", schedule="constant", epochs=4)
+    options = TrainOptions(
+        progress=False, batch=8, lr=1e3, optimizer="sgd", schedule="constant", epochs=4, patience=2
+    )
     tuned, report = finetune(original, pruned, samples, minutes=5.0, holdout=0.25, options=options)
     assert report["best_epoch"] == 0 and report["epochs"] == 2
     assert report["stopped"] == "no held-out improvement for 2 epochs"
@@ -96,3 +98,32 @@ def test_finetune_refuses_samples_that_do_not_match_and_a_missing_extra(
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     with pytest.raises(CapabilityError, match=r"onnxprune\[train\]"):
         finetune(original, pruned, samples, 1.0)
+
+
+def test_a_budget_runs_until_its_deadline_and_the_rate_follows_the_clock(
+    models: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake clock: every step takes 1 s, the budget is 30 s; the rates fall from lr to ~0 with the time."""
+    from onnxprune.train import loop
+
+    now = [0.0]
+    rates: list[float] = []
+    real_set_lr = loop._set_lr
+
+    def tick() -> float:
+        now[0] += 0.1
+        return now[0]
+
+    def set_lr(optimizer, options, done):  # type: ignore[no-untyped-def]
+        now[0] += 1.0
+        rates.append(real_set_lr(optimizer, options, done))
+        return rates[-1]
+
+    monkeypatch.setattr(loop.time, "perf_counter", tick)
+    monkeypatch.setattr(loop, "_set_lr", set_lr)
+    original, pruned, samples = models
+    options = TrainOptions(progress=False, batch=8, lr=1e-3, holdout=0.0)
+    tuned, report = finetune(original, pruned, samples, minutes=0.5, holdout=0.0, options=options)
+    assert 20 <= len(rates) <= 30  # the steps that fit 30 s of the fake clock, whatever the plan said
+    assert rates[0] == pytest.approx(1e-3, rel=0.05) and rates[-1] < 0.05 * rates[0]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
