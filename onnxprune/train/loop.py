@@ -3,10 +3,11 @@
 One epoch is a seeded permutation of the samples (the permutation depends on the seed and the epoch only,
 so a resumed run sees the batches an uninterrupted one would). After every epoch: accuracy on ``--eval``
 (labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
-the epoch with the lowest held-out loss (epoch 0, the input, included) and stops once ``patience`` epochs
-have not improved on it. With ``minutes`` the step time is measured first (``budget.py``) and the epochs
-are planned from it; the learning-rate schedule then follows the clock (the share of the budget spent), and
-training runs until the deadline: a machine that speeds up or slows down moves the end, not the schedule.
+the epoch with the lowest held-out loss (epoch 0, the input, included) and, in the second half of the
+schedule, stops once ``patience`` epochs have not improved on it. With ``minutes`` the step time is
+measured first (``budget.py``) and the epochs are planned from it; the learning-rate schedule then follows
+the clock (the share of the budget spent), and training runs until the deadline: a machine that speeds up
+or slows down moves the end, not the schedule.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class _Trainer:
         self.steps = steps_per_epoch(self.count, options.batch)
         self.total_steps = 0  # the schedule's length in steps, without a budget
         self.clock: tuple[float, float] | None = None  # with a budget: the schedule's start and end (seconds)
+        self.late: int | None = None  # the first epoch that ended in the second half of the schedule
 
     def run(self, checkpoint: Path | None) -> History:
         began, history, start, best = time.perf_counter(), History(), 0, None
@@ -213,14 +215,22 @@ class _Trainer:
         return {"epoch": record["epoch"], "loss": loss, "state": state}
 
     def _stop(self, epoch: int, best: dict[str, Any] | None) -> str:
-        """Why fine-tuning stops before the planned end, if it does."""
-        if (
-            best is not None
-            and self.options.early_stopping
-            and epoch - best["epoch"] >= self.options.patience
-        ):
+        """Why fine-tuning stops before the planned end, if it does: ``patience`` epochs without a better
+        held-out loss, counted in the second half of the schedule only (before, the rate is high, the
+        held-out loss of a few dozen samples is noisy, and the gains come as the rate falls)."""
+        if best is None or not self.options.early_stopping or self._done(epoch) < 0.5:
+            return ""
+        self.late = self.late or epoch
+        if epoch - max(best["epoch"], self.late - 1) >= self.options.patience:
             return f"no held-out improvement for {self.options.patience} epochs"
         return ""
+
+    def _done(self, epoch: int) -> float:
+        """The share of the schedule behind at the end of ``epoch``."""
+        if self.clock is None:
+            return epoch * self.steps / max(self.total_steps, 1)
+        start, end = self.clock
+        return (time.perf_counter() - start) / max(end - start, 1e-9)
 
 
 def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int = 256) -> float:
