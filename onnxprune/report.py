@@ -10,6 +10,7 @@ from rich.table import Table
 
 from onnxprune.channels.group import ChannelGroup
 from onnxprune.text import count, number
+from onnxprune.train.fidelity import headline
 
 
 def add_columns(table: Table, names: Iterable[str], numeric: Collection[str] = ()) -> None:
@@ -289,14 +290,20 @@ def change_table(outputs: list[dict[str, Any]], title: str) -> Table:
 
 
 def history_table(history: list[dict[str, Any]], title: str) -> Table:
-    """Per training epoch: loss, eval accuracy, share of small gammas, seconds (train.TrainResult.history)."""
+    """Per training epoch: loss, held-out fidelity, eval accuracy, share of small gammas, seconds
+    (train.TrainResult.history)."""
     table = Table(title=title)
-    columns = ("epoch", "mean loss", "eval accuracy", "|gamma| < 1e-2", "seconds")
+    held = any(r.get("holdout_loss") is not None for r in history)
+    columns = ("epoch", "mean loss", *(("held-out loss", "held-out fidelity") if held else ()),
+               "eval accuracy", "|gamma| < 1e-2", "seconds")  # fmt: skip
     add_columns(table, columns, numeric=columns)
     for r in history:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.4f}"
-        table.add_row(str(r["epoch"]), loss, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}")
+        fidelity = (f"{r['holdout_loss']:.4f}", headline(r["fidelity"])) if held else ()
+        table.add_row(
+            str(r["epoch"]), loss, *fidelity, accuracy, f"{r['gamma_small']:.1%}", f"{r['seconds']:.1f}"
+        )
     return table
 
 

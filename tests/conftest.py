@@ -7,9 +7,15 @@ the Tensor Core multiple); tests/measure/test_layout.py asks the real ONNX Runti
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from onnxprune.measure import layout
+
+# PyTorch (the train tests) starts one thread per core; on a loaded two-core machine they wait on each other
+# and tiny convs take many times as long. Read when torch is first imported, so it must be set before.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

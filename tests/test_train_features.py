@@ -107,7 +107,8 @@ def test_mse_distillation_pulls_every_output_towards_the_teacher(
     onnx.save(two_outputs(seed=1), teacher)
     onnx.save(two_outputs(seed=2), student)  # same graph, other weights
     out = tmp_path / "o.onnx"
-    result = train(student, out, chain["data"], teacher=teacher, options=quick(epochs=6, lr=0.01))
+    options = quick(epochs=6, lr=0.01, optimizer="sgd", augment="none", holdout=0.0)
+    result = train(student, out, chain["data"], teacher=teacher, options=options)
     x = dict(np.load(chain["data"]))
     want = run_model(onnx.load(teacher), x)
 
@@ -117,29 +118,23 @@ def test_mse_distillation_pulls_every_output_towards_the_teacher(
 
     before, after = errors(student), errors(out)
     assert len(before) == 2 and all(a < 0.7 * b for a, b in zip(after, before, strict=True)), (before, after)
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.history[-1]["loss"] < result.history[1]["loss"]
+    assert result.kinds == [f"{n}: map" for n in want][:1] + [f"{list(want)[1]}: scores"]
 
 
-def test_the_loss_is_the_sum_of_every_outputs_mse() -> None:
-    from onnxprune.train.loop import Targets, make_loss
+def test_the_loss_sums_each_outputs_term_by_its_kind() -> None:
+    from onnxprune.train.kinds import OutputKind
+    from onnxprune.train.losses import DistillLoss
 
     a, b = torch.randn(4, 3, 2, 2), torch.randn(4, 10)
     ta, tb = torch.randn(4, 3, 2, 2), torch.randn(4, 10)
-    loss = make_loss(Targets(teacher={}, classifier=False), ["map", "logits"], 4.0)
-    expected = torch.mean((a - ta) ** 2) + torch.mean((b - tb) ** 2)
-    assert torch.allclose(loss((a, b), {"map": ta, "logits": tb}), expected)
-
-
-@pytest.mark.parametrize(
-    ("shapes", "classifier"),
-    [([(5, 10)], True), ([(5, 1)], False), ([(5, 10), (5, 4)], False), ([(5, 3, 8, 8)], False)],
-)
-def test_auto_distillation_is_kl_only_for_one_logits_output(shapes: list[tuple], classifier: bool) -> None:
-    from onnxprune.train.run import _is_classifier
-
-    names = [f"out{k}" for k in range(len(shapes))]
-    outputs = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes, strict=True)}
-    assert _is_classifier(names, outputs) is classifier
+    kinds = [OutputKind("map", "map"), OutputKind("logits", "scores")]
+    loss = DistillLoss(kinds, {"map": 2.0}, temperature=4.0)
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(b / 4, 1), torch.log_softmax(tb / 4, 1), log_target=True, reduction="batchmean"
+    )
+    expected = torch.mean((a - ta) ** 2) / 2.0 + 16 * kl
+    assert torch.allclose(loss({"map": a, "logits": b}, {"map": ta, "logits": tb}), expected)
 
 
 def test_kl_on_a_model_without_logits_is_one_line(chain: dict[str, Path], tmp_path: Path) -> None:
@@ -148,7 +143,7 @@ def test_kl_on_a_model_without_logits_is_one_line(chain: dict[str, Path], tmp_pa
     args = ["train", str(model), "-o", str(tmp_path / "o.onnx"), "--data", str(chain["data"]), "--teacher",
             str(model), "--distill", "kl", "--batch", "8"]  # fmt: skip
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "--distill kl needs one [batch, classes] output" in result.output
+    assert result.exit_code == 2 and "--distill kl needs class scores" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "o.onnx").exists()
 
 
@@ -235,7 +230,7 @@ def test_bad_image_options_name_trains_flags(
 
 
 def test_the_teachers_outputs_come_from_one_session_over_all_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.train.run as run
+    import onnxprune.train.prepare as prepare
     from onnxprune.runtime import ort_session
 
     model = dynamic(tiny.chain())
@@ -243,10 +238,10 @@ def test_the_teachers_outputs_come_from_one_session_over_all_batches(monkeypatch
     shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     samples = {name: np.random.default_rng(0).normal(size=(600, *shape[1:])).astype(np.float32)}
     made: list[object] = []
-    monkeypatch.setattr(run, "ort_session", lambda m: made.append(m) or ort_session(m))
-    targets = run._teacher_targets(model, model, samples, "auto")
-    assert len(made) == 1  # 600 samples are 3 batches of at most 256
+    monkeypatch.setattr(prepare, "ort_session", lambda m: made.append(m) or ort_session(m))
+    outputs = prepare.teacher_outputs(model, samples)
+    assert len(made) == 1  # 600 samples are many batches
     (output,) = [o.name for o in model.graph.output]
-    assert targets.teacher[output].shape[0] == 600
+    assert outputs[output].shape[0] == 600
     alone = run_model(model, {name: samples[name][:5]})[output]
-    np.testing.assert_allclose(targets.teacher[output][:5], alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[output][:5], alone, rtol=1e-5, atol=1e-6)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from onnxprune.cli.shared import ModelArg, console, user_errors
 from onnxprune.data import parse_floats, parse_size
 from onnxprune.report import history_table
+
+if TYPE_CHECKING:
+    from onnxprune.train import TrainResult
 
 
 @user_errors
@@ -28,31 +31,56 @@ def train(
     teacher: Annotated[
         Path | None, typer.Option(help="Distil from this model (e.g. the unpruned original): no labels.")
     ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="Time budget: epochs and schedule follow from the measured step time."),
+    ] = None,
     l1_gamma: Annotated[
-        float, typer.Option(help="Network Slimming: lambda of the L1 penalty on BN gammas.")
+        float, typer.Option(help="Network Slimming: lambda of the L1 penalty on BN gammas (start with 0.3).")
     ] = 0.0,
     l1_step: Annotated[
         str, typer.Option(help="proximal (soft-threshold gammas: exact zeros) | subgradient (the paper's)")
     ] = "proximal",
     augment: Annotated[
-        str, typer.Option(help="none | shift (image inputs moved by up to 2 px per sample and step)")
-    ] = "none",
-    distill: Annotated[
-        str, typer.Option(help="With --teacher: auto (kl for one [N, classes] output, else mse) | kl | mse")
+        str,
+        typer.Option(
+            help="auto (all with a teacher, none with labels) | none | comma list of shift,scale,brightness"
+        ),
     ] = "auto",
+    distill: Annotated[
+        str,
+        typer.Option(
+            help="With --teacher, per output: auto (KL on scores/frame distributions, MSE on maps) | kl | mse"
+        ),
+    ] = "auto",
+    feature_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of feature distillation at the pruned groups' boundaries (default 1 with --teacher)."
+        ),
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(help="With --teacher: share of --data held out for fidelity and early stopping.")
+    ] = 0.1,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without held-out gain.")] = 5,
     image_size: Annotated[str | None, typer.Option(help="Image folders: resize to HxW.")] = None,
     image_mean: Annotated[
         str | None, typer.Option(help="Image folders: mean per channel, m or m,m,m.")
     ] = None,
     image_std: Annotated[str | None, typer.Option(help="Image folders: std per channel, s or s,s,s.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 1,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
-    batch: Annotated[int, typer.Option(help="Samples per step.")] = 64,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Passes over the data (default 2; 30 with --l1-gamma; the cap with --minutes)."),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default 1e-3 Adam; 0.05 SGD with --l1-gamma).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Samples per step.")] = 16,
     seed: Annotated[int, typer.Option(help="Shuffling seed (a CPU run repeats exactly).")] = 0,
-    optimizer: Annotated[str, typer.Option(help="sgd (momentum 0.9) | adam")] = "sgd",
+    optimizer: Annotated[str, typer.Option(help="auto (adam; sgd with --l1-gamma) | sgd | adam")] = "auto",
     schedule: Annotated[str, typer.Option(help="cosine (lr down to 0) | constant")] = "cosine",
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
     eval_data: Annotated[
         Path | None, typer.Option("--eval", help="Evaluate accuracy on this after each epoch.")
     ] = None,
@@ -62,6 +90,10 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(help="PyTorch CPU threads (default: one per core; fewer on a shared machine)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
 ) -> None:
     """Sparsity-train (--l1-gamma) or fine-tune (labels or --teacher) the ONNX model itself, via PyTorch."""
@@ -69,10 +101,10 @@ def train(
     from onnxprune.train import train as train_model
 
     options = TrainOptions(
-        epochs=epochs, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, l1_step=l1_step, augment=augment,
-        distill=distill, optimizer=optimizer,
-        schedule=schedule, weight_decay=weight_decay, temperature=temperature, device=device,
-        checkpoint=checkpoint, resume=resume, progress=not as_json,
+        epochs=epochs, minutes=minutes, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, l1_step=l1_step,
+        augment=augment, distill=distill, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay,
+        temperature=temperature, feature_weight=feature_weight, holdout=holdout, patience=patience,
+        device=device, threads=threads, checkpoint=checkpoint, resume=resume, progress=not as_json,
     )  # fmt: skip
     images = ImageOptions(
         size=parse_size(image_size, "--image-size") if image_size else None,
@@ -81,16 +113,12 @@ def train(
     )
     result = train_model(model, output, data, labels=labels, teacher=teacher, eval_data=eval_data,
                          eval_labels=eval_labels, options=options, images=images)  # fmt: skip
-    payload = {
-        "output": str(result.output), "device": result.device,
-        "checkpoint": str(result.checkpoint) if result.checkpoint.exists() else None,
-        "batch_norms": result.batch_norms, "conversion_error": result.conversion_error,
-        "export_error": result.export_error, "epochs": result.history, "classes": result.classes,
-    }  # fmt: skip
     if as_json:
-        print(json.dumps(payload, indent=2))
+        payload = {("epochs" if k == "history" else k): v for k, v in vars(result).items()}
+        print(json.dumps(payload, indent=2, default=str))
         return
     console.print(history_table(result.history, f"{model.name} → {output.name} ({result.device})"))
+    _print_how(result)
     console.print(
         f"[green]written[/] {output} ({result.batch_norms} BatchNormalization kept; PyTorch vs ONNX Runtime: "
         f"{result.conversion_error:.2g} before, {result.export_error:.2g} after training)",
@@ -100,3 +128,24 @@ def train(
         console.print(
             "classes (label: folder): " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.classes))
         )
+
+
+def _print_how(result: TrainResult) -> None:
+    """Outputs' kinds, features, the held-out split, the budget's plan and why training stopped."""
+    lines = []
+    if result.kinds:
+        lines.append("outputs: " + "; ".join(result.kinds))
+    if result.features:
+        lines.append(f"feature targets: {len(result.features)} tensors at the pruned groups' boundaries")
+    if result.held_out:
+        lines.append(f"held out for fidelity: {result.held_out} samples (never trained on)")
+    if result.step_seconds is not None:
+        lines.append(
+            f"time budget: {result.step_seconds:.3f} s per step, {result.planned_epochs} epoch(s) planned"
+        )
+    if result.best_epoch is not None:
+        lines.append(f"kept the state of epoch {result.best_epoch} (best held-out loss)")
+    if result.stopped:
+        lines.append(f"stopped early: {result.stopped}")
+    for line in lines:
+        console.print(line, highlight=False)

@@ -4,7 +4,7 @@ Nothing is re-exported: the trained parameters and BatchNormalization statistics
 initializers (or ``Constant`` node values) of the same names, so every node, node name, BatchNormalization,
 opset and input/output name is the input's (``--replay`` and reports keep matching). The result must pass
 ``prune``'s validation, keep its BatchNormalization count, and reproduce the trained PyTorch module on
-ONNX Runtime (max relative error 1e-5); then it is written atomically.
+ONNX Runtime (within the float32 noise floor, ``compare.py``); then it is written atomically.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.errors import ValidationError, VerificationError
+from onnxprune.errors import ValidationError
 from onnxprune.rewrite import validate
-from onnxprune.runtime import check_runs, run_model
-from onnxprune.tolerances import CONVERSION
-from onnxprune.verify import max_relative_error
-
-CONVERSION_RTOL, CONVERSION_ATOL = CONVERSION.rtol, CONVERSION.atol
+from onnxprune.runtime import check_runs
+from onnxprune.train.compare import compare_outputs, graph_outputs
 
 
 def write_back(
@@ -57,33 +54,12 @@ def check_trained(
     expected: Mapping[str, np.ndarray],
 ) -> float:  # fmt: skip
     """Validate ``trained`` as ``prune`` does, and compare it on ``feed`` with the PyTorch outputs
-    ``expected``; returns the worst relative error. Raises ValidationError / VerificationError."""
+    ``expected`` (within the float32 noise floor, see ``compare.py``); returns the worst relative error.
+    Raises ValidationError / VerificationError."""
     validate(trained)
     check_runs(original, trained)
     if bn_count(trained) != bn_count(original):
         raise ValidationError(
             f"trained model has {bn_count(trained)} BatchNormalization nodes, the input {bn_count(original)}"
         )
-    got = run_model(trained, feed)
-    worst = 0.0
-    for name, want in expected.items():
-        error = max_relative_error(want, got[name])
-        worst = max(worst, error)
-        if not close(want, got[name]):
-            raise VerificationError(
-                f"written model differs from the trained PyTorch module on {name!r}: max relative error "
-                f"{error:.2g} > {CONVERSION_RTOL:g}"
-            )
-    return worst
-
-
-def close(want: np.ndarray, got: np.ndarray) -> bool:
-    """``max|a-b| <= atol + rtol * max|a|``, NaN failing; integer and bool values must be equal."""
-    if want.dtype.kind not in "fc":
-        return want.shape == got.shape and bool(np.array_equal(want, got))
-    if want.shape != got.shape:
-        return False
-    if want.size == 0:
-        return True
-    err = float(np.abs(want.astype(np.float64) - got).max())
-    return err <= CONVERSION_ATOL + CONVERSION_RTOL * float(np.abs(want).max())
+    return compare_outputs(graph_outputs(trained, feed), expected, "the trained PyTorch module")

@@ -1,8 +1,13 @@
-"""The training loop: losses, the L1 subgradient on BN gammas, evaluation, checkpoints and resuming.
+"""The training loop: steps, the L1 step on BN gammas, held-out fidelity, early stopping, the time budget.
 
 One epoch is a seeded permutation of the samples (the permutation depends on the seed and the epoch only,
-so a resumed run sees the batches an uninterrupted one would). A checkpoint (module state, optimiser state,
-history) is written atomically after every epoch; an interruption leaves the last one in place.
+so a resumed run sees the batches an uninterrupted one would). After every epoch: accuracy on ``--eval``
+(labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
+the epoch with the lowest held-out loss (epoch 0, the input, included) and, in the second half of the
+schedule, stops once ``patience`` epochs have not improved on it. With ``minutes`` the step time is
+measured first (``budget.py``) and the epochs are planned from it; the learning-rate schedule then follows
+the clock (the share of the budget spent), and training runs until the deadline: a machine that speeds up
+or slows down moves the end, not the schedule.
 """
 
 from __future__ import annotations
@@ -15,48 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 
-from onnxprune.errors import ModelLoadError, UsageError, first_line
-from onnxprune.files import write_atomically
-from onnxprune.train import augment
+from onnxprune.train import augment, budget
+from onnxprune.train.checkpoint import load_checkpoint, save_checkpoint
+from onnxprune.train.fidelity import fidelity
+from onnxprune.train.losses import DistillLoss
 from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
+from onnxprune.train.targets import Batch, Holdout, Targets
 from onnxprune.train.torchgraph import OnnxModule
 
-Batch = dict[str, np.ndarray]
-Loss = Callable[[tuple[torch.Tensor, ...], dict[str, torch.Tensor]], torch.Tensor]
-StepHook = Callable[[int, int, float], None]  # (epoch, step, loss)
-EpochHook = Callable[[dict[str, Any]], None]  # the epoch's history record
-CHECKPOINT_FORMAT = 1
+UNCAPPED = 10**6  # epochs of a budgeted run without --epochs: the deadline ends it
+Loss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 @dataclass
-class Targets:
-    """What the loss compares the outputs with: labels (cross-entropy) or teacher outputs (distillation)."""
-
-    labels: np.ndarray | None = None
-    teacher: dict[str, np.ndarray] | None = None  # by output name, one row per sample
-    classifier: bool = True  # teacher: KL on the one logits output; else MSE on every output
-    # With augmentation the teacher must see the student's shifted batch: it runs per step, in eval mode.
-    teacher_model: onnx.ModelProto | None = None
-    teacher_module: OnnxModule | None = None
-
-    def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        if self.labels is not None:
-            return {"labels": self.labels[index]}
-        return {name: value[index] for name, value in (self.teacher or {}).items()}
-
-    def batch(
-        self, index: np.ndarray, inputs: list[torch.Tensor], device: torch.device
-    ) -> dict[str, torch.Tensor]:
-        """The targets of one batch: stored rows, or the teacher module's outputs on ``inputs``."""
-        if self.teacher_module is None:
-            return {k: torch.from_numpy(v).to(device) for k, v in self.rows(index).items()}
-        with torch.no_grad():
-            outs = self.teacher_module(*inputs)
-        return dict(zip(self.teacher_module.output_names, outs, strict=True))
+class Hooks:
+    on_step: Callable[[int, int, float], None] | None = None  # (epoch, step, loss)
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # the epoch's history record
+    on_plan: Callable[[int, int], None] | None = None  # (epochs, steps per epoch), once known
 
 
 @dataclass
@@ -68,23 +51,19 @@ class EvalSet:
 @dataclass
 class History:
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    planned_epochs: int = 0
+    step_seconds: float | None = None  # measured before a budgeted run
+    best_epoch: int | None = None  # the epoch whose state was kept (early stopping)
+    stopped: str = ""  # why training ended before the planned epochs, if it did
 
 
-def make_loss(targets: Targets, output_names: list[str], temperature: float) -> Loss:
+def make_loss(targets: Targets, output_names: list[str], options: TrainOptions) -> Loss:
     if targets.labels is not None:
-        return lambda outs, want: F.cross_entropy(outs[0], want["labels"])
-    if targets.classifier:
-        t = temperature
-
-        def distill(outs: tuple[torch.Tensor, ...], want: dict[str, torch.Tensor]) -> torch.Tensor:
-            student = F.log_softmax(outs[0] / t, dim=1)
-            teacher = F.log_softmax(want[output_names[0]] / t, dim=1)
-            return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * t * t
-
-        return distill
-    return lambda outs, want: sum(  # type: ignore[return-value]
-        (F.mse_loss(out, want[name]) for out, name in zip(outs, output_names, strict=True)),
-        torch.zeros(()),
+        first = output_names[0]
+        return lambda outs, want: F.cross_entropy(outs[first], want["labels"])
+    assert options.feature_weight is not None
+    return DistillLoss(
+        targets.kinds, targets.scales, options.temperature, targets.features, options.feature_weight
     )
 
 
@@ -92,6 +71,166 @@ def gamma_stats(module: OnnxModule) -> dict[str, Any]:
     gammas = torch.cat([g.detach().abs().reshape(-1).cpu() for g in module.bn_scales()] or [torch.zeros(0)])
     small = float((gammas < SPARSE_GAMMA).float().mean()) if gammas.numel() else 0.0
     return {"gammas": int(gammas.numel()), "gamma_small": small}
+
+
+def fit(
+    module: OnnxModule, samples: Batch, targets: Targets, options: TrainOptions, checkpoint: Path | None,
+    device: torch.device, eval_set: EvalSet | None = None, holdout: Holdout | None = None,
+    hooks: Hooks | None = None,
+) -> History:  # fmt: skip
+    """Train ``module`` in place; returns the history (the module ends in eval mode, at its best state)."""
+    return _Trainer(module, samples, targets, options, device, eval_set, holdout, hooks or Hooks()).run(
+        checkpoint
+    )
+
+
+class _Trainer:
+    def __init__(
+        self, module: OnnxModule, samples: Batch, targets: Targets, options: TrainOptions,
+        device: torch.device, eval_set: EvalSet | None, holdout: Holdout | None, hooks: Hooks,
+    ) -> None:  # fmt: skip
+        self.module, self.samples, self.targets, self.options = module, samples, targets, options
+        self.device, self.eval_set, self.holdout, self.hooks = device, eval_set, holdout, hooks
+        self.optimizer = _optimizer(module, options)
+        self.loss_fn = make_loss(targets, module.output_names, options)
+        self.scales = module.bn_scales()
+        self.count = int(next(iter(samples.values())).shape[0])
+        self.steps = steps_per_epoch(self.count, options.batch)
+        self.total_steps = 0  # the schedule's length in steps, without a budget
+        self.clock: tuple[float, float] | None = None  # with a budget: the schedule's start and end (seconds)
+        self.late: int | None = None  # the first epoch that ended in the second half of the schedule
+
+    def run(self, checkpoint: Path | None) -> History:
+        began, history, start, best = time.perf_counter(), History(), 0, None
+        if self.options.resume:
+            assert checkpoint is not None
+            start, history.epochs, best = load_checkpoint(checkpoint, self.module, self.optimizer)
+        else:
+            history.epochs.append(self._record(0, None, 0.0))
+            best = self._better(history.epochs[0], None)
+        epochs = self._plan(history, began)
+        if self.options.minutes is not None:
+            self.clock = (time.perf_counter(), began + 60.0 * self.options.minutes)
+            epochs = self.options.epochs or UNCAPPED
+        for epoch in range(start + 1, epochs + 1):
+            loss, seconds, cut = self._epoch(epoch)
+            record = self._record(epoch, loss, seconds)
+            best = self._better(record, best)
+            history.epochs.append(record)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, self.module, self.optimizer, epoch, history, best)
+            if self.hooks.on_epoch is not None:
+                self.hooks.on_epoch(record)
+            history.stopped = self._stop(epoch, best)
+            if history.stopped or cut:
+                break
+        if best is not None and self.options.early_stopping:
+            self.module.load_state_dict(best["state"])
+            history.best_epoch = int(best["epoch"])
+        self.module.eval()
+        return history
+
+    def _plan(self, history: History, began: float) -> int:
+        """The epochs to run; with a budget, the estimate from the step time and the evaluation's."""
+        epochs = self.options.epochs
+        if self.options.minutes is not None:
+            history.step_seconds = budget.measure_step(self.module, self._probe)
+            left = self.options.minutes - (time.perf_counter() - began) / 60.0
+            eval_seconds = history.epochs[0].get("eval_seconds", 0.0) if history.epochs else 0.0
+            epochs = budget.plan(
+                max(left, 0.0), history.step_seconds, eval_seconds, self.steps, epochs
+            ).epochs
+        assert epochs is not None
+        self.total_steps = epochs * self.steps
+        history.planned_epochs = epochs
+        if self.hooks.on_plan is not None:
+            self.hooks.on_plan(epochs, self.steps)
+        return epochs
+
+    def _probe(self, k: int) -> None:
+        self.module.train()
+        index = np.arange(k * self.options.batch, (k + 1) * self.options.batch) % self.count
+        self._loss(index, np.random.default_rng([self.options.seed, 0, k])).backward()
+
+    def _loss(self, index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        inputs = _tensors(self.samples, self.module.input_names, index, self.device)
+        inputs = augment.apply(self.options.augmentations, inputs, rng)
+        want = self.targets.batch(index, inputs, self.device)
+        feed = dict(zip(self.module.input_names, inputs, strict=True))
+        keep = self.loss_fn.student_tensors if isinstance(self.loss_fn, DistillLoss) else []
+        return self.loss_fn(self.module.run(feed, keep=keep), want)
+
+    def _epoch(self, epoch: int) -> tuple[float, float, bool]:
+        """Mean training loss, seconds, and whether the budget's deadline has come."""
+        began, losses, seen, cut = time.perf_counter(), 0.0, 0, False
+        self.module.train()
+        rng = np.random.default_rng([self.options.seed, epoch, 1])  # from (seed, epoch): resumable
+        for step, index in enumerate(
+            _epoch_batches(self.count, self.options.batch, self.options.seed, epoch)
+        ):
+            global_step = (epoch - 1) * self.steps + step
+            if self.clock is not None and time.perf_counter() >= self.clock[1]:
+                cut = True
+                break
+            loss = self._loss(index, rng)
+            self._update(loss, global_step)
+            losses, seen = losses + float(loss.detach()) * len(index), seen + len(index)
+            if self.hooks.on_step is not None:
+                self.hooks.on_step(epoch, step, float(loss.detach()))
+        cut = cut or (self.clock is not None and time.perf_counter() >= self.clock[1])
+        return losses / max(seen, 1), time.perf_counter() - began, cut
+
+    def _update(self, loss: torch.Tensor, global_step: int) -> None:
+        if self.clock is None:
+            done = global_step / max(self.total_steps, 1)
+        else:
+            start, end = self.clock
+            done = min((time.perf_counter() - start) / max(end - start, 1e-9), 1.0)
+        lr = _set_lr(self.optimizer, self.options, done)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        l1 = self.options.l1_gamma
+        if l1 and self.options.l1_step == "subgradient":
+            _l1_subgradient(self.scales, l1)
+        self.optimizer.step()
+        if l1 and self.options.l1_step == "proximal":
+            _soft_threshold(self.scales, lr * l1)
+
+    def _record(self, epoch: int, loss: float | None, seconds: float) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": epoch, "loss": loss, "accuracy": None, "seconds": seconds}
+        began = time.perf_counter()
+        if self.eval_set is not None:
+            record["accuracy"] = evaluate(self.module, self.eval_set, self.device)
+        if self.holdout is not None and isinstance(self.loss_fn, DistillLoss):
+            record.update(evaluate_holdout(self.module, self.holdout, self.loss_fn, self.device))
+        record["eval_seconds"] = time.perf_counter() - began
+        return {**record, **gamma_stats(self.module)}
+
+    def _better(self, record: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The best held-out state so far (fine-tuning only), with its epoch and loss."""
+        loss = record.get("holdout_loss")
+        if not self.options.early_stopping or loss is None or (best is not None and not loss < best["loss"]):
+            return best  # `not <`: a NaN loss (a diverged run) is never better
+        state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        return {"epoch": record["epoch"], "loss": loss, "state": state}
+
+    def _stop(self, epoch: int, best: dict[str, Any] | None) -> str:
+        """Why fine-tuning stops before the planned end, if it does: ``patience`` epochs without a better
+        held-out loss, counted in the second half of the schedule only (before, the rate is high, the
+        held-out loss of a few dozen samples is noisy, and the gains come as the rate falls)."""
+        if best is None or not self.options.early_stopping or self._done(epoch) < 0.5:
+            return ""
+        self.late = self.late or epoch
+        if epoch - max(best["epoch"], self.late - 1) >= self.options.patience:
+            return f"no held-out improvement for {self.options.patience} epochs"
+        return ""
+
+    def _done(self, epoch: int) -> float:
+        """The share of the schedule behind at the end of ``epoch``."""
+        if self.clock is None:
+            return epoch * self.steps / max(self.total_steps, 1)
+        start, end = self.clock
+        return (time.perf_counter() - start) / max(end - start, 1e-9)
 
 
 def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int = 256) -> float:
@@ -105,61 +244,43 @@ def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int
     return correct / max(len(data.labels), 1)
 
 
-def fit(
-    module: OnnxModule, samples: Batch, targets: Targets, options: TrainOptions, checkpoint: Path,
-    device: torch.device, eval_set: EvalSet | None = None, on_step: StepHook | None = None,
-    on_epoch: EpochHook | None = None,
-) -> History:  # fmt: skip
-    """Train ``module`` in place for ``options.epochs`` epochs (fewer when resumed); returns the history."""
-    optimizer = _optimizer(module, options)
-    history, start = History(), 0
-    if options.resume:
-        start, history = load_checkpoint(checkpoint, module, optimizer)
-    elif eval_set is not None:
-        history.epochs.append({"epoch": 0, "loss": None, "accuracy": evaluate(module, eval_set, device),
-                               "seconds": 0.0, **gamma_stats(module)})  # fmt: skip
-    loss_fn = make_loss(targets, module.output_names, options.temperature)
-    scales = module.bn_scales()
-    count = next(iter(samples.values())).shape[0]
-    steps = steps_per_epoch(count, options.batch)
-    for epoch in range(start + 1, options.epochs + 1):
-        began, losses = time.perf_counter(), []
-        module.train()
-        shifts = np.random.default_rng([options.seed, epoch, 1])  # from (seed, epoch): resumable
-        for step, index in enumerate(_epoch_batches(count, options.batch, options.seed, epoch)):
-            inputs = _tensors(samples, module.input_names, index, device)
-            if options.augment == "shift":
-                inputs = augment.shift(inputs, shifts)
-            outs = module(*inputs)
-            loss = loss_fn(outs, targets.batch(index, inputs, device))
-            lr = _set_lr(optimizer, options, (epoch - 1) * steps + step, options.epochs * steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if options.l1_gamma and options.l1_step == "subgradient":
-                _l1_subgradient(scales, options.l1_gamma)
-            optimizer.step()
-            if options.l1_gamma and options.l1_step == "proximal":
-                _soft_threshold(scales, lr * options.l1_gamma)
-            losses.append(float(loss.detach()) * len(index))
-            if on_step is not None:
-                on_step(epoch, step, float(loss.detach()))
-        record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / count, "accuracy": None}
-        record["seconds"] = time.perf_counter() - began
-        if eval_set is not None:
-            record["accuracy"] = evaluate(module, eval_set, device)
-        history.epochs.append({**record, **gamma_stats(module)})
-        save_checkpoint(checkpoint, module, optimizer, epoch, history)
-        if on_epoch is not None:
-            on_epoch(history.epochs[-1])
+def student_outputs(
+    module: OnnxModule, samples: Batch, device: torch.device, batch: int = 32, keep: list[str] | None = None
+) -> Batch:
+    """The module's outputs (and the tensors named in ``keep``) on every sample, in eval mode, as numpy."""
     module.eval()
-    return history
+    parts: list[dict[str, torch.Tensor]] = []
+    count = int(next(iter(samples.values())).shape[0])
+    with torch.no_grad():
+        for index in _chunks(count, batch):
+            inputs = _tensors(samples, module.input_names, index, device)
+            got = module.run(dict(zip(module.input_names, inputs, strict=True)), keep=keep or [])
+            parts.append({name: value.cpu() for name, value in got.items()})
+    return {name: torch.cat([p[name] for p in parts]).numpy() for name in parts[0]}
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, step: int, total: int) -> float:
-    """The rate of a global step, from the step alone: a resumed run needs no scheduler state."""
+def evaluate_holdout(
+    module: OnnxModule, holdout: Holdout, loss: DistillLoss, device: torch.device
+) -> dict[str, Any]:
+    """The distillation loss over outputs (no features) and the fidelity measures on the held-out samples."""
+    got = student_outputs(module, holdout.samples, device, keep=[k.logits for k in loss.kinds if k.logits])
+    terms = loss.output_terms(
+        {k: torch.from_numpy(v) for k, v in got.items()},
+        {k: torch.from_numpy(v) for k, v in holdout.teacher.items()},
+    )
+    return {
+        "holdout_loss": float(sum(float(t) for t in terms.values())),
+        "fidelity": fidelity(loss.kinds, holdout.teacher, got),
+    }
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, options: TrainOptions, done: float) -> float:
+    """The rate when ``done`` (0..1) of the schedule is behind, from that alone: a resumed run needs no
+    scheduler state."""
+    assert options.lr is not None
     lr = options.lr
     if options.schedule == "cosine":
-        lr *= 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * done))
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -186,6 +307,7 @@ def _soft_threshold(scales: list[torch.nn.Parameter], step: float) -> None:
 
 def _optimizer(module: OnnxModule, options: TrainOptions) -> torch.optim.Optimizer:
     params = list(module.parameters())
+    assert options.lr is not None
     if options.optimizer == "adam":
         return torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
     return torch.optim.SGD(
@@ -212,42 +334,3 @@ def _chunks(count: int, size: int) -> Iterator[np.ndarray]:
 
 def _tensors(samples: Mapping[str, np.ndarray], names: list[str], index: np.ndarray, device: torch.device):
     return [torch.from_numpy(np.ascontiguousarray(samples[name][index])).to(device) for name in names]
-
-
-def _fingerprint(module: OnnxModule) -> dict[str, list[int]]:
-    return {name: list(module.tensor(name).shape) for name in sorted(module.roles)}
-
-
-def save_checkpoint(
-    path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer, epoch: int, history: History
-) -> None:
-    """Atomically, through the project's one writer (files.write_atomically): Ctrl-C mid-save leaves the last
-    checkpoint whole."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "model": module.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "fingerprint": _fingerprint(module),
-        "history": history.epochs,
-        "rng": torch.get_rng_state(),  # for Dropout, the one op here that draws random numbers
-    }
-    write_atomically(path, lambda handle: torch.save(payload, handle))
-
-
-def load_checkpoint(path: Path, module: OnnxModule, optimizer: torch.optim.Optimizer) -> tuple[int, History]:
-    """Restore module and optimiser; returns the epochs already done and their history."""
-    if not path.is_file():
-        raise ModelLoadError(f"--resume: checkpoint {path} not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelLoadError(f"--resume: cannot read checkpoint {path}: {first_line(err)}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ModelLoadError(f"--resume: {path} is not an onnxprune training checkpoint")
-    if payload["fingerprint"] != _fingerprint(module):
-        raise UsageError(f"--resume: checkpoint {path} was written for another model")
-    module.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["rng"])
-    return int(payload["epoch"]), History(list(payload["history"]))

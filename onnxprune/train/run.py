@@ -1,12 +1,14 @@
 """``train()``: an ONNX model in, a trained ONNX model out, on PyTorch (the ``[train]`` extra, lazily).
 
-Order of work: options and paths, data and targets (labels or the teacher's outputs from ONNX Runtime),
-the conversion and its check against ONNX Runtime, training with a checkpoint per epoch, the trained values
-written back into the same graph, validation, the atomic write.
+Order of work: options and paths, data and targets (labels, or a teacher: its outputs, the held-out split,
+feature targets), the conversion and its check against ONNX Runtime, training with a checkpoint per epoch,
+the trained values written back into the same graph, validation, the atomic write. ``fit_model`` is the
+in-memory core that ``train`` (files) and ``finetune`` (``prune --finetune-minutes``) share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,6 @@ import onnx
 from onnxprune import files as graphs
 from onnxprune.data import static_batch
 from onnxprune.errors import CapabilityError, ModelLoadError, OnnxPruneError, UsageError
-from onnxprune.runtime import ort_session
 from onnxprune.train.dataset import (
     ImageOptions,
     Samples,
@@ -31,7 +32,7 @@ from onnxprune.train.options import TrainOptions
 if TYPE_CHECKING:
     import torch
 
-    from onnxprune.train.loop import EvalSet, Targets
+    from onnxprune.train.loop import EvalSet
 
 CHECK_SAMPLES = 8  # samples the conversion and the written model are checked on
 
@@ -44,14 +45,22 @@ class TrainingInterrupted(OnnxPruneError):
 
 @dataclass
 class TrainResult:
-    output: Path
-    checkpoint: Path
+    output: Path | None
+    checkpoint: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
     conversion_error: float = 0.0  # PyTorch vs ONNX Runtime before training, max relative error
     export_error: float = 0.0  # the written ONNX vs the trained PyTorch module
     batch_norms: int = 0
     device: str = "cpu"
     classes: list[str] = field(default_factory=list)  # class folders: label k is classes[k]
+    kinds: list[str] = field(default_factory=list)  # each output's kind, e.g. "logits: scores"
+    features: list[str] = field(default_factory=list)  # tensors distilled as features
+    held_out: int = 0  # samples held out for fidelity (never trained on)
+    planned_epochs: int = 0
+    step_seconds: float | None = None  # measured, with a time budget
+    best_epoch: int | None = None  # the epoch whose state was kept (early stopping)
+    stopped: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # the options as resolved
 
 
 def require_torch() -> Any:
@@ -79,73 +88,96 @@ def train(
     options.check()
     if labels is not None and teacher is not None:
         raise UsageError("--labels and --teacher are two different losses: give one")
+    if options.resume and options.minutes is not None:
+        raise UsageError("--resume continues a run of a fixed length: give --epochs N, not --minutes")
     inputs = [p for p in (source, teacher) if p is not None]
     output = graphs.check_output_path(output, inputs)
     checkpoint = Path(options.checkpoint or output.with_name(output.name + ".ckpt"))
     graphs.check_output_path(checkpoint, [*inputs, output])
-    torch = require_torch()
+    require_torch()
     model = graphs.read_model(source)
-    _check_dynamic_batch(model)
+    check_dynamic_batch(model)
     samples, file_labels = load_samples(data, model, images)
-    targets = _targets(model, samples, file_labels, labels, teacher, options.distill)
+    teacher_model = graphs.read_model(teacher) if teacher is not None else None
+    found_labels = None
+    if teacher_model is None:
+        found_labels = load_labels(labels, sample_count(samples)) if labels is not None else file_labels
+        if found_labels is None:
+            raise UsageError("no labels: give --labels, a data .npz with 'y', or --teacher for distillation")
     eval_set = _eval_set(model, eval_data, eval_labels, images)
-    device = _device(torch, options.device)
-    result = _train(
-        model,
-        samples,
-        targets,
-        eval_set,
-        options,
-        output,
-        checkpoint,
-        device,
-        graphs.uses_external_data(source),
-    )
+    trained, result = fit_model(model, samples, teacher=teacher_model, labels=found_labels,
+                                options=options, eval_set=eval_set, checkpoint=checkpoint)  # fmt: skip
+    graphs.save_model(trained, output, external_data=True if graphs.uses_external_data(source) else None)
+    if options.checkpoint is None:
+        checkpoint.unlink(missing_ok=True)  # the default one serves a --resume only until the run succeeds
+    result.output = output
     result.classes = class_names(Path(data)) or []
     return result
 
 
-def _train(
-    model: onnx.ModelProto, samples: Samples, targets: Targets, eval_set: EvalSet | None,
-    options: TrainOptions, output: Path, checkpoint: Path, device: torch.device, external: bool,
-) -> TrainResult:  # fmt: skip
+def fit_model(
+    model: onnx.ModelProto, samples: Samples, *, teacher: onnx.ModelProto | None = None,
+    labels: np.ndarray | None = None, options: TrainOptions, eval_set: EvalSet | None = None,
+    checkpoint: Path | None = None, kept: Mapping[str, np.ndarray] | None = None,
+) -> tuple[onnx.ModelProto, TrainResult]:  # fmt: skip
+    """Train ``model`` in memory (labels or a teacher); the trained model has passed its export checks."""
     import torch
 
-    from onnxprune.train import export, loop
+    from onnxprune.train import export, loop, prepare
     from onnxprune.train.check import check_conversion
     from onnxprune.train.torchgraph import OnnxModule
 
+    options = options.resolved(teacher is not None)
     torch.manual_seed(options.seed)
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    device = _device(torch, options.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     module = OnnxModule(model).to(device)
     feed = {name: array[:CHECK_SAMPLES] for name, array in samples.items()}
-    result = TrainResult(output, checkpoint, device=str(device), batch_norms=export.bn_count(model))
+    result = TrainResult(None, checkpoint, device=str(device), batch_norms=export.bn_count(model))
+    result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     result.conversion_error = check_conversion(module, model, feed, device)
-    _check_label_range(module, targets, feed, device)
-    if options.augment != "none" and targets.teacher_model is not None:
-        targets.teacher_module = _teacher_module(targets.teacher_model, feed, device)
-    try:
-        with _progress(options, sample_count(samples)) as hooks:
-            history = loop.fit(module, samples, targets, options, checkpoint, device, eval_set, *hooks)
-    except KeyboardInterrupt:
-        where = f"the last checkpoint {checkpoint} is kept (rerun with --resume)"
-        if not checkpoint.exists():
-            where = "no epoch had finished, so there is no checkpoint"
-
-        raise TrainingInterrupted(f"interrupted: nothing written; {where}") from None
-    result.history = history.epochs
+    fit, held = prepare.split(samples, options, teacher is not None)
+    if teacher is not None:
+        targets, holdout = prepare.distill_targets(module, model, teacher, fit, held, options, device, kept)
+    else:
+        assert labels is not None
+        targets, holdout = loop.Targets(labels=labels), None
+        _check_label_range(module, labels, feed, device)
+    result.kinds, result.features = [k.describe() for k in targets.kinds], targets.feature_names
+    result.held_out = 0 if holdout is None else holdout.count
+    history = _fit(module, fit, targets, options, checkpoint, device, eval_set, holdout)
+    result.history, result.planned_epochs, result.step_seconds = (
+        history.epochs,
+        history.planned_epochs,
+        history.step_seconds,
+    )
+    result.best_epoch, result.stopped = history.best_epoch, history.stopped
     trained = export.write_back(model, module.trained_arrays(), module.sources)
-    expected = _outputs(module, feed, device)
-    result.export_error = export.check_trained(model, trained, feed, expected)
-    graphs.save_model(trained, output, external_data=True if external else None)
-    if options.checkpoint is None:
-        checkpoint.unlink(missing_ok=True)  # the default one serves a --resume only until the run succeeds
-    return result
+    result.export_error = export.check_trained(model, trained, feed, _outputs(module, feed, device))
+    return trained, result
 
 
-def _check_dynamic_batch(model: onnx.ModelProto) -> None:
+def _fit(module: Any, samples: Samples, targets: Any, options: TrainOptions, checkpoint: Path | None,
+         device: torch.device, eval_set: EvalSet | None, holdout: Any) -> Any:  # fmt: skip
+    from onnxprune.train import loop
+    from onnxprune.train.progress import epoch_progress
 
+    try:
+        with epoch_progress(options, sample_count(samples)) as hooks:
+            return loop.fit(module, samples, targets, options, checkpoint, device, eval_set, holdout, hooks)
+    except KeyboardInterrupt:
+        where = "no checkpoint is kept"
+        if checkpoint is not None:
+            where = f"the last checkpoint {checkpoint} is kept (rerun with --resume)"
+            if not checkpoint.exists():
+                where = "no epoch had finished, so there is no checkpoint"
+        raise TrainingInterrupted(f"interrupted: nothing written; {where}") from None
+
+
+def check_dynamic_batch(model: onnx.ModelProto) -> None:
     fixed = static_batch(model)
     if fixed is not None:
         name = model.graph.input[0].name
@@ -153,64 +185,6 @@ def _check_dynamic_batch(model: onnx.ModelProto) -> None:
             f"train needs a dynamic batch axis: input {name!r} is fixed at batch {fixed} "
             "(export it with a dynamic first axis)"
         )
-
-
-def _targets(
-    model: onnx.ModelProto, samples: Samples, file_labels: np.ndarray | None,
-    labels: str | Path | None, teacher: str | Path | None, distill: str,
-) -> Targets:  # fmt: skip
-    from onnxprune.train.loop import Targets
-
-    if teacher is not None:
-        return _teacher_targets(model, graphs.read_model(teacher), samples, distill)
-    if labels is not None:
-        return Targets(labels=load_labels(labels, sample_count(samples)))
-    if file_labels is None:
-        raise UsageError("no labels: give --labels, a data .npz with 'y', or --teacher for distillation")
-    return Targets(labels=file_labels)
-
-
-def _teacher_targets(
-    model: onnx.ModelProto, teacher: onnx.ModelProto, samples: Samples, distill: str
-) -> Targets:
-    """The teacher's outputs for every sample, computed once with ONNX Runtime (not once per epoch)."""
-    from onnxprune.train.loop import Targets
-
-    names = [o.name for o in model.graph.output]
-    if [o.name for o in teacher.graph.output] != names:
-        raise ModelLoadError(f"--teacher: its outputs must be the student's ({', '.join(names)})")
-    count, chunks = sample_count(samples), []
-    session = ort_session(teacher)  # one session for every batch, not one per 256 samples
-    for start in range(0, count, 256):
-        feed = {k: v[start : start + 256] for k, v in samples.items()}
-        chunks.append(dict(zip(names, session.run(names, feed), strict=True)))
-    outputs = {n: np.concatenate([c[n] for c in chunks]).astype(np.float32) for n in names}
-    classifier = _is_classifier(names, outputs)
-    if distill == "kl" and not classifier:
-        shapes = ", ".join(f"{n} {list(outputs[n].shape)}" for n in names)
-        raise UsageError(
-            f"--distill kl needs one [batch, classes] output (>= 2 classes); the model has {shapes}"
-        )
-    classifier = classifier and distill != "mse"
-    return Targets(teacher=outputs, classifier=classifier, teacher_model=teacher)
-
-
-def _is_classifier(names: list[str], outputs: dict[str, np.ndarray]) -> bool:
-    """One output, [batch, classes] with 2 or more classes: logits, where KL on softmax means something."""
-    return len(names) == 1 and outputs[names[0]].ndim == 2 and outputs[names[0]].shape[1] >= 2
-
-
-def _teacher_module(teacher: onnx.ModelProto, feed: Samples, device: torch.device) -> Any:
-    """The teacher in PyTorch, for augmented batches (checked against ONNX Runtime like the student)."""
-    from onnxprune.train.check import check_conversion
-    from onnxprune.train.torchgraph import OnnxModule
-
-    module = OnnxModule(teacher).to(device)
-    check_conversion(module, teacher, feed, device)
-    module.eval()
-    for param in module.parameters():
-        param.requires_grad_(False)
-    return module
 
 
 def _eval_set(
@@ -246,19 +220,11 @@ def _outputs(module: Any, feed: Samples, device: torch.device) -> dict[str, np.n
     return {k: v.cpu().numpy() for k, v in values.items()}
 
 
-def _check_label_range(module: Any, targets: Targets, feed: Samples, device: torch.device) -> None:
-    if targets.labels is None:
-        return
+def _check_label_range(module: Any, labels: np.ndarray, feed: Samples, device: torch.device) -> None:
     first = _outputs(module, feed, device)[module.output_names[0]]
     if first.ndim != 2:
         raise UsageError(
             f"labels need a [batch, classes] first output; {module.output_names[0]!r} is {first.shape}"
         )
-    if targets.labels.max() >= first.shape[1]:
-        raise ModelLoadError(f"label {targets.labels.max()} is out of range for {first.shape[1]} classes")
-
-
-def _progress(options: TrainOptions, count: int):
-    from onnxprune.train.progress import epoch_progress
-
-    return epoch_progress(options, count)
+    if labels.max() >= first.shape[1]:
+        raise ModelLoadError(f"label {labels.max()} is out of range for {first.shape[1]} classes")

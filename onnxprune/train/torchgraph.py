@@ -14,7 +14,7 @@ weight came from, which writing back into the same graph needs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,8 +102,10 @@ class OnnxModule(nn.Module):
         kind, index = self.slots[name]
         return self.params[index] if kind == "param" else getattr(self, f"c{index}")
 
-    def run(self, feed: Mapping[str, torch.Tensor], keep_all: bool = False) -> dict[str, torch.Tensor]:
-        """Every graph output by name (every intermediate value too with ``keep_all``)."""
+    def run(
+        self, feed: Mapping[str, torch.Tensor], keep_all: bool = False, keep: Collection[str] = ()
+    ) -> dict[str, torch.Tensor]:
+        """Every graph output by name, and the intermediate values named in ``keep`` (all: ``keep_all``)."""
         env: dict[str, Any] = dict(feed)
         for step in self.steps:
             step.call.training = self.training
@@ -113,7 +115,9 @@ class OnnxModule(nn.Module):
             for name, value in zip(step.outputs, outs, strict=False):
                 if name:
                     env[name] = value
-        names = list(env) if keep_all else self.output_names
+        names = (
+            list(env) if keep_all else [*self.output_names, *(n for n in keep if n not in self.output_names)]
+        )
         return {name: self._value(env, self.alias.get(name, name)) for name in names}
 
     def _value(self, env: Mapping[str, Any], name: str) -> Any:
@@ -126,6 +130,11 @@ class OnnxModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values = self.run(dict(zip(self.input_names, inputs, strict=True)))
         return tuple(values[name] for name in self.output_names)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's tensors live (every constant is a buffer or a parameter)."""
+        return next(iter(self.buffers()), next(iter(self.parameters()), torch.zeros(0))).device
 
     def bn_scales(self) -> list[nn.Parameter]:
         """The gamma of every BatchNormalization (a tied one once): what the L1 penalty acts on."""

@@ -1,0 +1,63 @@
+"""How close the student is to the teacher on held-out samples, per output kind (numpy, no torch).
+
+- scores: top-1 agreement (the share of samples whose argmax is the teacher's).
+- sequence: per-frame argmax agreement, and the share of samples whose greedy CTC decode (argmax per frame,
+  repeats collapsed, blanks dropped; the blank is class 0, as in PaddleOCR and most CTC heads) is exactly
+  the teacher's.
+- map: cosine similarity over the whole output, and the mean squared error over the teacher's variance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from onnxprune.train.kinds import OutputKind
+
+CTC_BLANK = 0
+
+
+def ctc_greedy(frames: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
+    """Greedy CTC decodes of ``[N, T, C]`` scores: per sample the class sequence."""
+    best = frames.argmax(-1)
+    decodes = []
+    for row in best:
+        keep = np.ones(len(row), bool)
+        keep[1:] = row[1:] != row[:-1]
+        decodes.append(tuple(int(c) for c in row[keep & (row != blank)]))
+    return decodes
+
+
+def measure(kind: OutputKind, teacher: np.ndarray, student: np.ndarray) -> dict[str, float]:
+    if kind.kind == "scores":
+        return {"top1_agreement": float((teacher.argmax(-1) == student.argmax(-1)).mean())}
+    if kind.kind == "sequence":
+        frames = float((teacher.argmax(-1) == student.argmax(-1)).mean())
+        same = [a == b for a, b in zip(ctc_greedy(teacher), ctc_greedy(student), strict=True)]
+        return {"frame_agreement": frames, "decode_match": float(np.mean(same))}
+    a, b = teacher.astype(np.float64).ravel(), student.astype(np.float64).ravel()
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    cosine = float(a @ b / norms) if norms else float(np.array_equal(a, b))
+    var = max(float(np.var(a)), 1e-12)
+    return {"cosine": cosine, "relative_mse": float(np.mean((a - b) ** 2) / var)}
+
+
+def fidelity(
+    kinds: Sequence[OutputKind], teacher: Mapping[str, np.ndarray], student: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Per output name, its measures."""
+    return {k.name: measure(k, teacher[k.name], student[k.name]) for k in kinds}
+
+
+def headline(measures: Mapping[str, Mapping[str, float]]) -> str:
+    """One short text for a progress line, each output's measures in a few words."""
+    parts = []
+    for name, m in measures.items():
+        if "top1_agreement" in m:
+            parts.append(f"{name} top-1 {m['top1_agreement']:.2%}")
+        elif "frame_agreement" in m:
+            parts.append(f"{name} frames {m['frame_agreement']:.2%} decodes {m['decode_match']:.2%}")
+        else:
+            parts.append(f"{name} cosine {m['cosine']:.4f}")
+    return ", ".join(parts)

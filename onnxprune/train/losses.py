@@ -1,0 +1,97 @@
+"""The distillation loss: one term per model output by its kind (``kinds.py``), plus feature terms.
+
+- scores: ``KL(teacher || student)`` of the distributions softened by the temperature ``T``, times ``T^2``
+  (Hinton et al.: the gradients keep their size whatever ``T``).
+- sequence: the same KL for every frame, averaged over frames (a CTC recogniser's ``[N, T, C]``), at
+  temperature 1: softening a distribution over a vocabulary of thousands spreads the teacher's mass over
+  every wrong character, and the target says little about the right one.
+- map: mean squared error over the teacher's variance (measured once, on the first samples).
+- features: the same normalised squared error on intermediate tensors both models have (``features.py``),
+  their mean times ``feature_weight``.
+
+The loss over outputs is their sum; with labels instead of a teacher it is cross-entropy on the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnxprune.train.features import Feature
+from onnxprune.train.kinds import OutputKind
+
+Tensor = torch.Tensor
+# A probability of 0 (float32 softmax underflows over thousands of classes) as a finite log.
+LOG_FLOOR = 1e-30
+
+
+def variance_scales(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per tensor, the teacher's variance (floored: a constant map must not divide by zero)."""
+    scales = {}
+    for name, array in values.items():
+        var = float(np.var(array.astype(np.float64))) if array.size else 0.0
+        scales[name] = max(var, 1e-8 * max(float(np.mean(np.square(array, dtype=np.float64))), 1e-12))
+    return scales
+
+
+def _log_probs(values: Tensor, kind: OutputKind, temperature: float) -> Tensor:
+    logits = torch.log(values.clamp_min(LOG_FLOOR)) if kind.probabilities else values
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def kl(
+    student: Tensor, teacher: Tensor, kind: OutputKind, temperature: float, logits: Tensor | None = None
+) -> Tensor:
+    """Mean over rows (samples, or frames of every sample) of KL(teacher || student), times T^2; from the
+    student's ``logits`` (its Softmax's input) where given."""
+    classes = student.shape[-1]
+    if logits is not None:
+        s = F.log_softmax(logits.reshape(-1, classes) / temperature, dim=-1)
+    else:
+        s = _log_probs(student.reshape(-1, classes), kind, temperature)
+    t = _log_probs(teacher.reshape(-1, classes), kind, temperature)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature * temperature
+
+
+class DistillLoss:
+    """``loss(student, teacher)``, both by tensor name (outputs and features)."""
+
+    def __init__(
+        self, kinds: Sequence[OutputKind], scales: Mapping[str, float], temperature: float,
+        features: Sequence[Feature] = (), feature_weight: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.kinds, self.scales, self.temperature = list(kinds), dict(scales), temperature
+        self.features, self.feature_weight = list(features) if feature_weight else [], feature_weight
+
+    @property
+    def student_tensors(self) -> list[str]:
+        """Intermediate tensors of the student the loss reads: features, and Softmax inputs."""
+        return [f.name for f in self.features] + [k.logits for k in self.kinds if k.logits]
+
+    def output_terms(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        terms = {}
+        for kind in self.kinds:
+            s, t = student[kind.name], teacher[kind.name]
+            if kind.kind == "map":
+                terms[kind.name] = F.mse_loss(s, t) / self.scales[kind.name]
+            else:
+                temperature = self.temperature if kind.kind == "scores" else 1.0
+                terms[kind.name] = kl(s, t, kind, temperature, student.get(kind.logits or ""))
+        return terms
+
+    def feature_term(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> Tensor:
+        terms = [F.mse_loss(student[f.name], teacher[f.name]) / self.scales[f.name] for f in self.features]
+        return torch.stack(terms).mean() if terms else torch.zeros(())
+
+    def __call__(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> Tensor:
+        total = torch.stack(list(self.output_terms(student, teacher).values())).sum()
+        if self.features:
+            total = total + self.feature_weight * self.feature_term(student, teacher)
+        return total
+
+
+def cross_entropy(student: Mapping[str, Tensor], labels: Tensor, first: str) -> Tensor:
+    return F.cross_entropy(student[first], labels)
