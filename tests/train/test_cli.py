@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from test_train import dynamic
+from train.test_run import dynamic
 from typer.testing import CliRunner
 
 from onnxprune import api

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from test_train import dynamic
+from train.test_run import dynamic
 
 from onnxprune import api
 from onnxprune.errors import UsageError

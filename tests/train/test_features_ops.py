@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from test_train import dynamic, inits, quick
+from train.test_run import dynamic, inits, quick
 from typer.testing import CliRunner
 
 from onnxprune.cli import app
