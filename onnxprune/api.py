@@ -174,9 +174,13 @@ def prune_model(
     target: Target | None = None,
     defer_check: bool = False,
     search: SearchOptions | None = None,
+    finetune_minutes: float | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker, shape inference and an
     ONNX Runtime run with the original's output shapes.
+
+    ``finetune_minutes``: then distil the pruned model from the original on ``calib``'s samples for at
+    most that long (the ``train`` extra; the held-out tail judges the result, never trained on).
 
     ``defer_check`` (without verification, calibration or 2:4 only, which need the check's answer first):
     the ONNX Runtime run goes on in a thread; ``result.confirm()`` waits for it and raises its
@@ -210,7 +214,8 @@ def prune_model(
     data = search.data(samples, holdout, moments)
     plan, record, allocation = choose_plan(prepared, target, data)
     refuse_nothing_to_prune(prepared.groups, plan, prepared.graph, options.criterion)
-    run = Execution(verify, samples, calib_options, sparsify, defer_check, record, moments)
+    _check_finetune(finetune_minutes, samples)
+    run = Execution(verify, samples, calib_options, sparsify, defer_check, record, moments, finetune_minutes)
     result = execute(prepared, plan, run)
     if allocation is not None:
         result.report["allocation"] = allocation
@@ -236,6 +241,19 @@ def _shapes_of_the_data(
     if not taken:
         return verify, []
     return replace(verify or VerifyOptions(enabled=False), shapes=shapes), taken
+
+
+def _check_finetune(minutes: float | None, samples: dict[str, np.ndarray] | None) -> None:
+    """Fine-tuning distils on the calibration data and needs PyTorch: both before any training."""
+    if minutes is None:
+        return
+    if not (minutes > 0):
+        raise UsageError(f"--finetune-minutes must be above 0, got {minutes}")
+    if samples is None:
+        raise UsageError("--finetune-minutes distils on calibration data: pass --calib DATA")
+    from onnxprune.train.run import require_torch
+
+    require_torch()
 
 
 def choose_plan(
@@ -298,6 +316,7 @@ def prune(
     before_save: Callable[[Path], object] | None = None,
     on_pruned: Callable[[PruneResult], object] | None = None,
     search: SearchOptions | None = None,
+    finetune_minutes: float | None = None,
 ) -> PruneResult:
     """Prune a file into another; nothing is written unless the pruned model validates (and verifies).
 
@@ -314,8 +333,9 @@ def prune(
         prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
     run = functools.partial(
-        prune_model, model, options, verify, calib, sparsify=sparsify, target=target, search=search
-    )
+        prune_model, model, options, verify, calib, sparsify=sparsify, target=target, search=search,
+        finetune_minutes=finetune_minutes,
+    )  # fmt: skip
     result = run(defer_check=before_save is None)
     if external_data is None and files.uses_external_data(source):
         external_data = True  # keep the input's layout; past 2 GB save_model picks external data anyway

@@ -168,6 +168,13 @@ def prune(
     ] = None,
     calib_samples: Annotated[int | None, in_panel(CalibSamplesOpt, COMPENSATION)] = None,
     calib_steps: Annotated[str, in_panel(CalibStepsOpt, COMPENSATION)] = "rebuild,refit",
+    finetune_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="Then distil from the original on the --calib data for at most N minutes (the train extra).",
+            rich_help_panel=COMPENSATION,
+        ),
+    ] = None,
     verify: Annotated[
         bool,
         typer.Option(
@@ -306,6 +313,7 @@ def prune(
     result = api.prune(
         model, output, options, verify=checks, external_data=external_data, target=target, sparsify=sparse,
         calib=request, before_save=extras if extras.wanted else None, on_pruned=tables, search=search,
+        finetune_minutes=finetune_minutes,
     )  # fmt: skip
     warn(result.report.get("warnings", []) + result.report.get("verify", {}).get("warnings", []))
     if as_json:

@@ -13,6 +13,7 @@ from onnxprune.cli.printing import print_sparsity_line, print_verification
 from onnxprune.cli.shared import console
 from onnxprune.report import target_line, widths_caption
 from onnxprune.text import count
+from onnxprune.train.fidelity import headline
 
 
 def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
@@ -33,6 +34,8 @@ def print_summary(report: dict[str, Any], title: str, output: Path) -> None:
         console.print(compensation_line(report["compensation"]), highlight=False, markup=False)
     if "calibration" in report:
         console.print(calibration_line(report["calibration"]), highlight=False, markup=False)
+    if "finetune" in report:
+        console.print(finetune_line(report["finetune"]), highlight=False, markup=False)
     if "verify" in report:
         print_verification(report["verify"])
     if "verdict" in report:
@@ -138,6 +141,17 @@ def compensation_line(section: dict[str, Any]) -> str:
     errors = [layer["rel_mse_after"] for layer in layers if layer.get("rel_mse_after") is not None]
     if errors:
         line += f"; worst layer rel. MSE {max(errors):.3g} on {section['error_on']}"
+    return line
+
+
+def finetune_line(finetune: dict[str, Any]) -> str:
+    line = f"fine-tuned: {finetune['epochs']} epochs in {finetune['seconds']:.0f} s"
+    if finetune["best_epoch"] is None:
+        return line + " (too few samples to hold some out: the last epoch is kept)"
+    line += f", best epoch {finetune['best_epoch']} on {finetune['held_out']} held-out samples"
+    before, after = finetune["before"].get("fidelity"), finetune["after"].get("fidelity")
+    if before and after:
+        line += f"; before: {headline(before)}; after: {headline(after)}"
     return line
 
 

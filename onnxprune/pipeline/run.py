@@ -86,6 +86,8 @@ class Execution:
     target_record: Callable[[Counts, Counts], dict[str, Any]] | None = None
     # Channel statistics for calibration's rebuild (compensate/rebuild.py), where measured already.
     moments: Mapping[str, Moments] | None = None
+    # Then distil from the original on the calibration samples for this long (onnxprune.train.finetune).
+    finetune_minutes: float | None = None
 
     @property
     def verifying(self) -> bool:
@@ -133,6 +135,9 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
         assert run.samples is not None
         result.serialized = None
         _calibrate(result, analysis, run.samples, run)
+    if run.finetune_minutes and run.samples is not None:
+        result.serialized = None
+        _finetune(result, analysis, run.samples, run)
     if run.sparsify is not None:
         result.serialized = None  # the 2:4 model is not the bytes ONNX Runtime checked
         _sparsify(result, _sparsify_options(run.sparsify, run), run.verify)
@@ -230,6 +235,20 @@ def _calibrate(result: PruneResult, analysis: Analysis, samples: Samples, run: E
     _measure_change_again(result, run.verify, "change_before_calibration")
     if "verify" not in result.report:
         check_runs(result.original, result.pruned)
+
+
+def _finetune(result: PruneResult, analysis: Analysis, samples: Samples, run: Execution) -> None:
+    """Distil the pruned model from the original on the calibration samples it may fit on (the held-out
+    tail stays unseen: the verdict is measured on it); the report keeps what training did."""
+    from onnxprune.train.finetune import finetune
+
+    fit, _ = split_holdout(samples, run.holdout)
+    assert run.finetune_minutes is not None
+    kept = kept_positions(analysis, result.plan)
+    tuned, record = finetune(result.original, result.pruned, fit, run.finetune_minutes, kept=kept)
+    result.pruned = validate(tuned)
+    result.report["finetune"] = record
+    _measure_change_again(result, run.verify, "change_before_finetune")
 
 
 def _sparsify_options(options: SparsifyOptions, run: Execution) -> SparsifyOptions:

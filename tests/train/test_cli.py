@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from train.test_run import dynamic
 from typer.testing import CliRunner
 
 from onnxprune import api
 from onnxprune.cli import app
+from train.test_run import dynamic
 
 pytest.importorskip("torch", reason="the [train] extra (torch) is not installed")
 runner = CliRunner()
@@ -59,3 +59,22 @@ def test_resume_with_a_budget_is_a_usage_error(pruned: dict[str, Path]) -> None:
             str(pruned["data"]), "--teacher", str(pruned["model"]), "--minutes", "1", "--resume"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--resume" in result.output and "Traceback" not in result.output
+
+
+def test_prune_finetune_minutes_prints_what_training_did(pruned: dict[str, Path]) -> None:
+    out = pruned["model"].with_name("ft.onnx")
+    args = ["prune", str(pruned["model"]), "-o", str(out), "--ratio", "0.5", "--round-to", "1", "--calib",
+            str(pruned["data"]), "--finetune-minutes", "0.1", "--min-fidelity", "0"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # 80 samples: 72 fitted on, of which too few to hold a share out for early stopping
+    text = " ".join(result.output.split())  # rich wraps at 80 columns
+    assert "fine-tuned:" in text and "the last epoch is kept" in text and out.exists()
+
+
+def test_prune_finetune_minutes_without_calib_is_one_line(pruned: dict[str, Path]) -> None:
+    out = pruned["model"].with_name("ft.onnx")
+    args = ["prune", str(pruned["model"]), "-o", str(out), "--ratio", "0.5", "--finetune-minutes", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--calib" in result.output and "Traceback" not in result.output
+    assert not out.exists()

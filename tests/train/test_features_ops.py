@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from train.test_run import dynamic, inits, quick
 from typer.testing import CliRunner
 
 from onnxprune.cli import app
@@ -21,6 +20,7 @@ from onnxprune.errors import ModelLoadError, UsageError
 from onnxprune.runtime import run_model
 from onnxprune.train import ImageOptions, train
 from onnxprune.train.dataset import load_samples
+from train.test_run import dynamic, inits, quick
 
 torch = pytest.importorskip("torch", reason="the [train] extra (torch) is not installed")
 runner = CliRunner()

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 import tiny
-from train.test_run import dynamic
 
 from onnxprune import api
 from onnxprune.errors import UsageError
 from onnxprune.runtime import run_model
+from train.test_run import dynamic
 
 torch = pytest.importorskip("torch", reason="the [train] extra (torch) is not installed")
 
@@ -139,3 +139,34 @@ def test_a_budget_runs_until_its_deadline_and_the_rate_follows_the_clock(
     assert 20 <= len(rates) <= 30  # the steps that fit 30 s of the fake clock, whatever the plan said
     assert rates[0] == pytest.approx(1e-3, rel=0.05) and rates[-1] < 0.05 * rates[0]
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_prune_finetunes_and_the_verdict_judges_the_tuned_model(models: tuple, tmp_path: Path) -> None:
+    """``prune --finetune-minutes``: calibration, then distillation on the fitted share; the verdict and
+    the written model are the tuned ones, and the tail the verdict is measured on was never trained on."""
+    original, _, samples = models
+    onnx.save(original, tmp_path / "m.onnx")
+    options = api.PlanOptions(ratio=0.5, round_to=1, min_keep=1, compensate="calib")
+    calib = api.CalibRequest(samples=samples)
+    result = api.prune(
+        tmp_path / "m.onnx", tmp_path / "p.onnx", options, calib=calib, finetune_minutes=0.1,
+        verify=api.VerifyOptions(min_fidelity=0.0),
+    )  # fmt: skip
+    record = result.report["finetune"]
+    assert record["epochs"] >= 1 and record["held_out"] > 0
+    assert record["after"]["holdout_loss"] <= record["before"]["holdout_loss"]
+    written = onnx.load(tmp_path / "p.onnx")
+    tail = {"input": samples["input"][-10:]}  # the calibration's held-out share (10%)
+    name = original.graph.output[0].name
+    got, kept = run_model(written, tail)[name], run_model(result.pruned, tail)[name]
+    np.testing.assert_allclose(got, kept, atol=1e-5)
+    assert result.report["verdict"]["on"] == "10 held-out calibration samples"
+    assert "change_before_finetune" in result.report["verify"]
+
+
+def test_finetune_without_calibration_data_is_a_usage_error(models: tuple, tmp_path: Path) -> None:
+    original, _, _ = models
+    onnx.save(original, tmp_path / "m.onnx")
+    with pytest.raises(UsageError, match="--calib"):
+        api.prune(tmp_path / "m.onnx", tmp_path / "p.onnx", api.PlanOptions(ratio=0.5), finetune_minutes=1.0)
+    assert not (tmp_path / "p.onnx").exists()
