@@ -90,7 +90,7 @@ def test_auto_on_a_16_block_falls_back_to_8_where_16_cannot_be_had(monkeypatch):
     monkeypatch.setattr(layout, "cpu_channel_block", lambda: 16)
     model = weights.load("shufflenet_v2_x1_0")
     checks = api.VerifyOptions(enabled=False)
-    auto = api.prune_model(model, api.PlanOptions(ratio=0.5), checks).report
+    auto = api.prune_model(model, api.PlanOptions(ratio=0.5, device="cpu"), checks).report
     eight = api.prune_model(model, api.PlanOptions(ratio=0.5, round_to=8), checks).report
     assert auto["options"]["width_step"] == 16 and auto["options"]["aligned_to"] == 8
     assert 0 < len(auto["unaligned"]) <= len(eight["unaligned"])
