@@ -50,6 +50,22 @@ def analyse(
     return first
 
 
+def _channels_on_axis_1(node: gs.Node, ctx: Analysis) -> None:
+    """Before an op that needs channels on axis 1: an input whose channels a Transpose moved elsewhere (NHWC)
+    is declined there, and the op sees its axis 1 as fixed channels (a Conv still makes new ones)."""
+    for tensor in node.inputs:
+        state = ctx.state(tensor)
+        if state is None or state.axis == 1:
+            continue
+        reason = f"{node.op} of a tensor whose channels are on axis {state.axis}, not 1"
+        ctx.decline(state.map, reason, node.name)
+        size = channels(tensor)
+        if size:
+            ctx.set_state(tensor, ctx.fixed_map(size, reason, node.name))
+        else:
+            del ctx.states[tensor.name]
+
+
 def _walk(
     graph: gs.Graph,
     first_pass: Analysis | None,
@@ -66,7 +82,10 @@ def _walk(
         if size:
             ctx.set_state(tensor, ctx.fixed_map(size, f"channels of graph input {tensor.name!r}"))
     for node in graph.nodes:
-        rule_for(node).propagate(node, ctx)
+        rule = rule_for(node)
+        if not rule.any_axis:
+            _channels_on_axis_1(node, ctx)
+        rule.propagate(node, ctx)
         if node.op in WIDTH_CONSUMERS and node.inputs and node.outputs:
             # The widths these ops compute with: the planner aligns them (align.py) after the graph is gone.
             ctx.consumer_widths.extend((node.name, t.name) for t in (node.inputs[0], node.outputs[0]))

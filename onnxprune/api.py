@@ -95,6 +95,7 @@ class Inspection:
     group_macs: dict[int, int] = field(default_factory=dict)  # group id -> MACs of the layers it sets
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. how to export with BN kept
+    compensate: str = "bn"  # the mode whose must-keep channels the groups hold
 
 
 def conv_bn_pairs(graph: gs.Graph) -> list[dict[str, str]]:
@@ -126,6 +127,7 @@ def inspect(
     score_groups(analysis.groups, criterion)
     counts = count(model, shapes)
     found = Inspection(model, analysis, analysis.groups, counts.params, counts.macs, conv_bn_pairs(graph))
+    found.compensate = str(compensate.value)
     found.hints = [hint] if (hint := bn_hint(graph)) else []
     found.counted_at, found.counts = counts.inputs, counts
     found.estimator = Estimator(graph, analysis, counts)

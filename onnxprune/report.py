@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from onnxprune.channels.analysis import UNKNOWN_VALUE
 from onnxprune.channels.group import ChannelGroup
 from onnxprune.text import count, number
 from onnxprune.train.fidelity import headline
@@ -53,8 +54,24 @@ def group_summary(group: ChannelGroup, total_macs: int, macs: int) -> dict[str, 
         "prunable": group.prunable,
         # One line per distinct decline: several members of a group often meet the same blocker.
         "declines": [{"reason": d.reason, "node": d.node} for d in dict.fromkeys(group.declines)],
+        # Channels that cannot go (a constant no consumer can fold), by reason: what --explain lists.
+        "must_keep": must_keep_reasons(group),
         "tie": group.tie if group.tie >= 0 else None,
     }
+
+
+def must_keep_reasons(group: ChannelGroup) -> list[dict[str, Any]]:
+    """Why channels of the group must stay, with how many each reason holds. A consumer that meets a value
+    an earlier op made vary is left out where that op's own reason covers its channels: one cause, one
+    line."""
+    why = group.must_keep_why
+    origins = [mask for d, mask in why.items() if d.reason != UNKNOWN_VALUE]
+    covered = np.logical_or.reduce(origins) if origins else np.zeros(group.size, bool)
+    return [
+        {"reason": d.reason, "node": d.node, "channels": int(mask.sum())}
+        for d, mask in why.items()
+        if d.reason != UNKNOWN_VALUE or (mask & ~covered).any()
+    ]
 
 
 def inspect_table(groups: list[dict[str, Any]], title: str) -> Table:

@@ -43,6 +43,10 @@ from onnxprune.channels.plan import Plan
 from onnxprune.channels.span import ChannelMap, Span, channel_count, width
 from onnxprune.tolerances import VALUE_ATOL, VALUE_RTOL
 
+# Why a consumer keeps a removed channel (inspect --explain lists them): what the channel would carry there.
+UNKNOWN_VALUE = "a removed channel would carry no one constant into this op (an op before it made it vary)"
+UNFOLDABLE = "a removed channel would carry a constant this op cannot fold exactly"
+
 # The ops whose channel widths the planner aligns (planning/align.py): the walk records what they see.
 WIDTH_CONSUMERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -56,6 +60,7 @@ class TensorState:
     before_first_bn: np.ndarray  # per position: True until the first BatchNormalization after its producer
     # per position: standard deviation of a removed channel's value (compensate="bn"); 0: a point value
     spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    axis: int = 1  # the channel axis: 1, or another where a Transpose moved it (NHWC segments of TF exports)
 
     def __post_init__(self) -> None:
         if len(self.spread) != len(self.removed_value):
@@ -190,16 +195,17 @@ class Analysis:
         removed_value: np.ndarray | None = None,
         before_first_bn: np.ndarray | None = None,
         spread: np.ndarray | None = None,
+        axis: int = 1,
     ) -> None:
         """What a tensor carries: its map, a removed channel's value per position (default nan: unknown),
-        whether each position is still before the first BatchNormalization (default False), and the spread
-        of a compensated value (default 0: a point constant)."""
+        whether each position is still before the first BatchNormalization (default False), the spread
+        of a compensated value (default 0: a point constant), and the axis its channels are on."""
         n = width(cmap)
         value = np.asarray(np.full(n, np.nan) if removed_value is None else removed_value, dtype=np.float64)
         before = np.zeros(n, dtype=bool) if before_first_bn is None else before_first_bn
         spread = np.zeros(n) if spread is None else np.asarray(spread, dtype=np.float64)
         spread = np.where(np.isfinite(value), spread, 0.0)
-        self.states[tensor.name] = TensorState(cmap, value, before, spread)
+        self.states[tensor.name] = TensorState(cmap, value, before, spread, axis)
 
     @property
     def compensating(self) -> bool:
@@ -249,21 +255,24 @@ class Analysis:
         self.set_state(tensor, cmap, value, np.ones(n, dtype=bool))
         self.source(tensor, np.ones(n, dtype=bool))
 
-    def consume(self, tensor: gs.Tensor, node: str, foldable: bool, how: str = "bias") -> None:
+    def consume(self, tensor: gs.Tensor, node: str, foldable: bool, how: str = "bias", why: str = "") -> None:
         """A consumer reduces over the channel axis: removed channels must be 0, or a constant it folds.
 
-        Masked pass: a constant it cannot fold exactly (or an unknown value) forces the channel to stay.
-        Original pass: where the original carries something else than the masked model, the channel is
-        inexact (removing it is not free even when its gamma is 0).
+        Masked pass: a constant it cannot fold exactly (or an unknown value) forces the channel to stay;
+        ``why`` says why it cannot fold a constant. Original pass: where the original carries something
+        else than the masked model, the channel is inexact (removing it is not free even when its gamma is
+        0).
         """
         state = self.states[tensor.name]
         value = state.removed_value
         if self.first_pass is None:
             self.consumers.append((tensor.name, node, how if foldable else "none"))
-            reason = "a removed channel would carry a constant this op cannot fold exactly"
             # inf (a Div by a removed 0) folds into nothing finite: keep it like an unknown value.
-            unfoldable = ~np.isfinite(value) | ((value != 0) & (not foldable))
-            self.keep_where(state.map, unfoldable, reason, node)
+            unknown = ~np.isfinite(value)
+            self.keep_where(state.map, unknown, UNKNOWN_VALUE, node)
+            constant = ~unknown & (value != 0) & (not foldable)
+            self.keep_where(state.map, constant, f"{UNFOLDABLE}{': ' + why if why else ''}", node)
+            unfoldable = unknown | constant
             if self.compensating and unfoldable.any():
                 self._fallback.append((state.map, unfoldable))
             return

@@ -45,6 +45,10 @@ class Rewrite:
         """Positions of the tensor's channel axis before pruning."""
         return len(self.analysis.states[tensor.name].removed_value)
 
+    def axis(self, tensor: gs.Tensor) -> int:
+        """The axis a tracked tensor's channels are on (1 unless a Transpose moved them)."""
+        return self.analysis.states[tensor.name].axis
+
     def tracked(self, tensor: gs.Tensor) -> bool:
         """Whether the analysis followed this tensor's channels."""
         return tensor.name in self.analysis.states

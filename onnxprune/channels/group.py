@@ -42,7 +42,8 @@ class ChannelGroup:
     gamma: np.ndarray | None = None
     norm_sources: list[NormSource] = field(default_factory=list, repr=False)
     must_keep: np.ndarray | None = None
-    must_keep_reason: Decline | None = None
+    # Why channels must survive: each reason with the channels it holds (inspect --explain lists them).
+    must_keep_why: dict[Decline, np.ndarray] = field(default_factory=dict, repr=False)
     inexact: np.ndarray | None = None
     tie: int = -1
     criterion: str = "gamma"
@@ -66,6 +67,11 @@ class ChannelGroup:
             l1 = fmax_into(l1, self.size, channels, a[positions])
             l2 = fmax_into(l2, self.size, channels, b[positions])
         return l1, l2
+
+    @property
+    def must_keep_reason(self) -> Decline | None:
+        """The first reason some channels must survive (``must_keep_why`` has them all)."""
+        return next(iter(self.must_keep_why), None)
 
     @property
     def prunable(self) -> bool:

@@ -90,6 +90,9 @@ class MustKeepNote(Note):
     def record(self, piece: Piece) -> None:
         group = piece.group
         keep = group.must_keep if group.must_keep is not None else np.zeros(group.size, bool)
-        keep[piece.channels] |= self.mask[piece.positions]
+        held = self.mask[piece.positions]
+        keep[piece.channels] |= held
         group.must_keep = keep
-        group.must_keep_reason = self.decline
+        if held.any():
+            why = group.must_keep_why.setdefault(self.decline, np.zeros(group.size, bool))
+            why[piece.channels] |= held

@@ -78,6 +78,8 @@ def group_record(group: ChannelGroup, keep: np.ndarray) -> dict[str, Any]:
         "criterion": group.criterion,
         "channels_before": group.size,
         "channels_after": int(len(keep)),
+        # Channels no plan can remove (a constant no consumer folds): inspect --explain says why.
+        "must_keep": int(group.must_keep.sum()) if group.must_keep is not None else 0,
         "kept": [int(i) for i in keep],
     }
 

@@ -14,7 +14,7 @@ from onnxprune.cli.shared import ModelArg, choices, console, one_target, user_er
 from onnxprune.errors import UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
-from onnxprune.options import Criterion
+from onnxprune.options import Compensate, Criterion
 from onnxprune.planning.align import impossible
 from onnxprune.plots import check_plot_path, plot_inspection
 from onnxprune.report import counted_at, group_summary, inspect_table
@@ -39,6 +39,14 @@ def inspect(
             RANKED_WITHOUT_DATA,
         ),
     ] = Criterion.AUTO,
+    compensate: Annotated[
+        str,
+        choices(
+            Compensate,
+            "The prune --compensate mode whose must-keep channels --explain lists (calib: as bn).",
+            tuple(str(c.value) for c in Compensate if c != Compensate.AUTO),
+        ),
+    ] = Compensate.BN,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224: count at this shape.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw the score histogram and strips into this PNG.")
@@ -70,7 +78,7 @@ def inspect(
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     if plot is not None:
         check_plot_path(plot, [model])
-    found = api.inspect(model, criterion, shapes=parse_shapes(shape or []))
+    found = api.inspect(model, criterion, compensate, shapes=parse_shapes(shape or []))
     if plot is not None:
         plot_inspection(found.analysis, found.estimator, plot, ratio=ratio, target=target)
     groups = [group_summary(g, found.macs, found.group_macs.get(g.id, 0)) for g in found.groups if g.nodes]
@@ -122,6 +130,14 @@ def _print_declines(found: api.Inspection, groups: list[dict]) -> None:
             at = f" at {d['node']}" if d["node"] else ""
             line = f"  group {g['id']}: {d['reason']}{at}"
             console.print(line, soft_wrap=True, highlight=False, markup=False)
+    kept = [(g, k) for g in groups if g["prunable"] for k in g["must_keep"]]
+    if kept:
+        console.print(
+            f"channels that must stay with --compensate {found.compensate} (group: count: reason at node):"
+        )
+    for g, k in kept:
+        line = f"  group {g['id']}: {k['channels']} of {g['channels']}: {k['reason']} at {k['node']}"
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def _inspect_sparsity(model: Path, min_channels: int, shapes: dict, as_json: bool) -> None:

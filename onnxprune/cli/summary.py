@@ -110,6 +110,10 @@ def _sizes(report: dict[str, Any]) -> list[str]:
         f"  channels  {before} → {after} in {pruned} pruned groups; {len(report['declined'])} declined "
         "(inspect --explain)"
     )
+    held = sum(g.get("must_keep", 0) for g in groups)
+    if held:
+        mode = report["options"].get("compensate", "bn")
+        lines.append(f"  {held} channels must stay (inspect --explain --compensate {mode} says why)")
     widths = widths_caption(report["options"])
     if widths:
         lines.append(f"  {widths}")

@@ -82,6 +82,10 @@ def _has_subgraph(value: object) -> bool:
 class Rule:
     """How one op type moves channels (propagate) and follows a plan (apply)."""
 
+    # Follows channels on any axis (a state's ``axis``); the walk declines every other rule's node where a
+    # tracked input has its channels elsewhere than on axis 1 (a Transpose to NHWC moved them).
+    any_axis = False
+
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         raise NotImplementedError
 
@@ -140,10 +144,15 @@ class ChannelwiseRule(Rule):
         if state.spread.any():
             value, spread = self.with_spread(node, state, value)
         ctx.member(state.map, node.name)
+        axis = self.out_axis(node, state)
         if self.keeps_before_first_bn:
-            carry(node, ctx, state, value, spread)
+            carry(node, ctx, state, value, spread, axis)
         else:
-            ctx.set_state(node.outputs[0], state.map, value, spread=spread)
+            ctx.set_state(node.outputs[0], state.map, value, spread=spread, axis=axis)
+
+    def out_axis(self, node: gs.Node, state: TensorState) -> int:
+        """The output's channel axis (a reduction without keepdims drops the axes before it)."""
+        return state.axis
 
     def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         """Per position, what a removed channel carries at the output (nan: not a constant); None once the
@@ -159,10 +168,18 @@ class ChannelwiseRule(Rule):
 
 
 def carry(
-    node: gs.Node, ctx: Analysis, state: TensorState, value: np.ndarray, spread: np.ndarray | None = None
+    node: gs.Node,
+    ctx: Analysis,
+    state: TensorState,
+    value: np.ndarray,
+    spread: np.ndarray | None = None,
+    axis: int | None = None,
 ) -> None:
-    """The output carries the input's channels, with ``value`` (and ``spread``) for the removed ones."""
-    ctx.set_state(node.outputs[0], state.map, value, state.before_first_bn & (value == 0), spread)
+    """The output carries the input's channels, with ``value`` (and ``spread``) for the removed ones, on
+    ``axis`` (default: the input's)."""
+    before = state.before_first_bn & (value == 0)
+    axis = state.axis if axis is None else axis
+    ctx.set_state(node.outputs[0], state.map, value, before, spread, axis=axis)
 
 
 # ---- helpers shared by rules ---------------------------------------------------------------------
@@ -265,9 +282,9 @@ def _one_float_type(arrays: list[np.ndarray]) -> bool:
     return len({a.dtype for a in arrays}) == 1 and arrays[0].dtype.kind == "f"
 
 
-def as_channel_array(values: np.ndarray, rank_: int, dtype: np.dtype) -> np.ndarray:
-    """A per-channel vector as a [1, C, 1, ...] tensor of the given rank."""
-    return values.astype(dtype).reshape((1, -1) + (1,) * max(rank_ - 2, 0))
+def as_channel_array(values: np.ndarray, rank_: int, dtype: np.dtype, axis: int = 1) -> np.ndarray:
+    """A per-channel vector as a [1, C, 1, ...] tensor of the given rank (C on ``axis``)."""
+    return values.astype(dtype).reshape((1,) * axis + (-1,) + (1,) * max(rank_ - axis - 1, 0))
 
 
 def float_dtype(tensor: gs.Tensor) -> np.dtype:

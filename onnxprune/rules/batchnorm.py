@@ -7,6 +7,12 @@ Value of a removed channel: 0 at the output of a scoring BN (the channel is cut 
 maps the incoming constant c to ``beta + gamma * (c - mean) / sqrt(var + eps)``. In the original model
 (the analysis' second pass) a scored channel with gamma 0 carries beta, whatever comes in. With data-free
 compensation a scored channel is cut to beta with spread |gamma| instead of 0 (``Analysis.cut_value``).
+
+An identity branch (RepVGG, MobileOne before reparameterisation: ``BN(x)`` summed with ``BN(Conv(x))``
+branches that read the same ``x``) scores and cuts its channels too, although ``x`` is normalised already: a
+channel of the sum is dead exactly where every branch's BN is (gamma = beta = 0 in all of them), the
+identity's included. Followed as an affine of ``x`` instead, a removed channel would leave the sum as that
+BN's constant, which the next block's zero-padded Conv cannot fold.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class BatchNormRule(Rule):
         # Scored channels are cut here: 0 in the masked model (beta with spread |gamma| when compensating);
         # in the original, beta where gamma is 0.
         cut, cut_spread = ctx.cut_value(node.outputs[0], gamma, beta, value)
-        fresh = state.before_first_bn
+        fresh = state.before_first_bn | identity_branch(node)
         value = np.where(fresh, cut, value)
         spread = np.where(fresh, cut_spread, np.abs(scale) * state.spread)
         ctx.member(state.map, node.name)
@@ -57,6 +63,15 @@ class BatchNormRule(Rule):
             return
         for i in range(1, 5):
             rw.set_param(node, i, np.asarray(const(node.inputs[i])).reshape(-1)[keep])
+
+
+def identity_branch(node: gs.Node) -> bool:
+    """``node`` is the identity branch of a multi-branch block: its output is only summed (Add, Sum), and
+    its input is also read by a Conv (the block's other branches)."""
+    readers = node.outputs[0].outputs
+    if not readers or any(r.op not in ("Add", "Sum") for r in readers):
+        return False
+    return any(r.op == "Conv" and r.inputs[0] is node.inputs[0] for r in node.inputs[0].outputs)
 
 
 @rule("InstanceNormalization")

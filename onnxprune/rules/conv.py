@@ -6,9 +6,12 @@
 - depthwise (group == C_in == C_out): channel c of the output comes from channel c of the input only, so the
   output carries the input's map; ``group`` follows the kept count.
 - grouped (1 < group < C_in): input and output are cut into ``group`` tied chunks (``grouped.py``).
-- with data-free compensation a zero-padded Conv (dense or grouped) with static spatial shapes folds the
-  constants exactly as one per-position bias map, an ``Add`` after it (stored as its separable factors,
-  ``padmap.py``).
+- a zero-padded Conv (dense or grouped) with static spatial shapes folds the constants exactly as one
+  per-position bias map, an ``Add`` after it (stored as its separable factors, ``padmap.py``), in every
+  compensation mode: the map is exact, no estimate.
+- a zero-padded depthwise Conv turns a removed constant into a map that differs at the border: data-free
+  compensation takes its interior value (an estimate, listed in the report); otherwise the channel stays,
+  and the reason says so.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from onnxprune.channels.span import ChannelMap
 from onnxprune.rules.base import Rule, carry, channels, const, const_shape, decline_node, rule
 from onnxprune.rules.grouped import dense_columns, grouped_columns, tie_groups
 from onnxprune.rules.padmap import insert_bias_map
+
+DYNAMIC_PADDED = "its zero padding needs a per-position bias map, which needs static spatial sizes"
+PADDED_DEPTHWISE = (
+    "a zero-padded depthwise Conv makes a removed channel's constant differ at the border, which nothing "
+    "after it can fold exactly (--compensate bn folds its interior value, an estimate)"
+)
 
 
 def has_padding(node: gs.Node) -> bool:
@@ -90,9 +99,10 @@ class ConvRule(Rule):
         ctx.member(state.map, node.name)
         padded = has_padding(node)
         # Zero padding sees a removed constant only inside the border: with static spatial shapes that is
-        # one exact per-position bias map (compensation only; plain removal keeps such channels).
-        bias_map = padded and ctx.compensating and static_spatial(node)
-        ctx.consume(node.inputs[0], node.name, not padded or bias_map, "bias map" if padded else "bias")
+        # one exact per-position bias map.
+        bias_map = padded and static_spatial(node)
+        why = DYNAMIC_PADDED if padded and not bias_map else ""
+        ctx.consume(node.inputs[0], node.name, not padded or bias_map, "bias map" if padded else "bias", why)
         self._produce(node, ctx, ctx.new_group(c_out))
 
     def _depthwise(self, node: gs.Node, ctx: Analysis, state: TensorState, weight: np.ndarray):
@@ -105,6 +115,9 @@ class ConvRule(Rule):
             ctx.approximate(node.name, "padded depthwise Conv: interior value", node.inputs[0])
         elif has_padding(node):
             # Zero padding meets a non-zero constant at the borders: the output is no longer constant.
+            varies = np.isfinite(state.removed_value) & (state.removed_value != 0)
+            if not ctx.original_values:
+                ctx.keep_where(state.map, varies, PADDED_DEPTHWISE, node.name)
             value = np.where(state.removed_value == 0, b, np.nan)
         ctx.member(state.map, node.name)
         carry(node, ctx, state, value)
@@ -115,11 +128,11 @@ class ConvRule(Rule):
             decline_node(node, ctx, f"grouped Conv with {c_in} inputs and {c_out} outputs in {group} groups")
             return
         ctx.member(state.map, node.name)
-        # A removed input constant shifts only its own group's outputs: folded like a dense Conv's (with
-        # compensation; plain removal keeps such channels, 0 being the common case).
+        # A removed input constant shifts only its own group's outputs: folded like a dense Conv's.
         padded = has_padding(node)
-        foldable = ctx.compensating and (not padded or static_spatial(node))
-        ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias")
+        foldable = not padded or static_spatial(node)
+        why = DYNAMIC_PADDED if not foldable else ""
+        ctx.consume(node.inputs[0], node.name, foldable, "bias map" if padded else "bias", why)
         self._produce(node, ctx, tie_groups(node, ctx, state.map, group, c_out))
 
     def apply(self, node: gs.Node, rw: Rewrite) -> None:

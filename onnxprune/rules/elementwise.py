@@ -53,12 +53,16 @@ def channel_values(node: gs.Node, ctx: Analysis, arrays: list[np.ndarray | None]
 
 @rule(*UNARY_OPS)
 class UnaryRule(ChannelwiseRule):
-    """One tensor in (other inputs are scalar constants such as Clip's bounds), the same channels out."""
+    """One tensor in (other inputs are scalar constants such as Clip's bounds), the same channels out, on
+    whatever axis they are."""
+
+    any_axis = True
 
     def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
-        r = rank(node.outputs[0]) or 4
+        r = max(rank(node.outputs[0]) or 4, state.axis + 1)
         value = state.removed_value
-        arrays: list[np.ndarray | None] = [as_channel_array(value, r, float_dtype(node.inputs[0]))]
+        dtype = float_dtype(node.inputs[0])
+        arrays: list[np.ndarray | None] = [as_channel_array(value, r, dtype, state.axis)]
         arrays += [const(t) if not t.is_empty() else None for t in node.inputs[1:]]
         if any(a is None and not t.is_empty() for a, t in zip(arrays[1:], node.inputs[1:], strict=True)):
             return np.full(len(value), np.nan)  # a runtime bound: the constant is unknown
@@ -80,7 +84,10 @@ class UnaryRule(ChannelwiseRule):
 
 @rule(*BINARY_OPS)
 class BinaryRule(Rule):
-    """Broadcasting element-wise ops; every tracked operand is unified with the others."""
+    """Broadcasting element-wise ops; every tracked operand is unified with the others. Channels may be on
+    any axis (all tracked operands on the same one): a constant operand then varies along that axis."""
+
+    any_axis = True
 
     def propagate(self, node: gs.Node, ctx: Analysis) -> None:
         ins = tracked(node, ctx)
@@ -88,20 +95,21 @@ class BinaryRule(Rule):
         r = rank(out)
         if not ins:
             return
-        if r is None or r < 2 or any(rank(node.inputs[i]) != r for i, _ in ins):
+        axis = ins[0][1].axis
+        if r is None or r < 2 or any(rank(node.inputs[i]) != r or s.axis != axis for i, s in ins):
             decline_node(node, ctx, f"{node.op} broadcasts a tracked tensor across the channel axis")
             return
         n = len(ins[0][1].removed_value)
         for i, tensor in enumerate(node.inputs):
             if any(i == j for j, _ in ins):
                 continue
-            first = _bias_map(node, tensor, r)
+            first = _bias_map(node, tensor, r) if axis == 1 else None
             if first is not None and map_channels(first).size != n:
                 decline_node(node, ctx, f"{node.op} of a bias map whose channels do not match")
                 return
-            if first is not None or _channel_extent(tensor, r) in (1, None):
+            if first is not None or _channel_extent(tensor, r, axis) in (1, None):
                 continue
-            if const(tensor) is None or _channel_extent(tensor, r) != n:
+            if const(tensor) is None or _channel_extent(tensor, r, axis) != n:
                 decline_node(node, ctx, f"{node.op} mixes in a tensor whose channels onnxprune cannot follow")
                 return
         if not ctx.unify(node.name, [state.map for _, state in ins]):
@@ -114,7 +122,7 @@ class BinaryRule(Rule):
         shift = node.op in ("Add", "Sub") and len(ins) == 1  # a constant added: still the same channel
         before = np.logical_and.reduce([state.before_first_bn for _, state in ins]) & ((value == 0) | shift)
         ctx.member(ins[0][1].map, node.name)
-        ctx.set_state(out, ins[0][1].map, value, before, spread)
+        ctx.set_state(out, ins[0][1].map, value, before, spread, axis=axis)
 
     def _spread(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int, value: np.ndarray):
         """(value, spread) where an operand carries a spread (data-free compensation).
@@ -144,12 +152,13 @@ class BinaryRule(Rule):
 
     def _value(self, node: gs.Node, ctx: Analysis, ins: list, r: int, n: int) -> np.ndarray:
         states = dict(ins)
+        axis = ins[0][1].axis
         arrays: list[np.ndarray | None] = []
         adds_map = np.zeros(n, dtype=bool)
         for i, tensor in enumerate(node.inputs):
-            first = _bias_map(node, tensor, r) if i not in states else None
+            first = _bias_map(node, tensor, r) if i not in states and axis == 1 else None
             if i in states:
-                arrays.append(as_channel_array(states[i].removed_value, r, float_dtype(tensor)))
+                arrays.append(as_channel_array(states[i].removed_value, r, float_dtype(tensor), axis))
             elif const(tensor) is not None:
                 arrays.append(const(tensor))
             elif first is not None:
@@ -171,15 +180,16 @@ class BinaryRule(Rule):
         keep = rw.kept(node.outputs[0])
         if keep is None or r is None:
             return
+        channel_axis = rw.axis(node.outputs[0])
         for i, tensor in enumerate(node.inputs):
-            first = _bias_map(node, tensor, r)
+            first = _bias_map(node, tensor, r) if channel_axis == 1 else None
             if first is not None:
                 slice_factored_map(first, rw, keep)
                 continue
             values = const(tensor)
-            if values is None or _channel_extent(tensor, r) in (1, None):
+            if values is None or _channel_extent(tensor, r, channel_axis) in (1, None):
                 continue
-            axis = values.ndim - (r - 1)
+            axis = values.ndim - (r - channel_axis)
             rw.set_param(node, i, np.take(values, keep, axis=axis))
 
 
@@ -203,12 +213,12 @@ def _silu_input(node: gs.Node, ins: list) -> TensorState | None:
     return None
 
 
-def _channel_extent(tensor: gs.Tensor, out_rank: int) -> int | None:
+def _channel_extent(tensor: gs.Tensor, out_rank: int, channel_axis: int = 1) -> int | None:
     """How far an operand reaches along the output's channel axis under numpy broadcasting."""
     shape = tensor.shape
     if shape is None:
         return None
-    axis = len(shape) - (out_rank - 1)
+    axis = len(shape) - (out_rank - channel_axis)
     if axis < 0:
         return 1
     dim = shape[axis]

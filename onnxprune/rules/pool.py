@@ -43,14 +43,27 @@ def _reduced_axes(node: gs.Node, in_rank: int) -> list[int] | None:
 
 @rule("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", *REDUCES)
 class PoolRule(ChannelwiseRule):
+    # A reduction may meet channels on another axis ([N, T, C] of a TensorFlow export averaged over T);
+    # pools need them on axis 1.
+    any_axis = True
+
     def removed_value(self, node: gs.Node, ctx: Analysis, state: TensorState) -> np.ndarray | None:
         if node.op.startswith("Reduce"):
             axes = _reduced_axes(node, rank(node.inputs[0]) or 4)
-            if axes is None or 0 in axes or 1 in axes:
+            if axes is None or 0 in axes or state.axis in axes:
                 decline_node(node, ctx, f"{node.op} reduces over the batch or channel axis")
                 return None
+        elif state.axis != 1:
+            decline_node(node, ctx, f"{node.op} of a tensor whose channels are on axis {state.axis}, not 1")
+            return None
         if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1].name in ctx.outputs):
             decline_node(node, ctx, "MaxPool whose indices output is used")
             return None
         value = state.removed_value
         return value if _keeps_constant(node) else np.where(value == 0, 0.0, np.nan)
+
+    def out_axis(self, node: gs.Node, state: TensorState) -> int:
+        if not node.op.startswith("Reduce") or int(node.attrs.get("keepdims", 1)):
+            return state.axis
+        axes = _reduced_axes(node, rank(node.inputs[0]) or 4) or []
+        return state.axis - sum(a < state.axis for a in axes)

@@ -18,7 +18,7 @@ from onnxprune.channels.analysis import Analysis
 from onnxprune.channels.edit import Rewrite
 from onnxprune.channels.span import repeat_map
 from onnxprune.rules import shuffle
-from onnxprune.rules.base import Rule, const, decline_node, rule
+from onnxprune.rules.base import Rule, const, decline_node, rank, rule
 
 
 def _static(shape) -> list[int] | None:
@@ -93,16 +93,69 @@ class FlattenRule(_Layout):
         return super()._repeat(node)
 
 
+def _move(node: gs.Node, ctx: Analysis, axis: int | None, why: str) -> None:
+    """The output carries the input's channels, now on ``axis`` (None: declined with ``why``)."""
+    state = ctx.state(node.inputs[0])
+    assert state is not None
+    if axis is None or axis == 0 or state.map[0].repeat != 1:
+        decline_node(node, ctx, why)
+        return
+    ctx.member(state.map, node.name)
+    value, before = state.removed_value, state.before_first_bn
+    ctx.set_state(node.outputs[0], state.map, value, before, state.spread, axis=axis)
+
+
 @rule("Squeeze", "Unsqueeze")
 class SqueezeRule(_Layout):
-    pass
+    """Axes of size 1 come and go (the 1-D convolutions of TensorFlow exports: Unsqueeze, Conv2D, Squeeze):
+    the channel axis moves by the axes inserted or removed before it."""
+
+    any_axis = True
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        axes = self._axes(node)
+        if axes is None:
+            if state.axis == 1:
+                super().propagate(node, ctx)
+            else:
+                decline_node(node, ctx, f"{node.op} without constant axes of channels on axis {state.axis}")
+            return
+        if node.op == "Squeeze":
+            moved = None if state.axis in axes else state.axis - sum(a < state.axis for a in axes)
+        else:
+            kept = [a for a in range(len(axes) + (rank(node.inputs[0]) or 0)) if a not in axes]
+            moved = kept[state.axis] if state.axis < len(kept) else None
+        _move(node, ctx, moved, f"{node.op} mixes the channel axis with others")
+
+    def _axes(self, node: gs.Node) -> list[int] | None:
+        """The axes squeezed (of the input) or inserted (of the output), non-negative; None if unknown."""
+        axes = node.attrs.get("axes")
+        if axes is None and len(node.inputs) > 1:
+            axes = const(node.inputs[1])
+        size = rank(node.outputs[0] if node.op == "Unsqueeze" else node.inputs[0])
+        if axes is None or size is None:
+            return None
+        return sorted(int(a) % size for a in np.asarray(axes).reshape(-1))
 
 
 @rule("Transpose")
 class TransposeRule(_Layout):
-    def _repeat(self, node: gs.Node) -> int | None:
-        perm = list(node.attrs.get("perm", []))
-        return 1 if len(perm) >= 2 and perm[0] == 0 and perm[1] == 1 else None
+    """A Transpose that keeps the batch axis first moves the channel axis where ``perm`` says (NCHW to NHWC
+    and back in TensorFlow exports); the ops between follow channels on that axis or decline."""
+
+    any_axis = True
+
+    def propagate(self, node: gs.Node, ctx: Analysis) -> None:
+        state = ctx.state(node.inputs[0])
+        if state is None:
+            return
+        size = rank(node.inputs[0])
+        perm = [int(p) for p in node.attrs.get("perm", range((size or 0) - 1, -1, -1))]
+        moved = perm.index(state.axis) if state.axis in perm and perm[:1] == [0] else None
+        _move(node, ctx, moved, "Transpose moves the batch axis")
 
 
 @rule("Reshape")

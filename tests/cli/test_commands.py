@@ -35,6 +35,22 @@ def test_inspect_prints_groups_and_explains_declines(sample: Path) -> None:
     assert "reaches graph output" in explained.output
 
 
+def test_inspect_explain_lists_the_channels_a_compensation_mode_must_keep(tmp_path: Path) -> None:
+    """Sigmoid(0) = 0.5 into a padded depthwise Conv: --compensate none must keep those channels (bn folds
+    their interior value), and --explain says which, how many and why; prune's summary points there."""
+    from rules.test_conv import _depthwise_after_sigmoid
+
+    path = tmp_path / "dw.onnx"
+    onnx.save(_depthwise_after_sigmoid(), path)
+    explained = invoke("inspect", path, "--explain", "--compensate", "none")
+    assert explained.exit_code == 0, explained.output
+    assert "channels that must stay with --compensate none" in explained.output
+    assert "16 of 16: a zero-padded depthwise Conv" in " ".join(explained.output.split())
+    assert "must stay" not in invoke("inspect", path, "--explain").output  # bn, the default: none stays
+    pruned = invoke("prune", path, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--compensate", "none")
+    assert "channels must stay (inspect --explain --compensate none says why)" in pruned.output
+
+
 def test_inspect_json_is_json_only(sample: Path) -> None:
     result = invoke("inspect", sample, "--json")
     payload = json.loads(result.stdout)

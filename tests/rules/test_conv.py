@@ -8,6 +8,7 @@ from onnx import numpy_helper
 
 from onnxprune import api
 from onnxprune.options import PlanOptions
+from onnxprune.report import must_keep_reasons
 
 from ._build import Net, assert_declines, build, check_exact, shape_of, tiny
 
@@ -83,11 +84,44 @@ def _sigmoid_out(model: onnx.ModelProto) -> str:
     return next(n.output[0] for n in model.graph.node if n.op_type == "Sigmoid")
 
 
-def test_padded_conv_without_compensation_keeps_channels_whose_constant_it_cannot_fold():
+def test_padded_conv_folds_an_exact_constant_as_a_bias_map_without_compensation_too():
+    """--compensate none refuses estimates, not exact constants: Sigmoid(0) = 0.5 is one, and its bias map
+    is exact, so plain removal folds it as compensation does."""
     model = _sigmoid_into(k=3)
-    reason = "a removed channel would carry a constant this op cannot fold exactly"
-    assert_declines(model, reason, compensate="none")
-    assert shape_of(tiny.prune_dead(model, compensate="none").pruned, _sigmoid_out(model))[1] == 16
+    dead = tiny.prune_dead(model, compensate="none")
+    assert shape_of(dead.pruned, _sigmoid_out(model))[1] < 16
+    tiny.assert_exact(model, dead.pruned)
+    assert any("bias_map" in t.name for t in dead.pruned.graph.initializer)
+    half = api.prune_model(model, PlanOptions(ratio=0.5, round_to=4, min_keep=4, compensate="none"))
+    tiny.assert_exact(half.masked, half.pruned)
+
+
+def _depthwise_after_sigmoid(spatial=(16, 16)):
+    n = Net()
+    x = n.act(n.bn(n.conv("input", 3, 16), 16), "Sigmoid")
+    x = n.act(n.bn(n.conv(x, 16, 16, group=16), 16, dead=np.zeros(16, bool)), "Relu")
+    return build(n, [n.head(n.cbr(x, 16, 16, k=1), 16)], {"input": (1, 3, *spatial)})
+
+
+def test_padded_depthwise_conv_of_a_constant_keeps_the_channel_without_compensation():
+    """Sigmoid(0) = 0.5 into a zero-padded depthwise Conv differs at the border: not one constant, so plain
+    removal keeps the channel and says so (once, at the depthwise Conv: the 1x1 Conv after it is the same
+    cause)."""
+    model = _depthwise_after_sigmoid()
+    assert_declines(model, "a zero-padded depthwise Conv makes a removed channel's constant differ", "none")
+    group = next(g for g in api.inspect(model, compensate="none").groups if g.size == 16 and g.prunable)
+    assert group.must_keep is not None and group.must_keep.all()
+    assert [k["node"] for k in must_keep_reasons(group)] == [model.graph.node[3].name]
+    assert not api.inspect(model, compensate="bn").groups[1].must_keep_why  # bn: its interior value
+
+
+def test_padded_conv_with_dynamic_spatial_size_keeps_a_constant_without_compensation():
+    n = Net()
+    x = n.act(n.bn(n.conv("input", 3, 16), 16), "Sigmoid")
+    model = build(n, [n.head(n.cbr(x, 16, 16, k=3), 16)], {"input": (1, 3, "h", "w")})
+    assert_declines(
+        model, "its zero padding needs a per-position bias map, which needs static spatial", "none"
+    )
 
 
 def test_padded_conv_folds_a_constant_as_a_bias_map():
