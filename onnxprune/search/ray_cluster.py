@@ -71,6 +71,7 @@ class RayCluster:
         self.address, self.count = address, count
         self._started = False
         self._jobs: dict[int, tuple[Any, Any]] = {}  # id(job) -> (job, its object reference)
+        self._remote: Any = None
 
     def connect(self) -> None:
         ray = import_ray()
@@ -97,7 +98,9 @@ class RayCluster:
         if id(job) not in self._jobs:
             self._jobs[id(job)] = (job, ray.put(job))
         reference = self._jobs[id(job)][1]
-        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(run_task)
+        remote = self._remote
         # The reference goes in a list so that Ray does not fetch the job for every task: the worker
         # fetches it once (run_task).
         pending = {remote.remote([reference], task): i for i, task in enumerate(tasks)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -257,6 +258,8 @@ _failed: BaseException | None = None
 
 def _start(job: Job) -> None:
     global _built, _failed
+    # Ctrl-C is the search's to handle (it reaches the whole process group): a worker stops with its pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _built = job.build()
     except Exception as err:  # raised by the first task this worker takes
