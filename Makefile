@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images,docs,rtx]'
+	$(PY) -m pip install -q -e '.[cpu,dev,train,plot,images,docs,rtx,ray]'
 	# What pip does for an installed package: the CLI then starts without compiling every module (0.27 s).
 	$(PY) -m compileall -q onnxprune
 	touch $(STAMP)

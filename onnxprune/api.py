@@ -12,6 +12,7 @@ execute it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from onnxprune.planning import make_plan
 from onnxprune.search.budget import Budget, SearchData, SearchOptions, measure, moments_for
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions
 from onnxprune.search.targets import Target, target_options, target_record
+from onnxprune.search.workers import Workers
 from onnxprune.sparsity import SparsifyOptions, SparsifyResult, sparsify
 
 __all__ = [
@@ -177,6 +179,7 @@ def prune_model(
     defer_check: bool = False,
     search: SearchOptions | None = None,
     finetune_minutes: float | None = None,
+    workers: Workers | None = None,
 ) -> PruneResult:
     """Prune an in-memory model; the result's ``pruned`` has passed onnx.checker, shape inference and an
     ONNX Runtime run with the original's output shapes.
@@ -198,9 +201,35 @@ def prune_model(
     after at the verification's shapes. A group whose pruning breaks those checks is found and declined
     with the reason (see :mod:`onnxprune.pipeline.isolate`); the rest is pruned. A model with no prunable
     group is a ``NothingToPruneError``; one whose outputs lose the original's behaviour on the user's data
-    (the verdict, ``verify.min_fidelity``) a ``FidelityError``.
+    (the verdict, ``verify.min_fidelity``) a ``FidelityError``. A target's sensitivity scan runs on
+    ``workers`` (open ones; None: those ``search`` asks for, opened here for the call).
     """
     search = search or SearchOptions(progress=verify is not None and verify.progress)
+    if workers is not None or not _searching(target, calib, search):
+        return _prune_model(model, options, verify, calib, sparsify, target, defer_check, search, workers,
+                            finetune_minutes)  # fmt: skip
+    with search.open_workers() as opened:
+        return _prune_model(model, options, verify, calib, sparsify, target, defer_check, search, opened,
+                            finetune_minutes)  # fmt: skip
+
+
+def _searching(target: Target | None, calib: CalibRequest | None, search: SearchOptions) -> bool:
+    """Whether a prune may measure sensitivity (a target, and data to measure on): it then needs workers."""
+    return target is not None and (calib is not None or search.eval_cmd is not None)
+
+
+def _prune_model(
+    model: onnx.ModelProto,
+    options: PlanOptions,
+    verify: VerifyOptions | None,
+    calib: CalibRequest | None,
+    sparsify: SparsifyOptions | None,
+    target: Target | None,
+    defer_check: bool,
+    search: SearchOptions,
+    workers: Workers | None,
+    finetune_minutes: float | None,
+) -> PruneResult:
     options = options.resolved(calibrating=calib is not None)
     samples = _calibration_samples(model, options, calib)
     if target is not None:
@@ -213,7 +242,7 @@ def prune_model(
     prepared = prepare(model, options, verify.shapes if verify is not None else {}, samples, holdout)
     steps = (calib_options or CalibOptions()).steps
     moments = moments_for(prepared, options, search.data(samples, holdout), steps)
-    data = search.data(samples, holdout, moments)
+    data = search.data(samples, holdout, moments, workers)
     plan, record, allocation = choose_plan(prepared, target, data)
     refuse_nothing_to_prune(prepared.groups, plan, prepared.graph, options.criterion)
     _check_finetune(finetune_minutes, samples)
@@ -283,12 +312,15 @@ def sensitivity(
     search = search or SearchOptions()
     if calib is None and search.eval_cmd is None:
         raise UsageError("sensitivity measures on data: pass --calib DATA or --eval-cmd")
-    model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
-    options = replace(options.resolved(calibrating=calib is not None), ratio=0.0, threshold=None, replay=None)
-    samples = _calibration_samples(model, options, calib)
-    holdout = (calib.calib_options() if calib is not None else CalibOptions()).holdout
-    prepared = prepare(model, options, shapes or {}, samples, holdout)
-    found, _ = measure(prepared, options, search.data(samples, holdout))
+    with search.open_workers() as workers:  # a cluster that cannot be reached: before any work
+        model = files.read_model(source) if not isinstance(source, onnx.ModelProto) else source
+        options = replace(
+            options.resolved(calibrating=calib is not None), ratio=0.0, threshold=None, replay=None
+        )
+        samples = _calibration_samples(model, options, calib)
+        holdout = (calib.calib_options() if calib is not None else CalibOptions()).holdout
+        prepared = prepare(model, options, shapes or {}, samples, holdout)
+        found, _ = measure(prepared, options, search.data(samples, holdout, workers=workers))
     return found
 
 
@@ -330,13 +362,37 @@ def prune(
     """
     verify = verify if verify is not None else VerifyOptions()
     _check_request(options, verify, target, sparsify, calib)
+    _check_finetune(finetune_minutes, {} if calib is not None else None)
     output = files.check_output_path(output, [source] + ([calib.source] if calib and calib.source else []))
+    search = search or SearchOptions(progress=verify.progress)
+    with contextlib.ExitStack() as stack:
+        # A cluster that cannot be reached: one line before the model is read.
+        workers = stack.enter_context(search.open_workers()) if _searching(target, calib, search) else None
+        return _prune_file(source, output, options, verify, external_data, target, sparsify, calib,
+                           before_save, on_pruned, search, workers, finetune_minutes)  # fmt: skip
+
+
+def _prune_file(
+    source: str | Path,
+    output: Path,
+    options: PlanOptions,
+    verify: VerifyOptions,
+    external_data: bool | None,
+    target: Target | None,
+    sparsify: SparsifyOptions | None,
+    calib: CalibRequest | None,
+    before_save: Callable[[Path], object] | None,
+    on_pruned: Callable[[PruneResult], object] | None,
+    search: SearchOptions,
+    workers: Workers | None,
+    finetune_minutes: float | None,
+) -> PruneResult:
     if options.round_to == AUTO and options.device == Device.CPU:
         prefetch_channel_block()  # answered while the model is read
     model = files.read_model(source)
     run = functools.partial(
         prune_model, model, options, verify, calib, sparsify=sparsify, target=target, search=search,
-        finetune_minutes=finetune_minutes,
+        finetune_minutes=finetune_minutes, workers=workers,
     )  # fmt: skip
     result = run(defer_check=before_save is None)
     if external_data is None and files.uses_external_data(source):

@@ -58,3 +58,7 @@ class FidelityError(OnnxPruneError):
 
 class EvalCommandError(OnnxPruneError):
     """The user's --eval-cmd failed, or printed no number."""
+
+
+class WorkerError(OnnxPruneError):
+    """The search's workers cannot run: a Ray cluster that cannot be reached, workers that keep dying."""

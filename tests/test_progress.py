@@ -63,13 +63,23 @@ def test_sweep_and_bench_show_their_step_on_a_terminal(sample: Path, terminal: i
     assert f"timing: timing {sample.name}" in terminal.getvalue()
 
 
-def test_the_latency_search_and_verification_show_their_step_on_a_terminal(
+def test_the_latency_search_shows_its_rounds_on_a_terminal(
     sample: Path, tmp_path: Path, terminal: io.StringIO
 ) -> None:
     out = tmp_path / "pruned.onnx"
     result = runner.invoke(app, ["prune", str(sample), "-o", str(out), "--target-latency", "0.9"])
-    assert result.exit_code == 0, result.output
+    # Timings on a shared machine may keep the search from landing within 2%; that refusal is the
+    # documented outcome, and the rounds it searched must still have been shown.
+    assert result.exit_code == 0 or "cannot land within" in result.output, result.output
     assert "searching latency 0.9: round " in terminal.getvalue()
+
+
+def test_verification_shows_its_step_on_a_terminal(
+    sample: Path, tmp_path: Path, terminal: io.StringIO
+) -> None:
+    out = tmp_path / "pruned.onnx"
+    result = runner.invoke(app, ["prune", str(sample), "-o", str(out), "--target-macs", "0.7"])
+    assert result.exit_code == 0, result.output
     assert "comparing" in terminal.getvalue()
 
 

@@ -36,6 +36,10 @@ class Plan:
         declined = {int(gid): tuple(found) for gid, found in self.declined.items()}
         object.__setattr__(self, "declined", MappingProxyType(declined))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The read-only views do not pickle; a plan travels to a search's workers as its two dicts.
+        return (Plan, (dict(self.kept), dict(self.declined)))
+
     def keep(self, group: ChannelGroup) -> np.ndarray | None:
         """The group's kept indices, or None where the plan does not touch it."""
         return self.kept.get(group.id)

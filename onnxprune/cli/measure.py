@@ -15,13 +15,14 @@ from onnxprune.cli.shared import (
     CalibSamplesOpt,
     CalibStepsOpt,
     ModelArg,
+    RayOpt,
     RoundToOpt,
+    WorkersOpt,
     calib_request,
     console,
     user_errors,
 )
 from onnxprune.errors import UsageError
-from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.measure.bench import BenchOptions, bench_record
 from onnxprune.options import Criterion, Scope, choice
@@ -87,6 +88,8 @@ def sweep_command(
     iterations: Annotated[int, typer.Option(help="Random inputs to compare on.")] = 4,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:1x3x224x224 for a dynamic input.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    workers: WorkersOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Prune to a ladder of targets with one analysis: MACs, params, latency, fidelity (and accuracy) each."""
 
@@ -106,13 +109,17 @@ def sweep_command(
     timing = BenchOptions(runs=runs, warmup=2, shapes=shapes, min_seconds=1.0) if bench else None
     modes = [m.strip() for m in compensate.split(",") if m.strip()] if compensate is not None else None
     request = calib_request(calib, None, None, None, calib_samples, calib_steps)
-    options = SweepOptions(kind, ladder, plan_options, shapes, iterations, labels, timing, modes, request)
+    search = api.SearchOptions(workers=workers, ray=ray)
+    options = SweepOptions(
+        kind, ladder, plan_options, shapes, iterations, labels, timing, modes, request, search=search
+    )
     options.check()
     timing.check() if timing is not None else None
     if plot is not None:
         check_plot_path(plot, [model])
-    with steps("sweeping", total=len(ladder), enabled=not as_json) as step:
-        result = sweep(read_model(model), options, progress=step)
+    total = len(ladder) * len(options.modes())
+    with steps("sweeping", total=total, enabled=not as_json) as step:
+        result = sweep(model, options, progress=step)
     if plot is not None:
         plot_sweep(result, plot, model.name)
     if as_json:

@@ -22,8 +22,10 @@ from onnxprune.cli.shared import (
     IterationsOpt,
     MinFidelityOpt,
     ModelArg,
+    RayOpt,
     RoundToOpt,
     SensitivitySamplesOpt,
+    WorkersOpt,
     calib_request,
     choices,
     console,
@@ -147,6 +149,8 @@ def prune(
     ] = Allocate.AUTO,
     eval_cmd: Annotated[str | None, in_panel(EvalCmdOpt, PLAN)] = None,
     sensitivity_samples: Annotated[int, in_panel(SensitivitySamplesOpt, PLAN)] = SENSITIVITY_SAMPLES,
+    workers: Annotated[int | None, in_panel(WorkersOpt, PLAN)] = None,
+    ray: Annotated[str | None, in_panel(RayOpt, PLAN)] = None,
     compensate: Annotated[
         str | None,
         choices(
@@ -288,7 +292,11 @@ def prune(
         allocate=choice(Allocate, allocate, "--allocate"),
     )
     search = api.SearchOptions(
-        eval_cmd=eval_cmd, sensitivity=SensitivityOptions(samples=sensitivity_samples), progress=not as_json
+        eval_cmd=eval_cmd,
+        sensitivity=SensitivityOptions(samples=sensitivity_samples),
+        progress=not as_json,
+        workers=workers,
+        ray=ray,
     )
     checks = api.VerifyOptions(
         enabled=verify,

@@ -14,8 +14,10 @@ from onnxprune.cli.shared import (
     CalibStepsOpt,
     EvalCmdOpt,
     ModelArg,
+    RayOpt,
     RoundToOpt,
     SensitivitySamplesOpt,
+    WorkersOpt,
     calib_request,
     choices,
     console,
@@ -54,6 +56,8 @@ def sensitivity(
     plot: Annotated[
         Path | None, typer.Option(help="Draw damage against channels kept into this PNG.")
     ] = None,
+    workers: WorkersOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Cut each group alone to a few widths and measure how far the outputs move on the calibration data
     (its fitting part), with the compensation a prune would use: the curves a --target-* prune allocates
@@ -76,7 +80,11 @@ def sensitivity(
         compensate=choice(Compensate, compensate, "--compensate"),
     )
     search = api.SearchOptions(
-        eval_cmd=eval_cmd, sensitivity=api.SensitivityOptions(kept, sensitivity_samples), progress=True
+        eval_cmd=eval_cmd,
+        sensitivity=api.SensitivityOptions(kept, sensitivity_samples),
+        progress=True,
+        workers=workers,
+        ray=ray,
     )
     request = calib_request(calib, None, None, None, calib_samples, calib_steps)
     found = api.sensitivity(model, options, request, search, parse_shapes(shape or []))

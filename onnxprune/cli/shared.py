@@ -110,6 +110,22 @@ RoundToOpt = Annotated[
         "CPU convolutions use here where larger (16 with AVX-512).",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Processes that run the search's evaluations (sensitivity, a --target-*'s allocation, sweep "
+        "points), one ONNX Runtime thread each. Default: one per core; 1: this process.",
+        show_default=False,
+    ),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="local|ADDRESS",
+        help="Run the search's evaluations on a Ray cluster instead: 'local' starts one here with --workers "
+        "CPUs; HOST:PORT or ray://HOST:PORT joins a running one (needs onnxprune[ray]).",
+    ),
+]
 CalibSamplesOpt = Annotated[int | None, typer.Option(help="Use the first N calibration samples.")]
 CalibStepsOpt = Annotated[
     str, typer.Option(help="Calibration steps, comma list of rebuild, bias, refit, bn.")

@@ -12,7 +12,7 @@ scores across layers where they mean different things.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,23 +20,25 @@ from onnxprune.channels import Plan
 from onnxprune.compensate.rebuild import MOMENT_SAMPLES, Moments, channel_moments
 from onnxprune.data import Samples, count, split_holdout, take
 from onnxprune.errors import UsageError
-from onnxprune.fidelity import total_damage, worst_fidelity
 from onnxprune.importance import trained_for_slimming
 from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
 from onnxprune.pipeline import Prepared
 from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
-from onnxprune.search.evaluate import PlanEvaluator
+from onnxprune.search.evaluate import Evaluation
 from onnxprune.search.proxy import proxy
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.sensitivity import Sensitivity, SensitivityOptions, jobs, measure_sensitivity
 from onnxprune.search.targets import Reached, Target, plan_to_target, to_target
+from onnxprune.search.tasks import Evaluator
+from onnxprune.search.workers import WorkerOptions, Workers
 
 
 @dataclass(frozen=True)
 class SearchData:
     """What a search may measure plans on: calibration samples (only the part calibration fits on; the
-    held-out tail judges the result) and the user's score command."""
+    held-out tail judges the result) and the user's score command; and where its evaluations run
+    (``workers``; None: in this process)."""
 
     samples: Samples | None = None
     holdout: float = 0.1
@@ -45,6 +47,7 @@ class SearchData:
     progress: bool = False  # progress lines on stderr, where it is a terminal
     # Channel statistics for calibration's rebuild, measured once for the search and the prune.
     moments: Mapping[str, Moments] | None = None
+    workers: Workers | None = None
 
     @property
     def given(self) -> bool:
@@ -72,22 +75,40 @@ class SearchData:
 @dataclass(frozen=True)
 class SearchOptions:
     """How a target search may measure plans, beyond the calibration data: the user's score command
-    (``--eval-cmd``), the sensitivity scan's widths and samples, and whether to show progress on stderr
-    (where it is a terminal)."""
+    (``--eval-cmd``), the sensitivity scan's widths and samples, whether to show progress on stderr
+    (where it is a terminal), and where evaluations run: ``workers`` processes here (None: one per core;
+    1: this process) or a Ray cluster (``ray``: ``local`` or an address; see workers.py)."""
 
     eval_cmd: str | None = None
     sensitivity: SensitivityOptions = SensitivityOptions()
     progress: bool = False
+    workers: int | None = None
+    ray: str | None = None
 
     def __post_init__(self) -> None:
         if self.eval_cmd is not None:
             EvalCommand(self.eval_cmd)  # a bad template is a usage error before any work
+        self.worker_options()
+
+    def worker_options(self) -> WorkerOptions:
+        return WorkerOptions(self.workers, self.ray)
+
+    def open_workers(self) -> Workers:
+        """The workers, connected (a Ray address that cannot be reached is a WorkerError here, before
+        any work); close them (``with``) when the command ends."""
+        workers = Workers(self.worker_options())
+        workers.open()
+        return workers
 
     def data(
-        self, samples: Samples | None, holdout: float, moments: Mapping[str, Moments] | None = None
+        self,
+        samples: Samples | None,
+        holdout: float,
+        moments: Mapping[str, Moments] | None = None,
+        workers: Workers | None = None,
     ) -> SearchData:
         command = EvalCommand(self.eval_cmd) if self.eval_cmd is not None else None
-        return SearchData(samples, holdout, command, self.sensitivity, self.progress, moments)
+        return SearchData(samples, holdout, command, self.sensitivity, self.progress, moments, workers)
 
 
 def resolve_allocation(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Allocate, str]:
@@ -115,10 +136,11 @@ class Budget:
     def __init__(self, prepared: Prepared, data: SearchData) -> None:
         self.prepared, self.options, self.data = prepared, prepared.options, data
         self.how, self.why = resolve_allocation(prepared, self.options, data)
-        self._scan: tuple[Sensitivity, Callable[[Plan], tuple[float, float]]] | None = None
+        self._scan: tuple[Sensitivity, Evaluator] | None = None
 
-    def plan(self, target: Target) -> tuple[Reached, Plan, dict[str, Any]]:
-        """The plan nearest ``target``, and the report's ``allocation`` record."""
+    def plan(self, target: Target, measured: bool = True) -> tuple[Reached, Plan, dict[str, Any]]:
+        """The plan nearest ``target``, and the report's ``allocation`` record (with the chosen plan's
+        measured damage and fidelity, unless ``measured`` is false)."""
         record: dict[str, Any] = {"method": str(self.how), "why": self.why}
         if self.how != Allocate.SENSITIVITY:
             scope = Scope.LAYER if self.how == Allocate.LAYER else Scope.GLOBAL
@@ -132,56 +154,38 @@ class Budget:
             self.prepared, sensitivity, self.options, target, self.data.progress
         )
         record.update(chosen, sensitivity=sensitivity.to_dict())
-        record["measured_damage"], record["measured_fidelity"] = evaluate(plan)
+        if measured:
+            record["measured_damage"], record["measured_fidelity"] = evaluate(plan)
         return reached, plan, record
 
 
-def measure(
-    prepared: Prepared, options: PlanOptions, data: SearchData
-) -> tuple[Sensitivity, Callable[[Plan], tuple[float, float]]]:
-    """Every unit's sensitivity curve, and the evaluation it was measured with (damage, worst fidelity)."""
+def measure(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Sensitivity, Evaluator]:
+    """Every unit's sensitivity curve, and the evaluation it was measured with (plan -> damage, worst
+    fidelity), on the search's workers."""
     evaluate, on = evaluation(prepared, options, data)
     total = len(jobs(prepared, options, data.sensitivity))
-    with steps("measuring sensitivity", total=total, enabled=data.progress) as say:
-        found = measure_sensitivity(prepared, evaluate, options, data.sensitivity, on, say)
+    description = f"measuring sensitivity on {evaluate.where}"
+    with steps(description, total=total, enabled=data.progress) as say:
+        found = measure_sensitivity(prepared, evaluate.many, options, data.sensitivity, on, say)
     return found, evaluate
 
 
-def evaluation(
-    prepared: Prepared, options: PlanOptions, data: SearchData
-) -> tuple[Callable[[Plan], tuple[float, float]], str]:
-    """plan -> (damage, worst output fidelity), and what it measures on."""
+def evaluation(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Evaluator, str]:
+    """plan -> (damage, worst output fidelity) on the search's workers, and what it measures on. With
+    a score command: damage = the original's score minus the plan's."""
     samples = data.fit_samples()
+    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
     if data.eval_cmd is not None:
-        return _command_evaluation(prepared, options, samples, data)
-    assert samples is not None
-    samples, what = proxy(samples, prepared.model, data.sensitivity.samples)
-    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
-    evaluator = PlanEvaluator(prepared, samples, moments)
-
-    def evaluate(plan: Plan) -> tuple[float, float]:
-        found = evaluator.fidelity(plan)
-        return total_damage(found), worst_fidelity(found)
-
-    return evaluate, f"{what} of the fitting part"
-
-
-def _command_evaluation(
-    prepared: Prepared, options: PlanOptions, samples: Samples | None, data: SearchData
-) -> tuple[Callable[[Plan], tuple[float, float]], str]:
-    """Damage = the original's score minus the plan's, scored by the user's command on a model computing
-    what the pruned one does (the original with the plan's cuts fed as constants)."""
-    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
-    evaluator = PlanEvaluator(prepared, samples or {}, moments, run=False)
-    command = data.eval_cmd
-    assert command is not None
-    original = command.score(prepared.model)
-
-    def evaluate(plan: Plan) -> tuple[float, float]:
-        score = command.score(evaluator.model_for(plan))
-        return original - score, score
-
-    return evaluate, f"--eval-cmd {command.template!r} (original: {original:g})"
+        command = data.eval_cmd
+        original = command.score(prepared.model)
+        found = Evaluation(samples or {}, moments, command, original)
+        on = f"--eval-cmd {command.template!r} (original: {original:g})"
+    else:
+        assert samples is not None
+        samples, what = proxy(samples, prepared.model, data.sensitivity.samples)
+        found = Evaluation(samples, moments)
+        on = f"{what} of the fitting part"
+    return Evaluator(prepared, found, data.workers), on
 
 
 def moments_for(

@@ -6,12 +6,14 @@ evaluation is one run over the samples with that plan's masks and fills fed, no 
 What a removed channel carries (the fill) is the compensation's: the analysis' data-free estimate (modes
 none and bn), or its mean on calibration data (mode calib, which folds exactly that into the consumers'
 biases before refitting them). An evaluation is a pure function of (model, plan, samples), so a pool of
-processes or a cluster can run them unchanged.
+processes or a cluster can run them unchanged: ``Evaluation`` is what it measures with, a value that
+travels to workers (tasks.py), and ``Evaluation.on(prepared)`` the function a worker builds once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,10 +22,11 @@ import onnx
 from onnxprune.channels import Plan
 from onnxprune.compensate.rebuild import Moments, rebuild
 from onnxprune.data import Samples, count, static_batch
-from onnxprune.fidelity import OutputFidelity, measure_all, total_damage
+from onnxprune.fidelity import OutputFidelity, measure_all, total_damage, worst_fidelity
 from onnxprune.pipeline import Prepared
 from onnxprune.rewrite import cut_feeds, reference_with_cut_inputs, with_cuts
 from onnxprune.runtime import ort_session
+from onnxprune.search.score import EvalCommand
 
 # Samples per ONNX Runtime call where the batch is free.
 EVAL_BATCH = 8
@@ -79,6 +82,41 @@ class PlanEvaluator:
     def _cut_inputs(self, plan: Plan) -> dict[str, np.ndarray]:
         rebuilt = rebuild(self.analysis, plan, self.moments) if self.moments is not None else {}
         return cut_feeds(self.analysis, plan, self.points, rebuilt)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a plan is measured with: the samples it runs on and the channel statistics of calibration's
+    rebuild (None: data-free fills), or the user's score command and its score of the original. A plan's
+    evaluation gives (damage, worst output fidelity), or with a command (original - score, score)."""
+
+    samples: Samples = field(default_factory=dict)
+    moments: Mapping[str, Moments] | None = None
+    command: EvalCommand | None = None
+    original: float = 0.0
+
+    def on(self, prepared: Prepared) -> Callable[[Plan], tuple[float, float]]:
+        """The evaluation of any plan of ``prepared``, on one ONNX Runtime thread (a worker's core)."""
+        if self.command is not None:
+            return self._scored(prepared, self.command)
+        evaluator = PlanEvaluator(prepared, self.samples, self.moments, threads=1)
+
+        def evaluate(plan: Plan) -> tuple[float, float]:
+            found = evaluator.fidelity(plan)
+            return total_damage(found), worst_fidelity(found)
+
+        return evaluate
+
+    def _scored(self, prepared: Prepared, command: EvalCommand) -> Callable[[Plan], tuple[float, float]]:
+        """Damage = the original's score minus the plan's, scored by the user's command on a model
+        computing what the pruned one does (the original with the plan's cuts fed as constants)."""
+        evaluator = PlanEvaluator(prepared, self.samples, self.moments, run=False)
+
+        def evaluate(plan: Plan) -> tuple[float, float]:
+            score = command.score(evaluator.model_for(plan))
+            return self.original - score, score
+
+        return evaluate
 
 
 def _chunks(samples: Samples, size: int) -> Iterator[dict[str, Any]]:

@@ -142,21 +142,27 @@ def plan_for(prepared: Prepared, options: PlanOptions, counts: dict[int, int]) -
 
 def measure_sensitivity(
     prepared: Prepared,
-    damage: Callable[[Plan], tuple[float, float]],
+    evaluate: Callable[[Sequence[Plan], Callable[[int], Any]], list[tuple[float, float]]],
     options: PlanOptions,
     sensitivity: SensitivityOptions,
     on: str,
     progress: Callable[[str], None] | None = None,
 ) -> Sensitivity:
-    """Every unit cut alone to each of its widths. ``damage(plan)`` -> (damage, worst output fidelity);
-    ``progress(what)`` is told each evaluation as it starts."""
+    """Every unit cut alone to each of its widths. ``evaluate(plans, done)`` -> (damage, worst output
+    fidelity) of each plan, in order, calling ``done(index)`` as each finishes (on workers, in any order);
+    ``progress(what)`` is told once before the first and then as each evaluation finishes."""
     began = time.perf_counter()
     curves = {unit: Curve(unit, {unit.size: 0.0}, {unit.size: 1.0}) for unit in units(prepared, options)}
     todo = jobs(prepared, options, sensitivity)
-    for unit, kept in todo:
-        if progress is not None:
-            progress(f"{unit.label} at {kept} of {unit.size}")
-        found, worst = damage(plan_for(prepared, options, unit.counts(kept)))
+    say = progress if progress is not None else (lambda _what: None)
+    say("")
+
+    def done(index: int) -> None:
+        unit, kept = todo[index]
+        say(f"{unit.label} at {kept} of {unit.size}")
+
+    plans = [plan_for(prepared, options, unit.counts(kept)) for unit, kept in todo]
+    for (unit, kept), (found, worst) in zip(todo, evaluate(plans, done), strict=True):
         curves[unit].points[kept], curves[unit].fidelity[kept] = found, worst
     seconds = time.perf_counter() - began
     return Sensitivity(list(curves.values()), on, str(options.compensate), seconds, len(todo))

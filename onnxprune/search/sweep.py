@@ -12,9 +12,10 @@ sweep goes on.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +23,10 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from onnxprune import files
+from onnxprune.channels import Plan
 from onnxprune.compensate.calibrate import CalibOptions
+from onnxprune.compensate.rebuild import Moments
 from onnxprune.errors import ModelLoadError, UsageError, first_line
 from onnxprune.files import same_file
 from onnxprune.inputs import _graph_inputs, make_inputs
@@ -34,6 +38,8 @@ from onnxprune.runtime import ort_session
 from onnxprune.search.budget import Budget, SearchOptions, moments_for
 from onnxprune.search.score import EvalCommand
 from onnxprune.search.targets import Target, TargetError
+from onnxprune.search.tasks import fingerprint, model_bytes
+from onnxprune.search.workers import Workers
 from onnxprune.verify import compare
 
 LADDER = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
@@ -115,26 +121,38 @@ class _Sweep:
     labelled: tuple | None
     prepared: dict[str, Prepared]  # by the analysis' mode: none or bn (which calib starts from)
     samples: dict[str, np.ndarray] | None
-    budgets: dict[str, Budget]  # by compensation mode: each allocates with what its mode carries
+    moments: dict[str, Mapping[str, Moments] | None]  # by compensation mode: calibration's statistics
     holdout: float
+    allocations: dict[str, str] = field(default_factory=dict)  # by compensation mode: how it allocates
+
+    def ready(self, mode: Compensate) -> Prepared:
+        """The prepared model with ``mode``'s plan options (its analysis shared by modes that walk alike)."""
+        plan = replace(self.options.plan, compensate=mode)
+        return replace(self.prepared[plan.analysis_mode], options=plan)
 
 
 def sweep(
-    model: onnx.ModelProto, options: SweepOptions, progress: Callable[[str], None] | None = None
+    source: onnx.ModelProto | str | Path,
+    options: SweepOptions,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Every point of the ladder as a dict; ``points[0]`` is the original (target 1.0); then one point per
-    target and compensation mode, in the order of ``options.modes()``."""
+    """Every point of the ladder of ``source`` (a model, or its file: read once the workers are reached)
+    as a dict; ``points[0]`` is the original (target 1.0); then one point per target and compensation
+    mode, in the order of ``options.modes()``. Each point's plan is chosen here
+    (a sensitivity scan on the workers of ``options.search``), then the points are pruned and measured on
+    those workers, and timed here one after another (a timing shares the machine with nothing).
+    ``progress(what)`` is told once before the first point and then as each finishes."""
 
     options.check()
-    start = time.perf_counter()
-    state = _prepare(model, options)
-    setup = time.perf_counter() - start
-    points = [_original(model, state.before, state.labelled, timed=options.bench is not None)]
-    points[0]["score"] = _score(state, model)
-    for value in options.targets:
-        if progress is not None:
-            progress(f"{options.kind} {value:g}")
-        points.extend(_points_at(state, value))
+    with options.search.open_workers() as workers:  # a cluster that cannot be reached: before any work
+        model = source if isinstance(source, onnx.ModelProto) else files.read_model(source)
+        start = time.perf_counter()
+        state = _prepare(model, options)
+        setup = time.perf_counter() - start
+        points = [_original(model, state.before, state.labelled, timed=options.bench is not None)]
+        points[0]["score"] = _score(options, model)
+        planned = _plans(state, workers)
+        points += _run_points(state, planned, workers, progress or (lambda _what: None))
     modes = [str(m) for m in options.modes()]
     return {"kind": options.kind, "inputs": {k: list(v) for k, v in state.before.inputs.items()},
             "compensate": modes, "analysis_seconds": setup, "points": points}  # fmt: skip
@@ -151,14 +169,125 @@ def _prepare(model: onnx.ModelProto, options: SweepOptions) -> _Sweep:
     before = next(iter(prepared.values())).before
     feeds = make_inputs(model, iterations=options.iterations, shapes=before.inputs)
     labelled = _labelled(options.labels, model) if options.labels is not None else None
-    budgets = {}
+    state = _Sweep(model, options, before, feeds, labelled, prepared, samples, {}, holdout)
     steps = options.calib.calib_options().steps if options.calib is not None else ()
     for mode in options.modes():
-        plan = replace(options.plan, compensate=mode)
-        ready = replace(prepared[plan.analysis_mode], options=plan)
-        moments = moments_for(ready, plan, options.search.data(samples, holdout), steps)
-        budgets[str(mode)] = Budget(ready, options.search.data(samples, holdout, moments))
-    return _Sweep(model, options, before, feeds, labelled, prepared, samples, budgets, holdout)
+        data = options.search.data(samples, holdout)
+        state.moments[str(mode)] = moments_for(state.ready(mode), state.ready(mode).options, data, steps)
+    return state
+
+
+def _plans(state: _Sweep, workers: Workers) -> list[tuple[float, Compensate, Plan | str]]:
+    """Every point's plan (or why its target cannot be reached), in the ladder's order; a budget
+    allocated by sensitivity scans once, on the workers, and serves every target. Each mode's allocation
+    method is kept in ``state.allocations``."""
+    options = state.options
+    budgets = {}
+    for mode in options.modes():
+        data = options.search.data(state.samples, state.holdout, state.moments[str(mode)], workers)
+        budgets[mode] = Budget(state.ready(mode), data)
+        state.allocations[str(mode)] = str(budgets[mode].how)
+    planned: list[tuple[float, Compensate, Plan | str]] = []
+    for value in options.targets:
+        for mode in options.modes():
+            try:
+                _, plan, _ = budgets[mode].plan(Target(options.kind, value), measured=False)
+            except TargetError as err:
+                # A point of a ladder: the sweep goes on, and writes no model anyway.
+                planned.append((value, mode, first_line(err).removesuffix("; nothing written")))
+                continue
+            planned.append((value, mode, plan))
+    return planned
+
+
+def _run_points(
+    state: _Sweep,
+    planned: list[tuple[float, Compensate, Plan | str]],
+    workers: Workers,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Each planned point pruned and measured on the workers, then timed here; unreachable ones as
+    their reason."""
+    tasks = [(value, mode, plan) for value, mode, plan in planned if isinstance(plan, Plan)]
+    where = workers.describe()
+    progress(f"on {where}")
+
+    def done(index: int) -> None:
+        value, mode, _ = tasks[index]
+        progress(f"{state.options.kind} {value:g} ({mode}) on {where}")
+
+    measured = workers.run(PointJob.of(state), tasks, done, local=functools.partial(_points_of, state))
+    found = iter(measured)
+    rows = []
+    for value, mode, plan in planned:
+        if not isinstance(plan, Plan):
+            rows.append({"target": value, "compensate": str(mode), "error": plan})
+            continue
+        row, pruned = next(found)
+        row["allocation"] = state.allocations[str(mode)]
+        if state.options.bench is not None:
+            start = time.perf_counter()
+            row["latency_ratio"] = _latency_ratio(state.model, pruned, state.options.bench)
+            row["seconds"] += time.perf_counter() - start
+        rows.append(row)
+    return rows
+
+
+def _points_of(state: _Sweep) -> Callable[[tuple[float, Compensate, Plan]], Any]:
+    """What a worker runs: a point's task (target, mode, plan) -> (row, pruned model)."""
+    return lambda task: _point(state, *task)
+
+
+def _point(
+    state: _Sweep, value: float, mode: Compensate, plan: Plan
+) -> tuple[dict[str, Any], onnx.ModelProto]:
+    """The model ``prune --target-KIND value`` writes with ``mode`` (given its plan), measured against the
+    original (not timed), and the pruned model."""
+    start = time.perf_counter()
+    ready = state.ready(mode)
+    result = execute(ready, plan, _execution(state, mode))
+    row = _measure(state, result.pruned, value, str(mode))
+    row["fidelity"] = result.report.get("verdict", {}).get("fidelity")
+    row["score"] = _score(state.options, result.pruned)
+    row["seconds"] = time.perf_counter() - start
+    return row, result.pruned
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """What a worker prunes and measures sweep points from: the model's bytes and the shared state (the
+    worker prepares the model again; its analysis is deterministic, so the plans' group ids match)."""
+
+    model: bytes
+    options: SweepOptions
+    feeds: list
+    labelled: tuple | None
+    samples: dict[str, np.ndarray] | None
+    moments: dict[str, Mapping[str, Moments] | None]
+    holdout: float
+    groups: dict[str, tuple[tuple[int, int, bool], ...]]
+
+    @classmethod
+    def of(cls, state: _Sweep) -> PointJob:
+        groups = {mode: fingerprint(p) for mode, p in state.prepared.items()}
+        body = model_bytes(next(iter(state.prepared.values())))
+        shared = (state.feeds, state.labelled, state.samples, state.moments, state.holdout)
+        return cls(body, state.options, *shared, groups)
+
+    def build(self) -> Callable[[tuple[float, Compensate, Plan]], tuple[dict[str, Any], onnx.ModelProto]]:
+        model = onnx.load_from_string(self.model)
+        prepared = {}
+        for mode in self.options.modes():
+            plan = replace(self.options.plan, compensate=mode)
+            if plan.analysis_mode not in prepared:
+                found = prepare(model, plan, self.options.shapes, self.samples, self.holdout)
+                if fingerprint(found) != self.groups[plan.analysis_mode]:
+                    raise RuntimeError("a worker's analysis of the model differs from the sweep's")
+                prepared[plan.analysis_mode] = found
+        before = next(iter(prepared.values())).before
+        state = _Sweep(model, self.options, before, self.feeds, self.labelled, prepared, self.samples,
+                       self.moments, self.holdout)  # fmt: skip
+        return _points_of(state)
 
 
 def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed: bool) -> dict[str, Any]:
@@ -168,45 +297,24 @@ def _original(model: onnx.ModelProto, before: Any, labelled: tuple | None, timed
             "latency_ratio": 1.0 if timed else None, "seconds": 0.0}  # fmt: skip
 
 
-def _points_at(state: _Sweep, value: float) -> list[dict[str, Any]]:
-    """One row per mode at one target: the model ``prune --target-KIND value`` writes with that mode."""
-    rows: dict[str, dict[str, Any]] = {}
-    for mode in state.options.modes():
-        start = time.perf_counter()
-        budget = state.budgets[str(mode)]
-        try:
-            _, plan, _ = budget.plan(Target(state.options.kind, value))
-        except TargetError as err:
-            # A point of a ladder: the sweep goes on, and writes no model anyway.
-            reason = first_line(err).removesuffix("; nothing written")
-            rows[mode] = {"target": value, "compensate": str(mode), "error": reason}
-            continue
-        result = execute(budget.prepared, plan, _execution(state, budget))
-        rows[mode] = _measure(state, result.pruned, value, str(mode), start)
-        rows[mode]["fidelity"] = result.report.get("verdict", {}).get("fidelity")
-        rows[mode]["score"] = _score(state, result.pruned)
-        rows[mode]["allocation"] = str(budget.how)
-    return [rows[m] for m in state.options.modes()]
-
-
-def _score(state: _Sweep, model: onnx.ModelProto) -> float | None:
+def _score(options: SweepOptions, model: onnx.ModelProto) -> float | None:
     """The user's --eval-cmd score of a point's model, where one is given."""
-    command = state.options.search.eval_cmd
+    command = options.search.eval_cmd
     return EvalCommand(command).score(model) if command is not None else None
 
 
-def _execution(state: _Sweep, budget: Budget) -> Execution:
+def _execution(state: _Sweep, mode: Compensate) -> Execution:
     """As ``prune --target-* --no-verify`` runs the pipeline: checked by one ONNX Runtime run, fitted on
     the calibration data in mode calib; its verdict on the held-out samples is recorded, never refused."""
     checks = VerifyOptions(enabled=False, shapes=state.options.shapes, min_fidelity=-1.0)
     calib = state.options.calib.calib_options() if state.options.calib is not None else None
-    return Execution(checks, state.samples, calib, moments=budget.data.moments)
+    return Execution(checks, state.samples, calib, moments=state.moments[str(mode)])
 
 
-def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, start: float) -> dict[str, Any]:
+def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str) -> dict[str, Any]:
     options, before = state.options, state.before
     after = count(pruned, options.shapes)
-    point: dict[str, Any] = {
+    return {
         "target": value,
         "compensate": mode,
         "reached": (after.macs / before.macs) if options.kind == "macs" else after.params / before.params,
@@ -214,11 +322,8 @@ def _measure(state: _Sweep, pruned: onnx.ModelProto, value: float, mode: str, st
         "params": after.params,
         **_fidelity(state.model, pruned, state.feeds),
         "accuracy": _accuracy(pruned, state.labelled) if state.labelled is not None else None,
+        "latency_ratio": None,
     }
-    timing = options.bench
-    point["latency_ratio"] = _latency_ratio(state.model, pruned, timing) if timing is not None else None
-    point["seconds"] = time.perf_counter() - start
-    return point
 
 
 def _fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, feeds: list) -> dict[str, Any]:
