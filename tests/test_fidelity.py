@@ -72,3 +72,16 @@ def test_logits_of_a_sequence_are_a_map_and_shapes_must_agree() -> None:
     assert output_kind(logits) == "map"
     with pytest.raises(ValueError, match="shapes differ"):
         measure("y", logits, logits[:1])
+
+
+def test_a_confident_classifiers_damage_is_read_on_its_logits_not_its_saturated_softmax() -> None:
+    """Probabilities of 1 - 1e-7 barely move when the logits halve; the damage must still tell the cuts apart."""
+    rng = np.random.default_rng(5)
+    logits = rng.choice([-1.0, 1.0], (64, 1)) * np.array([[8.0, -8.0]]) + 0.3 * rng.standard_normal((64, 2))
+    original = _softmax(logits).astype(np.float32)
+    slightly = measure("cls", original, _softmax(0.9 * logits).astype(np.float32))
+    halved = measure("cls", original, _softmax(0.5 * logits).astype(np.float32))
+    assert slightly.fidelity == halved.fidelity == 1.0, "no label changes"
+    assert slightly.damage == pytest.approx(0.01, rel=0.05) and halved.damage == pytest.approx(0.25, rel=0.05)
+    raw = measure("cls", logits.astype(np.float32), (0.5 * logits).astype(np.float32))
+    assert raw.damage == pytest.approx(0.25, rel=1e-4), "logits themselves: the same measure"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from onnxprune.cli import app
+from onnxprune.report import sensitivity_table
 
 MNIST = Path(__file__).parents[2] / "models" / "mnist"
 PLAIN, CALIB = MNIST / "mnist_vgg.plain.onnx", MNIST / "mnist5k_calib.npz"
@@ -20,11 +21,25 @@ def test_sensitivity_prints_the_curves_and_writes_json_and_a_plot(tmp_path: Path
     args = ["sensitivity", str(PLAIN), *DATA, "--json", str(curves), "--plot", str(picture)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "sensitivity" in result.output and "50% kept" in result.output
+    assert "sensitivity" in result.output and "cut 1" in result.output and " -> " in result.output
     found = json.loads(curves.read_text())
     assert found["compensate"] == "calib" and found["on"].startswith("16 calibration samples")
     assert found["units"] and all(len(u["points"]) >= 2 for u in found["units"])
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_groups_of_odd_sizes_share_one_column_per_cut() -> None:
+    """Sizes 22, 26 and 50 round three fractions to nine different ones; the table has three cut columns."""
+    units = [
+        {"label": f"g{size}", "channels": size, "points": [{"kept": size, "damage": 0.0, "fidelity": 1.0}]
+         + [{"kept": k, "damage": 1.0 / k, "fidelity": 0.9} for k in kept]}
+        for size, kept in ((22, (17, 11, 6)), (26, (20, 13, 7)), (50, (38, 25, 13)))
+    ]  # fmt: skip
+    table = sensitivity_table(
+        {"units": units, "on": "x", "compensate": "calib", "evaluations": 9, "seconds": 1}
+    )
+    assert [c.header for c in table.columns] == ["group", "channels", "cut 1", "cut 2", "cut 3"]
+    assert list(table.columns[2].cells) == ["17 -> 0.0588 (0.90)", "20 -> 0.05 (0.90)", "38 -> 0.0263 (0.90)"]
 
 
 def test_sensitivity_without_data_is_a_usage_error() -> None:
