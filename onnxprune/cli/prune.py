@@ -261,18 +261,6 @@ def prune(
         check_plot_path(plot, [model])
     engine_options = _engine_options(model, plan, backend, bias_maps, fp16, save_onnx, shape)
     target = one_target(target_macs, target_params, target_latency)
-    engine_options = None
-    if plan is not None:
-        engine_options = BuildOptions(
-            backend=choice(EngineBackend, backend, "--backend"),
-            fp16=fp16,
-            bias_maps=choice(BiasMapForm, bias_maps, "--bias-maps"),
-            profiles=shape_profiles(shape),
-        )
-        require(engine_options.backend)  # before any work: one line, nothing written
-        check_shapes(model, engine_options)
-    elif (fp16, save_onnx, backend, bias_maps) != (False, None, "auto", "auto"):
-        raise UsageError("--fp16, --save-onnx, --backend and --bias-maps apply to --plan; give --plan too")
     if target is not None:
         if ratio is not None or threshold is not None or replay is not None:
             raise UsageError("give a --target-* or one of --ratio, --threshold and --replay, not both")

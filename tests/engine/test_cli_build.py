@@ -136,7 +136,9 @@ def test_a_dynamic_input_without_a_build_shape_is_refused_before_pruning(
     from onnxprune import api
 
     model = tmp_path / "dynamic.onnx"
-    onnx.save(classifier(batch="N"), str(model))
+    dynamic = classifier(batch="N")
+    dynamic.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"  # not only the batch: no default
+    onnx.save(dynamic, str(model))
 
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("pruned although the plan cannot be built")
@@ -147,3 +149,11 @@ def test_a_dynamic_input_without_a_build_shape_is_refused_before_pruning(
     )
     assert result.exit_code == 2 and "--shape x:" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.onnx"]
+
+
+def test_a_dynamic_batch_alone_is_built_for_batch_one_and_said(tmp_path: Path) -> None:
+    model, plan = tmp_path / "batch.onnx", tmp_path / "p.plan"
+    onnx.save(classifier(batch="N"), str(model))
+    result = invoke("prune", model, "-o", tmp_path / "p.onnx", "--ratio", "0.5", "--plan", plan)
+    assert result.exit_code == 0, result.output
+    assert "a dynamic batch built for batch 1 (x:1x3x16x16)" in result.stderr and plan.exists()
