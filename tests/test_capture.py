@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.capture import Runner, subset
+from onnxprune.capture import Runner, batch_size, subset
 
 
 def _baked_batch_model():
@@ -44,3 +44,12 @@ def test_dynamic_copy_runs_many_samples_per_call():
     runner = Runner(_baked_batch_model(), ["r"], static_batch=1)  # the cut has no Reshape: batch is free
     spans = [(start, stop) for start, stop, _ in runner.run(data)]
     assert spans == [(0, 1), (1, 6)]
+
+
+def test_a_large_input_bounds_the_batch_though_the_wanted_tensors_are_small() -> None:
+    """A deep layer's 20x20 input is small, but a run at 640x640 holds the stem's activations too."""
+    detector = {"x": np.zeros((1, 3, 640, 640), np.float32)}
+    assert batch_size(detector, {"deep": np.zeros((1, 96, 20, 20), np.float32)}) == 1
+    digits = {"x": np.zeros((1, 1, 28, 28), np.float32)}
+    assert batch_size(digits, {"deep": np.zeros((1, 32, 7, 7), np.float32)}) == 64
+    assert batch_size(digits, {"wide": np.zeros((1, 256, 64, 64), np.float32)}) == 8, "the outputs' bytes"
