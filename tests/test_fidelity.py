@@ -75,7 +75,7 @@ def test_logits_of_a_sequence_are_a_map_and_shapes_must_agree() -> None:
 
 
 def test_a_confident_classifiers_damage_is_read_on_its_logits_not_its_saturated_softmax() -> None:
-    """Probabilities of 1 - 1e-7 barely move when the logits halve; the damage must still tell the cuts apart."""
+    """Probabilities of 1 - 1e-7 barely move when the logits halve; the damage must still tell them apart."""
     rng = np.random.default_rng(5)
     logits = rng.choice([-1.0, 1.0], (64, 1)) * np.array([[8.0, -8.0]]) + 0.3 * rng.standard_normal((64, 2))
     original = _softmax(logits).astype(np.float32)
