@@ -62,8 +62,9 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
 # The heavy or optional ones: runtimes, TensorRT, the CLI's printer, and the extras (plot, images, train;
 # onnxprune.train is the [train] extra's own code: importing it imports torch).
 # onnx.reference: ONNX's reference evaluator, which rules/base.py needs only for ops it has no numpy for.
+# ray: the [ray] extra, and onnxprune.search.ray_cluster, its only user (imported where --ray is given).
 LAZY = ("onnxruntime", "polygraphy", "tensorrt", "rich", "matplotlib", "PIL", "torch", "onnxprune.train",
-        "onnx.reference")  # fmt: skip
+        "onnx.reference", "ray", "onnxprune.search.ray_cluster")  # fmt: skip
 
 
 # The console script: the CLI's first step, outside its package so that it runs before the CLI's imports

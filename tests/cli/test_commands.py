@@ -334,9 +334,13 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) ->
     model = Path(__file__).parents[1] / "data" / "resnet50.graph.onnx"
     args = [str(script), "inspect", str(model)]
     interrupted = 0
-    # From 0.25 s on: Python's own start-up (before onnxprune's first line runs) is over even on a busy
-    # machine; the imports, the parser and the read of ResNet-50 take over a second.
-    for delay in (0.25, 0.35, 0.5, 0.7, 0.9):
+    # Moments as shares of a whole run measured first, so that they fall after Python's own start-up
+    # (before onnxprune's first line runs a signal just ends the process) on a busy machine too: fixed
+    # delays of 0.25-0.9 s all landed in it under load.
+    began = time.perf_counter()
+    subprocess.run(args, capture_output=True, timeout=120)
+    whole = time.perf_counter() - began
+    for delay in (share * whole for share in (0.3, 0.4, 0.5, 0.6, 0.7)):
         started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         started.send_signal(signal.SIGINT)
