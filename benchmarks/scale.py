@@ -9,7 +9,7 @@ usage: python benchmarks/scale.py [--model yolov8n] [--samples 4] [--calib 24] [
 The model is a zoo topology (tests/data) with the tests' seeded weights and BN statistics calibrated on
 N(0, 1) images (tests/weights.py); the calibration data is seeded N(0, 1) images too. Each run is
 ``api.sensitivity`` with ``--compensate calib`` (the default with data: calibration's linear rebuild)
-at the default widths (0.75, 0.5, 0.25), ``--sensitivity-samples`` = ``--samples``. Every run's JSON
+at the default widths (0.875, 0.75, 0.5, 0.25), ``--sensitivity-samples`` = ``--samples``. Every run's JSON
 (its wall time aside) must equal the first's, or the benchmark fails. Prints the tables.
 
 On a shared machine the wall times measure what the other load left over; the "idle projection" column
