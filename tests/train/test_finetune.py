@@ -3,6 +3,7 @@ held-out share for early stopping; and ``train``'s held-out fidelity and early s
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,35 @@ def test_prune_finetunes_and_the_verdict_judges_the_tuned_model(models: tuple, t
     np.testing.assert_allclose(got, kept, atol=1e-5)
     assert result.report["verdict"]["on"] == "10 held-out calibration samples"
     assert "change_before_finetune" in result.report["verify"]
+
+
+def test_a_finetune_that_lowers_the_verdict_is_said_and_the_verdict_before_it_kept(
+    models: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training keeps the epoch its own small held-out share prefers; where the verdict's tail disagrees,
+    the prune says so (warning) and the report has the fidelity before fine-tuning beside the one after."""
+    tuning = importlib.import_module("onnxprune.train.finetune")  # the package's `finetune` is the function
+
+    def worse(original: onnx.ModelProto, pruned: onnx.ModelProto, *args: object, **kwargs: object) -> tuple:
+        damaged = onnx.ModelProto()
+        damaged.CopyFrom(pruned)
+        for tensor in damaged.graph.initializer:  # the classifier's weights negated: its answers change
+            if len(tensor.dims) == 2:
+                weight = onnx.numpy_helper.to_array(tensor)
+                tensor.CopyFrom(onnx.numpy_helper.from_array(-weight, tensor.name))
+        return damaged, {"epochs": 1}
+
+    monkeypatch.setattr(tuning, "finetune", worse)
+    original, _, samples = models
+    onnx.save(original, tmp_path / "m.onnx")
+    options = api.PlanOptions(ratio=0.5, round_to=1, min_keep=1, compensate="calib")
+    result = api.prune(
+        tmp_path / "m.onnx", tmp_path / "p.onnx", options, calib=api.CalibRequest(samples=samples),
+        finetune_minutes=0.1, verify=api.VerifyOptions(min_fidelity=0.0),
+    )  # fmt: skip
+    verdict = result.report["verdict"]
+    assert verdict["before_finetune"] > verdict["fidelity"] + 0.2, verdict
+    assert any("fine-tuning lowered the fidelity" in w for w in result.report["warnings"])
 
 
 def test_finetune_without_calibration_data_is_a_usage_error(models: tuple, tmp_path: Path) -> None:
