@@ -36,8 +36,6 @@ PROBABILITY_SUM = 1e-3
 _EPS = 1e-12
 # Below float32's normal range a softmax's output is 0 or denormal: its log says nothing of the logit.
 PROBABILITY_FLOOR = 1e-30
-# The output kinds whose damage is measured on their logits (the others: KL of their distributions).
-LOGIT_DAMAGE = frozenset({"classes"})
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def output_kind(values: np.ndarray) -> str:
     """classes, sequence or map (see the module docstring)."""
     if values.ndim == 2 and values.shape[1] >= 2:
         return "classes"
-    if values.ndim == 3 and values.shape[-1] >= 2 and _probabilities(values):
+    if values.ndim == 3 and values.shape[-1] >= 2 and is_distribution(values):
         return "sequence"
     return "map"
 
@@ -108,38 +106,31 @@ def kappa(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _class_damage(rows_a: np.ndarray, rows_b: np.ndarray, kind: str) -> float:
-    if kind in LOGIT_DAMAGE:
-        a, b = _centred_logits(rows_a, kind), _centred_logits(rows_b, kind)
-        return _relative_error(a.ravel(), b.ravel())
-    return _mean_kl(_distribution(rows_a, kind), _distribution(rows_b, kind))
+    """Classes: the relative squared error of their centred logits; sequences: the mean per-frame KL."""
+    if kind == "classes":
+        return _relative_error(_centred_logits(rows_a).ravel(), _centred_logits(rows_b).ravel())
+    return _mean_kl(_normalised(rows_a), _normalised(rows_b))
 
 
-def _centred_logits(rows: np.ndarray, kind: str) -> np.ndarray:
+def _centred_logits(rows: np.ndarray) -> np.ndarray:
     """Scores as logits centred per row: log-probabilities where the rows are probabilities (floored where
     float32 underflowed to 0), as they are otherwise."""
-    if _is_distribution(rows, kind):
+    if is_distribution(rows):
         rows = np.log(np.clip(rows, PROBABILITY_FLOOR, None))
     return rows - rows.mean(1, keepdims=True)
 
 
-def _probabilities(values: np.ndarray) -> bool:
-    sums = values.reshape(-1, values.shape[-1]).astype(np.float64).sum(axis=1)
-    return bool(np.all(values >= 0) and np.all(np.abs(sums - 1.0) <= PROBABILITY_SUM))
+def is_distribution(values: np.ndarray) -> bool:
+    """Non-negative rows summing to 1 along the last axis: an exported softmax."""
+    if values.size == 0 or values.min() < 0:
+        return False
+    return bool(np.abs(values.sum(axis=-1, dtype=np.float64) - 1.0).max() <= PROBABILITY_SUM)
 
 
-def _distribution(rows: np.ndarray, kind: str) -> np.ndarray:
-    """Rows as probability distributions: as they are where they are probabilities, else a softmax."""
-    if _is_distribution(rows, kind):
-        return np.clip(rows, _EPS, None) / np.clip(rows, _EPS, None).sum(1, keepdims=True)
-    shifted = rows - rows.max(1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(1, keepdims=True)
-
-
-def _is_distribution(rows: np.ndarray, kind: str) -> bool:
-    if kind == "sequence":
-        return True
-    return bool(np.all(rows >= 0) and np.allclose(rows.sum(1), 1.0, atol=PROBABILITY_SUM))
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    """Probability rows kept off 0 (for the logarithm) and summing to 1 again."""
+    clipped = np.clip(rows, _EPS, None)
+    return clipped / clipped.sum(1, keepdims=True)
 
 
 def _mean_kl(p: np.ndarray, q: np.ndarray) -> float:

@@ -22,10 +22,9 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import UsageError
+from onnxprune.fidelity import is_distribution
 
 KINDS = ("scores", "sequence", "map")
-# Rows of an exported softmax sum to 1 up to float32 rounding over thousands of classes.
-SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,6 @@ class OutputKind:
     def describe(self) -> str:
         given = " (probabilities)" if self.probabilities else ""
         return f"{self.name}: {self.kind}{given}"
-
-
-def is_distribution(values: np.ndarray, axis: int = -1) -> bool:
-    """Non-negative rows summing to 1 along ``axis``: an exported softmax."""
-    if values.size == 0 or values.min() < 0:
-        return False
-    return bool(np.abs(values.sum(axis=axis, dtype=np.float64) - 1.0).max() <= SUM_TOLERANCE)
 
 
 def output_kind(name: str, values: np.ndarray) -> OutputKind:
