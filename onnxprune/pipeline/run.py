@@ -148,9 +148,9 @@ def execute(prepared: Prepared, plan: Plan, run: Execution) -> PruneResult:
     if run.samples is not None or (run.verifying and feeds.source == "file"):
         held = held_out_part(run.samples, run.holdout)
         checks = run.verify or VerifyOptions()
-        report["verdict"] = judge(model, result.pruned, held, feeds, checks.min_fidelity)
+        report["verdict"] = judge(model, result.pruned, held, feeds, checks.min_fidelity, unfinetuned)
         if unfinetuned is not None:
-            _judge_finetune(report, judge(model, unfinetuned, held, feeds, 0.0))
+            _warn_where_finetune_lowered(report)
         if report["verdict"]["users_data"] and "verify" in report:
             # The verdict judged the task on the user's data: random feeds only checked the surgery.
             warnings = report["verify"]["warnings"]
@@ -255,18 +255,16 @@ def _finetune(result: PruneResult, analysis: Analysis, samples: Samples, run: Ex
     _measure_change_again(result, run.verify, "change_before_finetune")
 
 
-def _judge_finetune(report: dict[str, Any], before: dict[str, Any]) -> None:
-    """The verdict before fine-tuning beside the one after, and a warning where training lowered it: the
-    epoch training keeps is chosen on a tenth of the fitting samples, which on a few hundred samples can
-    pick one that is worse on the held-out tail (the PP-OCRv5 recogniser: 89% exact match without, 62% after
-    5 minutes). The tuned model is written either way; the user decides."""
-    after = report["verdict"]
-    after["before_finetune"] = before["fidelity"]
-    if after["users_data"] and after["fidelity"] < before["fidelity"]:
+def _warn_where_finetune_lowered(report: dict[str, Any]) -> None:
+    """The epoch training keeps is chosen on a tenth of the fitting samples, which on a few hundred samples
+    can pick one that is worse on the held-out tail (the PP-OCRv5 recogniser: 89% exact match without, 62%
+    after 5 minutes). The tuned model is written either way; the user decides."""
+    verdict = report["verdict"]
+    before, after = verdict["before_finetune"], verdict["fidelity"]
+    if verdict["users_data"] and after < before:
         report["warnings"].append(
-            f"fine-tuning lowered the fidelity on {after['on']} ({before['fidelity']:.3f} -> "
-            f"{after['fidelity']:.3f}): more calibration samples help it; without --finetune-minutes the "
-            "calibrated model is written"
+            f"fine-tuning lowered the fidelity on {verdict['on']} ({before:.3f} -> {after:.3f}): more "
+            "calibration samples help it; without --finetune-minutes the calibrated model is written"
         )
 
 

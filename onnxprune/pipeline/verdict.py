@@ -30,10 +30,14 @@ def judge(
     held_out: Samples | None,
     feeds: Feeds | None,
     min_fidelity: float,
+    before_finetune: onnx.ModelProto | None = None,
 ) -> dict[str, Any]:
-    """The report's ``verdict``; raises FidelityError where the user's data shows the task lost."""
+    """The report's ``verdict``; raises FidelityError where the user's data shows the task lost.
+    ``before_finetune``: the model fine-tuning started from, whose fidelity on the same samples (the
+    original's outputs computed once) the verdict records beside the tuned one's."""
     samples, on, real = _what_to_judge_on(held_out, feeds)
-    found = measure_all(_outputs(original, samples), _outputs(pruned, samples))
+    reference = _outputs(original, samples)
+    found = measure_all(reference, _outputs(pruned, samples))
     worst = min(found.values(), key=lambda f: f.fidelity)
     verdict = {
         "on": on,
@@ -44,6 +48,9 @@ def judge(
         "min_fidelity": min_fidelity,
         "passed": _passed(worst.fidelity, min_fidelity) if real else None,
     }
+    if before_finetune is not None:
+        untuned = measure_all(reference, _outputs(before_finetune, samples))
+        verdict["before_finetune"] = min(f.to_dict()["fidelity"] for f in untuned.values())
     if real and not _passed(worst.fidelity, min_fidelity):
         raise FidelityError(_refusal(worst, on, min_fidelity))
     return verdict
