@@ -7,9 +7,7 @@ import io
 import json
 from pathlib import Path
 
-import onnx
 import pytest
-import tiny
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -17,13 +15,6 @@ from onnxprune import progress
 from onnxprune.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture()
-def sample(tmp_path: Path) -> Path:
-    path = tmp_path / "residual.onnx"
-    onnx.save(tiny.residual(), path)
-    return path
 
 
 @pytest.fixture()

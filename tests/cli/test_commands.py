@@ -16,13 +16,6 @@ from onnxprune.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture()
-def sample(tmp_path: Path) -> Path:
-    path = tmp_path / "residual.onnx"
-    onnx.save(tiny.residual(), path)
-    return path
-
-
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-import tiny
 import weights
 from typer.testing import CliRunner
 
@@ -17,13 +16,6 @@ from onnxprune.cli import app
 
 runner = CliRunner()
 FULL = Path("/dev/full")  # every write fails: "No space left on device"
-
-
-@pytest.fixture()
-def sample(tmp_path: Path) -> Path:
-    path = tmp_path / "residual.onnx"
-    onnx.save(tiny.residual(), path)
-    return path
 
 
 def prune(*args: object):

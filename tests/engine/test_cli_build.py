@@ -8,7 +8,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-import tiny
 from typer.testing import CliRunner
 
 from engine._models import classifier
@@ -22,13 +21,6 @@ runner = CliRunner()
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def sample(tmp_path: Path) -> Path:
-    path = tmp_path / "residual.onnx"
-    onnx.save(tiny.residual(), path)
-    return path
 
 
 def test_build_writes_the_plan_and_its_layers_and_says_what_it_did(tmp_path: Path, sample: Path) -> None:

@@ -29,13 +29,6 @@ def cli(*args: object):
     return result
 
 
-@pytest.fixture()
-def sample(tmp_path: Path) -> Path:
-    path = tmp_path / "residual.onnx"
-    onnx.save(tiny.residual(), path)
-    return path
-
-
 # ---- the tolerance of exactness: floor, noise, cap ---------------------------------------------------
 def _running(max_abs: float, noise: float, max_ref: float = 1.0) -> verify.OutputMetrics:
     stats = verify.Running("y", ((1, 4), (1, 4)), max_abs=max_abs, max_ref=max_ref, noise=noise)
