@@ -47,6 +47,13 @@ def train(
             help="auto (all with a teacher, none with labels) | none | comma list of shift,scale,brightness"
         ),
     ] = "auto",
+    batch_norm: Annotated[
+        str,
+        typer.Option(
+            help="auto (frozen when fine-tuning, update with --l1-gamma) | frozen (running statistics kept)"
+            " | update (batch statistics, running ones updated)"
+        ),
+    ] = "auto",
     distill: Annotated[
         str,
         typer.Option(
@@ -102,7 +109,8 @@ def train(
 
     options = TrainOptions(
         epochs=epochs, minutes=minutes, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, l1_step=l1_step,
-        augment=augment, distill=distill, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay,
+        augment=augment, batch_norm=batch_norm, distill=distill, optimizer=optimizer, schedule=schedule, 
+        weight_decay=weight_decay,
         temperature=temperature, feature_weight=feature_weight, holdout=holdout, patience=patience,
         device=device, threads=threads, checkpoint=checkpoint, resume=resume, progress=not as_json,
     )  # fmt: skip
@@ -144,7 +152,7 @@ def _print_how(result: TrainResult) -> None:
             f"time budget: {result.step_seconds:.3f} s per step, {result.planned_epochs} epoch(s) planned"
         )
     if result.best_epoch is not None:
-        lines.append(f"kept the state of epoch {result.best_epoch} (best held-out loss)")
+        lines.append(f"kept the state of epoch {result.best_epoch} (best held-out agreement and loss)")
     if result.stopped:
         lines.append(f"stopped early: {result.stopped}")
     for line in lines:

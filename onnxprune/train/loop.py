@@ -3,8 +3,9 @@
 One epoch is a seeded permutation of the samples (the permutation depends on the seed and the epoch only,
 so a resumed run sees the batches an uninterrupted one would). After every epoch: accuracy on ``--eval``
 (labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
-the epoch with the lowest held-out loss (epoch 0, the input, included) and, in the second half of the
-schedule, stops once ``patience`` epochs have not improved on it. With ``minutes`` the step time is
+the epoch with the best held-out result (``fidelity.improves``: the task's agreement and the loss, neither
+worse; epoch 0, the input, included) and, in the second half of the schedule, stops once ``patience`` epochs have not
+improved on it. With ``minutes`` the step time is
 measured first (``budget.py``) and the epochs are planned from it; the learning-rate schedule then follows
 the clock (the share of the budget spent), and training runs until the deadline: a machine that speeds up
 or slows down moves the end, not the schedule.
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from onnxprune.train import augment, budget
 from onnxprune.train.checkpoint import load_checkpoint, save_checkpoint
-from onnxprune.train.fidelity import fidelity
+from onnxprune.train.fidelity import agreement, fidelity, improves
 from onnxprune.train.losses import DistillLoss
 from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
 from onnxprune.train.targets import Batch, Holdout, Targets
@@ -181,11 +182,7 @@ class _Trainer:
         return losses / max(seen, 1), time.perf_counter() - began, cut
 
     def _update(self, loss: torch.Tensor, global_step: int) -> None:
-        if self.clock is None:
-            done = global_step / max(self.total_steps, 1)
-        else:
-            start, end = self.clock
-            done = min((time.perf_counter() - start) / max(end - start, 1e-9), 1.0)
+        done = self._share(global_step)
         lr = _set_lr(self.optimizer, self.options, done)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,16 +204,20 @@ class _Trainer:
         return {**record, **gamma_stats(self.module)}
 
     def _better(self, record: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The best held-out state so far (fine-tuning only), with its epoch and loss."""
+        """The best held-out state so far (fine-tuning only), with its epoch and result: (the task's
+        agreement, the loss), which must both be no worse (``fidelity.improves``)."""
         loss = record.get("holdout_loss")
-        if not self.options.early_stopping or loss is None or (best is not None and not loss < best["loss"]):
-            return best  # `not <`: a NaN loss (a diverged run) is never better
+        if not self.options.early_stopping or loss is None:
+            return best
+        result = (agreement(record.get("fidelity") or {}), loss)
+        if not improves(result, None if best is None else best["result"]):
+            return best
         state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
-        return {"epoch": record["epoch"], "loss": loss, "state": state}
+        return {"epoch": record["epoch"], "result": result, "state": state}
 
     def _stop(self, epoch: int, best: dict[str, Any] | None) -> str:
         """Why fine-tuning stops before the planned end, if it does: ``patience`` epochs without a better
-        held-out loss, counted in the second half of the schedule only (before, the rate is high, the
+        held-out result, counted in the second half of the schedule only (before, the rate is high, the
         held-out loss of a few dozen samples is noisy, and the gains come as the rate falls)."""
         if best is None or not self.options.early_stopping or self._done(epoch) < 0.5:
             return ""
@@ -225,12 +226,22 @@ class _Trainer:
             return f"no held-out improvement for {self.options.patience} epochs"
         return ""
 
+    def _share(self, global_step: int) -> float:
+        """The share of the schedule behind at ``global_step``: by steps, or by the clock under a budget;
+        under a budget with an epoch cap too, whichever end comes first (a cap reached in seconds of a
+        minutes-long budget must still see the rate decay)."""
+        by_steps = global_step / max(self.total_steps, 1)
+        if self.clock is None:
+            return by_steps
+        start, end = self.clock
+        by_clock = min((time.perf_counter() - start) / max(end - start, 1e-9), 1.0)
+        if self.options.epochs is None:
+            return by_clock
+        return max(by_clock, global_step / max(self.options.epochs * self.steps, 1))
+
     def _done(self, epoch: int) -> float:
         """The share of the schedule behind at the end of ``epoch``."""
-        if self.clock is None:
-            return epoch * self.steps / max(self.total_steps, 1)
-        start, end = self.clock
-        return (time.perf_counter() - start) / max(end - start, 1e-9)
+        return self._share(epoch * self.steps)
 
 
 def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int = 256) -> float:

@@ -19,9 +19,10 @@ DEVICES = ("auto", "cpu", "cuda")
 AUGMENTS = ("shift", "scale", "brightness")  # as onnxprune.train.augment (which imports torch)
 L1_STEPS = ("proximal", "subgradient")
 DISTILLS = ("auto", "kl", "mse")
+BATCH_NORMS = ("auto", "frozen", "update")
 # The options that take one of a few words, with those words (checked in this order).
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "l1_step": L1_STEPS, "distill": DISTILLS,
-           "device": DEVICES}  # fmt: skip
+           "device": DEVICES, "batch_norm": BATCH_NORMS}  # fmt: skip
 SPARSE_GAMMA = 1e-2  # a |gamma| under this counts as "near zero" in the history and the benchmarks
 # The defaults each purpose resolves to: (optimizer, lr, epochs).
 FINETUNE = ("adam", 1e-3, 2)
@@ -56,9 +57,18 @@ class TrainOptions:
         feature_weight: weight of feature distillation at the pruned groups' boundaries (0: off). None:
             1.0 for fine-tuning from a teacher, 0 otherwise.
         holdout: the share of the samples held out (never trained on) to measure fidelity to the teacher
-            after every epoch; fine-tuning keeps the epoch with the best held-out loss and stops after
+            after every epoch; fine-tuning keeps the epoch with the best held-out agreement (top-1,
+            exact decodes) and loss, neither worse, and stops after
             ``patience`` epochs without improvement. 0: none.
         schedule: cosine (from lr down to 0 over all steps of all epochs) or constant.
+        batch_norm: how BatchNormalization trains: update (normalise by the batch, update the running
+            statistics: torch's training mode) or frozen (normalise by the running statistics, as at
+            inference; scale and bias still train). auto: frozen for fine-tuning (a few hundred samples in
+            batches of 16 re-estimate statistics the original learnt on its whole training set), update
+            for sparsity training. Measured on the PP-OCRv5 recogniser at MACs 0.7 (3 minutes, --lr 1e-4
+            --augment none, 230 samples): lowest held-out loss 0.104 frozen, 0.133 updated (from 0.277);
+            exact match of the kept epoch on 300 other images 89.7% frozen, 84.7% updated, from 90.0%
+            (docs/distill.md).
         temperature: softens both distributions of the distillation KL on class scores (multiplied back by
             T^2); per-frame distributions are distilled at 1.
         device: auto (CUDA when present), cpu or cuda.
@@ -78,6 +88,7 @@ class TrainOptions:
     l1_gamma: float = 0.0
     l1_step: str = "proximal"
     augment: str = "auto"
+    batch_norm: str = "auto"
     distill: str = "auto"
     optimizer: str = "auto"
     schedule: str = "cosine"
@@ -132,6 +143,9 @@ class TrainOptions:
             lr=lr if self.lr is None else self.lr,
             epochs=epochs if self.epochs is None and self.minutes is None else self.epochs,
             augment=",".join(augments(self.augment, teacher)) or "none",
+            batch_norm=("update" if self.sparsity else "frozen")
+            if self.batch_norm == "auto"
+            else self.batch_norm,
             feature_weight=(1.0 if teacher and not self.sparsity else 0.0)
             if self.feature_weight is None
             else self.feature_weight,

@@ -135,6 +135,7 @@ def fit_model(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     module = OnnxModule(model).to(device)
+    module.batch_statistics = options.batch_norm == "update"
     feed = {name: array[:CHECK_SAMPLES] for name, array in samples.items()}
     result = TrainResult(None, checkpoint, device=str(device), batch_norms=export.bn_count(model))
     result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}

@@ -49,6 +49,9 @@ class OnnxModule(nn.Module):
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        # Training mode normalises by the batch and updates BN running statistics (torch's own way); off,
+        # training keeps them (TrainOptions.batch_norm "frozen").
+        self.batch_statistics = True
         values, self.sources = _constants(model)
         self.alias = _identity_aliases(model, values)
         roles = self._roles(model, values)
@@ -109,6 +112,7 @@ class OnnxModule(nn.Module):
         env: dict[str, Any] = dict(feed)
         for step in self.steps:
             step.call.training = self.training
+            step.call.batch_statistics = self.batch_statistics
             args = [self._value(env, name) for name in step.inputs]
             out = OPS[step.call.op](step.call, args)
             outs = out if isinstance(out, tuple) else (out,)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.train.fidelity import ctc_greedy, fidelity, headline
+from onnxprune.train.fidelity import agreement, ctc_greedy, fidelity, headline, improves
 from onnxprune.train.kinds import OutputKind
 
 
@@ -36,3 +36,19 @@ def test_scores_and_maps() -> None:
     assert abs(m["map"]["cosine"] - 1.0) < 1e-12  # the same direction
     assert m["map"]["relative_mse"] > 1  # but twice the values
     assert headline(m) == "cls top-1 50.00%, map cosine 1.0000"
+
+
+def test_an_improvement_is_worse_in_neither_agreement_nor_loss() -> None:
+    """A lower distillation loss with fewer exact decodes is no improvement (a CTC recogniser's KL fell
+    threefold while its decodes fell); nor more agreement at an exploding loss (a diverged model)."""
+    fewer = {"out": {"frame_agreement": 0.96, "decode_match": 0.77}}
+    more = {"out": {"frame_agreement": 0.95, "decode_match": 0.92}}
+    assert agreement(more) == 0.92 and agreement({"c": {"top1_agreement": 0.5}, **more}) == 0.71
+    assert agreement({"m": {"cosine": 0.9, "relative_mse": 0.1}}) is None
+    assert not improves((agreement(fewer), 0.09), (agreement(more), 0.28))
+    assert not improves((1.0, 5e34), (0.7, 0.03))
+    assert improves((0.92, 0.10), (0.92, 0.28)) and improves((0.95, 0.28), (0.92, 0.28))
+    assert not improves((0.92, 0.28), (0.92, 0.28))
+    assert improves((None, 0.1), (None, 0.2)) and not improves((None, 0.3), (None, 0.2))
+    assert improves((0.5, 9.0), None)
+    assert not improves((1.0, float("nan")), None) and not improves((1.0, float("inf")), (0.0, 1.0))

@@ -200,3 +200,24 @@ def test_finetune_without_calibration_data_is_a_usage_error(models: tuple, tmp_p
     with pytest.raises(UsageError, match="--calib"):
         api.prune(tmp_path / "m.onnx", tmp_path / "p.onnx", api.PlanOptions(ratio=0.5), finetune_minutes=1.0)
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_an_epoch_cap_inside_a_long_budget_still_decays(
+    models: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--epochs 3 --minutes 5 ends in seconds: the schedule follows the steps then, not the far deadline
+    (whose clock share would keep the rate at its start, lr, for the whole run)."""
+    from onnxprune.train import loop
+
+    rates: list[float] = []
+    real_set_lr = loop._set_lr
+
+    def set_lr(optimizer, options, done):  # type: ignore[no-untyped-def]
+        rates.append(real_set_lr(optimizer, options, done))
+        return rates[-1]
+
+    monkeypatch.setattr(loop, "_set_lr", set_lr)
+    original, pruned, samples = models
+    options = TrainOptions(progress=False, batch=8, lr=1e-3, epochs=3, holdout=0.0)
+    finetune(original, pruned, samples, minutes=5.0, holdout=0.0, options=options)
+    assert rates[0] == pytest.approx(1e-3, rel=0.05) and rates[-1] < 0.1 * rates[0]

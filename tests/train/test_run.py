@@ -72,6 +72,7 @@ def inits(path: Path) -> dict[str, np.ndarray]:
         {"lr": 0.0},
         {"l1_gamma": -1.0},
         {"optimizer": "rmsprop"},
+        {"batch_norm": "train"},
         {"schedule": "step"},
     ],
 )
@@ -193,6 +194,25 @@ def test_sparsity_training_keeps_the_graph_and_shrinks_gammas(files: dict[str, P
     assert all(not np.array_equal(old[m], new[m]) for m in means)  # running statistics were updated
     assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]  # 0: before training
     assert result.history[-1]["gamma_small"] >= result.history[0]["gamma_small"]
+
+
+@needs_torch
+@pytest.mark.parametrize("mode", ["auto", "frozen", "update"])
+def test_fine_tuning_keeps_bn_statistics_unless_told_to_update_them(
+    mode: str, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A fine-tune on a few hundred samples must not re-estimate what BN learnt on the whole training set
+    (auto = frozen); its scale and bias still train. ``update`` is torch's training mode."""
+    out = tmp_path / "t.onnx"
+    result = train(files["model"], out, files["data"], options=quick(epochs=2, batch_norm=mode))
+    before = onnx.load(files["model"])
+    old, new = inits(files["model"]), inits(out)
+    bns = [n for n in before.graph.node if n.op_type == "BatchNormalization"]
+    statistics = [name for n in bns for name in n.input[3:5]]
+    changed = [not np.array_equal(old[name], new[name]) for name in statistics]
+    assert result.options["batch_norm"] == ("update" if mode == "update" else "frozen")
+    assert all(changed) if mode == "update" else not any(changed)
+    assert any(not np.array_equal(old[n.input[1]], new[n.input[1]]) for n in bns)  # gammas trained
 
 
 @needs_torch

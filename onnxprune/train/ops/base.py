@@ -26,6 +26,9 @@ class NodeCall:
     attrs: dict[str, Any]
     opset: int
     training: bool = False
+    # In training: BatchNormalization normalises by the batch and updates its running statistics (else it
+    # keeps them, as at inference, and trains its scale and bias only).
+    batch_statistics: bool = False
     n_outputs: int = 1
     state: dict[str, Any] = field(default_factory=dict)
 

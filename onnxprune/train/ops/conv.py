@@ -102,13 +102,14 @@ def _transpose_crops(node: NodeCall, spatial: list[int], full: list[int]) -> tup
 
 @op("BatchNormalization")
 def batch_norm(node: NodeCall, xs: list[Any]) -> Tensor:
-    """ONNX's momentum weighs the old running value; torch's weighs the new batch: 1 - m."""
+    """ONNX's momentum weighs the old running value; torch's weighs the new batch: 1 - m. With frozen
+    statistics (``batch_statistics`` false) training normalises as inference does."""
     if node.n_outputs > 1 or node.get("training_mode", 0):
         raise node.refuse("training_mode / running-statistics outputs")
     x, scale, bias, mean, var = xs
     momentum = 1.0 - float(node.get("momentum", 0.9))
     eps = float(node.get("epsilon", 1e-5))
-    return F.batch_norm(x, mean, var, scale, bias, node.training, momentum, eps)
+    return F.batch_norm(x, mean, var, scale, bias, node.training and node.batch_statistics, momentum, eps)
 
 
 @op("InstanceNormalization")
