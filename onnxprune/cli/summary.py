@@ -152,6 +152,11 @@ def finetune_line(finetune: dict[str, Any]) -> str:
     line = f"fine-tuned: {finetune['epochs']} epochs in {finetune['seconds']:.0f} s"
     if finetune["best_epoch"] is None:
         return line + " (too few samples to hold some out: the last epoch is kept)"
+    if finetune["best_epoch"] == 0:
+        return line + (
+            f"; no epoch was better on {finetune['held_out']} held-out samples (agreement and loss, neither "
+            "worse): the calibrated model is kept"
+        )
     line += f", best epoch {finetune['best_epoch']} on {finetune['held_out']} held-out samples"
     before, after = finetune["before"].get("fidelity"), finetune["after"].get("fidelity")
     if before and after:

@@ -109,7 +109,7 @@ def train(
 
     options = TrainOptions(
         epochs=epochs, minutes=minutes, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, l1_step=l1_step,
-        augment=augment, batch_norm=batch_norm, distill=distill, optimizer=optimizer, schedule=schedule, 
+        augment=augment, batch_norm=batch_norm, distill=distill, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay,
         temperature=temperature, feature_weight=feature_weight, holdout=holdout, patience=patience,
         device=device, threads=threads, checkpoint=checkpoint, resume=resume, progress=not as_json,
@@ -145,6 +145,9 @@ def _print_how(result: TrainResult) -> None:
         lines.append("outputs: " + "; ".join(result.kinds))
     if result.features:
         lines.append(f"feature targets: {len(result.features)} tensors at the pruned groups' boundaries")
+    if result.batch_norms:
+        drift = "" if result.bn_drift is None else f" (statistics' drift on the data {result.bn_drift:.2f})"
+        lines.append(f"BatchNormalization: {result.options.get('batch_norm')}{drift}")
     if result.held_out:
         lines.append(f"held out for fidelity: {result.held_out} samples (never trained on)")
     if result.step_seconds is not None:

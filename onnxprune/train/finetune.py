@@ -72,6 +72,8 @@ def report(result: Any, seconds: float) -> dict[str, Any]:
         "held_out": result.held_out,
         "before": {k: history[0].get(k) for k in ("holdout_loss", "fidelity")} if history else {},
         "after": {k: best.get(k) for k in ("holdout_loss", "fidelity")},
+        "batch_norm": result.options.get("batch_norm"),
+        "bn_drift": result.bn_drift,
         "kinds": result.kinds,
         "features": result.features,
         "device": result.device,

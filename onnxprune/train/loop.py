@@ -4,11 +4,11 @@ One epoch is a seeded permutation of the samples (the permutation depends on the
 so a resumed run sees the batches an uninterrupted one would). After every epoch: accuracy on ``--eval``
 (labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
 the epoch with the best held-out result (``fidelity.improves``: the task's agreement and the loss, neither
-worse; epoch 0, the input, included) and, in the second half of the schedule, stops once ``patience`` epochs have not
-improved on it. With ``minutes`` the step time is
-measured first (``budget.py``) and the epochs are planned from it; the learning-rate schedule then follows
-the clock (the share of the budget spent), and training runs until the deadline: a machine that speeds up
-or slows down moves the end, not the schedule.
+worse; epoch 0, the input, included) and, in the second half of the schedule, stops once ``patience``
+epochs have not improved on it. With ``minutes`` the step time is measured first (``budget.py``) and
+the epochs are planned from it; the learning-rate schedule then follows the clock (the share of the budget
+spent), and training runs until the deadline: a machine that speeds up or slows down moves the end, not
+the schedule.
 """
 
 from __future__ import annotations

@@ -63,12 +63,9 @@ class TrainOptions:
         schedule: cosine (from lr down to 0 over all steps of all epochs) or constant.
         batch_norm: how BatchNormalization trains: update (normalise by the batch, update the running
             statistics: torch's training mode) or frozen (normalise by the running statistics, as at
-            inference; scale and bias still train). auto: frozen for fine-tuning (a few hundred samples in
-            batches of 16 re-estimate statistics the original learnt on its whole training set), update
-            for sparsity training. Measured on the PP-OCRv5 recogniser at MACs 0.7 (3 minutes, --lr 1e-4
-            --augment none, 230 samples): lowest held-out loss 0.104 frozen, 0.133 updated (from 0.277);
-            exact match of the kept epoch on 300 other images 89.7% frozen, 84.7% updated, from 90.0%
-            (docs/distill.md).
+            inference; scale and bias still train). auto: update for sparsity training; when fine-tuning,
+            frozen unless the running statistics no longer describe the BNs' inputs on the data
+            (``bnstats.py``: a data-free prune moved them).
         temperature: softens both distributions of the distillation KL on class scores (multiplied back by
             T^2); per-frame distributions are distilled at 1.
         device: auto (CUDA when present), cpu or cuda.
@@ -143,9 +140,8 @@ class TrainOptions:
             lr=lr if self.lr is None else self.lr,
             epochs=epochs if self.epochs is None and self.minutes is None else self.epochs,
             augment=",".join(augments(self.augment, teacher)) or "none",
-            batch_norm=("update" if self.sparsity else "frozen")
-            if self.batch_norm == "auto"
-            else self.batch_norm,
+            # fine-tuning's auto is decided on the data (bnstats.choose)
+            batch_norm="update" if self.sparsity and self.batch_norm == "auto" else self.batch_norm,
             feature_weight=(1.0 if teacher and not self.sparsity else 0.0)
             if self.feature_weight is None
             else self.feature_weight,

@@ -8,6 +8,7 @@ in-memory core that ``train`` (files) and ``finetune`` (``prune --finetune-minut
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class TrainResult:
     step_seconds: float | None = None  # measured, with a time budget
     best_epoch: int | None = None  # the epoch whose state was kept (early stopping)
     stopped: str = ""
+    bn_drift: float | None = None  # with --batch-norm auto when fine-tuning: what chose frozen or update
     options: dict[str, Any] = field(default_factory=dict)  # the options as resolved
 
 
@@ -123,7 +125,7 @@ def fit_model(
     """Train ``model`` in memory (labels or a teacher); the trained model has passed its export checks."""
     import torch
 
-    from onnxprune.train import export, loop, prepare
+    from onnxprune.train import bnstats, export, loop, prepare
     from onnxprune.train.check import check_conversion
     from onnxprune.train.torchgraph import OnnxModule
 
@@ -135,12 +137,15 @@ def fit_model(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     module = OnnxModule(model).to(device)
-    module.batch_statistics = options.batch_norm == "update"
     feed = {name: array[:CHECK_SAMPLES] for name, array in samples.items()}
     result = TrainResult(None, checkpoint, device=str(device), batch_norms=export.bn_count(model))
-    result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     result.conversion_error = check_conversion(module, model, feed, device)
     fit, held = prepare.split(samples, options, teacher is not None)
+    if options.batch_norm == "auto":
+        mode, result.bn_drift = bnstats.choose(module, fit, device)
+        options = dataclasses.replace(options, batch_norm=mode)
+    module.batch_statistics = options.batch_norm == "update"
+    result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     if teacher is not None:
         targets, holdout = prepare.distill_targets(module, model, teacher, fit, held, options, device, kept)
     else:

@@ -78,3 +78,13 @@ def test_prune_finetune_minutes_without_calib_is_one_line(pruned: dict[str, Path
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--calib" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_the_summary_says_when_no_epoch_beat_the_calibrated_model() -> None:
+    from onnxprune.cli.summary import finetune_line
+
+    measures = {"out": {"frame_agreement": 0.95, "decode_match": 0.92}}
+    record = {"epochs": 6, "seconds": 180.0, "held_out": 26, "best_epoch": 0,
+              "before": {"fidelity": measures}, "after": {"fidelity": measures}}  # fmt: skip
+    assert "the calibrated model is kept" in finetune_line(record)
+    assert "best epoch 3" in finetune_line({**record, "best_epoch": 3})

@@ -196,22 +196,47 @@ def test_sparsity_training_keeps_the_graph_and_shrinks_gammas(files: dict[str, P
     assert result.history[-1]["gamma_small"] >= result.history[0]["gamma_small"]
 
 
+def _with_bn_statistics_of(path: Path, data: Path, out: Path, variance_scale: float) -> Path:
+    """The model with every BN's running statistics measured on ``data`` (variance times the scale), BN
+    by BN in graph order (each one's statistics change what reaches the next)."""
+    model = onnx.load(path)
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    arrays = {t.name: t for t in model.graph.initializer}
+    feed = {model.graph.input[0].name: dict(np.load(data))["x"]}
+    for n in bns:
+        probe = onnx.helper.make_model(model.graph, opset_imports=model.opset_import)
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(n.input[0], 1, None))
+        a = run_model(probe, feed)[n.input[0]].astype(np.float64)
+        axes = (0, *range(2, a.ndim))
+        arrays[n.input[3]].CopyFrom(onnx.numpy_helper.from_array(a.mean(axes).astype(np.float32), n.input[3]))
+        var = (a.var(axes) * variance_scale).astype(np.float32)
+        arrays[n.input[4]].CopyFrom(onnx.numpy_helper.from_array(var, n.input[4]))
+    onnx.save(model, out)
+    return out
+
+
 @needs_torch
-@pytest.mark.parametrize("mode", ["auto", "frozen", "update"])
-def test_fine_tuning_keeps_bn_statistics_unless_told_to_update_them(
-    mode: str, files: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize(("mode", "variance_scale", "want"), [
+    ("auto", 1.0, "frozen"), ("auto", 10.0, "update"), ("frozen", 10.0, "frozen"), ("update", 1.0, "update"),
+])  # fmt: skip
+def test_fine_tuning_keeps_bn_statistics_that_still_describe_the_data(
+    mode: str, variance_scale: float, want: str, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A fine-tune on a few hundred samples must not re-estimate what BN learnt on the whole training set
-    (auto = frozen); its scale and bias still train. ``update`` is torch's training mode."""
+    """Statistics that match the data stay (a few samples must not re-estimate what the original learnt
+    on its whole training set); statistics a prune moved (variances off 10x) are updated; scale and bias
+    train either way."""
+    source = _with_bn_statistics_of(files["model"], files["data"], tmp_path / "m.onnx", variance_scale)
     out = tmp_path / "t.onnx"
-    result = train(files["model"], out, files["data"], options=quick(epochs=2, batch_norm=mode))
-    before = onnx.load(files["model"])
-    old, new = inits(files["model"]), inits(out)
+    result = train(source, out, files["data"], options=quick(epochs=2, batch_norm=mode))
+    assert result.options["batch_norm"] == want
+    assert (result.bn_drift is not None) == (mode == "auto")
+    if mode == "auto":
+        assert (result.bn_drift < 0.1) if variance_scale == 1.0 else (result.bn_drift > 1.0)
+    before = onnx.load(source)
+    old, new = inits(source), inits(out)
     bns = [n for n in before.graph.node if n.op_type == "BatchNormalization"]
-    statistics = [name for n in bns for name in n.input[3:5]]
-    changed = [not np.array_equal(old[name], new[name]) for name in statistics]
-    assert result.options["batch_norm"] == ("update" if mode == "update" else "frozen")
-    assert all(changed) if mode == "update" else not any(changed)
+    changed = [not np.array_equal(old[name], new[name]) for n in bns for name in n.input[3:5]]
+    assert all(changed) if want == "update" else not any(changed)
     assert any(not np.array_equal(old[n.input[1]], new[n.input[1]]) for n in bns)  # gammas trained
 
 
