@@ -138,16 +138,23 @@ def _mean_kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a @ b`` by numpy's pairwise summation, not BLAS: a threaded BLAS dot sums in an order that depends
+    on its thread count, and a Ray worker (OMP_NUM_THREADS=1) then differs from this process in the last
+    bits; an evaluation must not depend on where it runs."""
+    return float(np.sum(a * b))
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    norms = float(np.sqrt(_dot(a, a)) * np.sqrt(_dot(b, b)))
     if norms == 0.0:
         return 1.0 if not a.any() and not b.any() else 0.0
-    return float(np.clip(a @ b / norms, -1.0, 1.0))
+    return float(np.clip(_dot(a, b) / norms, -1.0, 1.0))
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    scale = float(a @ a)
-    diff = float((a - b) @ (a - b))
+    scale = _dot(a, a)
+    diff = _dot(a - b, a - b)
     return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 

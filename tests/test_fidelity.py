@@ -85,3 +85,36 @@ def test_a_confident_classifiers_damage_is_read_on_its_logits_not_its_saturated_
     assert slightly.damage == pytest.approx(0.01, rel=0.05) and halved.damage == pytest.approx(0.25, rel=0.05)
     raw = measure("cls", logits.astype(np.float32), (0.5 * logits).astype(np.float32))
     assert raw.damage == pytest.approx(0.25, rel=1e-4), "logits themselves: the same measure"
+
+
+def test_measures_do_not_depend_on_the_blas_thread_count() -> None:
+    """A Ray worker runs BLAS on one thread (OMP_NUM_THREADS=1); a threaded BLAS dot product sums in another
+    order there, and a sensitivity scan on Ray differed from one process's in the last bits. The measures
+    of a large map must be the same bit for bit with BLAS on one thread and on two."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, numpy as np\n"
+        "from onnxprune import fidelity\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = rng.normal(size=2_000_000)\n"
+        "b = a + 0.01 * rng.normal(size=a.shape)\n"
+        "print(json.dumps([repr(fidelity._cosine(a, b)), repr(fidelity._relative_error(a, b))]))\n"
+    )
+
+    def run(threads: str) -> list[str]:
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout)
+
+    assert run("1") == run("2")
