@@ -3,7 +3,7 @@
 fixed cost of each (pool start, cluster start, object transfer), and a paper estimate for a 16-node
 cluster from the measured per-task cost.
 
-usage: python benchmarks/scale.py [--model yolov8n] [--samples 4] [--calib 24] [--workers 1,2] [--no-ray]
+usage: python benchmarks/scale.py [--model yolov8n] [--samples 64] [--calib 128] [--workers 1,2] [--no-ray]
                                   [--nodes 16] [--cores-per-node 16] [--json FILE]
 
 The model is a zoo topology (tests/data) with the tests' seeded weights and BN statistics calibrated on
@@ -166,8 +166,10 @@ def paper(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet18", help="the model of the timed scans")
-    parser.add_argument("--samples", type=int, default=8, help="samples each evaluation runs")
-    parser.add_argument("--calib", type=int, default=48, help="calibration samples in all")
+    # The defaults make a scan of a few minutes on one worker (the issue's case): short scans measure
+    # mostly the workers' start (about 5 s of CPU each).
+    parser.add_argument("--samples", type=int, default=64, help="samples each evaluation runs")
+    parser.add_argument("--calib", type=int, default=128, help="calibration samples in all")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--detector", default="yolov8n", help="the model of the paper estimate")
