@@ -313,6 +313,12 @@ def test_inspect_offers_only_the_criteria_it_can_rank_by(sample: Path) -> None:
     assert refused.exit_code == 2 and "use prune with --calib" in refused.output
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) -> None:
     """SIGINT at several moments of a console-script start (imports, parser, reading the model): one line
     and exit 130 each time, never a traceback."""
@@ -326,28 +332,30 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) ->
         pytest.skip("the onnxprune console script is not installed beside this Python")
     model = Path(__file__).parents[1] / "data" / "resnet50.graph.onnx"
     args = [str(script), "inspect", str(model)]
-    interrupted = 0
-    # Moments as shares of a whole run measured first, so that they fall after Python's own start-up
-    # (before onnxprune's first line runs a signal just ends the process) on a busy machine too: fixed
-    # delays of 0.25-0.9 s all landed in it under load.
-    # The quicker of two warm runs: a first, cold one (or one beside a burst of other work) took long
-    # enough that every share of it fell after the later, warm runs had ended.
-    runs = []
-    for _ in range(2):
-        began = time.perf_counter()
-        subprocess.run(args, capture_output=True, timeout=120)
-        runs.append(time.perf_counter() - began)
-    whole = min(runs)
-    for delay in (share * whole for share in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)):
-        started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    interrupted, codes = 0, []
+    # Later and later moments, 0.1 s apart, until a run ends on its own before its signal (inspect's exit
+    # code, 1 on this weight-free file): the early ones may land in
+    # Python's own start-up (before onnxprune's first line runs, a signal just ends the process), the
+    # later ones must find the handler. Fixed delays, or shares of a timed run, missed that window on a
+    # busy machine.
+    began = time.perf_counter()
+    subprocess.run(args, capture_output=True, timeout=120)
+    longest = 2 * (time.perf_counter() - began) + 1.0  # past any run's end, should none end with 0
+    delay = 0.0
+    while delay < longest and not (codes and codes[-1][1] not in (130, -signal.SIGINT)):
+        delay += 0.1
+        # As from a shell: SIGINT at its default, whatever this test process inherited or set.
+        started = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=_default_sigint)  # fmt: skip
         time.sleep(delay)
         started.send_signal(signal.SIGINT)
         _, err = started.communicate(timeout=60)
+        codes.append((round(delay, 2), started.returncode))
         assert "Traceback" not in err, f"after {delay} s:\n{err}"
         if started.returncode == 130:
             assert err.strip().endswith("interrupted"), err
             interrupted += 1
-    assert interrupted >= 2, "the signals landed during start-up and were handled"
+    assert interrupted >= 2, f"the signals landed during start-up and were handled: {codes}"
 
 
 def test_inputs_take_the_labelled_x_y_layout(sample: Path, tmp_path: Path) -> None:
