@@ -33,6 +33,7 @@ from onnx import helper, numpy_helper
 from onnxprune import fidelity
 from onnxprune.capture import Runner, for_each_batch
 from onnxprune.compensate import bnstats
+from onnxprune.compensate.blas import one_blas_thread
 from onnxprune.compensate.layers import Layer, find_layers
 from onnxprune.compensate.refit import LayerFit, gather_target, output_positions
 from onnxprune.data import Samples, count, split_holdout
@@ -74,6 +75,7 @@ class Calibration:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@one_blas_thread
 def calibrate(
     original: onnx.ModelProto,
     pruned: onnx.ModelProto,
