@@ -25,6 +25,9 @@ from onnxprune.train.torchgraph import OnnxModule
 # channels of half the BNs) fine-tuning updates the statistics.
 DRIFT_LIMIT = 0.7
 SAMPLES = 64
+# Samples per forward pass: the interpreter keeps every intermediate tensor of a pass (a detector at
+# 640x640 holds GBs for 64 samples at once).
+CHUNK = 8
 
 
 def drift(module: OnnxModule, samples: Mapping[str, np.ndarray], device: torch.device) -> float | None:
@@ -33,23 +36,44 @@ def drift(module: OnnxModule, samples: Mapping[str, np.ndarray], device: torch.d
     steps = [s for s in module.steps if s.call.op == "BatchNormalization"]
     if not steps:
         return None
-    feed = {name: torch.from_numpy(np.ascontiguousarray(samples[name][:SAMPLES])).to(device)
-            for name in module.input_names}  # fmt: skip
-    module.eval()
-    with torch.no_grad():
-        values = module.run(feed, keep=[s.inputs[0] for s in steps])
+    sums, squares, counts = _channel_sums(module, samples, [s.inputs[0] for s in steps], device)
     per_bn = []
     for step in steps:
-        x = values[step.inputs[0]].double()
-        axes = [0, *range(2, x.ndim)]
-        mean, var = x.mean(axes), x.var(axes)
-        running_mean = module.tensor(step.inputs[3]).double()
-        running_var = module.tensor(step.inputs[4]).double()
+        name = step.inputs[0]
+        mean = sums[name] / counts[name]
+        var = (squares[name] / counts[name] - mean * mean).clamp_min(0.0)
+        running_mean = module.tensor(step.inputs[3]).double().cpu()
+        running_var = module.tensor(step.inputs[4]).double().cpu()
         eps = float(step.call.get("epsilon", 1e-5))
         shift = (mean - running_mean).abs() / (running_var + eps).sqrt()
         spread = ((var + eps) / (running_var + eps)).log().abs()
         per_bn.append(float(torch.maximum(shift, spread).median()))
     return float(np.median(per_bn))
+
+
+def _channel_sums(
+    module: OnnxModule, samples: Mapping[str, np.ndarray], names: list[str], device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, int]]:
+    """Per tensor, the sum and the sum of squares of each channel (axis 1) over the first SAMPLES samples
+    and every other axis, in float64, and how many values each sum holds."""
+    sums: dict[str, torch.Tensor] = {}
+    squares: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    total = min(SAMPLES, len(next(iter(samples.values()))))
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, total, CHUNK):
+            stop = min(start + CHUNK, total)
+            feed = {name: torch.from_numpy(np.ascontiguousarray(samples[name][start:stop])).to(device)
+                    for name in module.input_names}  # fmt: skip
+            values = module.run(feed, keep=names)
+            for name in names:
+                x = values[name].double()
+                axes = [0, *range(2, x.ndim)]
+                sums[name] = sums.get(name, 0) + x.sum(axes).cpu()
+                squares[name] = squares.get(name, 0) + (x * x).sum(axes).cpu()
+                counts[name] = counts.get(name, 0) + x.numel() // x.shape[1]
+    return sums, squares, counts
 
 
 def choose(
