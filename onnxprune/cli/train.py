@@ -50,8 +50,8 @@ def train(
     batch_norm: Annotated[
         str,
         typer.Option(
-            help="auto (frozen when fine-tuning, update with --l1-gamma) | frozen (running statistics kept)"
-            " | update (batch statistics, running ones updated)"
+            help="auto (update with --l1-gamma; fine-tuning: frozen unless the statistics drifted from the"
+            " data) | frozen (running statistics kept) | update (batch statistics, running ones updated)"
         ),
     ] = "auto",
     distill: Annotated[

@@ -63,9 +63,10 @@ def improves(new: tuple[float | None, float], old: tuple[float | None, float] | 
     """Whether a held-out result ``(agreement, loss)`` is better than ``old``: neither worse and one better.
 
     The loss alone misleads on CTC recognisers: distilling the PP-OCRv5 recogniser lowered its held-out
-    per-frame KL threefold while its exact decodes fell from 92% to 77% (the KL is mostly the blank frames'
-    tails; a decode turns on a few character frames). Agreement alone misleads on a few held-out samples
-    of one class: a diverged model (loss 1e34) agreed on all ten. A NaN or infinite loss never improves.
+    per-frame KL threefold while its exact decodes fell from 92% to 77% (a decode turns on a few character
+    frames, which an average over every frame of every sample barely weighs). Agreement alone misleads on
+    a few held-out samples of one class: a diverged model (loss 1e34) agreed on all ten. A NaN or infinite
+    loss never improves.
     """
     if not math.isfinite(new[1]):
         return False
