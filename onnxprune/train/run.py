@@ -8,9 +8,8 @@ in-memory core that ``train`` (files) and ``finetune`` (``prune --finetune-minut
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +142,7 @@ def fit_model(
     fit, held = prepare.split(samples, options, teacher is not None)
     if options.batch_norm == "auto":
         mode, result.bn_drift = bnstats.choose(module, fit, device)
-        options = dataclasses.replace(options, batch_norm=mode)
+        options = replace(options, batch_norm=mode)
     module.batch_statistics = options.batch_norm == "update"
     result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     if teacher is not None:
