@@ -18,8 +18,10 @@ inputs made by the client's own preprocessing from images of the calibration spl
 never the evaluation images). Columns: the task score of the pruned model (det F1, rec exact match, cls
 and orientation accuracy, in percent; realmodels/score.py) next to the original's, the MACs fraction of
 the report, and the ONNX Runtime CPU latency ratio pruned / original (onnxprune's ``bench``: the two
-models timed interleaved at the calibration shape). A prune that fails is a row with its one-line error.
-The rows are also written as JSON (``--json``) as they come, so an interrupted run keeps what it measured.
+models timed interleaved at the calibration shape), the fine-tuning's seconds per epoch (its report) and
+the prune's peak resident memory (the subprocess's own maximum RSS). A prune that fails is a row with its
+one-line error. The rows are also written as JSON (``--json``) as they come, so an interrupted run keeps
+what it measured.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,7 +46,7 @@ from realmodels.models import MODELS, RealModel  # noqa: E402
 DEFAULT_MODELS = ("v5-det", "v4-det", "v5-rec", "v4-rec", "v5-cls", "v2-cls", "orient")
 COLUMNS = (
     "model", "original", "target", "allocate", "compensate", "finetune", "score", "macs", "latency",
-    "seconds", "note",
+    "seconds", "s/epoch", "peak MB", "note",
 )  # fmt: skip
 
 
@@ -80,20 +83,31 @@ def run_row(
     }  # fmt: skip
     start = time.perf_counter()
     command = prune_command(spec, output, report, target, mode, allocate, data, minutes)
-    done = subprocess.run(command, capture_output=True, text=True)
+    returncode, errors, row["peak MB"] = run_measured(command)
     row["seconds"] = time.perf_counter() - start
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        row["note"] = lines[-1] if lines else f"exit {done.returncode}"
+    if returncode != 0:
+        lines = errors.strip().splitlines()
+        row["note"] = lines[-1] if lines else f"exit {returncode}"
         return row
     record = json.loads(report.read_text())
     row["macs"] = record["macs"]["after"] / record["macs"]["before"]
+    row["s/epoch"] = record.get("finetune", {}).get("seconds_per_epoch")
     row["score"] = score.evaluate(spec.task, output, n).value
     row["latency"] = latency_ratio(spec, output)
     verdict = record.get("verdict")
     held = f"held-out fidelity {verdict['fidelity']:.3f}" if verdict else "no verdict"
     row["note"] = "; ".join(filter(None, [held, _calibration_note(record)]))
     return row
+
+
+def run_measured(command: list) -> tuple[int, str, float]:
+    """Exit code, stderr and peak resident memory (MB) of the prune subprocess alone (wait4's rusage)."""
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        return child.returncode, errors.read(), usage.ru_maxrss / 1024.0  # Linux: kilobytes
 
 
 def _calibration_note(record: dict) -> str:
@@ -115,7 +129,7 @@ def format_row(row: dict) -> str:
             return f"{value:.1f}"
         if key in ("macs", "latency"):
             return f"{value:.3f}"
-        if key == "seconds":
+        if key in ("seconds", "s/epoch", "peak MB"):
             return f"{value:.0f}"
         return str(value)
 

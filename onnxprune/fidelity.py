@@ -25,7 +25,7 @@ Two numbers per output:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ PROBABILITY_SUM = 1e-3
 _EPS = 1e-12
 # Below float32's normal range a softmax's output is 0 or denormal: its log says nothing of the logit.
 PROBABILITY_FLOOR = 1e-30
+# Rows of class scores are measured this many values at a time (8 MB in float64).
+CHUNK_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ def measure(name: str, original: np.ndarray, pruned: np.ndarray) -> OutputFideli
     if kind == "map":
         a, b = original.astype(np.float64).ravel(), pruned.astype(np.float64).ravel()
         return OutputFidelity(name, kind, _cosine(a, b), _relative_error(a, b))
-    rows_a = original.reshape(-1, original.shape[-1]).astype(np.float64)
-    rows_b = pruned.reshape(-1, pruned.shape[-1]).astype(np.float64)
+    rows_a = original.reshape(-1, original.shape[-1])
+    rows_b = pruned.reshape(-1, pruned.shape[-1])
     labels_a, labels_b = rows_a.argmax(1), rows_b.argmax(1)
     agreement = float(np.mean(labels_a == labels_b))
     damage = _class_damage(rows_a, rows_b, kind)
@@ -106,10 +108,26 @@ def kappa(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _class_damage(rows_a: np.ndarray, rows_b: np.ndarray, kind: str) -> float:
-    """Classes: the relative squared error of their centred logits; sequences: the mean per-frame KL."""
+    """Classes: the relative squared error of their centred logits; sequences: the mean per-frame KL.
+
+    Summed over chunks of rows, each in float64: a recogniser's 100 held-out samples are 4,000 rows of
+    18,385 classes (294 MB in float32), and the whole in float64 with its temporaries took 12x that."""
     if kind == "classes":
-        return _relative_error(_centred_logits(rows_a).ravel(), _centred_logits(rows_b).ravel())
-    return _mean_kl(_normalised(rows_a), _normalised(rows_b))
+        error = scale = 0.0
+        for a, b in _row_chunks(rows_a, rows_b):
+            a, b = _centred_logits(a), _centred_logits(b)
+            error, scale = error + _dot(a - b, a - b), scale + _dot(a, a)
+        return _ratio(error, scale)
+    total = sum(_kl_sum(_normalised(a), _normalised(b)) for a, b in _row_chunks(rows_a, rows_b))
+    return total / max(len(rows_a), 1)
+
+
+def _row_chunks(rows_a: np.ndarray, rows_b: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The rows of both, a chunk of ``CHUNK_VALUES`` values at a time, in float64."""
+    step = max(1, CHUNK_VALUES // max(rows_a.shape[1], 1))
+    for start in range(0, len(rows_a), step):
+        chunk = slice(start, start + step)
+        yield rows_a[chunk].astype(np.float64), rows_b[chunk].astype(np.float64)
 
 
 def _centred_logits(rows: np.ndarray) -> np.ndarray:
@@ -133,9 +151,10 @@ def _normalised(rows: np.ndarray) -> np.ndarray:
     return clipped / clipped.sum(1, keepdims=True)
 
 
-def _mean_kl(p: np.ndarray, q: np.ndarray) -> float:
+def _kl_sum(p: np.ndarray, q: np.ndarray) -> float:
+    """The KL divergence of each row, summed over the rows."""
     p, q = np.clip(p, _EPS, None), np.clip(q, _EPS, None)
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+    return float(np.sum(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -153,8 +172,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    scale = _dot(a, a)
-    diff = _dot(a - b, a - b)
+    return _ratio(_dot(a - b, a - b), _dot(a, a))
+
+
+def _ratio(diff: float, scale: float) -> float:
     return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
