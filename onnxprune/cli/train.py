@@ -51,7 +51,8 @@ def train(
         str,
         typer.Option(
             help="auto (update with --l1-gamma; fine-tuning: frozen unless the statistics drifted from the"
-            " data) | frozen (running statistics kept) | update (batch statistics, running ones updated)"
+            " data, beyond the teacher's own drift) | frozen (running statistics kept) | update (batch"
+            " statistics, running ones updated)"
         ),
     ] = "auto",
     distill: Annotated[
@@ -146,7 +147,10 @@ def _print_how(result: TrainResult) -> None:
     if result.features:
         lines.append(f"feature targets: {len(result.features)} tensors at the pruned groups' boundaries")
     if result.batch_norms:
-        drift = "" if result.bn_drift is None else f" (statistics' drift on the data {result.bn_drift:.2f})"
+        drift = ""
+        if result.bn_drift is not None:
+            beyond = ", beyond the teacher's" if result.kinds else ""  # kinds: distilled outputs
+            drift = f" (statistics' drift on the data {result.bn_drift:.2f}{beyond})"
         lines.append(f"BatchNormalization: {result.options.get('batch_norm')}{drift}")
     if result.held_out:
         lines.append(f"held out for fidelity: {result.held_out} samples (never trained on)")

@@ -64,8 +64,8 @@ class TrainOptions:
         batch_norm: how BatchNormalization trains: update (normalise by the batch, update the running
             statistics: torch's training mode) or frozen (normalise by the running statistics, as at
             inference; scale and bias still train). auto: update for sparsity training; when fine-tuning,
-            frozen unless the running statistics no longer describe the BNs' inputs on the data
-            (``bnstats.py``: a data-free prune moved them).
+            frozen unless the running statistics no longer describe the BNs' inputs on the data, beyond
+            how far the teacher's own do not (``bnstats.py``: a data-free prune moved them).
         temperature: softens both distributions of the distillation KL on class scores (multiplied back by
             T^2); per-frame distributions are distilled at 1.
         device: auto (CUDA when present), cpu or cuda.

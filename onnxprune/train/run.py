@@ -141,7 +141,9 @@ def fit_model(
     result.conversion_error = check_conversion(module, model, feed, device)
     fit, held = prepare.split(samples, options, teacher is not None)
     if options.batch_norm == "auto":
-        mode, result.bn_drift = bnstats.choose(module, fit, device)
+        reference = OnnxModule(teacher).to(device) if teacher is not None else None
+        mode, result.bn_drift = bnstats.choose(module, fit, device, reference)
+        del reference
         options = replace(options, batch_norm=mode)
     module.batch_statistics = options.batch_norm == "update"
     result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
