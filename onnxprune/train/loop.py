@@ -32,6 +32,9 @@ from onnxprune.train.options import SPARSE_GAMMA, TrainOptions
 from onnxprune.train.targets import Batch, Holdout, Targets
 from onnxprune.train.torchgraph import OnnxModule
 
+# Input values per forward and backward pass (three 3x640x640 images; a 48x320 text line batch of 16 is
+# one pass): training memory grows with them, the gradient is the batch's either way.
+MICRO_BATCH_VALUES = 1 << 22
 UNCAPPED = 10**6  # epochs of a budgeted run without --epochs: the deadline ends it
 Loss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -151,15 +154,24 @@ class _Trainer:
     def _probe(self, k: int) -> None:
         self.module.train()
         index = np.arange(k * self.options.batch, (k + 1) * self.options.batch) % self.count
-        self._loss(index, np.random.default_rng([self.options.seed, 0, k])).backward()
+        self._backward(index, np.random.default_rng([self.options.seed, 0, k]))
 
-    def _loss(self, index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def _backward(self, index: np.ndarray, rng: np.random.Generator) -> float:
+        """The batch's loss, its gradient accumulated over micro-batches of at most ``MICRO_BATCH_VALUES``
+        input values (each weighted by its share: the losses are means over samples, so the gradient is
+        the whole batch's): a detector at 640x640 in batches of 16 peaked at 14.9 GB whole."""
         inputs = _tensors(self.samples, self.module.input_names, index, self.device)
         inputs = augment.apply(self.options.augmentations, inputs, rng)
-        want = self.targets.batch(index, inputs, self.device)
-        feed = dict(zip(self.module.input_names, inputs, strict=True))
         keep = self.loss_fn.student_tensors if isinstance(self.loss_fn, DistillLoss) else []
-        return self.loss_fn(self.module.run(feed, keep=keep), want)
+        total = 0.0
+        for part in micro_batches(len(index), sum(x[0].numel() for x in inputs)):
+            chunk = [x[part] for x in inputs]
+            want = self.targets.batch(index[part], chunk, self.device)
+            feed = dict(zip(self.module.input_names, chunk, strict=True))
+            loss = self.loss_fn(self.module.run(feed, keep=keep), want) * (len(part) / len(index))
+            loss.backward()
+            total += float(loss.detach())
+        return total
 
     def _epoch(self, epoch: int) -> tuple[float, float, bool]:
         """Mean training loss, seconds, and whether the budget's deadline has come."""
@@ -173,25 +185,26 @@ class _Trainer:
             if self.clock is not None and time.perf_counter() >= self.clock[1]:
                 cut = True
                 break
-            loss = self._loss(index, rng)
-            self._update(loss, global_step)
-            losses, seen = losses + float(loss.detach()) * len(index), seen + len(index)
+            loss = self._update(index, rng, global_step)
+            losses, seen = losses + loss * len(index), seen + len(index)
             if self.hooks.on_step is not None:
-                self.hooks.on_step(epoch, step, float(loss.detach()))
+                self.hooks.on_step(epoch, step, loss)
         cut = cut or (self.clock is not None and time.perf_counter() >= self.clock[1])
         return losses / max(seen, 1), time.perf_counter() - began, cut
 
-    def _update(self, loss: torch.Tensor, global_step: int) -> None:
+    def _update(self, index: np.ndarray, rng: np.random.Generator, global_step: int) -> float:
+        """One optimiser step on the batch ``index``; its loss."""
         done = self._share(global_step)
         lr = _set_lr(self.optimizer, self.options, done)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self._backward(index, rng)
         l1 = self.options.l1_gamma
         if l1 and self.options.l1_step == "subgradient":
             _l1_subgradient(self.scales, l1)
         self.optimizer.step()
         if l1 and self.options.l1_step == "proximal":
             _soft_threshold(self.scales, lr * l1)
+        return loss
 
     def _record(self, epoch: int, loss: float | None, seconds: float) -> dict[str, Any]:
         record: dict[str, Any] = {"epoch": epoch, "loss": loss, "accuracy": None, "seconds": seconds}
@@ -336,6 +349,14 @@ def _epoch_batches(count: int, batch: int, seed: int, epoch: int) -> Iterator[np
         index = order[start : start + batch]
         if len(index) > 1:  # training-mode BatchNormalization needs two samples
             yield index
+
+
+def micro_batches(count: int, values_per_sample: int) -> list[np.ndarray]:
+    """Positions 0..count-1 in near-equal parts of at most ``MICRO_BATCH_VALUES`` input values each (one
+    part where they fit), none smaller than two samples: training-mode BatchNormalization needs two."""
+    fits = max(2, MICRO_BATCH_VALUES // max(values_per_sample, 1))
+    parts = min(-(-count // fits), count // 2)
+    return np.array_split(np.arange(count), max(parts, 1))
 
 
 def _chunks(count: int, size: int) -> Iterator[np.ndarray]:

@@ -371,3 +371,44 @@ def test_with_a_teacher_only_the_drift_beyond_the_teachers_updates_bn_statistics
     assert result.options["batch_norm"] == want
     assert result.bn_drift is not None
     assert (abs(result.bn_drift) < 0.05) if want == "frozen" else (result.bn_drift > 1.0)
+
+
+def test_micro_batches_split_a_batch_into_parts_that_fit_never_below_two_samples() -> None:
+    from onnxprune.train.loop import MICRO_BATCH_VALUES, micro_batches
+
+    def sizes(count: int, per_sample: int) -> list[int]:
+        parts = micro_batches(count, per_sample)
+        assert np.array_equal(np.concatenate(parts), np.arange(count))
+        return [len(p) for p in parts]
+
+    assert sizes(16, 3 * 48 * 320) == [16]  # a batch of text lines: one pass
+    det = sizes(16, 3 * 640 * 640)  # three 640x640 images fit
+    assert max(det) * 3 * 640 * 640 <= MICRO_BATCH_VALUES and min(det) >= 2 and len(det) == 6
+    assert sizes(3, MICRO_BATCH_VALUES) == [3]  # one sample fits: still two or more per pass
+    assert sizes(4, MICRO_BATCH_VALUES) == [2, 2]
+
+
+@needs_torch
+@pytest.mark.parametrize("labels", [False, True])
+def test_micro_batches_give_the_whole_batchs_step(
+    labels: bool, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gradients accumulated over micro-batches, each weighted by its share, are the batch's: the same
+    weights after an epoch (BN frozen: its statistics do not depend on the batch)."""
+    from onnxprune.train import loop
+
+    # SGD: a step proportional to the gradient (Adam would hide a wrongly scaled one).
+    options = quick(epochs=1, batch_norm="frozen", augment="none", holdout=0.0, optimizer="sgd")
+    # Distilled: a student whose BN statistics are off, so that it has something to learn.
+    student = _with_bn_statistics_of(files["model"], files["data"], tmp_path / "s.onnx", 3.0)
+    extra = {"labels": files["data"]} if labels else {"teacher": files["model"]}
+    source, data = (files["model"], files["data"]) if labels else (student, files["unlabelled"])
+    whole, split = tmp_path / "whole.onnx", tmp_path / "split.onnx"
+    train(source, whole, data, options=options, **extra)  # type: ignore[arg-type]
+    monkeypatch.setattr(loop, "MICRO_BATCH_VALUES", 2 * 3 * 8 * 8)  # two samples per pass
+    train(source, split, data, options=options, **extra)  # type: ignore[arg-type]
+    a, b = inits(whole), inits(split)
+    changed = [name for name in a if not np.array_equal(a[name], inits(source)[name])]
+    assert changed, "training moved no weight: the comparison would say nothing"
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6, err_msg=name)
