@@ -68,6 +68,7 @@ class OnnxModule(nn.Module):
                 self.slots[name] = ("buffer", index)
         self.roles = roles
         self.steps = [self._step(node) for node in model.graph.node if not self._skipped(node)]
+        self.dead_after = _dead_after(self.steps)
         weights = {t.name for t in model.graph.initializer}
         self.input_names = [v.name for v in model.graph.input if v.name not in weights]
         self.output_names = [v.name for v in model.graph.output]
@@ -108,9 +109,14 @@ class OnnxModule(nn.Module):
     def run(
         self, feed: Mapping[str, torch.Tensor], keep_all: bool = False, keep: Collection[str] = ()
     ) -> dict[str, torch.Tensor]:
-        """Every graph output by name, and the intermediate values named in ``keep`` (all: ``keep_all``)."""
+        """Every graph output by name, and the intermediate values named in ``keep`` (all: ``keep_all``).
+
+        A value no later step reads is dropped as the pass goes (unless returned): a pass without gradients
+        then holds the live values only, not every intermediate of the graph (a detector's held-out
+        samples at 640x640 took GBs); with gradients, autograd keeps what the backward pass needs."""
         env: dict[str, Any] = dict(feed)
-        for step in self.steps:
+        wanted = {self.alias.get(name, name) for name in [*self.output_names, *keep]}
+        for step, dead in zip(self.steps, self.dead_after, strict=True):
             step.call.training = self.training
             step.call.batch_statistics = self.batch_statistics
             args = [self._value(env, name) for name in step.inputs]
@@ -119,6 +125,9 @@ class OnnxModule(nn.Module):
             for name, value in zip(step.outputs, outs, strict=False):
                 if name:
                     env[name] = value
+            if not keep_all:
+                for name in dead - wanted:
+                    env.pop(name, None)
         names = (
             list(env) if keep_all else [*self.output_names, *(n for n in keep if n not in self.output_names)]
         )
@@ -195,3 +204,16 @@ def _identity_aliases(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) 
             if source in values:
                 alias[node.output[0]] = source
     return alias
+
+
+def _dead_after(steps: list[Step]) -> list[frozenset[str]]:
+    """Per step, the values no later step reads: those it reads last, and those it makes that none reads."""
+    last: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for name in (*step.inputs, *step.outputs):
+            if name:
+                last[name] = index
+    dead: list[set[str]] = [set() for _ in steps]
+    for name, index in last.items():
+        dead[index].add(name)
+    return [frozenset(names) for names in dead]

@@ -114,3 +114,42 @@ def test_unconvertible_ops_are_refused_naming_them(
     assert result.exit_code == 1 and message in result.output and "/head/odd" in result.output
     assert "Traceback" not in result.output and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "m.onnx"]
+
+
+def test_a_pass_drops_each_value_after_its_last_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve Relus in a chain with a skip from the first to the last Add: without gradients, at most the
+    live values are held (the skip's and the chain's two), not all twelve; the outputs and the values
+    asked for are still returned, and keep_all still returns every one."""
+    import weakref
+
+    from onnxprune.train import ops
+
+    made: list[weakref.ref] = []
+    alive: list[int] = []
+    relu = ops.OPS["Relu"]
+
+    def counting(node, xs):  # noqa: ANN001, ANN202
+        alive.append(sum(r() is not None for r in made))
+        out = relu(node, xs)
+        made.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setitem(ops.OPS, "Relu", counting)
+    nodes = [helper.make_node("Relu", ["x"], ["r0"])]
+    nodes += [helper.make_node("Relu", [f"r{i - 1}"], [f"r{i}"]) for i in range(1, 12)]
+    nodes.append(helper.make_node("Add", ["r0", "r11"], ["y"]))
+    shape = [2, 3, 16, 16]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+    )  # fmt: skip
+    module = OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    with torch.no_grad():
+        got = module.run({"x": x}, keep=["r5"])
+    assert max(alive) <= 3, alive
+    assert torch.equal(got["y"], torch.relu(x) * 2) and torch.equal(got["r5"], torch.relu(x))
+    made.clear()
+    with torch.no_grad():
+        every = module.run({"x": x}, keep_all=True)
+    assert {f"r{i}" for i in range(12)} <= set(every)
