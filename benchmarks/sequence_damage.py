@@ -39,17 +39,9 @@ from onnxprune.options import Compensate, PlanOptions  # noqa: E402
 from onnxprune.pipeline.prepare import prepare  # noqa: E402
 from onnxprune.search.evaluate import PlanEvaluator  # noqa: E402
 from onnxprune.search.sensitivity import FRACTIONS, plan_for, units, widths  # noqa: E402
+from onnxprune.train.fidelity import ctc_greedy  # noqa: E402
 
 EPS = 1e-12
-
-
-def decodes(frames: np.ndarray) -> list[tuple[int, ...]]:
-    """Greedy CTC: each sample's argmax labels, repeats merged, blanks (class 0) dropped."""
-    found = []
-    for row in frames.argmax(-1):
-        merged = [int(c) for i, c in enumerate(row) if c != 0 and (i == 0 or c != row[i - 1])]
-        found.append(tuple(merged))
-    return found
 
 
 def measures(reference: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
@@ -60,7 +52,7 @@ def measures(reference: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
     return {
         "kl": float(np.mean(np.sum(p * (np.log(p) - np.log(q)), -1))),
         "frame": float(np.mean(p.argmax(-1) != q.argmax(-1))),
-        "decode": float(np.mean([a != b for a, b in zip(decodes(p), decodes(q), strict=True)])),
+        "decode": float(np.mean([a != b for a, b in zip(ctc_greedy(p), ctc_greedy(q), strict=True)])),
         "ce": float(np.mean(own - np.take_along_axis(np.log(q), labels, -1))),
     }
 
