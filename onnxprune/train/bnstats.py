@@ -30,8 +30,8 @@ from onnxprune.train.torchgraph import OnnxModule
 # channels of half the BNs) fine-tuning updates the statistics.
 DRIFT_LIMIT = 0.7
 SAMPLES = 64
-# Samples per forward pass: the interpreter keeps every intermediate tensor of a pass (a detector at
-# 640x640 holds GBs for 64 samples at once).
+# Samples per forward pass: a pass returns every BN's input (a detector at 640x640 holds GBs of them for 64
+# samples at once).
 CHUNK = 8
 
 
@@ -95,12 +95,9 @@ def choose(
     drift is the median over the BNs both have (a pruned model keeps its tensor names) of how much more
     the student's BN drifts than the teacher's on the same samples."""
     mine = per_bn(module, samples, device)
-    theirs = per_bn(teacher, samples, device) if teacher is not None and mine else {}
-    shared = [name for name in mine if name in theirs]
     if not mine:
         return "frozen", None
-    if shared:
-        measured = float(np.median([mine[name] - theirs[name] for name in shared]))
-    else:
-        measured = float(np.median(list(mine.values())))
+    theirs = per_bn(teacher, samples, device) if teacher is not None else {}
+    beyond = [mine[name] - theirs[name] for name in mine if name in theirs]
+    measured = float(np.median(beyond or list(mine.values())))
     return ("update" if measured > DRIFT_LIMIT else "frozen"), measured

@@ -140,19 +140,18 @@ def fit_model(
     result = TrainResult(None, checkpoint, device=str(device), batch_norms=export.bn_count(model))
     result.conversion_error = check_conversion(module, model, feed, device)
     fit, held = prepare.split(samples, options, teacher is not None)
-    if options.batch_norm == "auto":
-        reference = OnnxModule(teacher).to(device) if teacher is not None else None
-        mode, result.bn_drift = bnstats.choose(module, fit, device, reference)
-        del reference
-        options = replace(options, batch_norm=mode)
-    module.batch_statistics = options.batch_norm == "update"
-    result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     if teacher is not None:
         targets, holdout = prepare.distill_targets(module, model, teacher, fit, held, options, device, kept)
     else:
         assert labels is not None
         targets, holdout = loop.Targets(labels=labels), None
         _check_label_range(module, labels, feed, device)
+    if options.batch_norm == "auto":
+        reference = _teacher_module(teacher, targets, device)
+        mode, result.bn_drift = bnstats.choose(module, fit, device, reference)
+        options = replace(options, batch_norm=mode)
+    module.batch_statistics = options.batch_norm == "update"
+    result.options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     result.kinds, result.features = [k.describe() for k in targets.kinds], targets.feature_names
     result.held_out = 0 if holdout is None else holdout.count
     history = _fit(module, fit, targets, options, checkpoint, device, eval_set, holdout)
@@ -165,6 +164,16 @@ def fit_model(
     trained = export.write_back(model, module.trained_arrays(), module.sources)
     result.export_error = export.check_trained(model, trained, feed, _outputs(module, feed, device))
     return trained, result
+
+
+def _teacher_module(teacher: onnx.ModelProto | None, targets: Any, device: torch.device) -> Any:
+    """The teacher in PyTorch, for the BN drift: the one distillation made (augmented or feature targets),
+    else converted here; None without a teacher."""
+    from onnxprune.train.torchgraph import OnnxModule
+
+    if teacher is None:
+        return None
+    return targets.teacher_module if targets.teacher_module is not None else OnnxModule(teacher).to(device)
 
 
 def _fit(module: Any, samples: Samples, targets: Any, options: TrainOptions, checkpoint: Path | None,
