@@ -327,8 +327,8 @@ def sensitivity(
 def _calibration_samples(
     model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
 ) -> dict[str, np.ndarray] | None:
-    if options.criterion == "activation" and calib is None:
-        raise UsageError("--criterion activation ranks channels on calibration data: pass --calib")
+    if options.criterion in (Criterion.ACTIVATION, Criterion.REBUILD) and calib is None:
+        raise UsageError(f"--criterion {options.criterion} ranks channels on calibration data: pass --calib")
     if options.compensate == "calib" and calib is None:
         raise UsageError("--compensate calib needs calibration data (--calib)")
     if calib is None:

@@ -72,9 +72,9 @@ def score_groups(groups: list[ChannelGroup], criterion: Criterion | str = Criter
     """Fill ``group.score`` and ``group.criterion`` (once, while the model is prepared); a group with no
     usable score is declined."""
     criterion = choice(Criterion, criterion, "--criterion")
-    if criterion == Criterion.ACTIVATION:
-        # Scored on data by activation.activation_scores; without data there is nothing to rank with.
-        raise UsageError("--criterion activation ranks channels on calibration data: use prune with --calib")
+    if criterion in (Criterion.ACTIVATION, Criterion.REBUILD):
+        # Scored on data (activation.py, redundancy.py); without data there is nothing to rank with.
+        raise UsageError(f"--criterion {criterion} ranks channels on calibration data: prune with --calib")
     order = AUTO_ORDER if criterion == Criterion.AUTO else (str(criterion),)
     for group in groups:
         chosen, score = _first_score(group, order)

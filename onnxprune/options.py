@@ -33,6 +33,7 @@ class Criterion(StrEnum):
     L1 = "l1"
     L2 = "l2"
     ACTIVATION = "activation"  # needs calibration data (importance.activation_scores)
+    REBUILD = "rebuild"  # needs calibration data (redundancy.redundancy_scores)
 
 
 class Scope(StrEnum):

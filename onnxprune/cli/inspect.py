@@ -15,6 +15,7 @@ from onnxprune.errors import UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
 from onnxprune.options import Compensate, Criterion
+from onnxprune.pipeline.prepare import ON_DATA
 from onnxprune.planning.align import impossible
 from onnxprune.plots import check_plot_path, plot_inspection
 from onnxprune.report import counted_at, group_summary, inspect_table
@@ -22,8 +23,8 @@ from onnxprune.sparsity import SparsifyOptions, survey
 from onnxprune.sparsity.layers import MIN_CHANNELS
 from onnxprune.sparsity.tables import survey_table
 
-# activation ranks on calibration data, which only prune takes.
-RANKED_WITHOUT_DATA = tuple(str(c.value) for c in Criterion if c != Criterion.ACTIVATION)
+# activation and rebuild rank on calibration data, which only prune takes.
+RANKED_WITHOUT_DATA = tuple(str(c.value) for c in Criterion if c not in ON_DATA)
 
 
 @user_errors

@@ -132,7 +132,13 @@ def prune(
         typer.Option(help="Node-name glob whose channels stay untouched.", rich_help_panel=PLAN),
     ] = None,
     criterion: Annotated[
-        str, choices(Criterion, "How channels are ranked (activation needs --calib).", panel=PLAN)
+        str,
+        choices(
+            Criterion,
+            "How channels are ranked (activation and rebuild need --calib; auto is rebuild where --calib "
+            "rebuilds and the budget is allocated by sensitivity).",
+            panel=PLAN,
+        ),
     ] = Criterion.AUTO,
     max_group_ratio: Annotated[
         float,

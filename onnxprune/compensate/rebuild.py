@@ -44,6 +44,7 @@ class Moments:
     mean: np.ndarray
     covariance: np.ndarray | None = None
     rows: int = 0  # samples times positions: what the estimate rests on
+    variance: np.ndarray | None = None  # of each position (importance: redundancy.py)
 
 
 def channel_moments(
@@ -56,6 +57,7 @@ def channel_moments(
     names = [p.tensor for p in points]
     wide = linear_ready(graph, analysis) if covariance else set()
     sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
     products: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
     for _, _, values in Runner(model, names, static_batch(model)).run(samples):
@@ -63,6 +65,7 @@ def channel_moments(
             value = values[name]
             flat = np.moveaxis(value, 1, -1).reshape(-1, value.shape[1]).astype(np.float64)
             sums[name] = sums.get(name, 0.0) + flat.sum(axis=0)
+            squares[name] = squares.get(name, 0.0) + (flat**2).sum(axis=0)
             rows[name] = rows.get(name, 0) + len(flat)
             if name in wide:
                 products[name] = products.get(name, 0.0) + flat.T @ flat
@@ -70,7 +73,8 @@ def channel_moments(
     for name in names:
         mean = sums[name] / max(rows[name], 1)
         cov = products[name] / max(rows[name], 1) - np.outer(mean, mean) if name in products else None
-        found[name] = Moments(mean, cov, rows[name])
+        variance = np.maximum(squares[name] / max(rows[name], 1) - mean**2, 0.0)
+        found[name] = Moments(mean, cov, rows[name], variance)
     return found
 
 

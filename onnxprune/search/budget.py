@@ -22,7 +22,7 @@ from onnxprune.data import Samples, count, split_holdout, take
 from onnxprune.errors import UsageError
 from onnxprune.importance import trained_for_slimming
 from onnxprune.options import Allocate, Compensate, PlanOptions, Scope
-from onnxprune.pipeline import Prepared
+from onnxprune.pipeline import Prepared, rank_on_statistics
 from onnxprune.progress import steps
 from onnxprune.search.allocate import allocate
 from onnxprune.search.evaluate import Evaluation
@@ -161,7 +161,11 @@ class Budget:
 
 def measure(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Sensitivity, Evaluator]:
     """Every unit's sensitivity curve, and the evaluation it was measured with (plan -> damage, worst
-    fidelity), on the search's workers."""
+    fidelity), on the search's workers. Channels are ranked first on the rebuild's statistics, where
+    calibration rebuilds them (``rank_on_statistics``): each cut then removes what the rest rebuild best."""
+    if data.moments is None:
+        data = replace(data, moments=moments_for(prepared, options, data))
+    rank_on_statistics(prepared, data.moments)
     evaluate, on = evaluation(prepared, options, data)
     total = len(jobs(prepared, options, data.sensitivity))
     description = f"measuring sensitivity on {evaluate.where}"

@@ -132,7 +132,7 @@ def test_options_take_plain_strings_and_cannot_change_after_the_check() -> None:
 
 def test_a_bad_criterion_is_refused_by_the_api_too(tmp_path) -> None:
     with pytest.raises(
-        UsageError, match="--criterion must be one of auto, gamma, l1, l2, activation, got 'bogus'"
+        UsageError, match="--criterion must be one of auto, gamma, l1, l2, activation, rebuild, got 'bogus'"
     ):
         api.inspect(tmp_path / "missing.onnx", criterion="bogus")
     with pytest.raises(UsageError, match="--criterion"):
