@@ -221,3 +221,19 @@ def test_an_epoch_cap_inside_a_long_budget_still_decays(
     options = TrainOptions(progress=False, batch=8, lr=1e-3, epochs=3, holdout=0.0)
     finetune(original, pruned, samples, minutes=5.0, holdout=0.0, options=options)
     assert rates[0] == pytest.approx(1e-3, rel=0.05) and rates[-1] < 0.1 * rates[0]
+
+
+def test_finetune_starts_a_calibrated_model_at_a_small_rate(models: tuple) -> None:
+    """Adam's default rate for fine-tuning a pruned model is CALIBRATED_LR, not train's 1e-3; a rate given
+    is used as given, and SGD keeps train's default."""
+    from onnxprune.train.finetune import CALIBRATED_LR
+
+    original, pruned, samples = models
+    _, report = finetune(original, pruned, samples, minutes=0.05, holdout=0.25)
+    assert report["options"]["lr"] == CALIBRATED_LR == 1e-4
+    given = TrainOptions(progress=False, lr=3e-3)
+    _, report = finetune(original, pruned, samples, minutes=0.05, holdout=0.25, options=given)
+    assert report["options"]["lr"] == 3e-3
+    sgd = TrainOptions(progress=False, optimizer="sgd")
+    _, report = finetune(original, pruned, samples, minutes=0.05, holdout=0.25, options=sgd)
+    assert report["options"]["lr"] == 1e-3  # train's fine-tuning default: the small rate is Adam's
