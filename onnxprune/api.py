@@ -39,6 +39,7 @@ from onnxprune.measure.layout import prefetch as prefetch_channel_block
 from onnxprune.nothing import bn_hint, refuse_nothing_to_prune
 from onnxprune.options import (
     AUTO,
+    ON_DATA,
     Allocate,
     Compensate,
     Criterion,
@@ -327,7 +328,7 @@ def sensitivity(
 def _calibration_samples(
     model: onnx.ModelProto, options: PlanOptions, calib: CalibRequest | None
 ) -> dict[str, np.ndarray] | None:
-    if options.criterion in (Criterion.ACTIVATION, Criterion.REBUILD) and calib is None:
+    if options.criterion in ON_DATA and calib is None:
         raise UsageError(f"--criterion {options.criterion} ranks channels on calibration data: pass --calib")
     if options.compensate == "calib" and calib is None:
         raise UsageError("--compensate calib needs calibration data (--calib)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxprune.channels.group import ChannelGroup, Decline
 from onnxprune.errors import UsageError
-from onnxprune.options import Criterion, choice
+from onnxprune.options import ON_DATA, Criterion, choice
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def score_groups(groups: list[ChannelGroup], criterion: Criterion | str = Criter
     """Fill ``group.score`` and ``group.criterion`` (once, while the model is prepared); a group with no
     usable score is declined."""
     criterion = choice(Criterion, criterion, "--criterion")
-    if criterion in (Criterion.ACTIVATION, Criterion.REBUILD):
+    if criterion in ON_DATA:
         # Scored on data (activation.py, redundancy.py); without data there is nothing to rank with.
         raise UsageError(f"--criterion {criterion} ranks channels on calibration data: prune with --calib")
     order = AUTO_ORDER if criterion == Criterion.AUTO else (str(criterion),)

@@ -36,6 +36,10 @@ class Criterion(StrEnum):
     REBUILD = "rebuild"  # needs calibration data (redundancy.redundancy_scores)
 
 
+# Criteria that rank channels on calibration data.
+ON_DATA = (Criterion.ACTIVATION, Criterion.REBUILD)
+
+
 class Scope(StrEnum):
     """What a ratio is a fraction of: all prunable channels ranked together, or each group."""
 

@@ -14,8 +14,7 @@ from onnxprune.cli.shared import ModelArg, choices, console, one_target, user_er
 from onnxprune.errors import UsageError
 from onnxprune.files import read_model
 from onnxprune.inputs import parse_shapes
-from onnxprune.options import Compensate, Criterion
-from onnxprune.pipeline.prepare import ON_DATA
+from onnxprune.options import ON_DATA, Compensate, Criterion
 from onnxprune.planning.align import impossible
 from onnxprune.plots import check_plot_path, plot_inspection
 from onnxprune.report import counted_at, group_summary, inspect_table

@@ -24,7 +24,7 @@ from onnxprune.graph import normalise
 from onnxprune.importance import score_groups
 from onnxprune.measure.counter import Counts, count
 from onnxprune.measure.estimate import Estimator
-from onnxprune.options import Criterion, PlanOptions
+from onnxprune.options import ON_DATA, Criterion, PlanOptions
 from onnxprune.redundancy import redundancy_scores
 
 
@@ -46,10 +46,6 @@ class Prepared:
     def estimator(self) -> Estimator:
         """A plan's MACs and params from the analysis, without rewriting (targets, allocation, plots)."""
         return Estimator(self.graph, self.analysis, self.before)
-
-
-# Criteria that rank channels on calibration data.
-ON_DATA = (Criterion.ACTIVATION, Criterion.REBUILD)
 
 
 def prepare(

@@ -166,7 +166,7 @@ def measure(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple
     if data.moments is None:
         data = replace(data, moments=moments_for(prepared, options, data))
     rank_on_statistics(prepared, data.moments)
-    evaluate, on = evaluation(prepared, options, data)
+    evaluate, on = evaluation(prepared, data)
     total = len(jobs(prepared, options, data.sensitivity))
     description = f"measuring sensitivity on {evaluate.where}"
     with steps(description, total=total, enabled=data.progress) as say:
@@ -174,11 +174,12 @@ def measure(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple
     return found, evaluate
 
 
-def evaluation(prepared: Prepared, options: PlanOptions, data: SearchData) -> tuple[Evaluator, str]:
+def evaluation(prepared: Prepared, data: SearchData) -> tuple[Evaluator, str]:
     """plan -> (damage, worst output fidelity) on the search's workers, and what it measures on. With
-    a score command: damage = the original's score minus the plan's."""
+    a score command: damage = the original's score minus the plan's. ``data.moments``: as ``measure``
+    found them (None: nothing rebuilt)."""
     samples = data.fit_samples()
-    moments = data.moments if data.moments is not None else moments_for(prepared, options, data)
+    moments = data.moments
     if data.eval_cmd is not None:
         command = data.eval_cmd
         original = command.score(prepared.model)

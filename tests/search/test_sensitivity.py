@@ -161,7 +161,7 @@ def test_eval_cmd_scores_plans_and_its_failures_are_one_line(tmp_path: Path) -> 
     model = onnx.load(PLAIN)
     options = PlanOptions(ratio=0.0, compensate="bn")
     prepared = prepare(model, options)
-    evaluate, on = evaluation(prepared, options, SearchData(eval_cmd=EvalCommand(command)))
+    evaluate, on = evaluation(prepared, SearchData(eval_cmd=EvalCommand(command)))
     assert "--eval-cmd" in on
     group = units(prepared, options)[1]
     damage, score = evaluate(plan_for(prepared, options, group.counts(8)))
