@@ -89,6 +89,10 @@ def train(
     schedule: Annotated[str, typer.Option(help="cosine (lr down to 0) | constant")] = "cosine",
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
     temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
+    ctc_weight: Annotated[
+        float,
+        typer.Option(help="With --teacher: weight of CTC against the teacher's decodes on frame outputs."),
+    ] = 1.0,
     eval_data: Annotated[
         Path | None, typer.Option("--eval", help="Evaluate accuracy on this after each epoch.")
     ] = None,
@@ -112,7 +116,8 @@ def train(
         epochs=epochs, minutes=minutes, lr=lr, batch=batch, seed=seed, l1_gamma=l1_gamma, l1_step=l1_step,
         augment=augment, batch_norm=batch_norm, distill=distill, optimizer=optimizer, schedule=schedule,
         weight_decay=weight_decay,
-        temperature=temperature, feature_weight=feature_weight, holdout=holdout, patience=patience,
+        temperature=temperature, ctc_weight=ctc_weight, feature_weight=feature_weight, holdout=holdout,
+        patience=patience,
         device=device, threads=threads, checkpoint=checkpoint, resume=resume, progress=not as_json,
     )  # fmt: skip
     images = ImageOptions(

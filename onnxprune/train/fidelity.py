@@ -2,8 +2,8 @@
 
 - scores: top-1 agreement (the share of samples whose argmax is the teacher's).
 - sequence: per-frame argmax agreement, and the share of samples whose greedy CTC decode (argmax per frame,
-  repeats collapsed, blanks dropped; the blank is class 0, as in PaddleOCR and most CTC heads) is exactly
-  the teacher's.
+  repeats collapsed, blanks dropped) is exactly the teacher's. The blank is the class the teacher picks in
+  most frames (``kinds.py``), class 0 (PaddleOCR's) where it is not known.
 - map: cosine similarity over the whole output, and the mean squared error over the teacher's variance.
 """
 
@@ -21,7 +21,11 @@ CTC_BLANK = 0
 
 def ctc_greedy(frames: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
     """Greedy CTC decodes of ``[N, T, C]`` scores: per sample the class sequence."""
-    best = frames.argmax(-1)
+    return ctc_collapse(frames.argmax(-1), blank)
+
+
+def ctc_collapse(best: np.ndarray, blank: int = CTC_BLANK) -> list[tuple[int, ...]]:
+    """``[N, T]`` classes, one per frame, as CTC reads them: repeats collapsed, blanks dropped."""
     decodes = []
     for row in best:
         keep = np.ones(len(row), bool)
@@ -35,7 +39,8 @@ def measure(kind: OutputKind, teacher: np.ndarray, student: np.ndarray) -> dict[
         return {"top1_agreement": float((teacher.argmax(-1) == student.argmax(-1)).mean())}
     if kind.kind == "sequence":
         frames = float((teacher.argmax(-1) == student.argmax(-1)).mean())
-        same = [a == b for a, b in zip(ctc_greedy(teacher), ctc_greedy(student), strict=True)]
+        blank = CTC_BLANK if kind.blank is None else kind.blank
+        same = [a == b for a, b in zip(ctc_greedy(teacher, blank), ctc_greedy(student, blank), strict=True)]
         return {"frame_agreement": frames, "decode_match": float(np.mean(same))}
     a, b = teacher.astype(np.float64).ravel(), student.astype(np.float64).ravel()
     norms = float(np.linalg.norm(a) * np.linalg.norm(b))

@@ -2,7 +2,8 @@
 
 - ``scores``: ``[N, C]`` with ``C >= 2``: class scores. Loss: KL divergence of the softened distributions.
 - ``sequence``: ``[N, T, C]`` whose rows along ``C`` are probability distributions (a CTC recogniser's
-  softmax output, PP-OCR rec's ``[N, 40, 18385]``). Loss: KL per frame, averaged over frames.
+  softmax output, PP-OCR rec's ``[N, 40, 18385]``). Loss: KL per frame, averaged over frames, and CTC
+  against the teacher's greedy decodes; the blank is the class the teacher picks most often.
 - ``map``: anything else (a DB probability map ``[N, 1, H, W]``, YOLO's ``[N, 84, 8400]`` boxes and scores,
   embeddings). Loss: mean squared error divided by the teacher's variance, so outputs (and features) of
   different scales weigh alike.
@@ -36,10 +37,14 @@ class OutputKind:
     # reads it, since a saturated softmax (a pruned model's all-blank frames) has probabilities of exactly 0
     # and 1, whose logarithm passes no gradient back.
     logits: str | None = None
+    # sequence: the CTC blank, the class the teacher picks in most frames (a CTC head emits it between
+    # characters and over the background, and a text line has fewer characters than frames).
+    blank: int | None = None
 
     def describe(self) -> str:
         given = " (probabilities)" if self.probabilities else ""
-        return f"{self.name}: {self.kind}{given}"
+        blank = f", blank {self.blank}" if self.blank is not None else ""
+        return f"{self.name}: {self.kind}{given}{blank}"
 
 
 def output_kind(name: str, values: np.ndarray) -> OutputKind:
@@ -49,8 +54,14 @@ def output_kind(name: str, values: np.ndarray) -> OutputKind:
     if values.ndim == 2 and values.shape[1] >= 2:
         return OutputKind(name, "scores", is_distribution(values))
     if values.ndim == 3 and values.shape[2] >= 2 and is_distribution(values):
-        return OutputKind(name, "sequence", True)
+        return OutputKind(name, "sequence", True, blank=most_picked(values))
     return OutputKind(name, "map")
+
+
+def most_picked(frames: np.ndarray) -> int:
+    """The class that is the argmax of most frames of ``[N, T, C]``."""
+    picks = frames.reshape(-1, frames.shape[-1]).argmax(-1)
+    return int(np.bincount(picks, minlength=frames.shape[-1]).argmax())
 
 
 def output_kinds(outputs: Mapping[str, np.ndarray], distill: str = "auto") -> list[OutputKind]:

@@ -67,8 +67,9 @@ def make_loss(targets: Targets, output_names: list[str], options: TrainOptions) 
         return lambda outs, want: F.cross_entropy(outs[first], want["labels"])
     assert options.feature_weight is not None
     return DistillLoss(
-        targets.kinds, targets.scales, options.temperature, targets.features, options.feature_weight
-    )
+        targets.kinds, targets.scales, options.temperature, targets.features, options.feature_weight,
+        options.ctc_weight,
+    )  # fmt: skip
 
 
 def gamma_stats(module: OnnxModule) -> dict[str, Any]:

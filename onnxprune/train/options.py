@@ -68,6 +68,8 @@ class TrainOptions:
             how far the teacher's own do not (``bnstats.py``: a data-free prune moved them).
         temperature: softens both distributions of the distillation KL on class scores (multiplied back by
             T^2); per-frame distributions are distilled at 1.
+        ctc_weight: weight of the CTC term on per-frame distributions (a CTC recogniser's output): the CTC
+            loss of the student against the teacher's greedy decodes, beside the per-frame KL. 0: KL only.
         device: auto (CUDA when present), cpu or cuda.
         threads: PyTorch's CPU threads (None: its default, one per core); fewer on a machine other jobs
             share, where threads that wait on each other cost more than they gain.
@@ -92,6 +94,7 @@ class TrainOptions:
     momentum: float = 0.9
     weight_decay: float = 0.0
     temperature: float = 4.0
+    ctc_weight: float = 1.0
     feature_weight: float | None = None
     holdout: float = 0.1
     patience: int = 5
@@ -114,7 +117,7 @@ class TrainOptions:
         if self.lr is not None:
             _positive("lr", self.lr)
         _positive("temperature", self.temperature)
-        for name in ("l1_gamma", "momentum", "weight_decay", "feature_weight"):
+        for name in ("l1_gamma", "momentum", "weight_decay", "feature_weight", "ctc_weight"):
             value = getattr(self, name)
             if value is not None and not value >= 0:  # `not >=` so that NaN is refused too
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")

@@ -68,6 +68,8 @@ def test_finetune_refuses_sparsity_and_bad_budgets(models: tuple) -> None:
         finetune(original, pruned, samples, 0.0)
     with pytest.raises(UsageError, match="--holdout"):
         finetune(original, pruned, samples, 1.0, holdout=1.0)
+    with pytest.raises(UsageError, match="--ctc-weight must be >= 0"):
+        finetune(original, pruned, samples, 1.0, options=TrainOptions(ctc_weight=-1.0))
 
 
 def test_the_best_epoch_is_kept(models: tuple) -> None:

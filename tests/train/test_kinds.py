@@ -71,3 +71,20 @@ def test_softmax_outputs_name_their_logits() -> None:
     ]
     found = with_logits(kinds, model, {"frames": 3, "middle": 3, "map": 3})
     assert [k.logits for k in found] == ["z", None, None]  # a softmax over another axis is not per frame
+
+
+@pytest.mark.parametrize("blank", [0, 96])  # PaddleOCR's first class; TensorFlow's CTC takes the last
+def test_a_sequence_knows_its_blank_as_the_class_picked_most(blank: int) -> None:
+    logits = rng.normal(size=(3, 40, 97))
+    logits[:, ::2, blank] += 20  # half the frames say blank, the rest spread over characters
+    found = output_kind("rec", softmax(logits))
+    assert found.kind == "sequence" and found.blank == blank and f"blank {blank}" in found.describe()
+
+
+def test_held_out_decodes_drop_the_sequences_own_blank() -> None:
+    from onnxprune.train.fidelity import measure
+
+    teacher = np.eye(4, dtype=np.float32)[[[3, 1, 3, 1], [2, 3, 3, 2]]]  # blank 3: reads "1 1" and "2 2"
+    student = np.eye(4, dtype=np.float32)[[[1, 1, 3, 1], [3, 2, 3, 2]]]  # the same text, other alignments
+    assert measure(OutputKind("rec", "sequence", True, blank=3), teacher, student)["decode_match"] == 1.0
+    assert measure(OutputKind("rec", "sequence", True, blank=0), teacher, student)["decode_match"] == 0.0

@@ -75,3 +75,45 @@ def test_a_saturated_softmax_passes_gradient_through_its_logits_only() -> None:
     through_logits = DistillLoss([kind], {}, 1.0)({"rec": probs, "z": logits}, {"rec": teacher})
     (grad,) = torch.autograd.grad(through_logits, logits)
     assert float(grad[0, 0, 1]) < 0  # raising the teacher's character lowers the loss
+
+
+def _frames(paths: list[list[int]], classes: int, sure: float = 6.0) -> torch.Tensor:
+    """[N, T, C] probabilities whose argmax per frame follows ``paths``."""
+    logits = torch.zeros(len(paths), len(paths[0]), classes)
+    for n, path in enumerate(paths):
+        for t, c in enumerate(path):
+            logits[n, t, c] = sure
+    return logits.softmax(-1)
+
+
+@pytest.mark.parametrize("blank", [0, 5])  # PaddleOCR's first class; TensorFlow's last
+def test_ctc_to_the_teacher_trains_the_student_to_read_the_teachers_text(blank: int) -> None:
+    """Optimised on the CTC term alone, a student that reads other text comes to read the teacher's: the
+    labels are the teacher's greedy decodes with its blank dropped, whichever class the blank is."""
+    from onnxprune.train.fidelity import ctc_greedy
+    from onnxprune.train.losses import ctc_to_teacher
+
+    b = blank
+    teacher = _frames([[b, 1, 1, b, 1, 2, b, b], [3, b, b, 4, 4, 4, b, 2]], classes=6)
+    logits = torch.zeros(2, 8, 6, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(200):
+        optimiser.zero_grad()
+        ctc_to_teacher(logits.log_softmax(-1).reshape(16, 6), teacher, blank).backward()
+        optimiser.step()
+    student = logits.detach().softmax(-1).numpy()
+    assert ctc_greedy(student, blank) == ctc_greedy(teacher.numpy(), blank) == [(1, 1, 2), (3, 4, 2)]
+
+
+def test_the_sequence_loss_adds_ctc_by_its_weight() -> None:
+    teacher = _frames([[0, 1, 0, 2, 2, 0]], classes=4)
+    student = _frames([[0, 1, 0, 0, 0, 0]], classes=4, sure=2.0)  # reads "1", not "1 2"
+    kind = OutputKind("rec", "sequence", True, blank=0)
+    kl_only = DistillLoss([kind], {}, 1.0).output_terms({"rec": student}, {"rec": teacher})
+    both = DistillLoss([kind], {}, 1.0, ctc_weight=0.5).output_terms({"rec": student}, {"rec": teacher})
+    assert list(kl_only) == ["rec"] and list(both) == ["rec", "rec (ctc)"]
+    assert torch.allclose(both["rec"], kl_only["rec"]) and float(both["rec (ctc)"]) > 0
+    scores = OutputKind("cls", "scores", True)
+    loss = DistillLoss([scores], {}, 1.0, ctc_weight=1.0)
+    terms = loss.output_terms({"cls": student[0]}, {"cls": teacher[0]})
+    assert list(terms) == ["cls"]  # class scores have no decode
