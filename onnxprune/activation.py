@@ -17,8 +17,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.capture import Runner
 from onnxprune.channels.analysis import Analysis
-
-CONSUMERS = ("Conv", "Gemm", "MatMul")
+from onnxprune.consumers import CONSUMERS, input_norms
 
 
 def activation_scores(
@@ -37,7 +36,7 @@ def activation_scores(
         (node, node.inputs[0].name, norms)
         for node in graph.nodes
         if node.op in CONSUMERS and node.inputs and node.inputs[0].name in analysis.states
-        if node.inputs[0].name in known and (norms := _weight_norms(node)) is not None
+        if node.inputs[0].name in known and (norms := input_norms(node)) is not None
     ]
     if not consumers:
         return
@@ -50,22 +49,6 @@ def activation_scores(
     for group in analysis.groups:
         if group.prunable and group.id in scores:
             group.score, group.criterion = scores[group.id], "activation"
-
-
-def _weight_norms(node: gs.Node) -> np.ndarray | None:
-    """||W[:, c]|| per input position c of the consumer, or None when its weight is not a constant."""
-    if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
-        return None
-    w = np.asarray(node.inputs[1].values, dtype=np.float64)
-    if node.op == "Conv":
-        group = int(node.attrs.get("group", 1))
-        k_g = w.shape[0] // group
-        per = np.sqrt((w.reshape(group, k_g, w.shape[1], -1) ** 2).sum(axis=(1, 3)))  # [group, C/group]
-        return per.reshape(-1)
-    if w.ndim != 2 or (node.op == "Gemm" and node.attrs.get("transA", 0)):
-        return None
-    along = 0 if node.op == "Gemm" and node.attrs.get("transB", 0) else 1
-    return np.sqrt((w**2).sum(axis=along))
 
 
 def _centred_norms(

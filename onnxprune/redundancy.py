@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.analysis import Analysis
 from onnxprune.compensate.blas import one_blas_thread
 from onnxprune.compensate.rebuild import ROWS_PER_UNKNOWN, Moments
+from onnxprune.consumers import input_gram
 
 # Conditional variances below this fraction of the largest are numerically zero: nothing left to explain.
 VANISHING = 1e-10
@@ -207,31 +208,11 @@ def _consumer_weights(graph: gs.Graph, analysis: Analysis) -> dict[str, np.ndarr
     unknown: set[str] = set()
     for tensor, name, _ in analysis.consumers:
         node = nodes.get(name)
-        gram = _gram(node) if node is not None and node.inputs and node.inputs[0].name == tensor else None
+        gram = None
+        if node is not None and node.inputs and node.inputs[0].name == tensor:
+            gram = input_gram(node)
         if gram is None or (tensor in found and found[tensor].shape != gram.shape):
             unknown.add(tensor)
             continue
         found[tensor] = found.get(tensor, 0.0) + gram
     return {name: gram for name, gram in found.items() if name not in unknown}
-
-
-def _gram(node: gs.Node) -> np.ndarray | None:
-    """``W^T W`` over the consumer's input channels (summed over a kernel's taps; block-diagonal for a
-    grouped Conv), or None where its weight is not a constant."""
-    if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
-        return None
-    w = np.asarray(node.inputs[1].values, dtype=np.float64)
-    if node.op == "Conv":
-        groups = int(node.attrs.get("group", 1))
-        out, per = w.shape[0] // groups, w.shape[1]
-        taps = w.reshape(groups, out, per, -1)
-        blocks = np.einsum("goct,godt->gcd", taps, taps)
-        gram = np.zeros((groups * per, groups * per))
-        for g in range(groups):
-            gram[g * per : (g + 1) * per, g * per : (g + 1) * per] = blocks[g]
-        return gram
-    if w.ndim != 2 or (node.op == "Gemm" and node.attrs.get("transA", 0)):
-        return None
-    if node.op == "Gemm" and node.attrs.get("transB", 0):
-        w = w.T
-    return w @ w.T
