@@ -8,7 +8,9 @@ machine).
 Weights are the tests' seeded ones (``tests/weights.py``: random, BN statistics re-estimated), pruned with the
 defaults (``--compensate bn``, so padded Convs after removed channels get bias maps) and no verification.
 Aims (issue 23): the pruned plan's size within 5% of the pruned/original parameter ratio, and its build no
-slower than the original's. Build seconds are the builder's alone (``build_serialized_network``), the best of
+slower than the original's. ``source MB``: the kernel source a TensorRT-RTX plan carries (compiled on the GPU
+at load; ``onnxprune/engine/anatomy.py``), the same whatever the widths; ``rest off``: the plan without it
+against the parameter ratio. Build seconds are the builder's alone (``build_serialized_network``), the best of
 ``--repeats``. A topology the target cannot be reached on is listed with the reason.
 """
 
@@ -67,6 +69,10 @@ def row(name: str, folder: Path, options: BuildOptions, repeats: int) -> dict:
         "params_ratio": params_ratio,
         "size_ratio": size_ratio,
         "size_off": size_ratio / params_ratio - 1,
+        # The plan without its kernel source (TensorRT-RTX: the CUDA C++ it compiles at load), which pruning
+        # leaves as it is: the part that can shrink with the weights.
+        "source_mb": (base.source_bytes / 2**20, small.source_bytes / 2**20),
+        "rest_off": small.rest_bytes / base.rest_bytes / params_ratio - 1,
         "plan_mb": (base.size_bytes / 2**20, small.size_bytes / 2**20),
         # What is not the float32 weights: kernels, bias maps, the engine's own records.
         "other_mb": tuple((e.size_bytes - 4 * p) / 2**20 for e, p in ((base, params[0]), (small, params[1]))),
@@ -79,19 +85,23 @@ def row(name: str, folder: Path, options: BuildOptions, repeats: int) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print(f"backend: {next((r['backend'] for r in rows if 'backend' in r), '-')}")
-    head = ("model", "params", "plan MB", "plan", "off", "size", "other MB", "layers", "build s", "build")
+    head = ("model", "params", "plan MB", "plan", "off", "size", "other MB", "source MB", "rest off",
+            "layers", "build s", "build")  # fmt: skip
     print(f"{head[0]:20s} {head[1]:>7s} {head[2]:>15s} {head[3]:>6s} {head[4]:>7s} {head[5]:>5s} "
-          f"{head[6]:>12s} {head[7]:>9s} {head[8]:>12s} {head[9]:>5s}  maps")  # fmt: skip
+          f"{head[6]:>12s} {head[7]:>12s} {head[8]:>8s} {head[9]:>9s} {head[10]:>12s} "
+          f"{head[11]:>5s}  maps")  # fmt: skip
     for r in rows:
         if "error" in r:
             print(f"{r['model']:20s} not pruned: {r['error'][:100]}")
             continue
         (mb0, mb1), (s0, s1), (o0, o1), (l0, l1) = r["plan_mb"], r["build_s"], r["other_mb"], r["layers"]
+        k0, k1 = r["source_mb"]
         size_ok = "ok" if abs(r["size_off"]) <= TOLERANCE else "MISS"
         time_ok = "ok" if s1 <= s0 else "MISS"
         maps = f"{r['maps']['converted']}/{r['maps']['maps']} {r['maps']['form']}"
         print(f"{r['model']:20s} {r['params_ratio']:7.3f} {mb0:7.2f}->{mb1:6.2f} {r['size_ratio']:6.3f} "
-              f"{r['size_off']:+7.1%} {size_ok:>5s} {o0:5.2f}->{o1:5.2f} {l0:4d}->{l1:3d} "
+              f"{r['size_off']:+7.1%} {size_ok:>5s} {o0:5.2f}->{o1:5.2f} {k0:5.2f}->{k1:5.2f} "
+              f"{r['rest_off']:+8.1%} {l0:4d}->{l1:3d} "
               f"{s0:5.2f}->{s1:5.2f} {time_ok:>5s}  {maps}")  # fmt: skip
 
 

@@ -92,6 +92,10 @@ def print_sparsity_line(report: dict[str, Any], output: Path) -> None:
     )
 
 
+def _source(size: int) -> str:
+    return f" ({size / 2**20:.2f} MB of it kernel source, compiled on the GPU at load)" if size else ""
+
+
 def print_build(result: Any, original: tuple[Path, int | None, dict[str, Any]] | None = None,
                 pruned_params: int | None = None) -> None:  # fmt: skip
     """A built plan: what it is and where its layers went, how its bias maps were handed over, and the
@@ -101,7 +105,7 @@ def print_build(result: Any, original: tuple[Path, int | None, dict[str, Any]] |
     sparse = "on" if engine.sparse_weights else "off"
     console.print(
         f"[green]built[/] {escape(str(result.plan_path))} with {engine.backend}: "
-        f"{engine.size_bytes / 2**20:.2f} MB in {engine.build_seconds:.2f} s, "
+        f"{engine.size_bytes / 2**20:.2f} MB{_source(engine.source_bytes)} in {engine.build_seconds:.2f} s, "
         f"{engine.layers if engine.layers is not None else 'unlisted'} layers "
         f"(fp16 {'on' if engine.fp16 else 'off'}, sparse weights {sparse}); "
         f"per-layer record ({engine.layers_source}): {escape(str(engine.layers_json))}",

@@ -23,6 +23,7 @@ import onnx
 from onnxprune import files, verify
 from onnxprune.biasmaps import MapsRecord, convert_maps
 from onnxprune.engine import rtx, tensorrt
+from onnxprune.engine.anatomy import source_bytes
 from onnxprune.engine.backends import Backend, resolve, unavailable
 from onnxprune.engine.builder import Built, build
 from onnxprune.engine.compare import compare_engine
@@ -135,6 +136,7 @@ def _report(
     return EngineReport(
         backend=built.version,
         size_bytes=len(built.plan),
+        source_bytes=source_bytes(built.plan),
         build_seconds=built.seconds,
         layers=compute_layers(layers) if layers else None,
         layers_source=source,

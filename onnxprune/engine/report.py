@@ -28,6 +28,14 @@ class EngineReport:
     not_compared: str | None = None  # why the engine was not run against ONNX Runtime
     plan: str | None = None
     layers_json: str | None = None
+    # Bytes of kernel source text in the plan (TensorRT-RTX's fused kernels, compiled on the GPU at load):
+    # a part that pruning does not shrink (anatomy.py).
+    source_bytes: int = 0
+
+    @property
+    def rest_bytes(self) -> int:
+        """The plan without its kernel source: the weights and the engine's records."""
+        return self.size_bytes - self.source_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,19 +53,25 @@ def write_layers(path: Path, report: EngineReport, layers: list[dict[str, Any]])
 
 def engine_table(rows: list[tuple[str, int | None, dict[str, Any]]], title: str) -> Table:
     """One row per build: ``(label, parameters of its ONNX, EngineReport.to_dict())``; sizes and build
-    times also as ratios to the first row."""
+    times also as ratios to the first row, and the plan without its kernel source (``src MB``) as its
+    own ratio: the part that shrinks with the weights."""
     table = Table(title=title)
     table.add_column("model", overflow="fold")
-    for column in ("params", "MB", "MB ratio", "params ratio", "build s", "s ratio", "layers"):
+    columns = ("params", "MB", "src MB", "MB ratio", "rest ratio", "params ratio", "build s", "s ratio")
+    for column in (*columns, "layers"):
         table.add_column(column, justify="right")
-    base_size, base_params, base_time = rows[0][2]["size_bytes"], rows[0][1], rows[0][2]["build_seconds"]
+    base, base_params, base_time = rows[0][2], rows[0][1], rows[0][2]["build_seconds"]
     for label, params, engine in rows:
         params_ratio = f"{params / base_params:.3f}" if params and base_params else "-"
+        source = engine.get("source_bytes", 0)
+        rest, base_rest = engine["size_bytes"] - source, base["size_bytes"] - base.get("source_bytes", 0)
         table.add_row(
             label,
             count(params) if params is not None else "-",
             f"{engine['size_bytes'] / 2**20:.2f}",
-            f"{engine['size_bytes'] / base_size:.3f}",
+            f"{source / 2**20:.2f}",
+            f"{engine['size_bytes'] / base['size_bytes']:.3f}",
+            f"{rest / base_rest:.3f}" if base_rest > 0 else "-",
             params_ratio,
             f"{engine['build_seconds']:.2f}",
             f"{engine['build_seconds'] / base_time:.2f}" if base_time > 0 else "-",
