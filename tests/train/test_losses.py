@@ -117,3 +117,15 @@ def test_the_sequence_loss_adds_ctc_by_its_weight() -> None:
     loss = DistillLoss([scores], {}, 1.0, ctc_weight=1.0)
     terms = loss.output_terms({"cls": student[0]}, {"cls": teacher[0]})
     assert list(terms) == ["cls"]  # class scores have no decode
+
+
+def test_a_teacher_that_reads_nothing_asks_for_blanks() -> None:
+    from onnxprune.train.losses import ctc_to_teacher
+
+    teacher = _frames([[0] * 5, [0] * 5], classes=4)  # both samples read as empty text
+    logits = torch.zeros(10, 4, requires_grad=True)
+    loss = ctc_to_teacher(logits.log_softmax(-1), teacher, 0)
+    loss.backward()
+    # -sum over the 5 frames of log p(blank), uniform over 4 classes
+    assert float(loss.detach()) == pytest.approx(5 * float(torch.log(torch.tensor(4.0))), rel=1e-5)
+    assert float(logits.grad[:, 0].max()) < 0 < float(logits.grad[:, 1:].min())  # towards blank everywhere
