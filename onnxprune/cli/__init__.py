@@ -18,7 +18,7 @@ import typer
 
 from onnxprune import __version__
 from onnxprune.cli import build, check, inspect, measure, prune, sensitivity, sparsify, train
-from onnxprune.cli.shared import console, errors, user_errors
+from onnxprune.cli.shared import console, errors, say_interrupted, user_errors
 
 __all__ = ["COMMANDS", "app", "console", "errors", "app_for", "main", "user_errors"]
 
@@ -90,7 +90,7 @@ def main() -> None:
             raise  # sys.exit("message"): Python prints it
         _exit_now(done.code or 0)
     except KeyboardInterrupt:  # while the parser is built, before a command runs
-        errors.print("interrupted", markup=False)
+        say_interrupted()
         _exit_now(130)
 
 
@@ -109,11 +109,11 @@ def _run() -> None:
     try:
         code = command.main(standalone_mode=False)
     except KeyboardInterrupt:
-        errors.print("interrupted", markup=False)
+        say_interrupted()
         sys.exit(130)
     except Exception as exc:
         if type(exc).__name__ == "Abort":  # the parser's own Ctrl-C
-            errors.print("interrupted", markup=False)
+            say_interrupted()
             sys.exit(130)
         if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
             raise

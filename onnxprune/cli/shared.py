@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,13 @@ errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def say_interrupted() -> None:
+    """The word "interrupted" on stderr, written directly: a Ctrl-C that lands inside a rich print (an
+    error line being written) leaves that console's buffer open, and nothing it prints after is flushed."""
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+
+
 def user_errors(func: F) -> F:
     """Turn library errors into one line and an exit code; Ctrl-C into exit 130 without a traceback."""
 
@@ -39,7 +47,7 @@ def user_errors(func: F) -> F:
             errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
-            errors.print("interrupted")
+            say_interrupted()
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
