@@ -353,7 +353,7 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_no_traceback(tmp_path: Path) ->
         codes.append((round(delay, 2), started.returncode))
         assert "Traceback" not in err, f"after {delay} s:\n{err}"
         if started.returncode == 130:
-            assert err.strip().endswith("interrupted"), err
+            assert err.strip().endswith("interrupted"), f"after {delay:.1f} s: {err!r}; so far {codes}"
             interrupted += 1
     assert interrupted >= 2, f"the signals landed during start-up and were handled: {codes}"
 
