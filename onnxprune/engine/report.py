@@ -60,7 +60,8 @@ def engine_table(rows: list[tuple[str, int | None, dict[str, Any]]], title: str)
     columns = ("params", "MB", "src MB", "MB ratio", "rest ratio", "params ratio", "build s", "s ratio")
     for column in (*columns, "layers"):
         table.add_column(column, justify="right")
-    base, base_params, base_time = rows[0][2], rows[0][1], rows[0][2]["build_seconds"]
+    base, base_params = rows[0][2], rows[0][1]
+    base_time = base["build_seconds"]
     for label, params, engine in rows:
         params_ratio = f"{params / base_params:.3f}" if params and base_params else "-"
         source = engine.get("source_bytes", 0)
