@@ -164,7 +164,7 @@ def _print_how(result: TrainResult) -> None:
             f"time budget: {result.step_seconds:.3f} s per step, {result.planned_epochs} epoch(s) planned"
         )
     if result.best_epoch is not None:
-        lines.append(f"kept the state of epoch {result.best_epoch} (best held-out agreement and loss)")
+        lines.append(f"kept the state of epoch {result.best_epoch} (held-out: lowest loss, best agreement)")
     if result.stopped:
         lines.append(f"stopped early: {result.stopped}")
     for line in lines:

@@ -26,6 +26,7 @@ from onnxprune.errors import UsageError
 from onnxprune.fidelity import is_distribution
 
 KINDS = ("scores", "sequence", "map")
+CTC_BLANK = 0  # PaddleOCR's blank: the one assumed where the teacher's outputs did not say
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class OutputKind:
     # sequence: the CTC blank, the class the teacher picks in most frames (a CTC head emits it between
     # characters and over the background, and a text line has fewer characters than frames).
     blank: int | None = None
+
+    @property
+    def ctc_blank(self) -> int:
+        """The blank a CTC decode of this output drops."""
+        return CTC_BLANK if self.blank is None else self.blank
 
     def describe(self) -> str:
         given = " (probabilities)" if self.probabilities else ""

@@ -3,12 +3,12 @@
 One epoch is a seeded permutation of the samples (the permutation depends on the seed and the epoch only,
 so a resumed run sees the batches an uninterrupted one would). After every epoch: accuracy on ``--eval``
 (labels), fidelity to the teacher on the held-out samples, a checkpoint. Fine-tuning keeps the state of
-the epoch with the best held-out result (``fidelity.improves``: the task's agreement and the loss, neither
-worse; epoch 0, the input, included) and, in the second half of the schedule, stops once ``patience``
-epochs have not improved on it. With ``minutes`` the step time is measured first (``budget.py``) and
-the epochs are planned from it; the learning-rate schedule then follows the clock (the share of the budget
-spent), and training runs until the deadline: a machine that speeds up or slows down moves the end, not
-the schedule.
+the epoch with the best held-out result (``fidelity.improves``: the lowest loss among the epochs whose
+agreement with the teacher is within held-out noise of the best; epoch 0, the input, included) and, in
+the second half of the schedule, stops once ``patience`` epochs have not improved on it. With
+``minutes`` the step time is measured first (``budget.py``) and the epochs are planned from it; the
+learning-rate schedule then follows the clock (the share of the budget spent), and training runs until
+the deadline: a machine that speeds up or slows down moves the end, not the schedule.
 """
 
 from __future__ import annotations
@@ -218,16 +218,18 @@ class _Trainer:
         return {**record, **gamma_stats(self.module)}
 
     def _better(self, record: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The best held-out state so far (fine-tuning only), with its epoch and result: (the task's
-        agreement, the loss), which must both be no worse (``fidelity.improves``)."""
+        """The best held-out state so far (fine-tuning only), with its epoch, result (the task's agreement,
+        the loss) and the best agreement of any epoch (``top``): ``fidelity.improves`` chooses."""
         loss = record.get("holdout_loss")
         if not self.options.early_stopping or loss is None:
             return best
         result = (agreement(record.get("fidelity") or {}), loss)
-        if not improves(result, None if best is None else best["result"]):
-            return best
+        top = _top(result[0], None if best is None else best.get("top"))
+        count = self.holdout.count if self.holdout is not None else 0
+        if not improves(result, None if best is None else best["result"], top, count):
+            return None if best is None else {**best, "top": top}
         state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
-        return {"epoch": record["epoch"], "result": result, "state": state}
+        return {"epoch": record["epoch"], "result": result, "state": state, "top": top}
 
     def _stop(self, epoch: int, best: dict[str, Any] | None) -> str:
         """Why fine-tuning stops before the planned end, if it does: ``patience`` epochs without a better
@@ -256,6 +258,12 @@ class _Trainer:
     def _done(self, epoch: int) -> float:
         """The share of the schedule behind at the end of ``epoch``."""
         return self._share(epoch * self.steps)
+
+
+def _top(agree: float | None, top: float | None) -> float | None:
+    """The best agreement seen, of this epoch and ``top``, the best before it."""
+    present = [a for a in (agree, top) if a is not None]
+    return max(present) if present else None
 
 
 def evaluate(module: OnnxModule, data: EvalSet, device: torch.device, batch: int = 256) -> float:

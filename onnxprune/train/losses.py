@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxprune.train.features import Feature
-from onnxprune.train.fidelity import CTC_BLANK, ctc_collapse
+from onnxprune.train.fidelity import ctc_collapse
 from onnxprune.train.kinds import OutputKind
 
 Tensor = torch.Tensor
@@ -114,8 +114,7 @@ class DistillLoss:
             rows = student_log_probs(s, kind, temperature, student.get(kind.logits or ""))
             terms[kind.name] = kl_rows(rows, t, kind, temperature)
             if kind.kind == "sequence" and self.ctc_weight:
-                blank = CTC_BLANK if kind.blank is None else kind.blank
-                terms[f"{kind.name} (ctc)"] = self.ctc_weight * ctc_to_teacher(rows, t, blank)
+                terms[f"{kind.name} (ctc)"] = self.ctc_weight * ctc_to_teacher(rows, t, kind.ctc_blank)
         return terms
 
     def feature_term(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor]) -> Tensor:

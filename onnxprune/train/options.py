@@ -57,9 +57,9 @@ class TrainOptions:
         feature_weight: weight of feature distillation at the pruned groups' boundaries (0: off). None:
             1.0 for fine-tuning from a teacher, 0 otherwise.
         holdout: the share of the samples held out (never trained on) to measure fidelity to the teacher
-            after every epoch; fine-tuning keeps the epoch with the best held-out agreement (top-1,
-            exact decodes) and loss, neither worse, and stops after ``patience`` epochs without
-            improvement. 0: none.
+            after every epoch; fine-tuning keeps the epoch with the lowest held-out loss among those
+            whose agreement (top-1, exact decodes) is within the held-out noise of the best, and stops
+            after ``patience`` epochs without improvement. 0: none.
         schedule: cosine (from lr down to 0 over all steps of all epochs) or constant.
         batch_norm: how BatchNormalization trains: update (normalise by the batch, update the running
             statistics: torch's training mode) or frozen (normalise by the running statistics, as at

@@ -239,3 +239,22 @@ def test_finetune_starts_a_calibrated_model_at_a_small_rate(models: tuple) -> No
     sgd = TrainOptions(progress=False, optimizer="sgd")
     _, report = finetune(original, pruned, samples, minutes=0.05, holdout=0.25, options=sgd)
     assert report["options"]["lr"] == 1e-3  # train's fine-tuning default: the small rate is Adam's
+
+
+def test_the_kept_epoch_is_within_noise_of_the_best_agreement_any_epoch_reached() -> None:
+    """The bar is the best agreement of any epoch, kept or not: epoch 1 (99 of 100 at a higher loss than
+    the input's) is not kept, yet it rules out epoch 2 (94, five below) and lets epoch 3 (97) in."""
+    from types import SimpleNamespace
+
+    from onnxprune.train.loop import _Trainer
+
+    trainer = object.__new__(_Trainer)
+    trainer.options, trainer.holdout = TrainOptions(), SimpleNamespace(count=100)
+    trainer.module = torch.nn.Linear(1, 1)
+    best, kept = None, []
+    for epoch, (agree, loss) in enumerate([(0.95, 0.20), (0.99, 0.30), (0.94, 0.10), (0.97, 0.15)]):
+        record = {"epoch": epoch, "holdout_loss": loss, "fidelity": {"out": {"decode_match": agree}}}
+        best = trainer._better(record, best)
+        assert best is not None
+        kept.append((best["epoch"], best["top"]))
+    assert kept == [(0, 0.95), (0, 0.99), (0, 0.99), (3, 0.99)]

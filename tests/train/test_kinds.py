@@ -88,3 +88,8 @@ def test_held_out_decodes_drop_the_sequences_own_blank() -> None:
     student = np.eye(4, dtype=np.float32)[[[1, 1, 3, 1], [3, 2, 3, 2]]]  # the same text, other alignments
     assert measure(OutputKind("rec", "sequence", True, blank=3), teacher, student)["decode_match"] == 1.0
     assert measure(OutputKind("rec", "sequence", True, blank=0), teacher, student)["decode_match"] == 0.0
+
+
+def test_the_ctc_blank_is_the_detected_one_else_paddleocrs() -> None:
+    assert OutputKind("o", "sequence", True, blank=17).ctc_blank == 17
+    assert OutputKind("o", "sequence", True).ctc_blank == 0
