@@ -51,10 +51,11 @@ def bn_count(model: onnx.ModelProto) -> int:
 
 def check_trained(
     original: onnx.ModelProto, trained: onnx.ModelProto, feed: Mapping[str, np.ndarray],
-    expected: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray], floors: Mapping[str, float] | None = None,
 ) -> float:  # fmt: skip
     """Validate ``trained`` as ``prune`` does, and compare it on ``feed`` with the PyTorch outputs
-    ``expected`` (within the float32 noise floor, see ``compare.py``); returns the worst relative error.
+    ``expected`` (within the float32 noise floor, see ``compare.py``; ``floors``: the module's own, from
+    ``check.float32_noise``); returns the worst relative error.
     Raises ValidationError / VerificationError."""
     validate(trained)
     check_runs(original, trained)
@@ -62,4 +63,4 @@ def check_trained(
         raise ValidationError(
             f"trained model has {bn_count(trained)} BatchNormalization nodes, the input {bn_count(original)}"
         )
-    return compare_outputs(graph_outputs(trained, feed), expected, "the trained PyTorch module")
+    return compare_outputs(graph_outputs(trained, feed, floors), expected, "the trained PyTorch module")

@@ -148,6 +148,34 @@ def test_conversion_matches_onnx_runtime(name: str) -> None:
 
 
 @needs_torch
+def test_the_noise_floor_is_the_modules_own_float32_error_and_a_whole_drift_is_still_refused(
+    monkeypatch,
+) -> None:
+    """``float32_noise``: max|float32 - float64| of the module, small and nonzero, the module left float32.
+    It widens the whole-graph bound to the computation's own rounding, not to a drift: a module whose
+    whole output is 1% off (every op right alone, the float64 copy as wrong) is still refused."""
+    import torch
+
+    from onnxprune.train.check import check_conversion, float32_noise
+    from onnxprune.train.torchgraph import OnnxModule
+
+    model = dynamic(tiny.residual(seed=2, dead=0.0), size=16)
+    module, device = OnnxModule(model).eval(), torch.device("cpu")
+    feed = {"input": np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32)}
+    with torch.no_grad():
+        outputs = {k: v.numpy() for k, v in module.run({"input": torch.from_numpy(feed["input"])}).items()}
+    noise = float32_noise(module, feed, outputs, device)
+    (name,) = outputs
+    scale = float(np.abs(outputs[name]).max())
+    assert 0 < noise[name] < 1e-5 * scale and next(module.parameters()).dtype == torch.float32
+    run = OnnxModule.run
+    monkeypatch.setattr(OnnxModule, "run", lambda self, feed, keep_all=False, keep=(): {
+        k: v * 1.01 for k, v in run(self, feed, keep_all, keep).items()})  # fmt: skip
+    with pytest.raises(VerificationError, match="differs from ONNX Runtime on output"):
+        check_conversion(module, model, feed, device)
+
+
+@needs_torch
 def test_a_wrong_conversion_is_refused_naming_the_op(
     files: dict[str, Path], tmp_path: Path, monkeypatch
 ) -> None:
