@@ -92,7 +92,10 @@ def spearman(a: list[float], b: list[float]) -> float:
         v = np.asarray(values, float)
         return np.array([np.mean(np.flatnonzero(np.sort(v) == x)) for x in v])
 
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    x, y = ranks(a), ranks(b)
+    if x.std() == 0 or y.std() == 0:  # one of them never moved: no order to correlate
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def run_seed(spec: Any, pruned: Path, data: Path, seed: int, minutes: float, out: Path) -> dict[str, Any]:
@@ -100,6 +103,8 @@ def run_seed(spec: Any, pruned: Path, data: Path, seed: int, minutes: float, out
     folder.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(minutes=minutes, lr=1e-4, seed=seed, progress=False)
     found = every_epoch(pruned, spec.file(), data, options, folder)
+    if not found["held_out"]:  # the choice has nothing to go by: too few samples to hold any out
+        raise SystemExit(f"no held-out samples among {data.name}'s: give more --calib-samples")
     rows = []
     for record in found["history"]:
         measures = record.get("fidelity") or {}
