@@ -37,8 +37,6 @@ class Prepared:
     analysis: Analysis
     before: Counts
     options: PlanOptions
-    # The channel statistics ``--criterion rebuild`` ranked on: calibration's rebuild reuses them.
-    moments: dict[str, Moments] | None = None
 
     @property
     def groups(self) -> list[ChannelGroup]:
@@ -74,16 +72,14 @@ def prepare(
     )
     on_data = options.criterion in ON_DATA
     score_groups(analysis.groups, Criterion.AUTO if on_data else options.criterion)
-    moments = None
     if on_data and samples is not None:
         fit, _ = split_holdout(samples, holdout)
         if options.criterion == Criterion.ACTIVATION:
             activation_scores(model, graph, analysis, fit, static_batch(model))
         else:
             fit = take(fit, min(MOMENT_SAMPLES, count_samples(fit)))
-            moments = channel_moments(model, graph, analysis, fit)
-            redundancy_scores(graph, analysis, moments)
-    return Prepared(model, graph, analysis, count(model, shapes or {}), options, moments)
+            redundancy_scores(graph, analysis, channel_moments(model, graph, analysis, fit))
+    return Prepared(model, graph, analysis, count(model, shapes or {}), options)
 
 
 def rank_on_statistics(prepared: Prepared, moments: Mapping[str, Moments] | None) -> None:
@@ -92,7 +88,5 @@ def rank_on_statistics(prepared: Prepared, moments: Mapping[str, Moments] | None
     the rebuild will use. Measured on the PP-OCRv5 recogniser at MACs 0.7: 99.0% of lines read exactly
     against 90.0% ranked by |gamma| (docs/sensitivity.md). Scores only order channels within a group here:
     the sensitivity allocation, which calls this, never compares them across groups."""
-    if moments is None or moments is prepared.moments:  # none, or prepare ranked on these already
-        return
-    if prepared.options.criterion in (Criterion.AUTO, Criterion.REBUILD):
+    if moments is not None and prepared.options.criterion in (Criterion.AUTO, Criterion.REBUILD):
         redundancy_scores(prepared.graph, prepared.analysis, moments)

@@ -192,7 +192,7 @@ def _rebuild_for(prepared: Prepared, run: Execution) -> Rebuild:
     options = run.calib or CalibOptions()
     if "rebuild" not in options.steps or run.samples is None:
         return None
-    moments = run.moments if run.moments is not None else prepared.moments
+    moments = run.moments
     if moments is None:
         fit, _ = split_holdout(run.samples, options.holdout)
         fit = take(fit, min(MOMENT_SAMPLES, count_samples(fit)))

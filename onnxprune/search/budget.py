@@ -202,8 +202,6 @@ def moments_for(
     samples = data.moment_samples()
     if options.compensate != Compensate.CALIB or samples is None or "rebuild" not in steps:
         return None
-    if prepared.moments is not None:  # --criterion rebuild measured them to rank on
-        return prepared.moments
     # Channel statistics are the same in a window as in the whole: a large input's crops cost less.
     samples, _ = proxy(samples, prepared.model, MOMENT_SAMPLES)
     return channel_moments(prepared.model, prepared.graph, prepared.analysis, samples)

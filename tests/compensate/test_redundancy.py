@@ -96,28 +96,3 @@ def test_the_sensitivity_allocation_ranks_by_rebuild_by_default():
     assert result.report["allocation"]["method"] == "sensitivity"
     assert group.criterion == "rebuild"
     assert len(result.plan.keep(group)) == 3 and 2 in result.plan.keep(group)
-
-
-@pytest.mark.parametrize("target", [None, api.Target("macs", 0.75)])
-def test_explicit_rebuild_measures_the_channel_statistics_once(monkeypatch, target):
-    """``--criterion rebuild`` ranks on the statistics calibration's rebuild then uses: measured once,
-    with ``--ratio`` and with a target's sensitivity allocation alike."""
-    import sys
-
-    from onnxprune.compensate import rebuild
-
-    calls = []
-    measured = rebuild.channel_moments
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return measured(*args, **kwargs)
-
-    for module in ("onnxprune.pipeline.prepare", "onnxprune.search.budget", "onnxprune.pipeline.run"):
-        monkeypatch.setattr(sys.modules[module], "channel_moments", counted)
-    calib = api.CalibRequest(samples=samples(60), options=CalibOptions(steps=("rebuild",)))
-    plan = api.PlanOptions(ratio=0.0 if target else 0.25, criterion="rebuild", round_to=1, min_keep=1)
-    result = api.prune_model(_copied(), plan, api.VerifyOptions(enabled=False), calib, target=target)
-    (group,) = [g for g in result.groups if g.prunable]
-    assert group.criterion == "rebuild" and 2 in result.plan.keep(group)
-    assert len(calls) == 1
