@@ -84,7 +84,7 @@ def improves(
 ) -> bool:  # fmt: skip
     """Whether a held-out result ``(agreement, loss)`` is better than ``old``: its agreement within the
     noise of the best seen (``top``, the best of any epoch, kept or not, measured on ``count`` samples;
-    without a count, no lower than ``old``'s) and its loss lower (at an equal loss, more agreement).
+    without a count, no lower than that best) and its loss lower (at an equal loss, more agreement).
 
     The loss alone misleads on CTC recognisers: distilling the PP-OCRv5 recogniser lowered its held-out
     per-frame KL threefold while its exact decodes fell from 92% to 77% (a decode turns on a few character

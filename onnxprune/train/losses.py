@@ -8,8 +8,8 @@
   CTC loss of the student against the teacher's greedy decodes (per character): the per-frame KL is
   dominated by the blank frames and keeps falling while the decoded text stops improving; the CTC term
   asks for the text itself, over every alignment. PP-OCRv5's recogniser pruned to MACs 0.5, 15 minutes on
-  this project's 2-core machine: exact lines 95.0% with KL alone, 95.7-98.0% with both over two seeds
-  (docs/distill.md).
+  this project's 2-core machine: exact lines 95.0% with KL alone, 98.0-99.0% with both over three seeds
+  (the epoch chosen by the loss within agreement noise; docs/distill.md).
 - map: mean squared error over the teacher's variance (measured once, on the first samples).
 - features: the same normalised squared error on intermediate tensors both models have (``features.py``),
   their mean times ``feature_weight``.
